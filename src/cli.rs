@@ -1,0 +1,150 @@
+//! The command line: clap derive arguments, turned into a checked [`Config`] before anything
+//! starts. Sizes parse as `4KiB`, `1MB`, `512`; durations as `10s`, `500ms`, `1m`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::config::{allowed_cpus, Config};
+use crate::engine::EngineKind;
+use crate::protocol::{ProtocolKind, ProtocolSpec, DEFAULT_BODY, DEFAULT_GREETING};
+
+/// ringd: a per-core io_uring TCP server (echo, hello, HTTP/1.1) with an epoll baseline.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ringd",
+    version,
+    after_help = "Examples:\n  ringd                                   # echo on 127.0.0.1:8080, all CPUs\n  ringd --protocol http --engine epoll    # HTTP/1.1 on the tokio/epoll baseline\n  ringd --protocol hello --threads 1      # the origin server: greet and close\n\nLogs go to stderr; RUST_LOG overrides --log-level (e.g. RUST_LOG=ringd=debug)."
+)]
+pub struct Args {
+    /// Address to listen on (every worker binds it with SO_REUSEPORT; port 0 picks one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Protocol to speak.
+    #[arg(long, value_enum, default_value_t = ProtocolKind::Echo)]
+    pub protocol: ProtocolKind,
+
+    /// I/O engine.
+    #[arg(long, value_enum, default_value_t = EngineKind::default())]
+    pub engine: EngineKind,
+
+    /// Worker threads, one runtime and one listener each [default: CPUs this process may use].
+    #[arg(long)]
+    pub threads: Option<usize>,
+
+    /// Pin worker i to the i-th allowed CPU (the default).
+    #[arg(long, overrides_with = "no_pin")]
+    pub pin: bool,
+
+    /// Do not pin workers to CPUs.
+    #[arg(long, overrides_with = "pin")]
+    pub no_pin: bool,
+
+    /// Listen backlog per worker socket (capped by net.core.somaxconn).
+    #[arg(long, default_value_t = 4096)]
+    pub backlog: u32,
+
+    /// Receive buffer size per read.
+    #[arg(long, default_value = "4KiB", value_parser = parse_bytes)]
+    pub buffer_size: usize,
+
+    /// Reply of the `hello` protocol.
+    #[arg(long, default_value = DEFAULT_GREETING)]
+    pub greeting: String,
+
+    /// Body of `http` 200 responses.
+    #[arg(long, default_value = DEFAULT_BODY)]
+    pub http_body: String,
+
+    /// How long SIGINT/SIGTERM waits for connections to finish before cutting them.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Log level (error, warn, info, debug, trace); RUST_LOG takes precedence.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
+impl Args {
+    /// Checks the arguments and builds the configuration.
+    pub fn into_config(self) -> Result<Config, String> {
+        let cpus = allowed_cpus();
+        let threads = self.threads.unwrap_or(cpus.len());
+        let pin = !self.no_pin;
+        let config = Config {
+            listen: self.listen,
+            protocol: ProtocolSpec::new(
+                self.protocol,
+                self.greeting.as_bytes(),
+                self.http_body.as_bytes(),
+            ),
+            engine: self.engine,
+            threads,
+            cpus: if pin { cpus } else { Vec::new() },
+            backlog: self.backlog,
+            buffer_size: self.buffer_size,
+            shutdown_timeout: self.shutdown_timeout,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// Parses a byte size such as `4096`, `4KiB`, `64 KB` or `1MiB`.
+pub fn parse_bytes(s: &str) -> Result<usize, String> {
+    let n = parse_size::parse_size(s).map_err(|e| format!("{e} (try e.g. 4096, 4KiB, 1MiB)"))?;
+    usize::try_from(n).map_err(|_| "size too large".to_string())
+}
+
+/// Parses a duration such as `10s`, `500ms`, `1m30s` or `0`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    if s.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e} (try e.g. 10s, 500ms, 1m)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Args::parse_from(["ringd"]).into_config().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.protocol.kind, ProtocolKind::Echo);
+        assert_eq!(c.buffer_size, 4096);
+        assert_eq!(c.backlog, 4096);
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
+        assert!(c.threads >= 1);
+        assert!(!c.cpus.is_empty());
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_bytes("64KiB"), Ok(65536));
+        assert_eq!(parse_bytes("512"), Ok(512));
+        assert!(parse_bytes("lots").is_err());
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn no_pin_and_bad_values() {
+        let c = Args::parse_from(["ringd", "--no-pin"])
+            .into_config()
+            .unwrap();
+        assert!(c.cpus.is_empty());
+        assert!(Args::parse_from(["ringd", "--threads", "0"])
+            .into_config()
+            .is_err());
+        assert!(Args::parse_from(["ringd", "--buffer-size", "8"])
+            .into_config()
+            .is_err());
+        assert!(Args::try_parse_from(["ringd", "--listen", "nope"]).is_err());
+    }
+}

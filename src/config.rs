@@ -1,0 +1,75 @@
+//! The checked server configuration: what every layer of the data path reads, built from the
+//! command line (`crate::cli`) or directly by tests and benches.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::engine::EngineKind;
+use crate::protocol::{ProtocolKind, ProtocolSpec};
+
+/// Smallest receive buffer accepted: below this a request line would not fit.
+pub const MIN_BUFFER_SIZE: usize = 64;
+
+/// A validated server configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address every worker listens on (port 0: worker 0 picks one).
+    pub listen: SocketAddr,
+    /// The protocol and its responses.
+    pub protocol: ProtocolSpec,
+    /// How bytes move.
+    pub engine: EngineKind,
+    /// Number of workers.
+    pub threads: usize,
+    /// CPUs the workers are pinned to, worker `i` on `cpus[i % len]`; empty: not pinned.
+    pub cpus: Vec<usize>,
+    /// Listen backlog per worker socket.
+    pub backlog: u32,
+    /// Receive buffer size per read.
+    pub buffer_size: usize,
+    /// How long a graceful shutdown may take before connections are cut.
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// A configuration with the defaults, listening on `listen`, for tests and benches.
+    pub fn new(listen: SocketAddr, protocol: ProtocolKind, engine: EngineKind) -> Self {
+        Config {
+            listen,
+            protocol: ProtocolSpec::with_defaults(protocol),
+            engine,
+            threads: 1,
+            cpus: Vec::new(),
+            backlog: 4096,
+            buffer_size: 4096,
+            shutdown_timeout: Duration::from_secs(5),
+        }
+    }
+
+    /// Checks the values that the type does not.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.threads == 0 {
+            return Err("--threads must be at least 1".into());
+        }
+        if self.buffer_size < MIN_BUFFER_SIZE {
+            return Err(format!(
+                "--buffer-size must be at least {MIN_BUFFER_SIZE} bytes"
+            ));
+        }
+        if self.buffer_size > u32::MAX as usize / 2 {
+            return Err("--buffer-size must be below 2 GiB".into());
+        }
+        if self.backlog == 0 {
+            return Err("--backlog must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// The CPUs this process may run on, in order (from its affinity mask).
+pub fn allowed_cpus() -> Vec<usize> {
+    match core_affinity::get_core_ids() {
+        Some(ids) if !ids.is_empty() => ids.into_iter().map(|c| c.id).collect(),
+        _ => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+    }
+}

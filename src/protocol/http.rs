@@ -1,0 +1,366 @@
+//! `http`: HTTP/1.1 plaintext server side, parsed with `httparse`.
+//!
+//! Keep-alive by default (HTTP/1.0 only when asked), pipelined requests answered in order,
+//! `GET`/`HEAD` → `200` with a fixed body, any other method → `405` (its body skipped),
+//! malformed → `400` and close, a header block over [`MAX_HEADER_BYTES`] → `431` and close.
+//! Responses are rendered from pre-built pieces so the per-request cost is a few copies.
+
+use std::sync::Arc;
+
+use super::Outcome;
+
+/// The default body of a `200` response.
+pub const DEFAULT_BODY: &str = "Hello, World!";
+
+/// Largest request header block accepted; a longer one gets `431` and the connection closes.
+pub const MAX_HEADER_BYTES: usize = 8 * 1024;
+
+/// Headers parsed per request; more is answered like an oversized header block.
+const MAX_HEADERS: usize = 64;
+
+/// Error statuses the server sends before closing a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorStatus {
+    /// Malformed request.
+    BadRequest,
+    /// The header block did not arrive within the header timeout.
+    RequestTimeout,
+    /// Header block too large.
+    HeaderTooLarge,
+    /// A transfer coding the server does not implement.
+    NotImplemented,
+    /// Over the connection limit.
+    Unavailable,
+}
+
+impl ErrorStatus {
+    fn line(self) -> &'static str {
+        match self {
+            ErrorStatus::BadRequest => "400 Bad Request",
+            ErrorStatus::RequestTimeout => "408 Request Timeout",
+            ErrorStatus::HeaderTooLarge => "431 Request Header Fields Too Large",
+            ErrorStatus::NotImplemented => "501 Not Implemented",
+            ErrorStatus::Unavailable => "503 Service Unavailable",
+        }
+    }
+}
+
+/// Pre-rendered response pieces, shared by every connection.
+#[derive(Debug)]
+pub(super) struct Responses {
+    /// Status line and fixed headers of a `200`, up to and excluding `Connection`.
+    ok_head: Vec<u8>,
+    /// Body of a `200` to `GET`.
+    body: Vec<u8>,
+}
+
+impl Responses {
+    pub(super) fn new(body: &[u8]) -> Self {
+        let ok_head = format!(
+            "HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n",
+            body.len()
+        )
+        .into_bytes();
+        Responses {
+            ok_head,
+            body: body.to_vec(),
+        }
+    }
+}
+
+/// A complete error response that closes the connection.
+pub fn error_response(status: ErrorStatus) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {}\r\nServer: ringd\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        status.line()
+    )
+    .into_bytes()
+}
+
+/// State of one `http` connection.
+#[derive(Debug)]
+pub struct Http {
+    /// Shared response pieces.
+    responses: Arc<Responses>,
+    /// Request body bytes still to skip before the next request starts.
+    skip: u64,
+}
+
+/// What one parsed request asks of us.
+struct Request {
+    /// Header block length in bytes.
+    head_len: usize,
+    /// GET or HEAD (anything else is 405).
+    method: Method,
+    /// Keep the connection open after answering.
+    keep_alive: bool,
+    /// HTTP/1.0 (needs an explicit `Connection: keep-alive` in the response).
+    http10: bool,
+    /// Declared body length to skip.
+    body_len: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Head,
+    Other,
+}
+
+/// Parsing a request header block failed or must stop the connection.
+enum Reject {
+    /// The header block is incomplete.
+    Partial,
+    /// Answer with this status and close.
+    Status(ErrorStatus),
+}
+
+impl Http {
+    pub(super) fn new(responses: Arc<Responses>) -> Self {
+        Http { responses, skip: 0 }
+    }
+
+    pub(super) fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Outcome {
+        let mut pos = 0;
+        loop {
+            if self.skip > 0 {
+                let n = (self.skip.min((input.len() - pos) as u64)) as usize;
+                self.skip -= n as u64;
+                pos += n;
+                if self.skip > 0 {
+                    return Outcome::keep(pos);
+                }
+            }
+            let rest = &input[pos..];
+            if rest.is_empty() {
+                return Outcome::keep(pos);
+            }
+            match parse(rest) {
+                Ok(req) => {
+                    pos += req.head_len;
+                    self.skip = req.body_len;
+                    self.respond(&req, out);
+                    if !req.keep_alive {
+                        return Outcome::close(pos);
+                    }
+                }
+                Err(Reject::Partial) => return Outcome::keep(pos),
+                Err(Reject::Status(status)) => {
+                    out.extend_from_slice(&error_response(status));
+                    return Outcome::close(input.len());
+                }
+            }
+        }
+    }
+
+    fn respond(&self, req: &Request, out: &mut Vec<u8>) {
+        let connection: &[u8] = match (req.keep_alive, req.http10) {
+            (false, _) => b"Connection: close\r\n",
+            (true, true) => b"Connection: keep-alive\r\n",
+            (true, false) => b"",
+        };
+        match req.method {
+            Method::Get | Method::Head => {
+                out.extend_from_slice(&self.responses.ok_head);
+                out.extend_from_slice(connection);
+                out.extend_from_slice(b"\r\n");
+                if req.method == Method::Get {
+                    out.extend_from_slice(&self.responses.body);
+                }
+            }
+            Method::Other => {
+                out.extend_from_slice(
+                    b"HTTP/1.1 405 Method Not Allowed\r\nServer: ringd\r\nAllow: GET, HEAD\r\nContent-Length: 0\r\n",
+                );
+                out.extend_from_slice(connection);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+}
+
+/// Parses one request header block at the start of `buf`.
+fn parse(buf: &[u8]) -> Result<Request, Reject> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) if n <= MAX_HEADER_BYTES => n,
+        Ok(httparse::Status::Complete(_)) => {
+            return Err(Reject::Status(ErrorStatus::HeaderTooLarge))
+        }
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEADER_BYTES => {
+            return Err(Reject::Status(ErrorStatus::HeaderTooLarge))
+        }
+        Ok(httparse::Status::Partial) => return Err(Reject::Partial),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Reject::Status(ErrorStatus::HeaderTooLarge))
+        }
+        Err(_) => return Err(Reject::Status(ErrorStatus::BadRequest)),
+    };
+    let http10 = req.version == Some(0);
+    let method = match req.method {
+        Some("GET") => Method::Get,
+        Some("HEAD") => Method::Head,
+        _ => Method::Other,
+    };
+    let mut keep_alive = !http10;
+    let mut body_len = None;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && http10 {
+                    keep_alive = true;
+                }
+            }
+        } else if h.name.eq_ignore_ascii_case("content-length") {
+            let len = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or(Reject::Status(ErrorStatus::BadRequest))?;
+            // Two different lengths make the framing ambiguous (request smuggling).
+            if body_len.is_some_and(|prev| prev != len) {
+                return Err(Reject::Status(ErrorStatus::BadRequest));
+            }
+            body_len = Some(len);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(Reject::Status(ErrorStatus::NotImplemented));
+        }
+    }
+    Ok(Request {
+        head_len,
+        method,
+        keep_alive,
+        http10,
+        body_len: body_len.unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::testutil::{assert_split_invariant, drive};
+    use crate::protocol::{ProtocolKind, ProtocolSpec};
+
+    fn spec() -> ProtocolSpec {
+        ProtocolSpec::with_defaults(ProtocolKind::Http)
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
+
+    fn text(out: &[u8]) -> String {
+        String::from_utf8_lossy(out).into_owned()
+    }
+
+    #[test]
+    fn get_keep_alive() {
+        let (out, close) = assert_split_invariant(&spec(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(text(&out), OK);
+        assert!(!close);
+    }
+
+    #[test]
+    fn three_pipelined_requests_in_order() {
+        let input = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\n\r\n";
+        let (out, close) = assert_split_invariant(&spec(), input);
+        let head = "HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n";
+        let expected = format!("{OK}{head}\r\n{head}Connection: close\r\n\r\nHello, World!");
+        assert_eq!(text(&out), expected);
+        assert!(close);
+    }
+
+    #[test]
+    fn http10_closes_unless_keep_alive() {
+        let (out, close) = assert_split_invariant(&spec(), b"GET / HTTP/1.0\r\n\r\n");
+        assert!(text(&out).contains("Connection: close\r\n"));
+        assert!(close);
+        let (out, close) =
+            assert_split_invariant(&spec(), b"GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
+        assert!(text(&out).contains("Connection: keep-alive\r\n"));
+        assert!(!close);
+    }
+
+    #[test]
+    fn head_has_no_body() {
+        let (out, _) = assert_split_invariant(&spec(), b"HEAD / HTTP/1.1\r\n\r\n");
+        assert!(text(&out).ends_with("Content-Length: 13\r\n\r\n"));
+    }
+
+    #[test]
+    fn garbage_is_400_and_close() {
+        let (out, close) = assert_split_invariant(&spec(), b"\x00\x01garbage\r\n\r\n");
+        assert!(text(&out).starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(close);
+    }
+
+    #[test]
+    fn oversized_header_block_is_431() {
+        let mut input = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+        input.extend(std::iter::repeat_n(b'a', MAX_HEADER_BYTES));
+        // Incomplete and already over the limit.
+        let (out, close) = drive(&spec(), &[&input]);
+        assert!(text(&out).starts_with("HTTP/1.1 431 "), "{}", text(&out));
+        assert!(close);
+        // Complete but over the limit.
+        input.extend_from_slice(b"\r\n\r\n");
+        let (out, close) = drive(&spec(), &[&input]);
+        assert!(text(&out).starts_with("HTTP/1.1 431 "));
+        assert!(close);
+    }
+
+    #[test]
+    fn too_many_headers_is_431() {
+        let mut input = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            input.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        input.extend_from_slice(b"\r\n");
+        let (out, close) = drive(&spec(), &[&input]);
+        assert!(text(&out).starts_with("HTTP/1.1 431 "));
+        assert!(close);
+    }
+
+    #[test]
+    fn other_methods_get_405_and_body_is_skipped() {
+        let input = b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n";
+        let (out, close) = assert_split_invariant(&spec(), input);
+        let t = text(&out);
+        assert!(t.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{t}");
+        assert!(t.ends_with(OK), "{t}");
+        assert!(!close);
+    }
+
+    #[test]
+    fn conflicting_content_length_is_400() {
+        let input = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
+        let (out, close) = drive(&spec(), &[input]);
+        assert!(text(&out).starts_with("HTTP/1.1 400 "));
+        assert!(close);
+    }
+
+    #[test]
+    fn chunked_is_501() {
+        let input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let (out, close) = drive(&spec(), &[input]);
+        assert!(text(&out).starts_with("HTTP/1.1 501 "));
+        assert!(close);
+    }
+
+    #[test]
+    fn partial_request_waits() {
+        let mut s = spec().session();
+        let mut out = Vec::new();
+        let o = s.on_input(b"GET / HTTP/1.1\r\nHost:", &mut out);
+        assert_eq!(o, Outcome::keep(0));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn custom_body() {
+        let spec = ProtocolSpec::new(ProtocolKind::Http, b"", b"pong");
+        let (out, _) = drive(&spec, &[b"GET / HTTP/1.1\r\n\r\n"]);
+        assert!(text(&out).ends_with("Content-Length: 4\r\n\r\npong"));
+    }
+}

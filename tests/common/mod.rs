@@ -1,0 +1,67 @@
+//! Helpers shared by the integration tests: start the real server on 127.0.0.1:0 and talk to
+//! it over real sockets.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ringd::{Config, EngineKind, ProtocolKind, ServerHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Starts an in-process server with `threads` workers, unpinned.
+pub fn server(engine: EngineKind, protocol: ProtocolKind, threads: usize) -> ServerHandle {
+    let mut config = Config::new("127.0.0.1:0".parse().unwrap(), protocol, engine);
+    config.threads = threads;
+    ringd::start(config).expect("server starts")
+}
+
+/// Connects with a timeout so a broken server fails the test instead of hanging it.
+pub async fn connect(addr: SocketAddr) -> TcpStream {
+    let s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .expect("connect timed out")
+        .expect("connect");
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Writes `request`, then reads until EOF (with a timeout).
+pub async fn request_to_eof(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut s = connect(addr).await;
+    s.write_all(request).await.unwrap();
+    read_to_eof(&mut s).await
+}
+
+/// Reads until EOF, failing after 10 s.
+pub async fn read_to_eof(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("read to EOF timed out")
+        .expect("read to EOF");
+    out
+}
+
+/// Reads exactly `n` bytes, failing after 10 s.
+pub async fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut out = vec![0u8; n];
+    tokio::time::timeout(Duration::from_secs(10), s.read_exact(&mut out))
+        .await
+        .expect("read timed out")
+        .expect("read");
+    out
+}
+
+/// Sends `payload` and reads the echo concurrently (a large payload would otherwise fill
+/// both socket buffers and deadlock); returns what came back.
+pub async fn echo_round_trip(s: &mut TcpStream, payload: &[u8]) -> Vec<u8> {
+    let (mut r, mut w) = s.split();
+    let mut back = vec![0u8; payload.len()];
+    let (wr, rd) = tokio::join!(w.write_all(payload), async {
+        tokio::time::timeout(Duration::from_secs(30), r.read_exact(&mut back)).await
+    });
+    wr.unwrap();
+    rd.expect("echo timed out").expect("echo read");
+    back
+}

@@ -1,0 +1,283 @@
+//! Every engine × every protocol against the real server on 127.0.0.1:0, real sockets.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use rand::{Rng, SeedableRng};
+use ringd::{EngineKind, ProtocolKind};
+use tokio::io::AsyncWriteExt;
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
+
+async fn echo_random_payloads(engine: EngineKind) {
+    let server = server(engine, ProtocolKind::Echo, 2);
+    let addr = server.local_addr();
+    let mut tasks = Vec::new();
+    for conn in 0..100u64 {
+        tasks.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(conn);
+            let mut s = connect(addr).await;
+            let mut total = 0;
+            for round in 0..3 {
+                // Log-uniform from 1 B to 1 MiB; connection 0 always sends one full MiB.
+                let len = if conn == 0 && round == 0 {
+                    1 << 20
+                } else {
+                    (2f64.powf(rng.gen_range(0.0..20.0)) as usize).clamp(1, 1 << 20)
+                };
+                let payload: Vec<u8> = (0..len).map(|_| rng.gen()).collect();
+                let back = echo_round_trip(&mut s, &payload).await;
+                assert!(
+                    back == payload,
+                    "connection {conn}: echo of {len} bytes differs"
+                );
+                total += len;
+            }
+            total
+        }));
+    }
+    let mut bytes = 0;
+    for t in tasks {
+        bytes += t.await.unwrap();
+    }
+    assert!(bytes >= 1 << 20);
+    let report = server.shutdown().unwrap();
+    assert_eq!(report.cut, 0);
+    assert_eq!(report.accepted, 100);
+}
+
+async fn echo_half_close_flushes(engine: EngineKind) {
+    let server = server(engine, ProtocolKind::Echo, 1);
+    // Everything sent before the FIN comes back, then EOF.
+    let out = request_to_eof_half_closed(server.local_addr(), b"last words").await;
+    assert_eq!(out, b"last words");
+    server.shutdown().unwrap();
+}
+
+async fn request_to_eof_half_closed(addr: std::net::SocketAddr, data: &[u8]) -> Vec<u8> {
+    let mut s = connect(addr).await;
+    s.write_all(data).await.unwrap();
+    s.shutdown().await.unwrap();
+    read_to_eof(&mut s).await
+}
+
+async fn hello_greets_and_closes(engine: EngineKind) {
+    let server = server(engine, ProtocolKind::Hello, 1);
+    let addr = server.local_addr();
+    assert_eq!(request_to_eof(addr, b"hi").await, b"Hello, world!");
+    // The origin replied even to an empty message (EOF before any byte).
+    assert_eq!(
+        request_to_eof_half_closed(addr, b"").await,
+        b"Hello, world!"
+    );
+    // Many in a row, as a connect-request-close load does.
+    for _ in 0..50 {
+        assert_eq!(request_to_eof(addr, b"x").await, b"Hello, world!");
+    }
+    server.shutdown().unwrap();
+}
+
+async fn http_behaviour(engine: EngineKind) {
+    let server = server(engine, ProtocolKind::Http, 1);
+    let addr = server.local_addr();
+
+    // Keep-alive: two requests on one connection, answered one by one.
+    let mut s = connect(addr).await;
+    for _ in 0..2 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(read_n(&mut s, OK.len()).await, OK);
+    }
+
+    // Three pipelined requests in one write, answered in order; HEAD has no body.
+    s.write_all(b"GET /1 HTTP/1.1\r\n\r\nHEAD /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let out = read_to_eof(&mut s).await;
+    let head = &OK[..OK.len() - 13];
+    let close = b"HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: close\r\n\r\nHello, World!";
+    assert_eq!(out, [OK, head, close].concat());
+
+    // HTTP/1.0 closes after one response.
+    let out = request_to_eof(addr, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n") && out.ends_with(b"Hello, World!"));
+
+    // Garbage: 400 and close.
+    let out = request_to_eof(addr, b"\x16\x03\x01 not http\r\n\r\n").await;
+    assert!(out.starts_with(b"HTTP/1.1 400 Bad Request\r\n"), "{out:?}");
+
+    // Header block over 8 KiB: 431 and close.
+    let mut big = b"GET / HTTP/1.1\r\nX-Fill: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 9000));
+    big.extend_from_slice(b"\r\n\r\n");
+    let out = request_to_eof(addr, &big).await;
+    assert!(
+        out.starts_with(b"HTTP/1.1 431 "),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+
+    server.shutdown().unwrap();
+}
+
+/// A peer that resets in the middle of a request affects only its own connection.
+async fn reset_mid_request_is_isolated(engine: EngineKind, protocol: ProtocolKind) {
+    let server = server(engine, protocol, 1);
+    let addr = server.local_addr();
+    let (request, expected): (&[u8], &[u8]) = match protocol {
+        ProtocolKind::Http => (b"GET / HTTP/1.1\r\n\r\n", OK),
+        _ => (b"ping", b"ping"),
+    };
+    let mut good = connect(addr).await;
+    good.write_all(request).await.unwrap();
+    assert_eq!(read_n(&mut good, expected.len()).await, expected);
+    for _ in 0..20 {
+        let bad = std::net::TcpStream::connect(addr).unwrap();
+        socket2::SockRef::from(&bad)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        (&bad).write_all_std(&[b'G'; 3000]);
+        drop(bad); // RST with data in flight
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    good.write_all(request).await.unwrap();
+    assert_eq!(read_n(&mut good, expected.len()).await, expected);
+    drop(good);
+    server.shutdown().unwrap();
+}
+
+trait WriteStd {
+    fn write_all_std(self, data: &[u8]);
+}
+impl WriteStd for &std::net::TcpStream {
+    fn write_all_std(mut self, data: &[u8]) {
+        use std::io::Write;
+        let _ = self.write_all(data);
+    }
+}
+
+/// Draining while clients are mid-stream: no connection is cut, every echo a client finished
+/// reading is complete, and the workers stop.
+async fn shutdown_under_load(engine: EngineKind) {
+    let server = server(engine, ProtocolKind::Echo, 2);
+    let addr = server.local_addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let stop = stop.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = connect(addr).await;
+            let payload = vec![7u8; 4096];
+            let mut complete = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (mut r, mut w) = s.split();
+                let mut back = vec![0u8; payload.len()];
+                let (wr, rd) = tokio::join!(
+                    w.write_all(&payload),
+                    tokio::io::AsyncReadExt::read_exact(&mut r, &mut back)
+                );
+                match (wr, rd) {
+                    (Ok(()), Ok(_)) => {
+                        assert_eq!(back, payload);
+                        complete += 1;
+                    }
+                    // The server drained us between requests.
+                    _ => break,
+                }
+            }
+            complete
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = tokio::task::spawn_blocking(move || server.shutdown())
+        .await
+        .unwrap()
+        .unwrap();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(report.cut, 0, "drain cut connections");
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    assert!(total > 0, "no request completed before the drain");
+    // The port is closed: nothing accepts any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+/// With two workers, the kernel spreads connections over both listeners.
+async fn both_workers_accept(engine: EngineKind) {
+    let server = server(engine, ProtocolKind::Echo, 2);
+    let addr = server.local_addr();
+    let mut conns = Vec::new();
+    for _ in 0..64 {
+        let mut s = connect(addr).await;
+        assert_eq!(echo_round_trip(&mut s, b"x").await, b"x");
+        conns.push(s);
+    }
+    let accepted: Vec<u64> = server
+        .stats()
+        .iter()
+        .map(|s| s.accepted.load(std::sync::atomic::Ordering::Relaxed))
+        .collect();
+    assert_eq!(accepted.iter().sum::<u64>(), 64);
+    assert!(
+        accepted.iter().all(|&n| n > 0),
+        "a worker got nothing: {accepted:?}"
+    );
+    drop(conns);
+    server.shutdown().unwrap();
+}
+
+macro_rules! engine_tests {
+    ($module:ident, $engine:expr) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn echo_random_payloads_100_connections() {
+                echo_random_payloads($engine).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn echo_flushes_on_half_close() {
+                echo_half_close_flushes($engine).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn hello_returns_greeting_then_eof() {
+                hello_greets_and_closes($engine).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn http_keepalive_pipelining_head_10_400_431() {
+                http_behaviour($engine).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn reset_mid_request_echo() {
+                reset_mid_request_is_isolated($engine, ProtocolKind::Echo).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn reset_mid_request_http() {
+                reset_mid_request_is_isolated($engine, ProtocolKind::Http).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn shutdown_under_load_cuts_nothing() {
+                shutdown_under_load($engine).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn two_workers_both_accept() {
+                both_workers_accept($engine).await;
+            }
+        }
+    };
+}
+
+engine_tests!(tokio_uring, EngineKind::TokioUring);
+engine_tests!(epoll, EngineKind::Epoll);
