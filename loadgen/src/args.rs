@@ -64,7 +64,7 @@ pub struct Args {
 
     /// Pin thread i to the i-th CPU of this list, e.g. `1` or `2-3` or `1,3`.
     #[arg(long, value_parser = parse_cpu_list)]
-    pub pin: Option<Vec<usize>>,
+    pub pin: Option<CpuList>,
 
     /// Measured duration (ignored with --requests).
     #[arg(long, short = 'd', default_value = "10s", value_parser = parse_duration)]
@@ -208,12 +208,10 @@ impl Args {
             _ => Mode::Rr,
         });
         match (self.protocol, mode) {
-            (ProtocolKind::Hello, Mode::Rr | Mode::Stream) => {
-                return Err(
-                    "the hello server closes after each reply: use --mode crr (the default for hello)"
-                        .into(),
-                )
-            }
+            (ProtocolKind::Hello, Mode::Rr | Mode::Stream) => return Err(
+                "the hello server closes after each reply: use --mode crr (the default for hello)"
+                    .into(),
+            ),
             (ProtocolKind::Http, Mode::Stream) => {
                 return Err("stream mode needs --protocol echo".into())
             }
@@ -267,7 +265,7 @@ impl Args {
             mode,
             connections: self.connections,
             threads,
-            pin: self.pin.unwrap_or_default(),
+            pin: self.pin.map(|l| l.0).unwrap_or_default(),
             duration: self.duration,
             requests: self.requests,
             warmup: self.warmup,
@@ -282,8 +280,12 @@ impl Args {
     }
 }
 
+/// A list of CPU numbers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuList(pub Vec<usize>);
+
 /// Parses a CPU list such as `1`, `0,2` or `2-3`.
-pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
+pub fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
     let mut cpus = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let bad = || format!("bad CPU list {s:?} (try 1 or 0,2 or 2-3)");
@@ -302,7 +304,7 @@ pub fn parse_cpu_list(s: &str) -> Result<Vec<usize>, String> {
     if cpus.is_empty() {
         return Err(format!("empty CPU list {s:?}"));
     }
-    Ok(cpus)
+    Ok(CpuList(cpus))
 }
 
 #[cfg(test)]
@@ -344,8 +346,9 @@ mod tests {
 
     #[test]
     fn cpu_lists() {
-        assert_eq!(parse_cpu_list("1"), Ok(vec![1]));
-        assert_eq!(parse_cpu_list("0,2-3"), Ok(vec![0, 2, 3]));
+        assert_eq!(parse_cpu_list("1"), Ok(CpuList(vec![1])));
+        assert_eq!(parse_cpu_list("0,2-3"), Ok(CpuList(vec![0, 2, 3])));
+        assert_eq!(plan(&["--pin", "1-2"]).unwrap().pin, [1, 2]);
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("x").is_err());
     }

@@ -29,7 +29,11 @@ pub fn hgrm(h: &Histogram<u64>, unit: f64) -> String {
             let q = v.quantile_iterated_to();
             let value = h.highest_equivalent(v.value_iterated_to()) as f64 / unit;
             if q < 1.0 {
-                let _ = writeln!(s, "{value:12.3} {q:2.12} {total:10} {:14.2}", 1.0 / (1.0 - q));
+                let _ = writeln!(
+                    s,
+                    "{value:12.3} {q:2.12} {total:10} {:14.2}",
+                    1.0 / (1.0 - q)
+                );
             } else {
                 let _ = writeln!(s, "{value:12.3} {q:2.12} {total:10}");
             }
@@ -77,7 +81,13 @@ pub fn parse_hgrm(text: &str) -> Result<(Vec<HgrmRow>, u64), String> {
             let count = rest
                 .split("Total count")
                 .nth(1)
-                .and_then(|t| t.trim_start_matches([' ', '=']).trim_end_matches(']').trim().parse().ok())
+                .and_then(|t| {
+                    t.trim_start_matches([' ', '='])
+                        .trim_end_matches(']')
+                        .trim()
+                        .parse()
+                        .ok()
+                })
                 .ok_or_else(|| format!("bad footer: {line}"))?;
             total = Some(count);
             continue;

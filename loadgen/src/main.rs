@@ -41,8 +41,13 @@ fn main_inner() -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     }
     if let Some(path) = hlog {
-        hdr::write_hlog(&path, result.started, std::time::Duration::from_secs(1), &result.intervals)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        hdr::write_hlog(
+            &path,
+            result.started,
+            std::time::Duration::from_secs(1),
+            &result.intervals,
+        )
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     }
     if let Some(path) = svg {
         let title = format!(

@@ -69,7 +69,10 @@ fn percentile_chart(
         .fold(1.0, f64::max)
         * 1.1;
     let mut chart = ChartBuilder::on(area)
-        .caption(format!("Latency by percentile: {title}"), ("sans-serif", 20))
+        .caption(
+            format!("Latency by percentile: {title}"),
+            ("sans-serif", 20),
+        )
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(70)
@@ -89,7 +92,9 @@ fn percentile_chart(
         chart
             .draw_series(LineSeries::new(percentile_points(h), color.stroke_width(2)))?
             .label(*label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
     }
     chart
         .configure_series_labels()
@@ -100,13 +105,21 @@ fn percentile_chart(
     Ok(())
 }
 
-fn over_time_chart(area: &Area<'_>, intervals: &[Histogram<u64>]) -> Result<(), Box<dyn std::error::Error>> {
+fn over_time_chart(
+    area: &Area<'_>,
+    intervals: &[Histogram<u64>],
+) -> Result<(), Box<dyn std::error::Error>> {
     let series = |q: f64| -> Vec<(f64, f64)> {
         intervals
             .iter()
             .enumerate()
             .filter(|(_, h)| !h.is_empty())
-            .map(|(i, h)| (i as f64 + 1.0, h.highest_equivalent(h.value_at_quantile(q)) as f64 / 1e3))
+            .map(|(i, h)| {
+                (
+                    i as f64 + 1.0,
+                    h.highest_equivalent(h.value_at_quantile(q)) as f64 / 1e3,
+                )
+            })
             .collect()
     };
     let p50 = series(0.5);
@@ -125,12 +138,17 @@ fn over_time_chart(area: &Area<'_>, intervals: &[Histogram<u64>]) -> Result<(), 
         .x_desc("second of the measured window")
         .y_desc("latency (µs)")
         .draw()?;
-    for (i, (label, pts)) in [("p50", p50), ("p99", p99), ("max", max)].into_iter().enumerate() {
+    for (i, (label, pts)) in [("p50", p50), ("p99", p99), ("max", max)]
+        .into_iter()
+        .enumerate()
+    {
         let color = color(i);
         chart
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))?
             .label(label)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
         chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, color.filled())))?;
     }
     chart

@@ -52,7 +52,11 @@ impl Latency {
             p99: q(0.99),
             p99_9: q(0.999),
             p99_99: q(0.9999),
-            max: if h.is_empty() { 0 } else { h.highest_equivalent(h.max()) },
+            max: if h.is_empty() {
+                0
+            } else {
+                h.highest_equivalent(h.max())
+            },
         }
     }
 
@@ -149,7 +153,13 @@ impl Report {
         let c = &r.stats.counters;
         let secs = r.measured.as_secs_f64();
         let requests = c.completed;
-        let per_req = |cpu: f64| if requests > 0 { cpu * 1e6 / requests as f64 } else { 0.0 };
+        let per_req = |cpu: f64| {
+            if requests > 0 {
+                cpu * 1e6 / requests as f64
+            } else {
+                0.0
+            }
+        };
         let throughput = requests as f64 / secs;
         let mut errors = serde_json::Map::new();
         for k in ErrorKind::ALL {
@@ -245,7 +255,11 @@ impl Report {
                 "  Schedule    asked {:.1} req/s, achieved {:.1} req/s{}",
                 r.target,
                 r.achieved,
-                if r.kept { "" } else { "  (NOT KEPT: the server or loadgen could not keep up)" }
+                if r.kept {
+                    ""
+                } else {
+                    "  (NOT KEPT: the server or loadgen could not keep up)"
+                }
             );
         }
         let _ = writeln!(s);
@@ -272,7 +286,11 @@ impl Report {
         let _ = writeln!(
             s,
             "  Errors      {}",
-            if errors.is_empty() { "none".into() } else { errors.join(", ") }
+            if errors.is_empty() {
+                "none".into()
+            } else {
+                errors.join(", ")
+            }
         );
         if self.mismatched_bytes > 0 {
             let _ = writeln!(s, "  Mismatched  {} bytes", self.mismatched_bytes);

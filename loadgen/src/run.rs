@@ -46,11 +46,15 @@ pub fn run(plan: Plan, server_pid: Option<u32>, progress: bool) -> anyhow::Resul
     ensure_fd_limit(plan.connections)?;
     for t in &plan.targets {
         TcpStream::connect_timeout(t, Duration::from_secs(3)).map_err(|e| {
-            anyhow::anyhow!("cannot connect to {t}: {e} (is the server running and listening there?)")
+            anyhow::anyhow!(
+                "cannot connect to {t}: {e} (is the server running and listening there?)"
+            )
         })?;
     }
     if let Some(pid) = server_pid {
-        pid_cpu_secs(pid).map_err(|e| anyhow::anyhow!("--server-pid {pid}: cannot read /proc/{pid}/stat: {e}"))?;
+        pid_cpu_secs(pid).map_err(|e| {
+            anyhow::anyhow!("--server-pid {pid}: cannot read /proc/{pid}/stat: {e}")
+        })?;
     }
     let plan = Arc::new(plan);
     let start = now_ns();
@@ -110,9 +114,16 @@ pub fn run(plan: Plan, server_pid: Option<u32>, progress: bool) -> anyhow::Resul
     loop {
         let now = now_ns();
         if cpu_at_warmup.is_none() && now >= warmup_end {
-            cpu_at_warmup = Some((process_cpu_secs(), server_pid.and_then(|p| pid_cpu_secs(p).ok())));
+            cpu_at_warmup = Some((
+                process_cpu_secs(),
+                server_pid.and_then(|p| pid_cpu_secs(p).ok()),
+            ));
         }
-        let wake = if cpu_at_warmup.is_none() { warmup_end } else { next_progress };
+        let wake = if cpu_at_warmup.is_none() {
+            warmup_end
+        } else {
+            next_progress
+        };
         let wait = Duration::from_nanos(wake.saturating_sub(now).clamp(1_000_000, 200_000_000));
         match rx.recv_timeout(wait) {
             Ok(iv) => {
@@ -128,7 +139,11 @@ pub fn run(plan: Plan, server_pid: Option<u32>, progress: bool) -> anyhow::Resul
         let now = now_ns();
         if progress && now >= next_progress {
             next_progress = now + 1_000_000_000;
-            let done: u64 = shared.progress.iter().map(|p| p.load(Ordering::Relaxed)).sum();
+            let done: u64 = shared
+                .progress
+                .iter()
+                .map(|p| p.load(Ordering::Relaxed))
+                .sum();
             let rate = (done.saturating_sub(last_progress.1)) as f64
                 / ((now - last_progress.0) as f64 / 1e9);
             last_progress = (now, done);
@@ -138,7 +153,11 @@ pub fn run(plan: Plan, server_pid: Option<u32>, progress: bool) -> anyhow::Resul
                 .find(|h| !h.is_empty())
                 .map(|h| format!("{:.1} µs", h.value_at_quantile(0.99) as f64 / 1e3))
                 .unwrap_or_else(|| "-".into());
-            let phase = if now < warmup_end { "warm-up" } else { "measuring" };
+            let phase = if now < warmup_end {
+                "warm-up"
+            } else {
+                "measuring"
+            };
             let mut out = std::io::stdout();
             let _ = write!(
                 out,
@@ -152,7 +171,10 @@ pub fn run(plan: Plan, server_pid: Option<u32>, progress: bool) -> anyhow::Resul
     if progress {
         print!("\r\x1b[K");
     }
-    let end_cpu = (process_cpu_secs(), server_pid.and_then(|p| pid_cpu_secs(p).ok()));
+    let end_cpu = (
+        process_cpu_secs(),
+        server_pid.and_then(|p| pid_cpu_secs(p).ok()),
+    );
     let (cpu0, server0) = cpu_at_warmup.unwrap_or((end_cpu.0, end_cpu.1));
 
     let mut stats = ThreadStats::new();

@@ -3,8 +3,8 @@
 //! histograms and its counters; the only things it shares are a stop flag it reads, a
 //! progress counter and interval histograms it publishes once per tick, not per request.
 
-use std::collections::{BinaryHeap, VecDeque};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
@@ -147,7 +147,11 @@ struct Worker<'a> {
 }
 
 impl<'a> Worker<'a> {
-    fn new(shared: &'a Shared, tp: &ThreadPlan, intervals: mpsc::Sender<Interval>) -> io::Result<Self> {
+    fn new(
+        shared: &'a Shared,
+        tp: &ThreadPlan,
+        intervals: mpsc::Sender<Interval>,
+    ) -> io::Result<Self> {
         let plan = &*shared.plan;
         let poll = Poll::new()?;
         let timer = Timer::new()?;
@@ -404,7 +408,9 @@ impl<'a> Worker<'a> {
     fn flush(&mut self, key: usize, now: u64) {
         let measured = now >= self.shared.warmup_end;
         let c = &mut self.conns[key];
-        let Some(stream) = c.stream.as_mut() else { return };
+        let Some(stream) = c.stream.as_mut() else {
+            return;
+        };
         while c.out_pos < c.out.len() {
             match stream.write(&c.out[c.out_pos..]) {
                 Ok(0) => {
@@ -430,7 +436,9 @@ impl<'a> Worker<'a> {
         let now = now_ns();
         let c = &mut self.conns[key];
         if c.state == State::Connecting {
-            let Some(stream) = c.stream.as_ref() else { return };
+            let Some(stream) = c.stream.as_ref() else {
+                return;
+            };
             match stream.take_error() {
                 Ok(Some(e)) | Err(e) => {
                     let kind = connect_error_kind(&e);
@@ -450,7 +458,10 @@ impl<'a> Worker<'a> {
             }
             if self.plan.mode == Mode::Crr {
                 if now >= self.shared.warmup_end {
-                    let _ = self.stats.connect.record(now.saturating_sub(c.connect_started).max(1));
+                    let _ = self
+                        .stats
+                        .connect
+                        .record(now.saturating_sub(c.connect_started).max(1));
                 }
                 match self.plan.protocol {
                     ProtocolKind::Echo => {
@@ -475,7 +486,9 @@ impl<'a> Worker<'a> {
             if c.state != State::Open {
                 return;
             }
-            let Some(stream) = c.stream.as_mut() else { return };
+            let Some(stream) = c.stream.as_mut() else {
+                return;
+            };
             let n = match stream.read(&mut self.scratch) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -532,7 +545,14 @@ impl<'a> Worker<'a> {
                 break;
             }
             c.inflight.pop_front();
-            complete(&mut self.stats, &mut self.interval, self.shared.warmup_end, p, now, &mut self.last_success);
+            complete(
+                &mut self.stats,
+                &mut self.interval,
+                self.shared.warmup_end,
+                p,
+                now,
+                &mut self.last_success,
+            );
         }
         if self.plan.mode == Mode::Crr && self.conns[key].inflight.is_empty() {
             self.end_transaction(key, now);
@@ -569,7 +589,14 @@ impl<'a> Worker<'a> {
                         result = Err(ErrorKind::VerifyMismatch);
                         break;
                     }
-                    complete(&mut self.stats, &mut self.interval, self.shared.warmup_end, p, now, &mut self.last_success);
+                    complete(
+                        &mut self.stats,
+                        &mut self.interval,
+                        self.shared.warmup_end,
+                        p,
+                        now,
+                        &mut self.last_success,
+                    );
                 }
                 Ok(None) => break,
                 Err(_) => {
@@ -622,7 +649,14 @@ impl<'a> Worker<'a> {
     }
 
     fn complete(&mut self, p: Pending, now: u64) {
-        complete(&mut self.stats, &mut self.interval, self.shared.warmup_end, p, now, &mut self.last_success);
+        complete(
+            &mut self.stats,
+            &mut self.interval,
+            self.shared.warmup_end,
+            p,
+            now,
+            &mut self.last_success,
+        );
     }
 
     /// crr: closes the finished transaction and starts the next one.
@@ -672,7 +706,10 @@ impl<'a> Worker<'a> {
             let c = &self.conns[k];
             let stalled = match c.state {
                 State::Connecting => now.saturating_sub(c.connect_started) > timeout,
-                State::Open => c.inflight.front().is_some_and(|p| now.saturating_sub(p.sent) > timeout),
+                State::Open => c
+                    .inflight
+                    .front()
+                    .is_some_and(|p| now.saturating_sub(p.sent) > timeout),
                 State::Closed => false,
             };
             if stalled {
@@ -749,7 +786,9 @@ fn complete(
     stats.counters.completed += 1;
     let latency = now.saturating_sub(p.intended).max(1);
     stats.latency.saturating_record(latency);
-    stats.service.saturating_record(now.saturating_sub(p.sent).max(1));
+    stats
+        .service
+        .saturating_record(now.saturating_sub(p.sent).max(1));
     interval.saturating_record(latency);
 }
 

@@ -197,8 +197,20 @@ async fn write_all(stream: &AsyncFd<TcpStream>, mut data: &[u8]) -> io::Result<(
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => data = &data[n..],
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                let mut guard = stream.writable().await?;
-                guard.clear_ready();
+                // Wait for writability; `try_io` clears it only if the write still blocks.
+                loop {
+                    let mut guard = stream.writable().await?;
+                    match guard.try_io(|s| s.get_ref().write(data)) {
+                        Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(Ok(n)) => {
+                            data = &data[n..];
+                            break;
+                        }
+                        Ok(Err(e)) if e.kind() == io::ErrorKind::Interrupted => break,
+                        Ok(Err(e)) => return Err(e),
+                        Err(_would_block) => continue,
+                    }
+                }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
