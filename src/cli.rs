@@ -50,6 +50,11 @@ pub struct Args {
     #[arg(long, default_value = "4KiB", value_parser = parse_bytes)]
     pub buffer_size: usize,
 
+    /// Provided receive buffers per worker for the uring engine (a power of two); each is
+    /// --buffer-size bytes and is held only while its bytes are in use.
+    #[arg(long, default_value_t = 1024)]
+    pub buffers: usize,
+
     /// Reply of the `hello` protocol.
     #[arg(long, default_value = DEFAULT_GREETING)]
     pub greeting: String,
@@ -85,6 +90,7 @@ impl Args {
             cpus: if pin { cpus } else { Vec::new() },
             backlog: self.backlog,
             buffer_size: self.buffer_size,
+            buffers: self.buffers,
             shutdown_timeout: self.shutdown_timeout,
         };
         config.validate()?;

@@ -27,6 +27,8 @@ pub struct Config {
     pub backlog: u32,
     /// Receive buffer size per read.
     pub buffer_size: usize,
+    /// Provided receive buffers per worker (`uring`; a power of two).
+    pub buffers: usize,
     /// How long a graceful shutdown may take before connections are cut.
     pub shutdown_timeout: Duration,
 }
@@ -42,6 +44,7 @@ impl Config {
             cpus: Vec::new(),
             backlog: 4096,
             buffer_size: 4096,
+            buffers: 1024,
             shutdown_timeout: Duration::from_secs(5),
         }
     }
@@ -58,6 +61,9 @@ impl Config {
         }
         if self.buffer_size > u32::MAX as usize / 2 {
             return Err("--buffer-size must be below 2 GiB".into());
+        }
+        if !self.buffers.is_power_of_two() || self.buffers > 32768 {
+            return Err("--buffers must be a power of two from 1 to 32768".into());
         }
         if self.backlog == 0 {
             return Err("--backlog must be at least 1".into());

@@ -145,6 +145,12 @@ pub struct WorkerStats {
     pub closed: AtomicU64,
     /// Accept errors.
     pub accept_errors: AtomicU64,
+    /// Receives that found the provided buffer ring empty (`uring`).
+    pub recv_enobufs: AtomicU64,
+    /// Receive buffers not back in the ring when the worker stopped (`uring`; 0 expected).
+    pub leaked_buffers: AtomicU64,
+    /// Connections still open when the worker stopped (`uring`; 0 expected).
+    pub leaked_fds: AtomicU64,
 }
 
 impl WorkerStats {

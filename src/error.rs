@@ -27,6 +27,14 @@ pub enum Error {
         /// What the probe found.
         reason: String,
     },
+    /// The kernel lacks something the `uring` engine needs.
+    #[error("the uring engine needs {missing}, which this kernel ({kernel}) lacks: use --engine tokio-uring or --engine epoll")]
+    UringFeature {
+        /// What is missing.
+        missing: String,
+        /// The kernel release.
+        kernel: String,
+    },
     /// A worker's runtime could not be created.
     #[error("worker {worker} could not start its {engine} runtime: {err}")]
     Runtime {

@@ -58,6 +58,9 @@ pub fn start(config: Config) -> Result<ServerHandle, Error> {
     if config.engine.uses_io_uring() {
         probe::check_io_uring()?;
     }
+    if config.engine == crate::engine::EngineKind::Uring {
+        crate::engine::uring::check_features()?;
+    }
     let listeners = bind_workers(config.listen, config.threads, config.backlog)?;
     let local_addr = listeners[0].local_addr().map_err(|err| Error::Bind {
         addr: config.listen,

@@ -164,8 +164,8 @@ fn sigterm_under_load_exits_zero() {
 }
 
 #[test]
-fn both_engines_listen_once_per_worker() {
-    for engine in ["tokio-uring", "epoll"] {
+fn every_engine_listens_once_per_worker() {
+    for engine in ["uring", "tokio-uring", "epoll"] {
         let (mut child, addr) = spawn(&["--engine", engine, "--threads", "2"]);
         // Each worker's socket is its own listener on the same port (SO_REUSEPORT).
         let listeners = std::fs::read_to_string("/proc/net/tcp")

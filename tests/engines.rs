@@ -43,8 +43,7 @@ async fn echo_random_payloads(engine: EngineKind) {
         bytes += t.await.unwrap();
     }
     assert!(bytes >= 1 << 20);
-    let report = server.shutdown().unwrap();
-    assert_eq!(report.cut, 0);
+    let report = shutdown_clean(server);
     assert_eq!(report.accepted, 100);
 }
 
@@ -53,7 +52,7 @@ async fn echo_half_close_flushes(engine: EngineKind) {
     // Everything sent before the FIN comes back, then EOF.
     let out = request_to_eof_half_closed(server.local_addr(), b"last words").await;
     assert_eq!(out, b"last words");
-    server.shutdown().unwrap();
+    shutdown_clean(server);
 }
 
 async fn request_to_eof_half_closed(addr: std::net::SocketAddr, data: &[u8]) -> Vec<u8> {
@@ -76,7 +75,7 @@ async fn hello_greets_and_closes(engine: EngineKind) {
     for _ in 0..50 {
         assert_eq!(request_to_eof(addr, b"x").await, b"Hello, world!");
     }
-    server.shutdown().unwrap();
+    shutdown_clean(server);
 }
 
 async fn http_behaviour(engine: EngineKind) {
@@ -120,7 +119,7 @@ async fn http_behaviour(engine: EngineKind) {
         String::from_utf8_lossy(&out)
     );
 
-    server.shutdown().unwrap();
+    shutdown_clean(server);
 }
 
 /// A peer that resets in the middle of a request affects only its own connection.
@@ -146,7 +145,7 @@ async fn reset_mid_request_is_isolated(engine: EngineKind, protocol: ProtocolKin
     good.write_all(request).await.unwrap();
     assert_eq!(read_n(&mut good, expected.len()).await, expected);
     drop(good);
-    server.shutdown().unwrap();
+    shutdown_clean(server);
 }
 
 trait WriteStd {
@@ -192,9 +191,8 @@ async fn shutdown_under_load(engine: EngineKind) {
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let report = tokio::task::spawn_blocking(move || server.shutdown())
+    let report = tokio::task::spawn_blocking(move || shutdown_clean(server))
         .await
-        .unwrap()
         .unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert_eq!(report.cut, 0, "drain cut connections");
@@ -228,7 +226,7 @@ async fn both_workers_accept(engine: EngineKind) {
         "a worker got nothing: {accepted:?}"
     );
     drop(conns);
-    server.shutdown().unwrap();
+    shutdown_clean(server);
 }
 
 macro_rules! engine_tests {
@@ -279,5 +277,6 @@ macro_rules! engine_tests {
     };
 }
 
+engine_tests!(uring, EngineKind::Uring);
 engine_tests!(tokio_uring, EngineKind::TokioUring);
 engine_tests!(epoll, EngineKind::Epoll);

@@ -4,6 +4,7 @@
 
 pub mod epoll;
 pub mod tokio_uring;
+pub mod uring;
 
 use std::io;
 use std::sync::mpsc;
@@ -22,25 +23,28 @@ pub enum EngineKind {
     #[default]
     #[value(name = "tokio-uring")]
     TokioUring,
+    /// Native io_uring: multishot accept and recv, provided buffer ring, DEFER_TASKRUN.
+    Uring,
     /// tokio current-thread runtime per worker (epoll readiness): the baseline.
     Epoll,
 }
 
 impl EngineKind {
     /// Every engine, for tests and comparisons.
-    pub const ALL: [EngineKind; 2] = [EngineKind::TokioUring, EngineKind::Epoll];
+    pub const ALL: [EngineKind; 3] = [EngineKind::Uring, EngineKind::TokioUring, EngineKind::Epoll];
 
     /// The name used on the command line and in reports.
     pub fn name(self) -> &'static str {
         match self {
             EngineKind::TokioUring => "tokio-uring",
+            EngineKind::Uring => "uring",
             EngineKind::Epoll => "epoll",
         }
     }
 
     /// True for engines that need io_uring.
     pub fn uses_io_uring(self) -> bool {
-        matches!(self, EngineKind::TokioUring)
+        matches!(self, EngineKind::TokioUring | EngineKind::Uring)
     }
 }
 
@@ -70,6 +74,7 @@ pub struct WorkerCtx {
 pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result<()> {
     match ctx.config.engine {
         EngineKind::TokioUring => tokio_uring::run(ctx, ready),
+        EngineKind::Uring => uring::run(ctx, ready),
         EngineKind::Epoll => epoll::run(ctx, ready),
     }
 }

@@ -65,3 +65,18 @@ pub async fn echo_round_trip(s: &mut TcpStream, payload: &[u8]) -> Vec<u8> {
     rd.expect("echo timed out").expect("echo read");
     back
 }
+
+/// Drains the server and checks it released everything: no connection cut, and (for the
+/// `uring` engine, which counts them) no receive buffer or socket left behind.
+pub fn shutdown_clean(server: ServerHandle) -> ringd::ShutdownReport {
+    let stats: Vec<_> = server.stats().to_vec();
+    let report = server.shutdown().expect("clean shutdown");
+    assert_eq!(report.cut, 0, "connections cut at shutdown");
+    for (i, s) in stats.iter().enumerate() {
+        let bufs = s.leaked_buffers.load(std::sync::atomic::Ordering::Relaxed);
+        let fds = s.leaked_fds.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!((bufs, fds), (0, 0), "worker {i} leaked buffers/fds");
+        assert_eq!(s.active(), 0, "worker {i} still counts open connections");
+    }
+    report
+}

@@ -1,0 +1,516 @@
+//! The `uring` engine: native io_uring on the `io-uring` crate, one ring per pinned worker.
+//!
+//! Following the liburing networking recipe: a multishot accept on the worker's SO_REUSEPORT
+//! listener; a multishot recv per connection into a per-worker provided buffer ring, so an
+//! idle connection holds no receive buffer; echo sends straight from the received buffer;
+//! at most one send in flight per connection keeps ordering simple; the ring is set up with
+//! SINGLE_ISSUER + DEFER_TASKRUN (+ COOP_TASKRUN) and the loop submits and waits once per
+//! turn, handling every ready completion before the next wait.
+
+mod bufring;
+mod probe;
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use slab::Slab;
+use tracing::{debug, warn};
+
+use super::{accept_pause, EngineKind, WorkerCtx};
+use crate::connection::{Conn, WorkerStats};
+use crate::error::Error;
+use bufring::BufRing;
+
+pub use probe::check as check_features;
+
+/// Submission queue size; completions have their own, larger queue.
+const SQ_ENTRIES: u32 = 1024;
+/// Completion queue size: room for a burst from many connections (the kernel also buffers
+/// overflow, IORING_FEAT_NODROP).
+const CQ_ENTRIES: u32 = 16384;
+/// Stop reading from a connection while this much of its output is unsent.
+const MAX_PENDING_OUTPUT: usize = 64 * 1024;
+/// How long one wait may block, so the loop notices a drain request.
+const WAIT_TIMEOUT: types::Timespec = types::Timespec::new().nsec(100_000_000);
+/// Buffer group id of the worker's receive buffers.
+const BGID: u16 = 0;
+
+// user_data: connection key << 8 | operation.
+const OP_ACCEPT: u64 = 1;
+const OP_RECV: u64 = 2;
+const OP_SEND: u64 = 3;
+const OP_CLOSE: u64 = 4;
+const OP_CANCEL: u64 = 5;
+const OP_ACCEPT_RETRY: u64 = 6;
+
+fn user_data(key: usize, op: u64) -> u64 {
+    ((key as u64) << 8) | op
+}
+
+/// Output waiting to be sent, in order; the front one may be in flight.
+#[derive(Debug)]
+enum Out {
+    /// Bytes of a provided buffer (echo): sent as they were received.
+    Buf { bid: u16, off: usize, len: usize },
+    /// Protocol output.
+    Owned { data: Vec<u8>, off: usize },
+}
+
+impl Out {
+    fn remaining(&self) -> usize {
+        match self {
+            Out::Buf { off, len, .. } => len - off,
+            Out::Owned { data, off } => data.len() - off,
+        }
+    }
+}
+
+/// One connection of the ring.
+#[derive(Debug)]
+struct UConn {
+    /// The socket; closed by an IORING_OP_CLOSE once nothing refers to it.
+    fd: RawFd,
+    /// Protocol state.
+    conn: Conn,
+    /// Output not yet sent.
+    queue: VecDeque<Out>,
+    /// Bytes in `queue`.
+    queued: usize,
+    /// A multishot recv is active.
+    recv_armed: bool,
+    /// A send is in flight (the front of `queue`).
+    send_inflight: bool,
+    /// No more input wanted: close once the queue is sent.
+    closing: bool,
+    /// A cancel of the recv was submitted.
+    cancel_sent: bool,
+    /// The close was submitted.
+    close_sent: bool,
+    /// Reading paused while too much output is pending.
+    throttled: bool,
+    /// The recv ended with ENOBUFS; re-armed when buffers come back.
+    starved: bool,
+}
+
+/// Runs one worker on its own ring.
+pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result<()> {
+    let ring = match probe::build_ring(SQ_ENTRIES, CQ_ENTRIES) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return Ok(());
+        }
+    };
+    let entries = u16::try_from(ctx.config.buffers).unwrap_or(u16::MAX);
+    let bufs = match BufRing::new(&ring, BGID, entries, ctx.config.buffer_size) {
+        Ok(b) => b,
+        Err(e) => {
+            let _ = ready.send(Err(Error::Runtime {
+                worker: ctx.id,
+                engine: EngineKind::Uring.name(),
+                err: e,
+            }));
+            return Ok(());
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let mut w = Worker {
+        ring,
+        bufs,
+        conns: Slab::new(),
+        starved: Vec::new(),
+        cqes: Vec::with_capacity(CQ_ENTRIES as usize),
+        accept_armed: false,
+        accept_errors_in_a_row: 0,
+        accept_retry: types::Timespec::new(),
+        draining: false,
+        listen_fd: ctx.listener.as_raw_fd(),
+        ctx,
+    };
+    let result = w.run();
+    w.finish();
+    result
+}
+
+struct Worker {
+    ring: IoUring,
+    bufs: BufRing,
+    conns: Slab<UConn>,
+    /// Connections waiting for receive buffers.
+    starved: Vec<usize>,
+    /// Completions copied out of the queue, handled after it is released.
+    cqes: Vec<cqueue::Entry>,
+    accept_armed: bool,
+    accept_errors_in_a_row: u32,
+    /// The timespec of a pending accept retry; must live until that timeout completes.
+    accept_retry: types::Timespec,
+    draining: bool,
+    listen_fd: RawFd,
+    ctx: WorkerCtx,
+}
+
+impl Worker {
+    fn run(&mut self) -> io::Result<()> {
+        self.arm_accept();
+        loop {
+            self.bufs.publish();
+            let args = types::SubmitArgs::new().timespec(&WAIT_TIMEOUT);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+            self.cqes.clear();
+            self.cqes.extend(self.ring.completion());
+            for i in 0..self.cqes.len() {
+                let cqe = self.cqes[i].clone();
+                self.handle(cqe);
+            }
+            self.feed_starved();
+            if !self.draining && *self.ctx.drain.borrow() {
+                self.begin_drain();
+            }
+            if self.draining && self.conns.is_empty() && !self.accept_armed {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Pushes an SQE, submitting first if the queue is full.
+    fn push(&mut self, sqe: squeue::Entry) {
+        loop {
+            // SAFETY: every SQE built by this engine points only at memory that outlives the
+            // operation: provided buffers (owned by `self.bufs`, returned to the ring only after
+            // the send completes), `Out::Owned` vectors (kept in the connection's queue until
+            // their send completes; a Vec's heap buffer does not move when the Vec does), and
+            // `self.accept_retry` (rewritten only once the previous retry completed).
+            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                return;
+            }
+            if let Err(e) = self.ring.submit() {
+                warn!("io_uring submit failed: {e}");
+            }
+        }
+    }
+
+    fn arm_accept(&mut self) {
+        let sqe = opcode::AcceptMulti::new(types::Fd(self.listen_fd))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(user_data(0, OP_ACCEPT));
+        self.push(sqe);
+        self.accept_armed = true;
+    }
+
+    fn arm_recv(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        c.recv_armed = true;
+        c.cancel_sent = false;
+        let sqe = opcode::RecvMulti::new(types::Fd(c.fd), self.bufs.bgid())
+            .build()
+            .user_data(user_data(key, OP_RECV));
+        self.push(sqe);
+    }
+
+    fn handle(&mut self, cqe: cqueue::Entry) {
+        let ud = cqe.user_data();
+        let key = (ud >> 8) as usize;
+        match ud & 0xff {
+            OP_ACCEPT => self.on_accept(cqe.result(), cqueue::more(cqe.flags())),
+            OP_ACCEPT_RETRY => {
+                if !self.draining {
+                    self.arm_accept();
+                } else {
+                    self.accept_armed = false;
+                }
+            }
+            OP_RECV => self.on_recv(key, cqe.result(), cqe.flags()),
+            OP_SEND => self.on_send(key, cqe.result()),
+            OP_CLOSE => {
+                self.conns.remove(key);
+                WorkerStats::inc(&self.ctx.stats.closed);
+            }
+            _ => {} // OP_CANCEL: the cancelled operation reports on its own.
+        }
+    }
+
+    fn on_accept(&mut self, res: i32, more: bool) {
+        if !more {
+            self.accept_armed = false;
+        }
+        if res >= 0 {
+            self.accept_errors_in_a_row = 0;
+            let fd = res;
+            if self.draining {
+                // SAFETY: a fresh fd from accept that nothing else refers to.
+                unsafe { libc::close(fd) };
+            } else {
+                WorkerStats::inc(&self.ctx.stats.accepted);
+                set_nodelay(fd);
+                let key = self.conns.insert(UConn {
+                    fd,
+                    conn: Conn::new(&self.ctx.config.protocol, 0),
+                    queue: VecDeque::new(),
+                    queued: 0,
+                    recv_armed: false,
+                    send_inflight: false,
+                    closing: false,
+                    cancel_sent: false,
+                    close_sent: false,
+                    throttled: false,
+                    starved: false,
+                });
+                self.arm_recv(key);
+            }
+        } else if !self.draining {
+            let err = io::Error::from_raw_os_error(-res);
+            WorkerStats::inc(&self.ctx.stats.accept_errors);
+            if let Some(pause) = accept_pause(&err, self.accept_errors_in_a_row) {
+                self.accept_errors_in_a_row += 1;
+                warn!("accept failed: {err}; pausing accepts for {pause:?}");
+                if self.accept_armed {
+                    return;
+                }
+                self.accept_retry = types::Timespec::from(pause);
+                let sqe = opcode::Timeout::new(&self.accept_retry)
+                    .build()
+                    .user_data(user_data(0, OP_ACCEPT_RETRY));
+                self.push(sqe);
+                self.accept_armed = true;
+                return;
+            }
+            debug!("accept failed: {err}");
+        }
+        if !self.accept_armed && !self.draining {
+            self.arm_accept();
+        }
+    }
+
+    fn on_recv(&mut self, key: usize, res: i32, flags: u32) {
+        let more = cqueue::more(flags);
+        let c = &mut self.conns[key];
+        if !more {
+            c.recv_armed = false;
+        }
+        if res > 0 {
+            // The kernel always names the buffer it filled for a buffer-select recv.
+            let Some(bid) = cqueue::buffer_select(flags) else {
+                warn!("recv completion without a buffer id");
+                return self.fail(key);
+            };
+            self.bufs.taken();
+            let n = res as usize;
+            let c = &mut self.conns[key];
+            if c.closing {
+                self.bufs.give(bid);
+            } else if c.conn.is_echo() {
+                c.queue.push_back(Out::Buf {
+                    bid,
+                    off: 0,
+                    len: n,
+                });
+                c.queued += n;
+            } else {
+                let close = c.conn.on_bytes(self.bufs.bytes(bid, n));
+                self.bufs.give(bid);
+                self.queue_output(key);
+                if close {
+                    self.conns[key].closing = true;
+                }
+            }
+        } else if res == 0 {
+            let c = &mut self.conns[key];
+            c.conn.on_eof();
+            c.closing = true;
+            self.queue_output(key);
+        } else if res == -libc::ENOBUFS {
+            WorkerStats::inc(&self.ctx.stats.recv_enobufs);
+            let c = &mut self.conns[key];
+            if !c.starved && !c.recv_armed {
+                c.starved = true;
+                self.starved.push(key);
+            }
+        } else if res != -libc::ECANCELED {
+            debug!("recv failed: {}", io::Error::from_raw_os_error(-res));
+            return self.fail(key);
+        }
+        self.kick_send(key);
+        self.after_io(key);
+    }
+
+    fn on_send(&mut self, key: usize, res: i32) {
+        let c = &mut self.conns[key];
+        c.send_inflight = false;
+        if res < 0 {
+            debug!("send failed: {}", io::Error::from_raw_os_error(-res));
+            return self.fail(key);
+        }
+        let mut sent = res as usize;
+        c.queued -= sent;
+        while sent > 0 || c.queue.front().is_some_and(|o| o.remaining() == 0) {
+            let Some(front) = c.queue.front_mut() else {
+                break;
+            };
+            let n = sent.min(front.remaining());
+            match front {
+                Out::Buf { off, .. } | Out::Owned { off, .. } => *off += n,
+            }
+            sent -= n;
+            if front.remaining() == 0 {
+                match c.queue.pop_front() {
+                    Some(Out::Buf { bid, .. }) => self.bufs.give(bid),
+                    // Keep the allocation for the next output of this connection.
+                    Some(Out::Owned { mut data, .. }) if c.conn.out.capacity() == 0 => {
+                        data.clear();
+                        c.conn.out = data;
+                    }
+                    Some(Out::Owned { .. }) => {}
+                    None => {}
+                }
+            }
+        }
+        self.kick_send(key);
+        self.after_io(key);
+    }
+
+    /// Moves the protocol's output into the send queue.
+    fn queue_output(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if !c.conn.out.is_empty() {
+            let data = std::mem::take(&mut c.conn.out);
+            c.queued += data.len();
+            c.queue.push_back(Out::Owned { data, off: 0 });
+        }
+    }
+
+    /// Starts sending the front of the queue if nothing is in flight.
+    fn kick_send(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if c.send_inflight {
+            return;
+        }
+        let (ptr, len) = match c.queue.front() {
+            Some(Out::Buf { bid, off, len }) => (self.bufs.ptr(*bid, *off), len - off),
+            Some(Out::Owned { data, off }) => (data[*off..].as_ptr(), data.len() - off),
+            None => return,
+        };
+        c.send_inflight = true;
+        let sqe = opcode::Send::new(types::Fd(c.fd), ptr, len as u32)
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(user_data(key, OP_SEND));
+        self.push(sqe);
+    }
+
+    /// Re-arms, throttles or closes after a completion changed a connection's state.
+    fn after_io(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if !c.closing {
+            if !c.throttled && c.queued > MAX_PENDING_OUTPUT {
+                c.throttled = true;
+            } else if c.throttled && c.queued <= MAX_PENDING_OUTPUT / 2 {
+                c.throttled = false;
+            }
+        }
+        let c = &mut self.conns[key];
+        let want_recv = !c.closing && !c.throttled && !c.starved;
+        if want_recv && !c.recv_armed {
+            return self.arm_recv(key);
+        }
+        if !want_recv && c.recv_armed && !c.cancel_sent && !c.starved {
+            c.cancel_sent = true;
+            let sqe = opcode::AsyncCancel::new(user_data(key, OP_RECV))
+                .build()
+                .user_data(user_data(key, OP_CANCEL));
+            return self.push(sqe);
+        }
+        if c.closing && !c.recv_armed && !c.send_inflight && c.queue.is_empty() && !c.close_sent {
+            c.close_sent = true;
+            let sqe = opcode::Close::new(types::Fd(c.fd))
+                .build()
+                .user_data(user_data(key, OP_CLOSE));
+            self.push(sqe);
+        }
+    }
+
+    /// A connection failed: drop its unsent output and close it.
+    fn fail(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        c.closing = true;
+        let keep = usize::from(c.send_inflight);
+        while c.queue.len() > keep {
+            match c.queue.pop_back() {
+                Some(Out::Buf { bid, .. }) => self.bufs.give(bid),
+                Some(Out::Owned { .. }) | None => {}
+            }
+        }
+        c.queued = c.queue.iter().map(Out::remaining).sum();
+        self.after_io(key);
+    }
+
+    /// Re-arms connections whose recv ran out of buffers, as buffers come back.
+    fn feed_starved(&mut self) {
+        while self.bufs.available() > 0 {
+            let Some(key) = self.starved.pop() else {
+                return;
+            };
+            if let Some(c) = self.conns.get_mut(key) {
+                c.starved = false;
+                self.after_io(key);
+            }
+        }
+    }
+
+    fn begin_drain(&mut self) {
+        self.draining = true;
+        // Shutting the listener fails the multishot accept (and resets queued connections).
+        // SAFETY: shutdown(2) on the listener fd, which `self.ctx.listener` keeps open.
+        unsafe { libc::shutdown(self.listen_fd, libc::SHUT_RD) };
+        // Idle connections see EOF; busy ones finish the request they are in first.
+        for (_, c) in self.conns.iter() {
+            // SAFETY: shutdown(2) on a connection fd that is open until its close completes.
+            unsafe { libc::shutdown(c.fd, libc::SHUT_RD) };
+        }
+    }
+
+    fn finish(&mut self) {
+        let leaked_buffers = self.bufs.entries().saturating_sub(self.bufs.available());
+        let leaked_fds = self.conns.len();
+        let stats = &self.ctx.stats;
+        stats
+            .leaked_buffers
+            .store(leaked_buffers as u64, Ordering::Relaxed);
+        stats.leaked_fds.store(leaked_fds as u64, Ordering::Relaxed);
+        if leaked_buffers > 0 || leaked_fds > 0 {
+            warn!(
+                leaked_buffers,
+                leaked_fds, "worker stopped with resources still held"
+            );
+        }
+        if let Err(e) = self.bufs.unregister(&self.ring) {
+            debug!("unregistering the buffer ring failed: {e}");
+        }
+    }
+}
+
+fn set_nodelay(fd: RawFd) {
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on an open socket with a pointer to a c_int and its size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
