@@ -23,12 +23,13 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A connection speaking `spec`, with an output buffer of `capacity`.
-    pub fn new(spec: &ProtocolSpec, capacity: usize) -> Self {
+    /// A connection speaking `spec`. Its buffers allocate on first use, so an idle echo
+    /// connection costs only this struct.
+    pub fn new(spec: &ProtocolSpec) -> Self {
         Conn {
             session: spec.session(),
             pending: Vec::new(),
-            out: Vec::with_capacity(capacity),
+            out: Vec::new(),
         }
     }
 
@@ -174,7 +175,7 @@ mod tests {
     #[test]
     fn conn_keeps_partial_input_between_reads() {
         let spec = ProtocolSpec::with_defaults(ProtocolKind::Http);
-        let mut c = Conn::new(&spec, 64);
+        let mut c = Conn::new(&spec);
         assert!(!c.on_bytes(b"GET / HT"));
         assert!(c.out.is_empty());
         assert!(!c.on_bytes(b"TP/1.1\r\n\r\nGET"));

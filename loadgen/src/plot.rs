@@ -184,3 +184,151 @@ mod tests {
         assert_eq!(trim(90.0), "90");
     }
 }
+
+/// One bar of a grouped bar chart.
+#[derive(Debug, Clone)]
+pub struct Bar {
+    /// The group (scenario) on the x axis.
+    pub group: String,
+    /// The series (engine) within the group.
+    pub series: String,
+    /// Bar height.
+    pub value: f64,
+    /// Lower end of the range whisker.
+    pub min: f64,
+    /// Upper end of the range whisker.
+    pub max: f64,
+}
+
+/// A grouped bar chart with min..max whiskers, one colour per series.
+pub fn bar_chart(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    series: &[String],
+    bars: &[Bar],
+) -> Result<(), String> {
+    let draw = || -> Result<(), Box<dyn std::error::Error>> {
+        let mut groups: Vec<String> = Vec::new();
+        for b in bars {
+            if !groups.contains(&b.group) {
+                groups.push(b.group.clone());
+            }
+        }
+        let width = 220 * groups.len().max(1) as u32 + 200;
+        let root = SVGBackend::new(path, (width.max(700), 480)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let ymax = bars.iter().map(|b| b.max.max(b.value)).fold(1e-9, f64::max) * 1.15;
+        let n = series.len().max(1) as f64;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(50)
+            .y_label_area_size(80)
+            .build_cartesian_2d(0f64..groups.len() as f64, 0f64..ymax)?;
+        let labels = groups.clone();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(groups.len() * 2 + 1)
+            .x_label_formatter(&|x| {
+                let i = x.floor() as usize;
+                if (x - i as f64 - 0.5).abs() < 0.01 {
+                    labels.get(i).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc(y_desc)
+            .draw()?;
+        for (si, s) in series.iter().enumerate() {
+            let c = color(si);
+            let mine: Vec<(f64, &Bar)> = bars
+                .iter()
+                .filter(|b| &b.series == s)
+                .filter_map(|b| {
+                    groups
+                        .iter()
+                        .position(|g| g == &b.group)
+                        .map(|gi| (gi as f64, b))
+                })
+                .collect();
+            let x0 = |gi: f64| gi + 0.1 + 0.8 * si as f64 / n;
+            let w = 0.8 / n;
+            chart
+                .draw_series(mine.iter().map(|(gi, b)| {
+                    Rectangle::new([(x0(*gi), 0.0), (x0(*gi) + w * 0.9, b.value)], c.filled())
+                }))?
+                .label(s.as_str())
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], c.filled()));
+            chart.draw_series(mine.iter().map(|(gi, b)| {
+                let xm = x0(*gi) + w * 0.45;
+                PathElement::new(vec![(xm, b.min), (xm, b.max)], BLACK.stroke_width(2))
+            }))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| e.to_string())
+}
+
+/// Percentile curves read from `.hgrm` files (values in µs), overlaid on one chart.
+pub fn percentile_chart_svg(
+    path: &Path,
+    title: &str,
+    curves: &[(String, Vec<crate::hdr::HgrmRow>)],
+) -> Result<(), String> {
+    let draw = || -> Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::new(path, (1000, 500)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let to_points = |rows: &[crate::hdr::HgrmRow]| -> Vec<(f64, f64)> {
+            rows.iter()
+                .filter(|r| r.quantile < 1.0)
+                .map(|r| ((1.0 / (1.0 - r.quantile)).log10().min(MAX_NINES), r.value))
+                .collect()
+        };
+        let ymax = curves
+            .iter()
+            .flat_map(|(_, rows)| to_points(rows))
+            .map(|p| p.1)
+            .fold(1.0, f64::max)
+            * 1.1;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0f64..MAX_NINES, 0f64..ymax)?;
+        chart
+            .configure_mesh()
+            .x_desc("percentile")
+            .y_desc("latency (µs)")
+            .x_labels(6)
+            .x_label_formatter(&|x| format!("{}%", trim(100.0 * (1.0 - 10f64.powf(-x)))))
+            .draw()?;
+        for (i, (label, rows)) in curves.iter().enumerate() {
+            let c = color(i);
+            chart
+                .draw_series(LineSeries::new(to_points(rows), c.stroke_width(2)))?
+                .label(label.as_str())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
+                });
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    };
+    draw().map_err(|e| e.to_string())
+}

@@ -82,7 +82,7 @@ async fn serve(ctx: WorkerCtx) -> io::Result<()> {
             }
         };
         let guard = registry.insert(stream.clone());
-        let conn = Conn::new(&config.protocol, config.buffer_size);
+        let conn = Conn::new(&config.protocol);
         let buffer_size = config.buffer_size;
         let stats = stats.clone();
         tokio::task::spawn_local(

@@ -89,7 +89,7 @@ async fn serve(ctx: WorkerCtx) -> io::Result<()> {
         let _ = stream.set_nodelay(true);
         let stream = Rc::new(stream);
         let guard = registry.insert(stream.clone());
-        let conn = Conn::new(&config.protocol, config.buffer_size);
+        let conn = Conn::new(&config.protocol);
         let buffer_size = config.buffer_size;
         let stats = stats.clone();
         tokio_uring::spawn(

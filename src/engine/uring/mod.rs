@@ -46,6 +46,7 @@ const OP_SEND: u64 = 3;
 const OP_CLOSE: u64 = 4;
 const OP_CANCEL: u64 = 5;
 const OP_ACCEPT_RETRY: u64 = 6;
+const OP_SHUTDOWN: u64 = 7;
 
 fn user_data(key: usize, op: u64) -> u64 {
     ((key as u64) << 8) | op
@@ -238,6 +239,17 @@ impl Worker {
                 self.conns.remove(key);
                 WorkerStats::inc(&self.ctx.stats.closed);
             }
+            OP_SHUTDOWN => {
+                // A short send breaks the chain and cancels the shutdown: do it once flushed.
+                if cqe.result() == -libc::ECANCELED {
+                    if let Some(c) = self.conns.get_mut(key) {
+                        c.cancel_sent = false;
+                    }
+                    if self.conns.contains(key) {
+                        self.after_io(key);
+                    }
+                }
+            }
             _ => {} // OP_CANCEL: the cancelled operation reports on its own.
         }
     }
@@ -257,7 +269,7 @@ impl Worker {
                 set_nodelay(fd);
                 let key = self.conns.insert(UConn {
                     fd,
-                    conn: Conn::new(&self.ctx.config.protocol, 0),
+                    conn: Conn::new(&self.ctx.config.protocol),
                     queue: VecDeque::new(),
                     queued: 0,
                     recv_armed: false,
@@ -403,11 +415,25 @@ impl Worker {
             None => return,
         };
         c.send_inflight = true;
-        let sqe = opcode::Send::new(types::Fd(c.fd), ptr, len as u32)
+        let mut sqe = opcode::Send::new(types::Fd(c.fd), ptr, len as u32)
             .flags(libc::MSG_NOSIGNAL)
             .build()
             .user_data(user_data(key, OP_SEND));
+        // The last send of a closing connection: chain the shutdown to it, so the FIN leaves
+        // right after the data, in the same submission (the origin's reply-then-close).
+        let shutdown = c.closing && c.queue.len() == 1 && c.recv_armed && !c.cancel_sent;
+        if shutdown {
+            c.cancel_sent = true;
+            sqe = sqe.flags(squeue::Flags::IO_LINK);
+        }
+        let fd = c.fd;
         self.push(sqe);
+        if shutdown {
+            let sqe = opcode::Shutdown::new(types::Fd(fd), libc::SHUT_RDWR)
+                .build()
+                .user_data(user_data(key, OP_SHUTDOWN));
+            self.push(sqe);
+        }
     }
 
     /// Re-arms, throttles or closes after a completion changed a connection's state.
@@ -425,14 +451,25 @@ impl Worker {
         if want_recv && !c.recv_armed {
             return self.arm_recv(key);
         }
-        if !want_recv && c.recv_armed && !c.cancel_sent && !c.starved {
+        let flushed = !c.send_inflight && c.queue.is_empty();
+        if c.closing && flushed && c.recv_armed && !c.cancel_sent {
+            // Everything is sent: shut the socket down now, so the peer sees the FIN at once
+            // (a close would wait for the recv to let go of the socket); the shutdown also
+            // ends the multishot recv, after which the close is submitted.
+            c.cancel_sent = true;
+            // SAFETY: shutdown(2) on this connection's fd, open until its close completes.
+            unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
+            return;
+        }
+        if !c.closing && !want_recv && c.recv_armed && !c.cancel_sent && !c.starved {
+            // Throttled: stop reading until the output drains.
             c.cancel_sent = true;
             let sqe = opcode::AsyncCancel::new(user_data(key, OP_RECV))
                 .build()
                 .user_data(user_data(key, OP_CANCEL));
             return self.push(sqe);
         }
-        if c.closing && !c.recv_armed && !c.send_inflight && c.queue.is_empty() && !c.close_sent {
+        if c.closing && !c.recv_armed && flushed && !c.close_sent {
             c.close_sent = true;
             let sqe = opcode::Close::new(types::Fd(c.fd))
                 .build()
