@@ -239,15 +239,11 @@ impl Worker {
                 self.conns.remove(key);
                 WorkerStats::inc(&self.ctx.stats.closed);
             }
-            OP_SHUTDOWN => {
-                // A short send breaks the chain and cancels the shutdown: do it once flushed.
-                if cqe.result() == -libc::ECANCELED {
-                    if let Some(c) = self.conns.get_mut(key) {
-                        c.cancel_sent = false;
-                    }
-                    if self.conns.contains(key) {
-                        self.after_io(key);
-                    }
+            // A short send breaks the chain and cancels the shutdown: do it once flushed.
+            OP_SHUTDOWN if cqe.result() == -libc::ECANCELED => {
+                if let Some(c) = self.conns.get_mut(key) {
+                    c.cancel_sent = false;
+                    self.after_io(key);
                 }
             }
             _ => {} // OP_CANCEL: the cancelled operation reports on its own.
