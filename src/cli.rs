@@ -63,6 +63,28 @@ pub struct Args {
     #[arg(long, default_value = DEFAULT_BODY)]
     pub http_body: String,
 
+    /// Most connections open at once, across all workers (0: no limit); one more is
+    /// accepted and closed at once (http: after a 503).
+    #[arg(long, default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// Close a connection after this long with no bytes either way (0: never).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// http: answer 408 and close when a request header takes longer than this to arrive,
+    /// however slowly it trickles in (0: never).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+
+    /// Stop reading from a connection while more than this much of its output is unsent.
+    #[arg(long, default_value = "64KiB", value_parser = parse_bytes)]
+    pub max_pending_output: usize,
+
+    /// Serve Prometheus metrics on this address (GET /metrics), e.g. 127.0.0.1:9090.
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+
     /// How long SIGINT/SIGTERM waits for connections to finish before cutting them.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -92,6 +114,11 @@ impl Args {
             buffer_size: self.buffer_size,
             buffers: self.buffers,
             shutdown_timeout: self.shutdown_timeout,
+            max_connections: self.max_connections,
+            idle_timeout: self.idle_timeout,
+            header_timeout: self.header_timeout,
+            max_pending_output: self.max_pending_output,
+            metrics: self.metrics,
         };
         config.validate()?;
         Ok(config)

@@ -31,6 +31,16 @@ pub struct Config {
     pub buffers: usize,
     /// How long a graceful shutdown may take before connections are cut.
     pub shutdown_timeout: Duration,
+    /// Most connections open at once, across all workers (0: no limit).
+    pub max_connections: usize,
+    /// Close a connection after this long with no bytes either way (zero: never).
+    pub idle_timeout: Duration,
+    /// `http`: answer 408 and close if a request header takes longer than this (zero: never).
+    pub header_timeout: Duration,
+    /// Stop reading from a connection while more than this much of its output is unsent.
+    pub max_pending_output: usize,
+    /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 impl Config {
@@ -46,6 +56,11 @@ impl Config {
             buffer_size: 4096,
             buffers: 1024,
             shutdown_timeout: Duration::from_secs(5),
+            max_connections: 0,
+            idle_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(10),
+            max_pending_output: 64 * 1024,
+            metrics: None,
         }
     }
 
@@ -64,6 +79,9 @@ impl Config {
         }
         if !self.buffers.is_power_of_two() || self.buffers > 32768 {
             return Err("--buffers must be a power of two from 1 to 32768".into());
+        }
+        if self.max_pending_output < self.buffer_size {
+            return Err("--max-pending-output must be at least --buffer-size".into());
         }
         if self.backlog == 0 {
             return Err("--backlog must be at least 1".into());

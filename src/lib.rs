@@ -11,6 +11,7 @@ pub mod connection;
 pub mod engine;
 pub mod error;
 pub mod listener;
+pub mod metrics;
 pub mod probe;
 pub mod protocol;
 pub mod server;

@@ -15,6 +15,7 @@ use crate::connection::WorkerStats;
 use crate::engine::{self, WorkerCtx};
 use crate::error::Error;
 use crate::listener::bind_workers;
+use crate::metrics::MetricsServer;
 use crate::probe;
 
 /// A running server.
@@ -30,6 +31,8 @@ pub struct ServerHandle {
     stats: Vec<Arc<WorkerStats>>,
     /// The configuration the server runs with.
     config: Arc<Config>,
+    /// The metrics endpoint, if asked for.
+    metrics: Option<MetricsServer>,
 }
 
 /// Starts a drain from any thread (a signal handler, a test).
@@ -71,6 +74,7 @@ pub fn start(config: Config) -> Result<ServerHandle, Error> {
     let drain = Arc::new(drain_tx);
     let (done_tx, done) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::channel();
+    let limit = Arc::new(crate::engine::Limit::new(config.max_connections));
     let mut stats = Vec::with_capacity(listeners.len());
     for (id, listener) in listeners.into_iter().enumerate() {
         let worker_stats = Arc::new(WorkerStats::default());
@@ -81,6 +85,7 @@ pub fn start(config: Config) -> Result<ServerHandle, Error> {
             config: config.clone(),
             drain: drain_rx.clone(),
             stats: worker_stats,
+            limit: limit.clone(),
         };
         let cpu = (!config.cpus.is_empty()).then(|| config.cpus[id % config.cpus.len()]);
         let ready = ready_tx.clone();
@@ -104,12 +109,26 @@ pub fn start(config: Config) -> Result<ServerHandle, Error> {
             }
         }
     }
+    let metrics = match config.metrics {
+        Some(addr) => match MetricsServer::start(addr, stats.clone(), config.clone()) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                drain.send_replace(true);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     info!(
         addr = %local_addr,
         engine = %config.engine,
         protocol = %config.protocol.kind,
         threads = config.threads,
         pinned = !config.cpus.is_empty(),
+        buffer_size = config.buffer_size,
+        max_connections = config.max_connections,
+        idle_timeout = ?config.idle_timeout,
+        header_timeout = ?config.header_timeout,
         "listening on {local_addr}"
     );
     Ok(ServerHandle {
@@ -118,6 +137,7 @@ pub fn start(config: Config) -> Result<ServerHandle, Error> {
         done,
         stats,
         config,
+        metrics,
     })
 }
 
@@ -150,6 +170,11 @@ impl ServerHandle {
     /// Per-worker counters, in worker order.
     pub fn stats(&self) -> &[Arc<WorkerStats>] {
         &self.stats
+    }
+
+    /// Where the metrics endpoint listens, if it runs.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(MetricsServer::local_addr)
     }
 
     /// A handle that starts the drain from another thread.
@@ -211,7 +236,12 @@ impl ServerHandle {
                 self.config.shutdown_timeout
             );
         }
-        info!(accepted, cut, "stopped");
+        let rejected: u64 = self
+            .stats
+            .iter()
+            .map(|s| s.rejected.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
+        info!(accepted, rejected, cut, "stopped");
         match failure {
             Some(e) => Err(e),
             None => Ok(ShutdownReport { cut, accepted }),

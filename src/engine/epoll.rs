@@ -3,6 +3,9 @@
 //! offers: sockets wrapped in [`AsyncFd`] and read with plain `read(2)`; a short read means
 //! the receive queue is empty, so readiness is cleared without the extra `EAGAIN` read that
 //! `TcpStream::read` would cost; writes are tried before waiting for writability.
+//!
+//! Output is written in full before the next read, so a connection never holds more than one
+//! read's worth of output (`--max-pending-output` is met by construction).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -14,8 +17,10 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tracing::{debug, warn, Instrument};
 
-use super::{accept_pause, report_ready, EngineKind, WorkerCtx};
-use crate::connection::{Conn, Registry, WorkerStats};
+use super::{reject, report_ready, send_408, shut, AcceptBackoff, EngineKind, WorkerCtx};
+use crate::connection::{
+    Clock, CloseReason, Conn, Registry, Timeouts, Times, Tracked, WorkerStats,
+};
 use crate::error::Error;
 
 /// Runs one worker on a tokio current-thread runtime.
@@ -30,6 +35,8 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
     local.block_on(&rt, serve(ctx))
 }
 
+type Sock = AsyncFd<TcpStream>;
+
 /// The accept loop, then the drain.
 async fn serve(ctx: WorkerCtx) -> io::Result<()> {
     let WorkerCtx {
@@ -37,6 +44,7 @@ async fn serve(ctx: WorkerCtx) -> io::Result<()> {
         config,
         mut drain,
         stats,
+        limit,
         ..
     } = ctx;
     listener.set_nonblocking(true)?;
@@ -44,8 +52,26 @@ async fn serve(ctx: WorkerCtx) -> io::Result<()> {
     // the AsyncFd drops it.
     let listener = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }
         .map_err(io::Error::from)?;
-    let registry: Rc<Registry<AsyncFd<TcpStream>>> = Rc::default();
-    let mut errors_in_a_row = 0u32;
+    let registry: Rc<Registry<Sock>> = Rc::default();
+    let clock = Rc::new(Clock::default());
+    let timeouts = Timeouts::new(
+        config.idle_timeout,
+        config.header_timeout,
+        config.protocol.kind == crate::ProtocolKind::Http,
+    );
+    if let Some(every) = timeouts.sweep_every() {
+        let (registry, clock) = (registry.clone(), clock.clone());
+        tokio::task::spawn_local(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let now = clock.advance();
+                registry.sweep(now, &timeouts, end_connection);
+            }
+        });
+    }
+    let http = config.protocol.kind == crate::ProtocolKind::Http;
+    let mut backoff = AcceptBackoff::default();
     loop {
         let accepted = tokio::select! {
             biased;
@@ -54,44 +80,54 @@ async fn serve(ctx: WorkerCtx) -> io::Result<()> {
         };
         let (stream, peer) = match accepted {
             Ok(s) => {
-                errors_in_a_row = 0;
+                backoff.on_success();
                 s
             }
             Err(e) => {
-                WorkerStats::inc(&stats.accept_errors);
-                if let Some(pause) = accept_pause(&e, errors_in_a_row) {
-                    errors_in_a_row += 1;
-                    warn!("accept failed: {e}; pausing accepts for {pause:?}");
+                if let Some(pause) = backoff.on_error(&e, &stats) {
                     tokio::time::sleep(pause).await;
-                } else {
-                    debug!("accept failed: {e}");
                 }
                 continue;
             }
         };
+        if !limit.try_admit() {
+            reject(stream.as_raw_fd(), http, &stats);
+            continue;
+        }
         WorkerStats::inc(&stats.accepted);
         let _ = stream.set_nodelay(true);
         // SAFETY: the AsyncFd owns the stream, whose fd stays open and unchanged until the
         // AsyncFd drops it.
-        let stream = match unsafe { AsyncFd::register(stream) }.map_err(io::Error::from) {
-            Ok(s) => Rc::new(s),
+        let sock = match unsafe { AsyncFd::register(stream) }.map_err(io::Error::from) {
+            Ok(s) => s,
             Err(e) => {
                 warn!("cannot register connection: {e}");
-                WorkerStats::inc(&stats.closed);
+                stats.close(CloseReason::Error);
+                limit.release();
                 continue;
             }
         };
-        let guard = registry.insert(stream.clone());
+        let tracked = Rc::new(Tracked {
+            io: sock,
+            times: Times::new(clock.now()),
+        });
+        let guard = registry.insert(tracked.clone());
         let conn = Conn::new(&config.protocol);
         let buffer_size = config.buffer_size;
-        let stats = stats.clone();
+        let (stats, limit, clock) = (stats.clone(), limit.clone(), clock.clone());
         tokio::task::spawn_local(
             async move {
-                if let Err(e) = connection(&stream, conn, buffer_size).await {
-                    debug!("connection error: {e}");
-                }
+                let reason = match connection(&tracked, conn, buffer_size, &stats, &clock).await {
+                    Ok(reason) => tracked.times.reason.get().unwrap_or(reason),
+                    Err(e) => {
+                        debug!("connection error: {e}");
+                        tracked.times.reason.get().unwrap_or(CloseReason::Error)
+                    }
+                };
                 drop(guard);
-                WorkerStats::inc(&stats.closed);
+                drop(tracked);
+                stats.close(reason);
+                limit.release();
             }
             .instrument(tracing::debug_span!("conn", %peer)),
         );
@@ -99,11 +135,22 @@ async fn serve(ctx: WorkerCtx) -> io::Result<()> {
     // Closing the listener makes the kernel stop queueing connections to this worker.
     drop(listener);
     // Idle connections see EOF; busy ones finish the request they are in first.
-    registry.for_each(|s| {
-        let _ = s.get_ref().shutdown(Shutdown::Read);
+    registry.for_each(|c| {
+        c.times.reason.set(Some(CloseReason::Drain));
+        let _ = c.io.get_ref().shutdown(Shutdown::Read);
     });
     registry.wait_empty().await;
     Ok(())
+}
+
+/// The sweeper's verdict: a 408 first for a header timeout, then shut the socket so the
+/// connection's pending read returns.
+fn end_connection(c: &Tracked<Sock>, reason: CloseReason) {
+    let fd = c.io.get_ref().as_raw_fd();
+    if reason == CloseReason::HeaderTimeout {
+        send_408(fd);
+    }
+    shut(fd);
 }
 
 /// Accepts one connection, non-blocking and close-on-exec in the same system call.
@@ -143,36 +190,44 @@ fn accept4(listener: &TcpListener) -> io::Result<(TcpStream, std::net::SocketAdd
     Ok((stream, peer))
 }
 
-/// Serves one connection until the peer or the protocol closes it.
+/// Serves one connection until the peer or the protocol closes it; returns why it closed.
 async fn connection(
-    stream: &AsyncFd<TcpStream>,
+    c: &Tracked<Sock>,
     mut conn: Conn,
     buffer_size: usize,
-) -> io::Result<()> {
+    stats: &WorkerStats,
+    clock: &Clock,
+) -> io::Result<CloseReason> {
+    let stream = &c.io;
     let mut buf = vec![0u8; buffer_size];
     loop {
         let n = read(stream, &mut buf).await?;
         if n == 0 {
             conn.on_eof();
-            return write_all(stream, &conn.out).await;
+            write_all(stream, &conn.out, stats).await?;
+            return Ok(CloseReason::Peer);
         }
+        WorkerStats::add(&stats.bytes_in, n as u64);
         if conn.is_echo() {
-            write_all(stream, &buf[..n]).await?;
+            c.times.touch(clock.now(), false);
+            write_all(stream, &buf[..n], stats).await?;
             continue;
         }
-        let close = conn.on_bytes(&buf[..n]);
+        let fed = conn.on_bytes(&buf[..n]);
+        c.times.touch(clock.now(), conn.awaiting_header());
+        WorkerStats::add(&stats.requests, fed.answered);
         if !conn.out.is_empty() {
-            write_all(stream, &conn.out).await?;
+            write_all(stream, &conn.out, stats).await?;
             conn.out.clear();
         }
-        if close {
-            return Ok(());
+        if fed.close {
+            return Ok(CloseReason::Protocol);
         }
     }
 }
 
 /// Reads once; returns 0 at EOF.
-async fn read(stream: &AsyncFd<TcpStream>, buf: &mut [u8]) -> io::Result<usize> {
+async fn read(stream: &Sock, buf: &mut [u8]) -> io::Result<usize> {
     loop {
         let mut guard = stream.readable().await?;
         match guard.try_io(|s| s.get_ref().read(buf)) {
@@ -191,7 +246,8 @@ async fn read(stream: &AsyncFd<TcpStream>, buf: &mut [u8]) -> io::Result<usize> 
 }
 
 /// Writes all of `data`, trying before waiting for writability.
-async fn write_all(stream: &AsyncFd<TcpStream>, mut data: &[u8]) -> io::Result<()> {
+async fn write_all(stream: &Sock, mut data: &[u8], stats: &WorkerStats) -> io::Result<()> {
+    WorkerStats::add(&stats.bytes_out, data.len() as u64);
     while !data.is_empty() {
         match stream.get_ref().write(data) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

@@ -7,13 +7,18 @@ pub mod tokio_uring;
 pub mod uring;
 
 use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, warn};
 
 use crate::config::Config;
 use crate::connection::WorkerStats;
 use crate::error::Error;
+use crate::protocol::{error_response, ErrorStatus};
 
 /// The I/O engine a server runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
@@ -67,6 +72,130 @@ pub struct WorkerCtx {
     pub drain: tokio::sync::watch::Receiver<bool>,
     /// This worker's counters.
     pub stats: Arc<WorkerStats>,
+    /// The process-wide connection limit.
+    pub limit: Arc<Limit>,
+}
+
+/// `--max-connections`, shared by all workers: one counter for the whole process, so the
+/// limit holds however the kernel spreads connections over the workers.
+#[derive(Debug, Default)]
+pub struct Limit {
+    /// The limit (0: none).
+    max: usize,
+    /// Connections admitted and not yet closed.
+    live: AtomicUsize,
+}
+
+impl Limit {
+    /// A limit of `max` connections (0: none).
+    pub fn new(max: usize) -> Self {
+        Limit {
+            max,
+            live: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes a place for a new connection; false when the limit is reached.
+    pub fn try_admit(&self) -> bool {
+        if self.max == 0 {
+            return true;
+        }
+        if self.live.fetch_add(1, Ordering::AcqRel) >= self.max {
+            self.live.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back the place of a closed connection.
+    pub fn release(&self) {
+        if self.max != 0 {
+            self.live.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Turns away a connection over the limit: HTTP gets a `503` first. The caller closes it.
+pub(crate) fn reject(fd: RawFd, http: bool, stats: &WorkerStats) {
+    WorkerStats::inc(&stats.rejected);
+    if http {
+        let resp = error_response(ErrorStatus::Unavailable);
+        // SAFETY: a send from a valid buffer on an open socket; never blocks (MSG_DONTWAIT),
+        // and a fresh socket's send buffer is empty, so the few bytes fit.
+        unsafe {
+            libc::send(
+                fd,
+                resp.as_ptr().cast(),
+                resp.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+    }
+}
+
+/// Sends a `408` on a connection whose request header timed out (the caller shuts it down).
+/// The connection is waiting to read, so nothing else is writing to it.
+pub(crate) fn send_408(fd: RawFd) {
+    let resp = error_response(ErrorStatus::RequestTimeout);
+    // SAFETY: as in `reject`: a non-blocking send of a small buffer on an open socket.
+    unsafe {
+        libc::send(
+            fd,
+            resp.as_ptr().cast(),
+            resp.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+}
+
+/// Shuts a connection down both ways so that a read waiting on it completes (with EOF); data
+/// already queued to send still goes out before the FIN.
+pub(crate) fn shut(fd: RawFd) {
+    // SAFETY: shutdown(2) on an fd the caller keeps open.
+    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+}
+
+/// Accept errors: resource exhaustion pauses accepting with a growing backoff; the log says
+/// so at most once every five seconds, with a count.
+#[derive(Debug, Default)]
+pub(crate) struct AcceptBackoff {
+    /// Resource errors in a row.
+    in_a_row: u32,
+    /// When the last line was logged.
+    last_log: Option<Instant>,
+    /// Errors since then.
+    unlogged: u64,
+}
+
+impl AcceptBackoff {
+    /// How long to pause after `err`, if at all; counts it.
+    pub(crate) fn on_error(&mut self, err: &io::Error, stats: &WorkerStats) -> Option<Duration> {
+        WorkerStats::inc(&stats.accept_errors);
+        let Some(pause) = accept_pause(err, self.in_a_row) else {
+            debug!("accept failed: {err}");
+            return None;
+        };
+        self.in_a_row += 1;
+        self.unlogged += 1;
+        WorkerStats::inc(&stats.accept_backoffs);
+        if self
+            .last_log
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+        {
+            warn!(
+                "accept failed: {err} ({} time(s) since the last report); pausing accepts, now for {pause:?}",
+                self.unlogged
+            );
+            self.last_log = Some(Instant::now());
+            self.unlogged = 0;
+        }
+        Some(pause)
+    }
+
+    /// An accept succeeded: the next error starts from the shortest pause.
+    pub(crate) fn on_success(&mut self) {
+        self.in_a_row = 0;
+    }
 }
 
 /// Runs a worker's event loop until it has drained. `ready` is told once whether the runtime

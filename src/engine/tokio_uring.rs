@@ -2,17 +2,25 @@
 //! io_uring operations that take ownership of their buffer and hand it back with the
 //! completion, so each connection reuses one receive buffer and one output buffer for its
 //! whole life; echo sends the received buffer itself.
+//!
+//! A dropped tokio-uring future leaves its operation in flight, so nothing here is cancelled
+//! by dropping: timeouts and the drain shut the socket down, which completes the pending
+//! recv with EOF. Output is sent in full before the next recv, so a connection never holds
+//! more than one read's worth of output.
 
 use std::io;
 use std::net::Shutdown;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::mpsc;
 
 use tokio_uring::net::{TcpListener, TcpStream};
-use tracing::{debug, warn, Instrument};
+use tracing::{debug, Instrument};
 
-use super::{accept_pause, report_ready, EngineKind, WorkerCtx};
-use crate::connection::{Conn, Registry, WorkerStats};
+use super::{reject, report_ready, send_408, shut, AcceptBackoff, EngineKind, WorkerCtx};
+use crate::connection::{
+    Clock, CloseReason, Conn, Registry, Timeouts, Times, Tracked, WorkerStats,
+};
 use crate::error::Error;
 
 /// Submission queue entries per worker ring.
@@ -43,6 +51,7 @@ async fn serve(ctx: WorkerCtx) -> io::Result<()> {
         config,
         mut drain,
         stats,
+        limit,
         ..
     } = ctx;
     // A second handle on the same socket, to shut it down when draining: that fails the
@@ -50,7 +59,21 @@ async fn serve(ctx: WorkerCtx) -> io::Result<()> {
     let control = listener.try_clone()?;
     let listener = TcpListener::from_std(listener);
     let registry: Rc<Registry<TcpStream>> = Rc::default();
-    let mut errors_in_a_row = 0u32;
+    let clock = Rc::new(Clock::default());
+    let http = config.protocol.kind == crate::ProtocolKind::Http;
+    let timeouts = Timeouts::new(config.idle_timeout, config.header_timeout, http);
+    if let Some(every) = timeouts.sweep_every() {
+        let (registry, clock) = (registry.clone(), clock.clone());
+        tokio_uring::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let now = clock.advance();
+                registry.sweep(now, &timeouts, end_connection);
+            }
+        });
+    }
+    let mut backoff = AcceptBackoff::default();
     let mut draining = false;
     let mut accept = Box::pin(listener.accept());
     loop {
@@ -70,35 +93,43 @@ async fn serve(ctx: WorkerCtx) -> io::Result<()> {
         accept = Box::pin(listener.accept());
         let (stream, peer) = match accepted {
             Ok(s) => {
-                errors_in_a_row = 0;
+                backoff.on_success();
                 s
             }
             Err(e) => {
-                WorkerStats::inc(&stats.accept_errors);
-                if let Some(pause) = accept_pause(&e, errors_in_a_row) {
-                    errors_in_a_row += 1;
-                    warn!("accept failed: {e}; pausing accepts for {pause:?}");
+                if let Some(pause) = backoff.on_error(&e, &stats) {
                     tokio::time::sleep(pause).await;
-                } else {
-                    debug!("accept failed: {e}");
                 }
                 continue;
             }
         };
+        if !limit.try_admit() {
+            reject(stream.as_raw_fd(), http, &stats);
+            continue;
+        }
         WorkerStats::inc(&stats.accepted);
         let _ = stream.set_nodelay(true);
-        let stream = Rc::new(stream);
-        let guard = registry.insert(stream.clone());
+        let tracked = Rc::new(Tracked {
+            io: stream,
+            times: Times::new(clock.now()),
+        });
+        let guard = registry.insert(tracked.clone());
         let conn = Conn::new(&config.protocol);
         let buffer_size = config.buffer_size;
-        let stats = stats.clone();
+        let (stats, limit, clock) = (stats.clone(), limit.clone(), clock.clone());
         tokio_uring::spawn(
             async move {
-                if let Err(e) = connection(&stream, conn, buffer_size).await {
-                    debug!("connection error: {e}");
-                }
+                let reason = match connection(&tracked, conn, buffer_size, &stats, &clock).await {
+                    Ok(reason) => tracked.times.reason.get().unwrap_or(reason),
+                    Err(e) => {
+                        debug!("connection error: {e}");
+                        tracked.times.reason.get().unwrap_or(CloseReason::Error)
+                    }
+                };
                 drop(guard);
-                WorkerStats::inc(&stats.closed);
+                drop(tracked);
+                stats.close(reason);
+                limit.release();
             }
             .instrument(tracing::debug_span!("conn", %peer)),
         );
@@ -107,15 +138,33 @@ async fn serve(ctx: WorkerCtx) -> io::Result<()> {
     drop(listener);
     // A recv waiting on an idle connection completes with EOF once the read side is shut;
     // a connection in the middle of a request finishes it first.
-    registry.for_each(|s| {
-        let _ = s.shutdown(Shutdown::Read);
+    registry.for_each(|c| {
+        c.times.reason.set(Some(CloseReason::Drain));
+        let _ = c.io.shutdown(Shutdown::Read);
     });
     registry.wait_empty().await;
     Ok(())
 }
 
-/// Serves one connection until the peer or the protocol closes it.
-async fn connection(stream: &TcpStream, mut conn: Conn, buffer_size: usize) -> io::Result<()> {
+/// The sweeper's verdict: a 408 first for a header timeout, then shut the socket so the
+/// connection's pending recv completes.
+fn end_connection(c: &Tracked<TcpStream>, reason: CloseReason) {
+    let fd = c.io.as_raw_fd();
+    if reason == CloseReason::HeaderTimeout {
+        send_408(fd);
+    }
+    shut(fd);
+}
+
+/// Serves one connection until the peer or the protocol closes it; returns why it closed.
+async fn connection(
+    c: &Tracked<TcpStream>,
+    mut conn: Conn,
+    buffer_size: usize,
+    stats: &WorkerStats,
+    clock: &Clock,
+) -> io::Result<CloseReason> {
+    let stream = &c.io;
     let mut buf = Vec::with_capacity(buffer_size);
     loop {
         buf.clear();
@@ -124,27 +173,34 @@ async fn connection(stream: &TcpStream, mut conn: Conn, buffer_size: usize) -> i
         let n = res?;
         if n == 0 {
             conn.on_eof();
-            return flush(stream, &mut conn).await;
+            flush(stream, &mut conn, stats).await?;
+            return Ok(CloseReason::Peer);
         }
+        WorkerStats::add(&stats.bytes_in, n as u64);
         if conn.is_echo() {
+            c.times.touch(clock.now(), false);
+            WorkerStats::add(&stats.bytes_out, n as u64);
             let (res, b) = stream.write_all(buf).await;
             buf = b;
             res?;
             continue;
         }
-        let close = conn.on_bytes(&buf[..n]);
-        flush(stream, &mut conn).await?;
-        if close {
-            return Ok(());
+        let fed = conn.on_bytes(&buf[..n]);
+        c.times.touch(clock.now(), conn.awaiting_header());
+        WorkerStats::add(&stats.requests, fed.answered);
+        flush(stream, &mut conn, stats).await?;
+        if fed.close {
+            return Ok(CloseReason::Protocol);
         }
     }
 }
 
 /// Sends the connection's pending output and gives the buffer back to it, emptied.
-async fn flush(stream: &TcpStream, conn: &mut Conn) -> io::Result<()> {
+async fn flush(stream: &TcpStream, conn: &mut Conn, stats: &WorkerStats) -> io::Result<()> {
     if conn.out.is_empty() {
         return Ok(());
     }
+    WorkerStats::add(&stats.bytes_out, conn.out.len() as u64);
     let (res, mut out) = stream.write_all(std::mem::take(&mut conn.out)).await;
     out.clear();
     conn.out = out;

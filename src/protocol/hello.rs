@@ -43,6 +43,11 @@ impl Hello {
         self.reply(out);
     }
 
+    /// Replies sent so far (0 or 1).
+    pub fn answered(&self) -> u64 {
+        u64::from(self.replied)
+    }
+
     fn reply(&mut self, out: &mut Vec<u8>) {
         if !self.replied {
             self.replied = true;

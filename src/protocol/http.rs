@@ -84,6 +84,8 @@ pub struct Http {
     responses: Arc<Responses>,
     /// Request body bytes still to skip before the next request starts.
     skip: u64,
+    /// Requests answered so far (for the server's counters).
+    answered: u64,
 }
 
 /// What one parsed request asks of us.
@@ -117,7 +119,11 @@ enum Reject {
 
 impl Http {
     pub(super) fn new(responses: Arc<Responses>) -> Self {
-        Http { responses, skip: 0 }
+        Http {
+            responses,
+            skip: 0,
+            answered: 0,
+        }
     }
 
     pub(super) fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Outcome {
@@ -146,6 +152,7 @@ impl Http {
                 }
                 Err(Reject::Partial) => return Outcome::keep(pos),
                 Err(Reject::Status(status)) => {
+                    self.answered += 1;
                     out.extend_from_slice(&error_response(status));
                     return Outcome::close(input.len());
                 }
@@ -153,7 +160,13 @@ impl Http {
         }
     }
 
-    fn respond(&self, req: &Request, out: &mut Vec<u8>) {
+    /// Requests answered so far.
+    pub fn answered(&self) -> u64 {
+        self.answered
+    }
+
+    fn respond(&mut self, req: &Request, out: &mut Vec<u8>) {
+        self.answered += 1;
         let connection: &[u8] = match (req.keep_alive, req.http10) {
             (false, _) => b"Connection: close\r\n",
             (true, true) => b"Connection: keep-alive\r\n",

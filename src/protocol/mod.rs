@@ -136,6 +136,20 @@ impl Session {
         }
     }
 
+    /// Requests (http) or messages (hello) answered so far; echo counts none.
+    pub fn answered(&self) -> u64 {
+        match self {
+            Session::Echo => 0,
+            Session::Hello(s) => s.answered(),
+            Session::Http(s) => s.answered(),
+        }
+    }
+
+    /// True for `http`, whose incomplete requests are bounded by the header timeout.
+    pub fn is_http(&self) -> bool {
+        matches!(self, Session::Http(_))
+    }
+
     /// The peer finished sending (EOF). Returns bytes still to send before closing, if any.
     pub fn on_eof(&mut self, out: &mut Vec<u8>) {
         if let Session::Hello(s) = self {

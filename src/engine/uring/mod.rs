@@ -20,9 +20,10 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
 use tracing::{debug, warn};
 
-use super::{accept_pause, EngineKind, WorkerCtx};
-use crate::connection::{Conn, WorkerStats};
+use super::{reject, shut, AcceptBackoff, EngineKind, WorkerCtx};
+use crate::connection::{Clock, CloseReason, Conn, Timeouts, Times, WorkerStats};
 use crate::error::Error;
+use crate::protocol::{error_response, ErrorStatus};
 use bufring::BufRing;
 
 pub use probe::check as check_features;
@@ -32,8 +33,6 @@ const SQ_ENTRIES: u32 = 1024;
 /// Completion queue size: room for a burst from many connections (the kernel also buffers
 /// overflow, IORING_FEAT_NODROP).
 const CQ_ENTRIES: u32 = 16384;
-/// Stop reading from a connection while this much of its output is unsent.
-const MAX_PENDING_OUTPUT: usize = 64 * 1024;
 /// How long one wait may block, so the loop notices a drain request.
 const WAIT_TIMEOUT: types::Timespec = types::Timespec::new().nsec(100_000_000);
 /// Buffer group id of the worker's receive buffers.
@@ -95,6 +94,10 @@ struct UConn {
     throttled: bool,
     /// The recv ended with ENOBUFS; re-armed when buffers come back.
     starved: bool,
+    /// Activity times for the idle and header timeouts.
+    times: Times,
+    /// Why it is closing, once known.
+    reason: Option<CloseReason>,
 }
 
 /// Runs one worker on its own ring.
@@ -119,14 +122,22 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
         }
     };
     let _ = ready.send(Ok(()));
+    let http = ctx.config.protocol.kind == crate::ProtocolKind::Http;
+    let timeouts = Timeouts::new(ctx.config.idle_timeout, ctx.config.header_timeout, http);
     let mut w = Worker {
+        max_pending: ctx.config.max_pending_output,
+        sweep_every: timeouts.sweep_every().map(|d| d.as_millis() as u64),
+        next_sweep: 0,
+        timeouts,
+        clock: Clock::default(),
+        http,
         ring,
         bufs,
         conns: Slab::new(),
         starved: Vec::new(),
         cqes: Vec::with_capacity(CQ_ENTRIES as usize),
         accept_armed: false,
-        accept_errors_in_a_row: 0,
+        backoff: AcceptBackoff::default(),
         accept_retry: types::Timespec::new(),
         draining: false,
         listen_fd: ctx.listener.as_raw_fd(),
@@ -146,7 +157,19 @@ struct Worker {
     /// Completions copied out of the queue, handled after it is released.
     cqes: Vec<cqueue::Entry>,
     accept_armed: bool,
-    accept_errors_in_a_row: u32,
+    backoff: AcceptBackoff,
+    /// `--max-pending-output`.
+    max_pending: usize,
+    /// The idle and header timeouts.
+    timeouts: Timeouts,
+    /// Sweep period in ms, if any timeout is on.
+    sweep_every: Option<u64>,
+    /// Next sweep, on `clock`.
+    next_sweep: u64,
+    /// Coarse clock for connection times.
+    clock: Clock,
+    /// Speaking http (a 503 for rejected connections, 408 on header timeouts).
+    http: bool,
     /// The timespec of a pending accept retry; must live until that timeout completes.
     accept_retry: types::Timespec,
     draining: bool,
@@ -176,6 +199,13 @@ impl Worker {
                 self.handle(cqe);
             }
             self.feed_starved();
+            if let Some(every) = self.sweep_every {
+                let now = self.clock.advance();
+                if now >= self.next_sweep {
+                    self.next_sweep = now + every;
+                    self.sweep(now);
+                }
+            }
             if !self.draining && *self.ctx.drain.borrow() {
                 self.begin_drain();
             }
@@ -236,8 +266,9 @@ impl Worker {
             OP_RECV => self.on_recv(key, cqe.result(), cqe.flags()),
             OP_SEND => self.on_send(key, cqe.result()),
             OP_CLOSE => {
-                self.conns.remove(key);
-                WorkerStats::inc(&self.ctx.stats.closed);
+                let c = self.conns.remove(key);
+                self.ctx.stats.close(c.reason.unwrap_or(CloseReason::Peer));
+                self.ctx.limit.release();
             }
             // A short send breaks the chain and cancels the shutdown: do it once flushed.
             OP_SHUTDOWN if cqe.result() == -libc::ECANCELED => {
@@ -255,9 +286,13 @@ impl Worker {
             self.accept_armed = false;
         }
         if res >= 0 {
-            self.accept_errors_in_a_row = 0;
+            self.backoff.on_success();
             let fd = res;
-            if self.draining {
+            let admitted = !self.draining && self.ctx.limit.try_admit();
+            if !admitted {
+                if !self.draining {
+                    reject(fd, self.http, &self.ctx.stats);
+                }
                 // SAFETY: a fresh fd from accept that nothing else refers to.
                 unsafe { libc::close(fd) };
             } else {
@@ -275,15 +310,14 @@ impl Worker {
                     close_sent: false,
                     throttled: false,
                     starved: false,
+                    times: Times::new(self.clock.now()),
+                    reason: None,
                 });
                 self.arm_recv(key);
             }
         } else if !self.draining {
             let err = io::Error::from_raw_os_error(-res);
-            WorkerStats::inc(&self.ctx.stats.accept_errors);
-            if let Some(pause) = accept_pause(&err, self.accept_errors_in_a_row) {
-                self.accept_errors_in_a_row += 1;
-                warn!("accept failed: {err}; pausing accepts for {pause:?}");
+            if let Some(pause) = self.backoff.on_error(&err, &self.ctx.stats) {
                 if self.accept_armed {
                     return;
                 }
@@ -295,7 +329,6 @@ impl Worker {
                 self.accept_armed = true;
                 return;
             }
-            debug!("accept failed: {err}");
         }
         if !self.accept_armed && !self.draining {
             self.arm_accept();
@@ -316,10 +349,14 @@ impl Worker {
             };
             self.bufs.taken();
             let n = res as usize;
+            let now = self.clock.now();
+            let stats = &self.ctx.stats;
+            WorkerStats::add(&stats.bytes_in, n as u64);
             let c = &mut self.conns[key];
             if c.closing {
                 self.bufs.give(bid);
             } else if c.conn.is_echo() {
+                c.times.touch(now, false);
                 c.queue.push_back(Out::Buf {
                     bid,
                     off: 0,
@@ -327,17 +364,22 @@ impl Worker {
                 });
                 c.queued += n;
             } else {
-                let close = c.conn.on_bytes(self.bufs.bytes(bid, n));
+                let fed = c.conn.on_bytes(self.bufs.bytes(bid, n));
+                c.times.touch(now, c.conn.awaiting_header());
+                WorkerStats::add(&stats.requests, fed.answered);
                 self.bufs.give(bid);
                 self.queue_output(key);
-                if close {
-                    self.conns[key].closing = true;
+                if fed.close {
+                    let c = &mut self.conns[key];
+                    c.closing = true;
+                    c.reason.get_or_insert(CloseReason::Protocol);
                 }
             }
         } else if res == 0 {
             let c = &mut self.conns[key];
             c.conn.on_eof();
             c.closing = true;
+            c.reason.get_or_insert(CloseReason::Peer);
             self.queue_output(key);
         } else if res == -libc::ENOBUFS {
             WorkerStats::inc(&self.ctx.stats.recv_enobufs);
@@ -363,6 +405,8 @@ impl Worker {
         }
         let mut sent = res as usize;
         c.queued -= sent;
+        c.times.touch_send(self.clock.now());
+        WorkerStats::add(&self.ctx.stats.bytes_out, sent as u64);
         while sent > 0 || c.queue.front().is_some_and(|o| o.remaining() == 0) {
             let Some(front) = c.queue.front_mut() else {
                 break;
@@ -436,9 +480,9 @@ impl Worker {
     fn after_io(&mut self, key: usize) {
         let c = &mut self.conns[key];
         if !c.closing {
-            if !c.throttled && c.queued > MAX_PENDING_OUTPUT {
+            if !c.throttled && c.queued > self.max_pending {
                 c.throttled = true;
-            } else if c.throttled && c.queued <= MAX_PENDING_OUTPUT / 2 {
+            } else if c.throttled && c.queued <= self.max_pending / 2 {
                 c.throttled = false;
             }
         }
@@ -478,6 +522,7 @@ impl Worker {
     fn fail(&mut self, key: usize) {
         let c = &mut self.conns[key];
         c.closing = true;
+        c.reason.get_or_insert(CloseReason::Error);
         let keep = usize::from(c.send_inflight);
         while c.queue.len() > keep {
             match c.queue.pop_back() {
@@ -508,9 +553,38 @@ impl Worker {
         // SAFETY: shutdown(2) on the listener fd, which `self.ctx.listener` keeps open.
         unsafe { libc::shutdown(self.listen_fd, libc::SHUT_RD) };
         // Idle connections see EOF; busy ones finish the request they are in first.
-        for (_, c) in self.conns.iter() {
+        for (_, c) in self.conns.iter_mut() {
+            c.reason.get_or_insert(CloseReason::Drain);
             // SAFETY: shutdown(2) on a connection fd that is open until its close completes.
             unsafe { libc::shutdown(c.fd, libc::SHUT_RD) };
+        }
+    }
+
+    /// Ends connections past the idle or header timeout.
+    fn sweep(&mut self, now: u64) {
+        let expired: Vec<(usize, CloseReason)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| !c.closing)
+            .filter_map(|(k, c)| c.times.expired(now, &self.timeouts).map(|r| (k, r)))
+            .collect();
+        for (key, reason) in expired {
+            let c = &mut self.conns[key];
+            c.reason = Some(reason);
+            c.times.reason.set(Some(reason));
+            if reason == CloseReason::HeaderTimeout {
+                // The 408 goes out through the send queue; the FIN follows it.
+                c.conn
+                    .out
+                    .extend_from_slice(&error_response(ErrorStatus::RequestTimeout));
+                c.closing = true;
+                self.queue_output(key);
+                self.kick_send(key);
+                self.after_io(key);
+            } else {
+                // The recv completes with EOF; the connection then closes as usual.
+                shut(c.fd);
+            }
         }
     }
 
