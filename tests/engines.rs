@@ -9,8 +9,6 @@ use rand::{Rng, SeedableRng};
 use ringd::{EngineKind, ProtocolKind};
 use tokio::io::AsyncWriteExt;
 
-const OK: &[u8] = b"HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
-
 async fn echo_random_payloads(engine: EngineKind) {
     let server = server(engine, ProtocolKind::Echo, 2);
     let addr = server.local_addr();

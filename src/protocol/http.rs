@@ -377,3 +377,72 @@ mod tests {
         assert!(text(&out).ends_with("Content-Length: 4\r\n\r\npong"));
     }
 }
+
+#[cfg(test)]
+mod proptests {
+    use proptest::prelude::*;
+
+    use crate::protocol::client::parse_http_response;
+    use crate::protocol::testutil::drive;
+    use crate::protocol::{ProtocolKind, ProtocolSpec};
+
+    /// Bytes that look like HTTP often enough to reach deep states: valid requests, near
+    /// misses and noise, concatenated.
+    fn requestish() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()),
+            Just(b"HEAD /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".to_vec()),
+            Just(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".to_vec()),
+            Just(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec()),
+            Just(b"Transfer-Encoding: chunked\r\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..64),
+        ];
+        proptest::collection::vec(piece, 0..8).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Whatever arrives, however split: no panic, and the output is a sequence of whole
+        /// responses; an error response (400/431/501) is the last thing sent and closes.
+        #[test]
+        fn arbitrary_input_gives_whole_responses(
+            input in prop_oneof![requestish(), proptest::collection::vec(any::<u8>(), 0..2048)],
+            cuts in proptest::collection::vec(any::<proptest::sample::Index>(), 0..6),
+        ) {
+            let spec = ProtocolSpec::with_defaults(ProtocolKind::Http);
+            let mut points: Vec<usize> = cuts.iter().map(|i| i.index(input.len() + 1)).collect();
+            points.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut last = 0;
+            for p in points {
+                pieces.push(&input[last..p]);
+                last = p;
+            }
+            pieces.push(&input[last..]);
+            let (out, close) = drive(&spec, &pieces);
+            let mut rest = &out[..];
+            let mut statuses = Vec::new();
+            while !rest.is_empty() {
+                // Parse the head alone; a 200 to GET is followed by the known body, a 200 to
+                // HEAD by the next response.
+                let r = parse_http_response(rest, true)
+                    .expect("server output must parse")
+                    .expect("server output must be whole responses");
+                statuses.push(r.status);
+                rest = &rest[r.len..];
+                if r.status == 200 && rest.starts_with(super::DEFAULT_BODY.as_bytes()) {
+                    rest = &rest[super::DEFAULT_BODY.len()..];
+                }
+            }
+            for (i, s) in statuses.iter().enumerate() {
+                prop_assert!(matches!(s, 200 | 405 | 400 | 431 | 501), "status {}", s);
+                if matches!(s, 400 | 431 | 501) {
+                    prop_assert!(close, "an error response must close");
+                    prop_assert_eq!(i, statuses.len() - 1, "nothing may follow an error response");
+                }
+            }
+        }
+    }
+}

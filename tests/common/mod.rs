@@ -9,6 +9,9 @@ use ringd::{Config, EngineKind, ProtocolKind, ServerHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// The default `200` response to `GET`.
+pub const OK: &[u8] = b"HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
+
 /// Starts an in-process server with `threads` workers, unpinned.
 pub fn server(engine: EngineKind, protocol: ProtocolKind, threads: usize) -> ServerHandle {
     let mut config = Config::new("127.0.0.1:0".parse().unwrap(), protocol, engine);

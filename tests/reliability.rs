@@ -1,0 +1,580 @@
+//! Reliability under abuse, for every engine: integrity of large random echo traffic, the
+//! connection limit, descriptor exhaustion, slowloris, chaos, and drain under load. Real
+//! ringd (in-process, or the binary where the process itself must be observed), real sockets.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ringd::{Config, EngineKind, ProtocolKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Fast deterministic bytes (xorshift), so hundreds of MiB cost little to make.
+fn fill_random(seed: u64, buf: &mut [u8]) {
+    let mut x = seed | 1;
+    for chunk in buf.chunks_mut(8) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let bytes = x.to_le_bytes();
+        chunk.copy_from_slice(&bytes[..chunk.len()]);
+    }
+}
+
+/// 256 MiB of random data in random-size messages (1 B to 1 MiB) over 8 connections.
+async fn integrity(engine: EngineKind) {
+    const TOTAL: usize = 256 << 20;
+    const CONNS: usize = 8;
+    let server = server(engine, ProtocolKind::Echo, 2);
+    let addr = server.local_addr();
+    let mut tasks = Vec::new();
+    for c in 0..CONNS {
+        tasks.push(tokio::spawn(async move {
+            let mut s = connect(addr).await;
+            let (mut r, mut w) = s.split();
+            let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ (c as u64 + 1);
+            let mut next = || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            let mut sizes = Vec::new();
+            let mut total = 0;
+            while total < TOTAL / CONNS {
+                let size = (1usize << (next() % 21)).min(1 << 20).max(1) + (next() % 977) as usize;
+                let size = size.min(1 << 20);
+                sizes.push((next(), size));
+                total += size;
+            }
+            let sizes2 = sizes.clone();
+            let writer = async move {
+                let mut buf = vec![0u8; 1 << 20];
+                for (seed, size) in sizes {
+                    fill_random(seed, &mut buf[..size]);
+                    w.write_all(&buf[..size]).await.unwrap();
+                }
+            };
+            let reader = async move {
+                let mut want = vec![0u8; 1 << 20];
+                let mut got = vec![0u8; 1 << 20];
+                let mut mismatched = 0usize;
+                for (seed, size) in sizes2 {
+                    fill_random(seed, &mut want[..size]);
+                    tokio::time::timeout(Duration::from_secs(60), r.read_exact(&mut got[..size]))
+                        .await
+                        .expect("echo stalled")
+                        .unwrap();
+                    if got[..size] != want[..size] {
+                        mismatched += got[..size]
+                            .iter()
+                            .zip(&want[..size])
+                            .filter(|(a, b)| a != b)
+                            .count();
+                    }
+                }
+                mismatched
+            };
+            let ((), mismatched) = tokio::join!(writer, reader);
+            (total, mismatched)
+        }));
+    }
+    let mut bytes = 0;
+    for t in tasks {
+        let (n, mismatched) = t.await.unwrap();
+        assert_eq!(mismatched, 0, "{engine}: echoed bytes differ");
+        bytes += n;
+    }
+    assert!(bytes >= TOTAL);
+    shutdown_clean(server);
+}
+
+/// `--max-connections 100`, 150 clients: exactly 50 turned away (with a 503), the 100 served.
+async fn connection_limit(engine: EngineKind) {
+    let mut config = Config::new("127.0.0.1:0".parse().unwrap(), ProtocolKind::Http, engine);
+    config.threads = 2;
+    config.max_connections = 100;
+    config.metrics = Some("127.0.0.1:0".parse().unwrap());
+    let server = ringd::start(config).unwrap();
+    let addr = server.local_addr();
+    let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut admitted = Vec::new();
+    for _ in 0..100 {
+        let mut s = connect(addr).await;
+        s.write_all(request).await.unwrap();
+        let resp = read_n(&mut s, OK.len()).await;
+        assert_eq!(resp, OK);
+        admitted.push(s);
+    }
+    for _ in 0..50 {
+        let mut s = connect(addr).await;
+        let resp = read_to_eof(&mut s).await;
+        assert!(
+            resp.starts_with(b"HTTP/1.1 503 "),
+            "{}",
+            String::from_utf8_lossy(&resp)
+        );
+    }
+    for s in admitted.iter_mut() {
+        s.write_all(request).await.unwrap();
+        assert_eq!(read_n(s, OK.len()).await, OK);
+    }
+    let rejected: u64 = server
+        .stats()
+        .iter()
+        .map(|s| s.rejected.load(Ordering::Relaxed))
+        .sum();
+    assert_eq!(rejected, 50);
+    let text = scrape(server.metrics_addr().unwrap()).await;
+    assert_eq!(
+        ringd::metrics::sum_metric(&text, "ringd_connections_rejected_total", ""),
+        50
+    );
+    assert_eq!(
+        ringd::metrics::sum_metric(&text, "ringd_connections_active", ""),
+        100
+    );
+    assert_eq!(
+        ringd::metrics::sum_metric(&text, "ringd_connections_accepted_total", ""),
+        100
+    );
+    assert_eq!(
+        ringd::metrics::sum_metric(&text, "ringd_requests_total", ""),
+        200
+    );
+    drop(admitted);
+    shutdown_clean(server);
+}
+
+async fn scrape(addr: SocketAddr) -> String {
+    let out = request_to_eof(addr, b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").await;
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    text.split("\r\n\r\n").nth(1).unwrap().to_string()
+}
+
+/// Slowloris: slow clients trickle header bytes while normal clients keep being served; the
+/// slow ones get a 408 once the header timeout passes.
+async fn slowloris(engine: EngineKind) {
+    let mut config = Config::new("127.0.0.1:0".parse().unwrap(), ProtocolKind::Http, engine);
+    config.header_timeout = Duration::from_millis(1500);
+    let server = ringd::start(config).unwrap();
+    let addr = server.local_addr();
+    let started = Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..200 {
+        slow.push(tokio::spawn(async move {
+            let mut s = connect(addr).await;
+            let header =
+                b"GET / HTTP/1.1\r\nHost: slow\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+            let (mut r, mut w) = s.split();
+            let trickle = async {
+                for b in header {
+                    if w.write_all(&[*b]).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            };
+            let mut got = Vec::new();
+            let read = tokio::time::timeout(Duration::from_secs(10), r.read_to_end(&mut got));
+            tokio::select! {
+                _ = trickle => panic!("the slow header completed without a 408"),
+                r = read => { let _ = r.expect("no 408 within 10 s"); }
+            }
+            got
+        }));
+    }
+    // Normal clients keep working meanwhile.
+    let mut normal = connect(addr).await;
+    let mut served = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        normal.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert_eq!(read_n(&mut normal, OK.len()).await, OK);
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(served > 50, "normal client starved: {served}");
+    for t in slow {
+        let got = t.await.unwrap();
+        assert!(
+            got.starts_with(b"HTTP/1.1 408 "),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(1500),
+        "408 before the timeout: {elapsed:?}"
+    );
+    let timed_out: u64 = server
+        .stats()
+        .iter()
+        .map(|s| s.closed_for(ringd::connection::CloseReason::HeaderTimeout))
+        .sum();
+    assert_eq!(timed_out, 200);
+    drop(normal);
+    shutdown_clean(server);
+}
+
+/// Idle connections are closed after `--idle-timeout`; active ones are not.
+async fn idle_timeout(engine: EngineKind) {
+    let mut config = Config::new("127.0.0.1:0".parse().unwrap(), ProtocolKind::Echo, engine);
+    config.idle_timeout = Duration::from_millis(600);
+    let server = ringd::start(config).unwrap();
+    let addr = server.local_addr();
+    let mut idle = connect(addr).await;
+    let mut busy = connect(addr).await;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(echo_round_trip(&mut busy, b"ping").await, b"ping");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(read_to_eof(&mut idle).await.is_empty());
+    assert_eq!(echo_round_trip(&mut busy, b"still").await, b"still");
+    let idled: u64 = server
+        .stats()
+        .iter()
+        .map(|s| s.closed_for(ringd::connection::CloseReason::Idle))
+        .sum();
+    assert_eq!(idled, 1);
+    drop(busy);
+    shutdown_clean(server);
+}
+
+macro_rules! reliability_tests {
+    ($module:ident, $engine:expr) => {
+        mod $module {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn integrity_256_mib_random_echo() {
+                integrity($engine).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn max_connections_rejects_exactly_the_excess() {
+                connection_limit($engine).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn slowloris_gets_408_and_normal_clients_are_served() {
+                slowloris($engine).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn idle_connections_time_out() {
+                idle_timeout($engine).await;
+            }
+
+            #[test]
+            fn fd_exhaustion_backs_off_and_recovers() {
+                emfile($engine);
+            }
+
+            #[test]
+            fn chaos_leaves_no_descriptor_behind() {
+                chaos($engine);
+            }
+
+            #[test]
+            fn sigterm_under_http_load_completes_every_response() {
+                drain_under_load($engine);
+            }
+        }
+    };
+}
+
+reliability_tests!(uring, EngineKind::Uring);
+reliability_tests!(tokio_uring, EngineKind::TokioUring);
+reliability_tests!(epoll, EngineKind::Epoll);
+
+// ---- tests on the binary, where the process itself is observed ----
+
+/// A ringd process on 127.0.0.1:0, optionally under a descriptor limit.
+struct Proc {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Proc {
+    fn start(engine: EngineKind, protocol: &str, nofile: Option<u32>, extra: &[&str]) -> Proc {
+        let bin = env!("CARGO_BIN_EXE_ringd");
+        let mut cmd = match nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--threads",
+                "1",
+                "--no-pin",
+                "--engine",
+                engine.name(),
+            ])
+            .args(["--protocol", protocol])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn ringd");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+        let addr = loop {
+            let line = lines.next().expect("ringd exited early").unwrap();
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Proc { child, addr }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    fn cpu_secs(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let f: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    fn stop(mut self) -> i32 {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("ringd did not stop within 10 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn echo_once(addr: SocketAddr, timeout: Duration) -> std::io::Result<()> {
+    let mut s = TcpStream::connect_timeout(&addr, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(b"ping")?;
+    let mut buf = [0u8; 4];
+    s.read_exact(&mut buf)?;
+    assert_eq!(&buf, b"ping");
+    Ok(())
+}
+
+/// 300 clients against a ringd allowed 64 descriptors: it stays up, does not spin while
+/// saturated, and serves a new client within a second once the others leave.
+fn emfile(engine: EngineKind) {
+    let mut p = Proc::start(engine, "echo", Some(64), &[]);
+    let mut clients = Vec::new();
+    for _ in 0..300 {
+        if let Ok(s) = TcpStream::connect_timeout(&p.addr, Duration::from_secs(2)) {
+            clients.push(s);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu0 = p.cpu_secs();
+    std::thread::sleep(Duration::from_secs(1));
+    let cpu = p.cpu_secs() - cpu0;
+    eprintln!("{engine}: {cpu:.3} s of CPU in 1 s while out of descriptors");
+    assert!(
+        cpu < 0.3,
+        "{engine}: {cpu:.2} s of CPU in 1 s while out of descriptors (spinning?)"
+    );
+    assert!(p.alive(), "{engine}: ringd died when out of descriptors");
+    drop(clients);
+    let gone = Instant::now();
+    loop {
+        match echo_once(p.addr, Duration::from_millis(500)) {
+            Ok(()) => break,
+            Err(e) => assert!(
+                gone.elapsed() < Duration::from_secs(1),
+                "{engine}: not serving 1 s after the clients left: {e}"
+            ),
+        }
+    }
+    assert_eq!(p.stop(), 0);
+}
+
+/// Thousands of connections misbehaving in every way; afterwards ringd is up and holds no
+/// more descriptors than before.
+fn chaos(engine: EngineKind) {
+    for protocol in ["echo", "http"] {
+        let mut p = Proc::start(
+            engine,
+            protocol,
+            None,
+            &["--idle-timeout", "3s", "--header-timeout", "2s"],
+        );
+        let baseline = p.fds();
+        let addr = p.addr;
+        let workers: Vec<_> = (0..4)
+            .map(|t| {
+                std::thread::spawn(move || {
+                    let mut held = Vec::new();
+                    for i in 0..500u32 {
+                        let Ok(s) = TcpStream::connect(addr) else {
+                            continue;
+                        };
+                        match (i + t) % 6 {
+                            // RST in the middle of a request.
+                            0 => {
+                                let _ = (&s).write_all(b"GET / HTTP/1.1\r\nHost: x");
+                                let _ = socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO));
+                            }
+                            // Half-close after a request.
+                            1 => {
+                                let _ = (&s).write_all(b"GET / HTTP/1.1\r\n\r\n");
+                                let _ = s.shutdown(std::net::Shutdown::Write);
+                                held.push(s);
+                            }
+                            // Connect and idle.
+                            2 => held.push(s),
+                            // A partial request, then nothing.
+                            3 => {
+                                let _ = (&s).write_all(b"GET /partial HTTP/1.1\r\nX: ");
+                                held.push(s);
+                            }
+                            // Send a lot, never read.
+                            4 => {
+                                let _ = s.set_nonblocking(true);
+                                let junk = vec![b'G'; 256 * 1024];
+                                let _ = (&s).write(&junk);
+                                held.push(s);
+                            }
+                            // Garbage.
+                            _ => {
+                                let _ = (&s).write_all(&[
+                                    0xff, 0x00, 0x13, 0x37, b'\r', b'\n', b'\r', b'\n',
+                                ]);
+                            }
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(500));
+                    drop(held);
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        assert!(p.alive(), "{engine}/{protocol}: ringd died");
+        echo_or_get(addr, protocol);
+        let deadline = Instant::now() + Duration::from_secs(8);
+        while p.fds() > baseline && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(
+            p.fds(),
+            baseline,
+            "{engine}/{protocol}: descriptors left behind"
+        );
+        assert_eq!(p.stop(), 0);
+    }
+}
+
+fn echo_or_get(addr: SocketAddr, protocol: &str) {
+    if protocol == "echo" {
+        echo_once(addr, Duration::from_secs(2)).unwrap();
+    } else {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    }
+}
+
+/// SIGTERM while clients pipeline HTTP requests: every response a client received is whole,
+/// and ringd exits 0.
+fn drain_under_load(engine: EngineKind) {
+    let p = Proc::start(engine, "http", None, &[]);
+    let addr = p.addr;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut s = TcpStream::connect(addr).unwrap();
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let batch = b"GET / HTTP/1.1\r\n\r\n".repeat(3);
+                let mut complete = 0u32;
+                let mut buf = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    if s.write_all(&batch).is_err() {
+                        break;
+                    }
+                    // Read until three whole responses, or the server ends the connection.
+                    let mut got = 0;
+                    let mut chunk = [0u8; 4096];
+                    while got < 3 {
+                        match ringd::protocol::client::parse_http_response(&buf, false) {
+                            Ok(Some(r)) => {
+                                assert_eq!(r.status, 200);
+                                buf.drain(..r.len);
+                                got += 1;
+                                complete += 1;
+                                continue;
+                            }
+                            Ok(None) => {}
+                            Err(e) => panic!("malformed response: {e}"),
+                        }
+                        match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => {
+                                // Ended between responses, never inside one.
+                                assert!(
+                                    buf.is_empty(),
+                                    "a response was cut: {:?}",
+                                    String::from_utf8_lossy(&buf)
+                                );
+                                return complete;
+                            }
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                }
+                complete
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(p.stop(), 0);
+    stop.store(true, Ordering::Relaxed);
+    let total: u32 = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert!(total > 0);
+}
