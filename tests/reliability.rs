@@ -47,8 +47,8 @@ async fn integrity(engine: EngineKind) {
             let mut sizes = Vec::new();
             let mut total = 0;
             while total < TOTAL / CONNS {
-                let size = (1usize << (next() % 21)).min(1 << 20).max(1) + (next() % 977) as usize;
-                let size = size.min(1 << 20);
+                // Log-spread from 1 B to 1 MiB, with a ragged tail.
+                let size = ((1usize << (next() % 21)) + (next() % 977) as usize).min(1 << 20);
                 sizes.push((next(), size));
                 total += size;
             }
