@@ -95,7 +95,6 @@ async fn serve(ctx: WorkerCtx) -> io::Result<()> {
             continue;
         }
         WorkerStats::inc(&stats.accepted);
-        let _ = stream.set_nodelay(true);
         // SAFETY: the AsyncFd owns the stream, whose fd stays open and unchanged until the
         // AsyncFd drops it.
         let sock = match unsafe { AsyncFd::register(stream) }.map_err(io::Error::from) {

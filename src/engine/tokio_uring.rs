@@ -108,7 +108,6 @@ async fn serve(ctx: WorkerCtx) -> io::Result<()> {
             continue;
         }
         WorkerStats::inc(&stats.accepted);
-        let _ = stream.set_nodelay(true);
         let tracked = Rc::new(Tracked {
             io: stream,
             times: Times::new(clock.now()),

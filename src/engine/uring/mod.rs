@@ -33,8 +33,10 @@ const SQ_ENTRIES: u32 = 1024;
 /// Completion queue size: room for a burst from many connections (the kernel also buffers
 /// overflow, IORING_FEAT_NODROP).
 const CQ_ENTRIES: u32 = 16384;
-/// How long one wait may block, so the loop notices a drain request.
-const WAIT_TIMEOUT: types::Timespec = types::Timespec::new().nsec(100_000_000);
+/// The loop's heartbeat: a multishot timeout completes this often, so the loop notices a
+/// drain request and runs the timeout sweeper even when no connection is active. Unlike a
+/// timeout on every wait, it costs no timer per loop turn.
+const TICK: types::Timespec = types::Timespec::new().nsec(100_000_000);
 /// Buffer group id of the worker's receive buffers.
 const BGID: u16 = 0;
 
@@ -46,6 +48,7 @@ const OP_CLOSE: u64 = 4;
 const OP_CANCEL: u64 = 5;
 const OP_ACCEPT_RETRY: u64 = 6;
 const OP_SHUTDOWN: u64 = 7;
+const OP_TICK: u64 = 8;
 
 fn user_data(key: usize, op: u64) -> u64 {
     ((key as u64) << 8) | op
@@ -140,6 +143,7 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
         backoff: AcceptBackoff::default(),
         accept_retry: types::Timespec::new(),
         draining: false,
+        timed_wait: false,
         listen_fd: ctx.listener.as_raw_fd(),
         ctx,
     };
@@ -173,6 +177,8 @@ struct Worker {
     /// The timespec of a pending accept retry; must live until that timeout completes.
     accept_retry: types::Timespec,
     draining: bool,
+    /// Bound every wait by `TICK` (kernels without multishot timeouts).
+    timed_wait: bool,
     listen_fd: RawFd,
     ctx: WorkerCtx,
 }
@@ -180,10 +186,16 @@ struct Worker {
 impl Worker {
     fn run(&mut self) -> io::Result<()> {
         self.arm_accept();
+        self.arm_tick();
         loop {
             self.bufs.publish();
-            let args = types::SubmitArgs::new().timespec(&WAIT_TIMEOUT);
-            match self.ring.submitter().submit_with_args(1, &args) {
+            let waited = if self.timed_wait {
+                let args = types::SubmitArgs::new().timespec(&TICK);
+                self.ring.submitter().submit_with_args(1, &args)
+            } else {
+                self.ring.submit_and_wait(1)
+            };
+            match waited {
                 Ok(_) => {}
                 Err(e)
                     if matches!(
@@ -232,6 +244,14 @@ impl Worker {
         }
     }
 
+    fn arm_tick(&mut self) {
+        let sqe = opcode::Timeout::new(&TICK)
+            .flags(types::TimeoutFlags::MULTISHOT)
+            .build()
+            .user_data(user_data(0, OP_TICK));
+        self.push(sqe);
+    }
+
     fn arm_accept(&mut self) {
         let sqe = opcode::AcceptMulti::new(types::Fd(self.listen_fd))
             .flags(libc::SOCK_CLOEXEC)
@@ -261,6 +281,14 @@ impl Worker {
                     self.arm_accept();
                 } else {
                     self.accept_armed = false;
+                }
+            }
+            OP_TICK => {
+                if cqe.result() == -libc::EINVAL {
+                    // Multishot timeouts need Linux 6.4: bound each wait instead.
+                    self.timed_wait = true;
+                } else if !cqueue::more(cqe.flags()) {
+                    self.arm_tick();
                 }
             }
             OP_RECV => self.on_recv(key, cqe.result(), cqe.flags()),
@@ -297,7 +325,6 @@ impl Worker {
                 unsafe { libc::close(fd) };
             } else {
                 WorkerStats::inc(&self.ctx.stats.accepted);
-                set_nodelay(fd);
                 let key = self.conns.insert(UConn {
                     fd,
                     conn: Conn::new(&self.ctx.config.protocol),
@@ -606,18 +633,4 @@ impl Worker {
             debug!("unregistering the buffer ring failed: {e}");
         }
     }
-}
-
-fn set_nodelay(fd: RawFd) {
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt on an open socket with a pointer to a c_int and its size.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
 }
