@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = ProtocolKind::Echo)]
     pub protocol: ProtocolKind,
 
-    /// I/O engine.
+    /// I/O engine: uring (native io_uring, Linux 6.1+), tokio-uring, or epoll (the baseline).
     #[arg(long, value_enum, default_value_t = EngineKind::default())]
     pub engine: EngineKind,
 

@@ -240,6 +240,13 @@ pub fn bar_chart(
                 }
             })
             .y_desc(y_desc)
+            .y_label_formatter(&|v| {
+                if v.abs() >= 1000.0 {
+                    format!("{:.0}k", v / 1000.0)
+                } else {
+                    format!("{v:.1}")
+                }
+            })
             .draw()?;
         for (si, s) in series.iter().enumerate() {
             let c = color(si);

@@ -36,15 +36,30 @@ fn draw(summary_path: &Path) -> anyhow::Result<Vec<PathBuf>> {
             .with_context(|| format!("reading {}", summary_path.display()))?,
     )
     .context("summary.json is not valid JSON")?;
-    let engines: Vec<String> = summary["engines"]
-        .as_array()
-        .context("summary.json has no engines")?
-        .iter()
-        .filter_map(|e| e.as_str().map(String::from))
-        .collect();
+    let names = |v: &Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
     let scenarios = summary["scenarios"]
         .as_array()
         .context("summary.json has no scenarios")?;
+    // Every row of any scenario (the engines, then references such as nginx), in order.
+    let mut engines = names(&summary["engines"]);
+    if engines.is_empty() {
+        anyhow::bail!("summary.json has no engines");
+    }
+    for sc in scenarios {
+        for row in names(&sc["rows"]) {
+            if !engines.contains(&row) {
+                engines.push(row);
+            }
+        }
+    }
     let mut written = Vec::new();
     let mut throughput = Vec::new();
     let mut cpu = Vec::new();
