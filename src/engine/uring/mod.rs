@@ -9,8 +9,8 @@
 
 mod bufring;
 mod probe;
+mod sendq;
 
-use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::Ordering;
@@ -25,6 +25,7 @@ use crate::connection::{Clock, CloseReason, Conn, Timeouts, Times, WorkerStats};
 use crate::error::Error;
 use crate::protocol::{error_response, ErrorStatus};
 use bufring::BufRing;
+use sendq::{Out, SendQueue};
 
 pub use probe::check as check_features;
 
@@ -37,6 +38,8 @@ const CQ_ENTRIES: u32 = 16384;
 /// drain request and runs the timeout sweeper even when no connection is active. Unlike a
 /// timeout on every wait, it costs no timer per loop turn.
 const TICK: types::Timespec = types::Timespec::new().nsec(100_000_000);
+/// Connection slots reserved per worker (virtual memory until used).
+const RESERVED_CONNS: usize = 65536;
 /// Buffer group id of the worker's receive buffers.
 const BGID: u16 = 0;
 
@@ -54,24 +57,6 @@ fn user_data(key: usize, op: u64) -> u64 {
     ((key as u64) << 8) | op
 }
 
-/// Output waiting to be sent, in order; the front one may be in flight.
-#[derive(Debug)]
-enum Out {
-    /// Bytes of a provided buffer (echo): sent as they were received.
-    Buf { bid: u16, off: usize, len: usize },
-    /// Protocol output.
-    Owned { data: Vec<u8>, off: usize },
-}
-
-impl Out {
-    fn remaining(&self) -> usize {
-        match self {
-            Out::Buf { off, len, .. } => len - off,
-            Out::Owned { data, off } => data.len() - off,
-        }
-    }
-}
-
 /// One connection of the ring.
 #[derive(Debug)]
 struct UConn {
@@ -80,7 +65,7 @@ struct UConn {
     /// Protocol state.
     conn: Conn,
     /// Output not yet sent.
-    queue: VecDeque<Out>,
+    queue: SendQueue,
     /// Bytes in `queue`.
     queued: usize,
     /// A multishot recv is active.
@@ -136,7 +121,12 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
         http,
         ring,
         bufs,
-        conns: Slab::new(),
+        // Address space for many connections up front: pages are touched (and count in RSS)
+        // only as connections arrive, and the table never reallocates and copies under load.
+        conns: Slab::with_capacity(match ctx.config.max_connections {
+            0 => RESERVED_CONNS,
+            n => n.min(RESERVED_CONNS),
+        }),
         starved: Vec::new(),
         cqes: Vec::with_capacity(CQ_ENTRIES as usize),
         accept_armed: false,
@@ -328,7 +318,7 @@ impl Worker {
                 let key = self.conns.insert(UConn {
                     fd,
                     conn: Conn::new(&self.ctx.config.protocol),
-                    queue: VecDeque::new(),
+                    queue: SendQueue::default(),
                     queued: 0,
                     recv_armed: false,
                     send_inflight: false,
@@ -439,9 +429,7 @@ impl Worker {
                 break;
             };
             let n = sent.min(front.remaining());
-            match front {
-                Out::Buf { off, .. } | Out::Owned { off, .. } => *off += n,
-            }
+            front.advance(n);
             sent -= n;
             if front.remaining() == 0 {
                 match c.queue.pop_front() {

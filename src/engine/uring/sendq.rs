@@ -1,0 +1,138 @@
+//! A connection's unsent output, in order, for the `uring` engine. The first entry lives
+//! inline: a request/response connection never has more than one, so an idle connection
+//! that has answered requests owns no heap memory for its queue.
+
+use std::collections::VecDeque;
+
+/// Output waiting to be sent; the front one may be in flight.
+#[derive(Debug)]
+pub enum Out {
+    /// Bytes of a provided buffer (echo): sent as they were received.
+    Buf {
+        /// Buffer id in the worker's ring.
+        bid: u16,
+        /// Bytes already sent.
+        off: usize,
+        /// Bytes received into it.
+        len: usize,
+    },
+    /// Protocol output.
+    Owned {
+        /// The bytes.
+        data: Vec<u8>,
+        /// Bytes already sent.
+        off: usize,
+    },
+}
+
+impl Out {
+    /// Bytes still to send.
+    pub fn remaining(&self) -> usize {
+        match self {
+            Out::Buf { off, len, .. } => len - off,
+            Out::Owned { data, off } => data.len() - off,
+        }
+    }
+
+    /// Marks `n` more bytes as sent.
+    pub fn advance(&mut self, n: usize) {
+        match self {
+            Out::Buf { off, .. } | Out::Owned { off, .. } => *off += n,
+        }
+    }
+}
+
+/// First-in first-out output with the first entry inline.
+#[derive(Debug, Default)]
+pub struct SendQueue {
+    /// The front entry.
+    head: Option<Out>,
+    /// Everything behind it; allocated only when two entries wait at once.
+    rest: VecDeque<Out>,
+}
+
+impl SendQueue {
+    /// Appends an entry.
+    pub fn push_back(&mut self, out: Out) {
+        if self.head.is_none() {
+            self.head = Some(out);
+        } else {
+            self.rest.push_back(out);
+        }
+    }
+
+    /// The front entry.
+    pub fn front(&self) -> Option<&Out> {
+        self.head.as_ref()
+    }
+
+    /// The front entry, mutably.
+    pub fn front_mut(&mut self) -> Option<&mut Out> {
+        self.head.as_mut()
+    }
+
+    /// Removes the front entry.
+    pub fn pop_front(&mut self) -> Option<Out> {
+        let out = self.head.take();
+        self.head = self.rest.pop_front();
+        out
+    }
+
+    /// Removes the back entry.
+    pub fn pop_back(&mut self) -> Option<Out> {
+        self.rest.pop_back().or_else(|| self.head.take())
+    }
+
+    /// Entries waiting.
+    pub fn len(&self) -> usize {
+        usize::from(self.head.is_some()) + self.rest.len()
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.head.is_none()
+    }
+
+    /// All entries, front first.
+    pub fn iter(&self) -> impl Iterator<Item = &Out> {
+        self.head.iter().chain(self.rest.iter())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn buf(bid: u16) -> Out {
+        Out::Buf {
+            bid,
+            off: 0,
+            len: 10,
+        }
+    }
+
+    fn bid(o: Option<Out>) -> Option<u16> {
+        match o {
+            Some(Out::Buf { bid, .. }) => Some(bid),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn fifo_with_inline_head() {
+        let mut q = SendQueue::default();
+        assert!(q.is_empty());
+        q.push_back(buf(1));
+        q.push_back(buf(2));
+        q.push_back(buf(3));
+        assert_eq!(q.len(), 3);
+        assert_eq!(q.iter().map(Out::remaining).sum::<usize>(), 30);
+        q.front_mut().unwrap().advance(4);
+        assert_eq!(q.front().unwrap().remaining(), 6);
+        assert_eq!(bid(q.pop_front()), Some(1));
+        assert_eq!(bid(q.pop_back()), Some(3));
+        assert_eq!(bid(q.pop_back()), Some(2));
+        assert!(q.is_empty());
+        assert_eq!(bid(q.pop_front()), None);
+    }
+}
