@@ -1,60 +1,18 @@
 //! The `ringd` binary as a user runs it: help, bad input, port in use, signals.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::Duration;
+
+use common::RingdProcess;
 
 fn ringd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_ringd"));
     c.env_remove("RUST_LOG");
     c
-}
-
-/// Starts ringd on 127.0.0.1:0 and reads the port it logs.
-// Callers reap the child with `wait_exit`.
-#[allow(clippy::zombie_processes)]
-fn spawn(args: &[&str]) -> (Child, SocketAddr) {
-    let mut child = ringd()
-        .args(["--listen", "127.0.0.1:0", "--no-pin"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        assert!(Instant::now() < deadline, "ringd did not log its address");
-        let line = lines.next().expect("ringd exited early").unwrap();
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-            // Keep draining stderr so ringd never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines {});
-            return (child, addr);
-        }
-    }
-}
-
-fn signal(child: &Child, sig: i32) {
-    let pid = i32::try_from(child.id()).unwrap();
-    // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
-    let rc = unsafe { libc::kill(pid, sig) };
-    assert_eq!(rc, 0);
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> i32 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().expect("exited by a signal");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("ringd did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -116,19 +74,21 @@ fn port_in_use_is_one_clear_line() {
 
 #[test]
 fn hello_from_the_binary() {
-    let (mut child, addr) = spawn(&["--protocol", "hello", "--threads", "2"]);
+    let mut p = RingdProcess::start(&["--protocol", "hello", "--threads", "2"], None);
+    let addr = p.addr;
     let mut s = TcpStream::connect(addr).unwrap();
     s.write_all(b"hello?").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     assert_eq!(out, "Hello, world!");
-    signal(&child, libc::SIGINT);
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), 0);
+    p.signal(libc::SIGINT);
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), 0);
 }
 
 #[test]
 fn sigterm_under_load_exits_zero() {
-    let (mut child, addr) = spawn(&["--protocol", "echo", "--threads", "2"]);
+    let mut p = RingdProcess::start(&["--protocol", "echo", "--threads", "2"], None);
+    let addr = p.addr;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients: Vec<_> = (0..8)
         .map(|_| {
@@ -156,8 +116,8 @@ fn sigterm_under_load_exits_zero() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(300));
-    signal(&child, libc::SIGTERM);
-    assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), 0);
+    p.signal(libc::SIGTERM);
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), 0);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let total: u32 = clients.into_iter().map(|c| c.join().unwrap()).sum();
     assert!(total > 0);
@@ -166,7 +126,8 @@ fn sigterm_under_load_exits_zero() {
 #[test]
 fn every_engine_listens_once_per_worker() {
     for engine in ["uring", "tokio-uring", "epoll"] {
-        let (mut child, addr) = spawn(&["--engine", engine, "--threads", "2"]);
+        let mut p = RingdProcess::start(&["--engine", engine, "--threads", "2"], None);
+        let addr = p.addr;
         // Each worker's socket is its own listener on the same port (SO_REUSEPORT).
         let listeners = std::fs::read_to_string("/proc/net/tcp")
             .unwrap()
@@ -177,7 +138,7 @@ fn every_engine_listens_once_per_worker() {
             })
             .count();
         assert_eq!(listeners, 2, "{engine}");
-        signal(&child, libc::SIGTERM);
-        assert_eq!(wait_exit(&mut child, Duration::from_secs(10)), 0);
+        p.signal(libc::SIGTERM);
+        assert_eq!(p.wait_exit(Duration::from_secs(10)), 0);
     }
 }

@@ -6,7 +6,6 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -297,93 +296,23 @@ reliability_tests!(epoll, EngineKind::Epoll);
 
 // ---- tests on the binary, where the process itself is observed ----
 
-/// A ringd process on 127.0.0.1:0, optionally under a descriptor limit.
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Proc {
-    fn start(engine: EngineKind, protocol: &str, nofile: Option<u32>, extra: &[&str]) -> Proc {
-        let bin = env!("CARGO_BIN_EXE_ringd");
-        let mut cmd = match nofile {
-            Some(n) => {
-                let mut c = Command::new("prlimit");
-                c.arg(format!("--nofile={n}:{n}")).arg(bin);
-                c
-            }
-            None => Command::new(bin),
-        };
-        let mut child = cmd
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--threads",
-                "1",
-                "--no-pin",
-                "--engine",
-                engine.name(),
-            ])
-            .args(["--protocol", protocol])
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ringd");
-        let stderr = child.stderr.take().unwrap();
-        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-        let addr = loop {
-            let line = lines.next().expect("ringd exited early").unwrap();
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Proc { child, addr }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .unwrap()
-            .count()
-    }
-
-    fn cpu_secs(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
-        let f: Vec<&str> = stat
-            .rsplit_once(')')
-            .unwrap()
-            .1
-            .split_whitespace()
-            .collect();
-        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    fn stop(mut self) -> i32 {
-        let pid = i32::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("ringd did not stop within 10 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+/// ringd with one worker of `engine` speaking `protocol`.
+fn ringd_proc(
+    engine: EngineKind,
+    protocol: &str,
+    nofile: Option<u32>,
+    extra: &[&str],
+) -> RingdProcess {
+    let mut args = vec![
+        "--threads",
+        "1",
+        "--engine",
+        engine.name(),
+        "--protocol",
+        protocol,
+    ];
+    args.extend_from_slice(extra);
+    RingdProcess::start(&args, nofile)
 }
 
 fn echo_once(addr: SocketAddr, timeout: Duration) -> std::io::Result<()> {
@@ -399,7 +328,7 @@ fn echo_once(addr: SocketAddr, timeout: Duration) -> std::io::Result<()> {
 /// 300 clients against a ringd allowed 64 descriptors: it stays up, does not spin while
 /// saturated, and serves a new client within a second once the others leave.
 fn emfile(engine: EngineKind) {
-    let mut p = Proc::start(engine, "echo", Some(64), &[]);
+    let mut p = ringd_proc(engine, "echo", Some(64), &[]);
     let mut clients = Vec::new();
     for _ in 0..300 {
         if let Ok(s) = TcpStream::connect_timeout(&p.addr, Duration::from_secs(2)) {
@@ -434,7 +363,7 @@ fn emfile(engine: EngineKind) {
 /// more descriptors than before.
 fn chaos(engine: EngineKind) {
     for protocol in ["echo", "http"] {
-        let mut p = Proc::start(
+        let mut p = ringd_proc(
             engine,
             protocol,
             None,
@@ -523,7 +452,7 @@ fn echo_or_get(addr: SocketAddr, protocol: &str) {
 /// SIGTERM while clients pipeline HTTP requests: every response a client received is whole,
 /// and ringd exits 0.
 fn drain_under_load(engine: EngineKind) {
-    let p = Proc::start(engine, "http", None, &[]);
+    let p = ringd_proc(engine, "http", None, &[]);
     let addr = p.addr;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let clients: Vec<_> = (0..8)

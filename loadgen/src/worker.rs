@@ -136,13 +136,11 @@ struct Worker<'a> {
     conns: Slab<Conn>,
     due: BinaryHeap<Reverse<(u64, usize)>>,
     scratch: Vec<u8>,
-    stats: ThreadStats,
-    interval: Histogram<u64>,
+    rec: Recorder,
     interval_index: u64,
     intervals: mpsc::Sender<Interval>,
     measured_sent: u64,
     stopping: bool,
-    last_success: u64,
     last_error: Option<String>,
 }
 
@@ -198,13 +196,16 @@ impl<'a> Worker<'a> {
             conns,
             due,
             scratch: vec![0u8; SCRATCH],
-            stats: ThreadStats::new(),
-            interval: histogram(),
+            rec: Recorder {
+                stats: ThreadStats::new(),
+                interval: histogram(),
+                warmup_end: shared.warmup_end,
+                last_success: now,
+            },
             interval_index: 0,
             intervals,
             measured_sent: 0,
             stopping: false,
-            last_success: now,
             last_error: None,
         })
     }
@@ -276,7 +277,7 @@ impl<'a> Worker<'a> {
             }
         }
         self.finish();
-        Ok(std::mem::take(&mut self.stats))
+        Ok(std::mem::take(&mut self.rec.stats))
     }
 
     fn should_stop(&self, now: u64) -> bool {
@@ -321,7 +322,7 @@ impl<'a> Worker<'a> {
         c.rbuf.clear();
         c.out.clear();
         c.out_pos = 0;
-        self.stats.counters.connects += 1;
+        self.rec.stats.counters.connects += 1;
         match TcpStream::connect(c.target) {
             Ok(mut s) => {
                 if let Err(e) = self.poll.registry().register(
@@ -356,7 +357,7 @@ impl<'a> Worker<'a> {
                 sent: now,
                 end_offset: self.plan.size as u64,
             });
-            self.stats.counters.sent += 1;
+            self.rec.stats.counters.sent += 1;
             if now >= self.shared.warmup_end {
                 self.measured_sent += 1;
             }
@@ -396,7 +397,7 @@ impl<'a> Worker<'a> {
                 sent: now,
                 end_offset: c.tx_offset,
             });
-            self.stats.counters.sent += 1;
+            self.rec.stats.counters.sent += 1;
             if now >= self.shared.warmup_end {
                 self.measured_sent += 1;
             }
@@ -420,7 +421,7 @@ impl<'a> Worker<'a> {
                 Ok(n) => {
                     c.out_pos += n;
                     if measured {
-                        self.stats.counters.bytes_sent += n as u64;
+                        self.rec.stats.counters.bytes_sent += n as u64;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -459,6 +460,7 @@ impl<'a> Worker<'a> {
             if self.plan.mode == Mode::Crr {
                 if now >= self.shared.warmup_end {
                     let _ = self
+                        .rec
                         .stats
                         .connect
                         .record(now.saturating_sub(c.connect_started).max(1));
@@ -499,7 +501,7 @@ impl<'a> Worker<'a> {
                 return self.on_eof(key, now);
             }
             if measured {
-                self.stats.counters.bytes_received += n as u64;
+                self.rec.stats.counters.bytes_received += n as u64;
             }
             let result = match plan.protocol {
                 ProtocolKind::Echo => self.on_echo_bytes(key, n, now),
@@ -532,7 +534,7 @@ impl<'a> Worker<'a> {
         if self.plan.verify {
             let bad = pattern_mismatches(c.id, c.rx_offset, &self.scratch[..n]) as u64;
             if bad > 0 {
-                self.stats.counters.mismatched_bytes += bad;
+                self.rec.stats.counters.mismatched_bytes += bad;
                 return Err(ErrorKind::VerifyMismatch);
             }
         }
@@ -545,14 +547,7 @@ impl<'a> Worker<'a> {
                 break;
             }
             c.inflight.pop_front();
-            complete(
-                &mut self.stats,
-                &mut self.interval,
-                self.shared.warmup_end,
-                p,
-                now,
-                &mut self.last_success,
-            );
+            self.rec.complete(p, now);
         }
         if self.plan.mode == Mode::Crr && self.conns[key].inflight.is_empty() {
             self.end_transaction(key, now);
@@ -580,23 +575,16 @@ impl<'a> Worker<'a> {
                         break;
                     };
                     if r.status != 200 {
-                        self.stats.counters.failed += 1;
+                        self.rec.stats.counters.failed += 1;
                         result = Err(ErrorKind::UnexpectedResponse);
                         break;
                     }
                     if self.plan.verify && *c.body_len.get_or_insert(r.body_len) != r.body_len {
-                        self.stats.counters.failed += 1;
+                        self.rec.stats.counters.failed += 1;
                         result = Err(ErrorKind::VerifyMismatch);
                         break;
                     }
-                    complete(
-                        &mut self.stats,
-                        &mut self.interval,
-                        self.shared.warmup_end,
-                        p,
-                        now,
-                        &mut self.last_success,
-                    );
+                    self.rec.complete(p, now);
                 }
                 Ok(None) => break,
                 Err(_) => {
@@ -623,16 +611,16 @@ impl<'a> Worker<'a> {
         if plan.protocol == ProtocolKind::Hello {
             if let Some(p) = c.inflight.pop_front() {
                 if plan.verify && c.rbuf != plan.greeting {
-                    self.stats.counters.failed += 1;
+                    self.rec.stats.counters.failed += 1;
                     let e = io::Error::other("wrong greeting");
                     return self.fail(key, ErrorKind::VerifyMismatch, &e, now);
                 }
                 if c.rbuf.is_empty() {
-                    self.stats.counters.failed += 1;
+                    self.rec.stats.counters.failed += 1;
                     let e = io::Error::other("closed without a reply");
                     return self.fail(key, ErrorKind::ShortResponse, &e, now);
                 }
-                self.complete(p, now);
+                self.rec.complete(p, now);
                 return self.end_transaction(key, now);
             }
         }
@@ -646,17 +634,6 @@ impl<'a> Worker<'a> {
         }
         let e = io::Error::from(io::ErrorKind::UnexpectedEof);
         self.fail(key, ErrorKind::ShortResponse, &e, now);
-    }
-
-    fn complete(&mut self, p: Pending, now: u64) {
-        complete(
-            &mut self.stats,
-            &mut self.interval,
-            self.shared.warmup_end,
-            p,
-            now,
-            &mut self.last_success,
-        );
     }
 
     /// crr: closes the finished transaction and starts the next one.
@@ -686,11 +663,11 @@ impl<'a> Worker<'a> {
 
     /// Counts an error, drops the connection's in-flight requests and schedules a reconnect.
     fn fail(&mut self, key: usize, kind: ErrorKind, err: &io::Error, now: u64) {
-        self.stats.counters.error(kind);
+        self.rec.stats.counters.error(kind);
         self.last_error = Some(format!("{}: {err}", self.conns[key].target));
         self.close(key);
         let c = &mut self.conns[key];
-        self.stats.counters.failed += c.inflight.len() as u64;
+        self.rec.stats.counters.failed += c.inflight.len() as u64;
         c.inflight.clear();
         c.failures += 1;
         let backoff_ms = (10u64 << c.failures.min(7)).min(1000);
@@ -732,11 +709,12 @@ impl<'a> Worker<'a> {
                 }
             }
         }
-        if failing == keys.len() && now.saturating_sub(self.last_success) > DEAD_AFTER_NS {
+        if failing == keys.len() && now.saturating_sub(self.rec.last_success) > DEAD_AFTER_NS {
             let last = self.last_error.clone().unwrap_or_default();
             return Err(format!("every connection is failing ({last})"));
         }
-        self.shared.progress[self.index].store(self.stats.counters.completed, Ordering::Relaxed);
+        self.shared.progress[self.index]
+            .store(self.rec.stats.counters.completed, Ordering::Relaxed);
         if now >= self.shared.warmup_end {
             let index = (now - self.shared.warmup_end) / INTERVAL_NS;
             if index > self.interval_index {
@@ -748,7 +726,7 @@ impl<'a> Worker<'a> {
     }
 
     fn emit_interval(&mut self) {
-        let hist = std::mem::replace(&mut self.interval, histogram());
+        let hist = std::mem::replace(&mut self.rec.interval, histogram());
         let _ = self.intervals.send(Interval {
             index: self.interval_index,
             hist,
@@ -758,38 +736,47 @@ impl<'a> Worker<'a> {
     fn finish(&mut self) {
         let now = now_ns();
         let unfinished = self.inflight() as u64;
-        self.stats.counters.unfinished = unfinished;
+        self.rec.stats.counters.unfinished = unfinished;
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for k in keys {
             self.close(k);
         }
         self.emit_interval();
-        self.stats.end_ns = now;
-        self.shared.progress[self.index].store(self.stats.counters.completed, Ordering::Relaxed);
+        self.rec.stats.end_ns = now;
+        self.shared.progress[self.index]
+            .store(self.rec.stats.counters.completed, Ordering::Relaxed);
     }
 }
 
-/// Records one completed request.
-fn complete(
-    stats: &mut ThreadStats,
-    interval: &mut Histogram<u64>,
+/// Where completed requests are recorded: the thread's stats and the current interval.
+#[derive(Debug)]
+struct Recorder {
+    /// Everything this thread measured.
+    stats: ThreadStats,
+    /// Corrected latency of the current interval.
+    interval: Histogram<u64>,
+    /// When the warm-up ends.
     warmup_end: u64,
-    p: Pending,
-    now: u64,
-    last_success: &mut u64,
-) {
-    *last_success = now;
-    if now < warmup_end {
-        stats.counters.warmup_completed += 1;
-        return;
+    /// When a request last completed (dead-run detection).
+    last_success: u64,
+}
+
+impl Recorder {
+    /// Records one completed request.
+    fn complete(&mut self, p: Pending, now: u64) {
+        self.last_success = now;
+        if now < self.warmup_end {
+            self.stats.counters.warmup_completed += 1;
+            return;
+        }
+        self.stats.counters.completed += 1;
+        let latency = now.saturating_sub(p.intended).max(1);
+        self.stats.latency.saturating_record(latency);
+        self.stats
+            .service
+            .saturating_record(now.saturating_sub(p.sent).max(1));
+        self.interval.saturating_record(latency);
     }
-    stats.counters.completed += 1;
-    let latency = now.saturating_sub(p.intended).max(1);
-    stats.latency.saturating_record(latency);
-    stats
-        .service
-        .saturating_record(now.saturating_sub(p.sent).max(1));
-    interval.saturating_record(latency);
 }
 
 fn connect_error_kind(e: &io::Error) -> ErrorKind {

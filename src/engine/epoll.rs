@@ -17,7 +17,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tracing::{debug, warn, Instrument};
 
-use super::{reject, report_ready, send_408, shut, AcceptBackoff, EngineKind, WorkerCtx};
+use super::{reject, report_ready, AcceptBackoff, EngineKind, WorkerCtx};
 use crate::connection::{
     Clock, CloseReason, Conn, Registry, Timeouts, Times, Tracked, WorkerStats,
 };
@@ -66,7 +66,9 @@ async fn serve(ctx: WorkerCtx) -> io::Result<()> {
             loop {
                 tick.tick().await;
                 let now = clock.advance();
-                registry.sweep(now, &timeouts, end_connection);
+                registry.sweep(now, &timeouts, |c, why| {
+                    super::end_timed_out(c.io.get_ref().as_raw_fd(), why)
+                });
             }
         });
     }
@@ -140,16 +142,6 @@ async fn serve(ctx: WorkerCtx) -> io::Result<()> {
     });
     registry.wait_empty().await;
     Ok(())
-}
-
-/// The sweeper's verdict: a 408 first for a header timeout, then shut the socket so the
-/// connection's pending read returns.
-fn end_connection(c: &Tracked<Sock>, reason: CloseReason) {
-    let fd = c.io.get_ref().as_raw_fd();
-    if reason == CloseReason::HeaderTimeout {
-        send_408(fd);
-    }
-    shut(fd);
 }
 
 /// Accepts one connection, non-blocking and close-on-exec in the same system call.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 use crate::config::Config;
-use crate::connection::WorkerStats;
+use crate::connection::{CloseReason, WorkerStats};
 use crate::error::Error;
 use crate::protocol::{error_response, ErrorStatus};
 
@@ -120,25 +120,25 @@ impl Limit {
 pub(crate) fn reject(fd: RawFd, http: bool, stats: &WorkerStats) {
     WorkerStats::inc(&stats.rejected);
     if http {
-        let resp = error_response(ErrorStatus::Unavailable);
-        // SAFETY: a send from a valid buffer on an open socket; never blocks (MSG_DONTWAIT),
-        // and a fresh socket's send buffer is empty, so the few bytes fit.
-        unsafe {
-            libc::send(
-                fd,
-                resp.as_ptr().cast(),
-                resp.len(),
-                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-            )
-        };
+        send_status(fd, ErrorStatus::Unavailable);
     }
 }
 
-/// Sends a `408` on a connection whose request header timed out (the caller shuts it down).
-/// The connection is waiting to read, so nothing else is writing to it.
-pub(crate) fn send_408(fd: RawFd) {
-    let resp = error_response(ErrorStatus::RequestTimeout);
-    // SAFETY: as in `reject`: a non-blocking send of a small buffer on an open socket.
+/// Ends a connection the sweeper found past a timeout (see `Registry::sweep`): a `408`
+/// first for a header timeout, then a shutdown so that its pending read completes. The
+/// connection is waiting to read then, so nothing else is writing to it.
+pub(crate) fn end_timed_out(fd: RawFd, reason: CloseReason) {
+    if reason == CloseReason::HeaderTimeout {
+        send_status(fd, ErrorStatus::RequestTimeout);
+    }
+    shut(fd);
+}
+
+/// Sends a small error response without blocking.
+fn send_status(fd: RawFd, status: ErrorStatus) {
+    let resp = error_response(status);
+    // SAFETY: a send from a valid buffer on an open socket; never blocks (MSG_DONTWAIT),
+    // and the few bytes fit in the socket's (fresh or idle) send buffer.
     unsafe {
         libc::send(
             fd,

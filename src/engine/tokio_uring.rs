@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use tokio_uring::net::{TcpListener, TcpStream};
 use tracing::{debug, Instrument};
 
-use super::{reject, report_ready, send_408, shut, AcceptBackoff, EngineKind, WorkerCtx};
+use super::{reject, report_ready, AcceptBackoff, EngineKind, WorkerCtx};
 use crate::connection::{
     Clock, CloseReason, Conn, Registry, Timeouts, Times, Tracked, WorkerStats,
 };
@@ -69,7 +69,9 @@ async fn serve(ctx: WorkerCtx) -> io::Result<()> {
             loop {
                 tick.tick().await;
                 let now = clock.advance();
-                registry.sweep(now, &timeouts, end_connection);
+                registry.sweep(now, &timeouts, |c, why| {
+                    super::end_timed_out(c.io.as_raw_fd(), why)
+                });
             }
         });
     }
@@ -143,16 +145,6 @@ async fn serve(ctx: WorkerCtx) -> io::Result<()> {
     });
     registry.wait_empty().await;
     Ok(())
-}
-
-/// The sweeper's verdict: a 408 first for a header timeout, then shut the socket so the
-/// connection's pending recv completes.
-fn end_connection(c: &Tracked<TcpStream>, reason: CloseReason) {
-    let fd = c.io.as_raw_fd();
-    if reason == CloseReason::HeaderTimeout {
-        send_408(fd);
-    }
-    shut(fd);
 }
 
 /// Serves one connection until the peer or the protocol closes it; returns why it closed.

@@ -83,3 +83,111 @@ pub fn shutdown_clean(server: ServerHandle) -> ringd::ShutdownReport {
     }
     report
 }
+
+/// A ringd binary started by a test on 127.0.0.1:0 (unpinned), for tests that watch or
+/// signal the process itself.
+pub struct RingdProcess {
+    /// The process.
+    pub child: std::process::Child,
+    /// Where it listens (read from its log).
+    pub addr: SocketAddr,
+}
+
+impl RingdProcess {
+    /// Starts `ringd ARGS`, under `prlimit --nofile=N` if asked, and waits for its address.
+    // Every caller ends the child with `stop` or `wait_exit`, which reap it.
+    #[allow(clippy::zombie_processes)]
+    pub fn start(args: &[&str], nofile: Option<u32>) -> Self {
+        use std::io::BufRead;
+        let bin = env!("CARGO_BIN_EXE_ringd");
+        let mut cmd = match nofile {
+            Some(n) => {
+                let mut c = std::process::Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg(bin);
+                c
+            }
+            None => std::process::Command::new(bin),
+        };
+        let mut child = cmd
+            .args(["--listen", "127.0.0.1:0", "--no-pin"])
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn ringd");
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("ringd exited before listening")
+                .unwrap();
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining stderr so ringd never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        RingdProcess { child, addr }
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `sig`.
+    pub fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
+    /// Waits for it to exit; its exit code.
+    pub fn wait_exit(&mut self, limit: Duration) -> i32 {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().expect("exited by a signal");
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("ringd did not exit within {limit:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM, then its exit code.
+    pub fn stop(mut self) -> i32 {
+        self.signal(libc::SIGTERM);
+        self.wait_exit(Duration::from_secs(10))
+    }
+
+    /// Still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Open descriptors now.
+    pub fn fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .unwrap()
+            .count()
+    }
+
+    /// CPU seconds used so far (user + system).
+    pub fn cpu_secs(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        let f: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / hz
+    }
+}
