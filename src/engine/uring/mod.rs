@@ -128,6 +128,7 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
             n => n.min(RESERVED_CONNS),
         }),
         starved: Vec::new(),
+        to_close: Vec::new(),
         cqes: Vec::with_capacity(CQ_ENTRIES as usize),
         accept_armed: false,
         backoff: AcceptBackoff::default(),
@@ -148,6 +149,8 @@ struct Worker {
     conns: Slab<UConn>,
     /// Connections waiting for receive buffers.
     starved: Vec<usize>,
+    /// Connections to close once this turn's completions are handled.
+    to_close: Vec<usize>,
     /// Completions copied out of the queue, handled after it is released.
     cqes: Vec<cqueue::Entry>,
     accept_armed: bool,
@@ -201,6 +204,12 @@ impl Worker {
                 self.handle(cqe);
             }
             self.feed_starved();
+            for key in std::mem::take(&mut self.to_close) {
+                let sqe = opcode::Close::new(types::Fd(self.conns[key].fd))
+                    .build()
+                    .user_data(user_data(key, OP_CLOSE));
+                self.push(sqe);
+            }
             if let Some(every) = self.sweep_every {
                 let now = self.clock.advance();
                 if now >= self.next_sweep {
@@ -525,11 +534,10 @@ impl Worker {
             return self.push(sqe);
         }
         if c.closing && !c.recv_armed && flushed && !c.close_sent {
+            // Closed after this turn's other submissions: a close costs the kernel more
+            // than a send, and nobody waits for it.
             c.close_sent = true;
-            let sqe = opcode::Close::new(types::Fd(c.fd))
-                .build()
-                .user_data(user_data(key, OP_CLOSE));
-            self.push(sqe);
+            self.to_close.push(key);
         }
     }
 
