@@ -8,22 +8,21 @@
 //! turn, handling every ready completion before the next wait.
 
 mod bufring;
+mod lifecycle;
 mod probe;
 mod sendq;
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
 use tracing::{debug, warn};
 
-use super::{reject, shut, AcceptBackoff, EngineKind, WorkerCtx};
+use super::{reject, AcceptBackoff, EngineKind, WorkerCtx};
 use crate::connection::{Clock, CloseReason, Conn, Timeouts, Times, WorkerStats};
 use crate::error::Error;
-use crate::protocol::{error_response, ErrorStatus};
 use bufring::BufRing;
 use sendq::{Out, SendQueue};
 
@@ -567,66 +566,6 @@ impl Worker {
                 c.starved = false;
                 self.after_io(key);
             }
-        }
-    }
-
-    fn begin_drain(&mut self) {
-        self.draining = true;
-        // Shutting the listener fails the multishot accept (and resets queued connections).
-        // SAFETY: shutdown(2) on the listener fd, which `self.ctx.listener` keeps open.
-        unsafe { libc::shutdown(self.listen_fd, libc::SHUT_RD) };
-        // Idle connections see EOF; busy ones finish the request they are in first.
-        for (_, c) in self.conns.iter_mut() {
-            c.reason.get_or_insert(CloseReason::Drain);
-            // SAFETY: shutdown(2) on a connection fd that is open until its close completes.
-            unsafe { libc::shutdown(c.fd, libc::SHUT_RD) };
-        }
-    }
-
-    /// Ends connections past the idle or header timeout.
-    fn sweep(&mut self, now: u64) {
-        let expired: Vec<(usize, CloseReason)> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| !c.closing)
-            .filter_map(|(k, c)| c.times.expired(now, &self.timeouts).map(|r| (k, r)))
-            .collect();
-        for (key, reason) in expired {
-            let c = &mut self.conns[key];
-            c.reason = Some(reason);
-            c.times.reason.set(Some(reason));
-            if reason == CloseReason::HeaderTimeout {
-                // The 408 goes out through the send queue; the FIN follows it.
-                c.conn
-                    .out
-                    .extend_from_slice(&error_response(ErrorStatus::RequestTimeout));
-                c.closing = true;
-                self.queue_output(key);
-                self.kick_send(key);
-                self.after_io(key);
-            } else {
-                // The recv completes with EOF; the connection then closes as usual.
-                shut(c.fd);
-            }
-        }
-    }
-
-    fn finish(&mut self) {
-        let leaked_buffers = self.bufs.entries().saturating_sub(self.bufs.available());
-        let leaked_fds = self.conns.len();
-        let stats = &self.ctx.stats;
-        stats
-            .leaked_buffers
-            .store(leaked_buffers as u64, Ordering::Relaxed);
-        stats.leaked_fds.store(leaked_fds as u64, Ordering::Relaxed);
-        if leaked_buffers > 0 || leaked_fds > 0 {
-            warn!(
-                leaked_buffers,
-                leaked_fds, "worker stopped with resources still held"
-            );
-        }
-        if let Err(e) = self.bufs.unregister(&self.ring) {
-            debug!("unregistering the buffer ring failed: {e}");
         }
     }
 }

@@ -5,7 +5,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,13 +16,16 @@ use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use ringd::protocol::client::{fill_pattern, parse_http_response, pattern_mismatches};
+use ringd::protocol::client::fill_pattern;
 use ringd::protocol::ProtocolKind;
 use slab::Slab;
 
 use crate::args::{Mode, Plan};
 use crate::clock::{now_ns, Timer};
 use crate::stats::{histogram, ErrorKind, ThreadStats};
+
+mod housekeeping;
+mod responses;
 
 /// How often timeouts, reconnects, progress and intervals are looked at.
 const TICK_NS: u64 = 100_000_000;
@@ -479,163 +482,6 @@ impl<'a> Worker<'a> {
         self.flush(key, now);
     }
 
-    fn on_readable(&mut self, key: usize, closed: bool) {
-        let plan = self.plan;
-        loop {
-            let now = now_ns();
-            let measured = now >= self.shared.warmup_end;
-            let c = &mut self.conns[key];
-            if c.state != State::Open {
-                return;
-            }
-            let Some(stream) = c.stream.as_mut() else {
-                return;
-            };
-            let n = match stream.read(&mut self.scratch) {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return self.fail(key, ErrorKind::Reset, &e, now),
-            };
-            if n == 0 {
-                return self.on_eof(key, now);
-            }
-            if measured {
-                self.rec.stats.counters.bytes_received += n as u64;
-            }
-            let result = match plan.protocol {
-                ProtocolKind::Echo => self.on_echo_bytes(key, n, now),
-                ProtocolKind::Http => self.on_http_bytes(key, n, now),
-                ProtocolKind::Hello => {
-                    self.conns[key].rbuf.extend_from_slice(&self.scratch[..n]);
-                    Ok(())
-                }
-            };
-            if let Err(kind) = result {
-                let e = io::Error::other(kind.name());
-                return self.fail(key, kind, &e, now);
-            }
-            if self.conns[key].state != State::Open {
-                return;
-            }
-            if plan.mode != Mode::Crr {
-                self.fill(key, now);
-            }
-            // A short read emptied the receive queue; a new edge comes with new data. If the
-            // peer already closed, read on to see the EOF.
-            if n < self.scratch.len() && !closed {
-                return;
-            }
-        }
-    }
-
-    fn on_echo_bytes(&mut self, key: usize, n: usize, now: u64) -> Result<(), ErrorKind> {
-        let c = &mut self.conns[key];
-        if self.plan.verify {
-            let bad = pattern_mismatches(c.id, c.rx_offset, &self.scratch[..n]) as u64;
-            if bad > 0 {
-                self.rec.stats.counters.mismatched_bytes += bad;
-                return Err(ErrorKind::VerifyMismatch);
-            }
-        }
-        c.rx_offset += n as u64;
-        if c.rx_offset > c.tx_offset {
-            return Err(ErrorKind::UnexpectedResponse);
-        }
-        while let Some(p) = c.inflight.front().copied() {
-            if p.end_offset > c.rx_offset {
-                break;
-            }
-            c.inflight.pop_front();
-            self.rec.complete(p, now);
-        }
-        if self.plan.mode == Mode::Crr && self.conns[key].inflight.is_empty() {
-            self.end_transaction(key, now);
-        }
-        Ok(())
-    }
-
-    fn on_http_bytes(&mut self, key: usize, n: usize, now: u64) -> Result<(), ErrorKind> {
-        let c = &mut self.conns[key];
-        let mut buf = std::mem::take(&mut c.rbuf);
-        let data: &[u8] = if buf.is_empty() {
-            &self.scratch[..n]
-        } else {
-            buf.extend_from_slice(&self.scratch[..n]);
-            &buf
-        };
-        let mut pos = 0;
-        let mut result = Ok(());
-        while pos < data.len() {
-            match parse_http_response(&data[pos..], false) {
-                Ok(Some(r)) => {
-                    pos += r.len;
-                    let Some(p) = c.inflight.pop_front() else {
-                        result = Err(ErrorKind::UnexpectedResponse);
-                        break;
-                    };
-                    if r.status != 200 {
-                        self.rec.stats.counters.failed += 1;
-                        result = Err(ErrorKind::UnexpectedResponse);
-                        break;
-                    }
-                    if self.plan.verify && *c.body_len.get_or_insert(r.body_len) != r.body_len {
-                        self.rec.stats.counters.failed += 1;
-                        result = Err(ErrorKind::VerifyMismatch);
-                        break;
-                    }
-                    self.rec.complete(p, now);
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    result = Err(ErrorKind::UnexpectedResponse);
-                    break;
-                }
-            }
-        }
-        if result.is_ok() {
-            let rest = data[pos..].to_vec();
-            buf.clear();
-            buf.extend_from_slice(&rest);
-            c.rbuf = buf;
-            if self.plan.mode == Mode::Crr && c.inflight.is_empty() {
-                self.end_transaction(key, now);
-            }
-        }
-        result
-    }
-
-    fn on_eof(&mut self, key: usize, now: u64) {
-        let plan = self.plan;
-        let c = &mut self.conns[key];
-        if plan.protocol == ProtocolKind::Hello {
-            if let Some(p) = c.inflight.pop_front() {
-                if plan.verify && c.rbuf != plan.greeting {
-                    self.rec.stats.counters.failed += 1;
-                    let e = io::Error::other("wrong greeting");
-                    return self.fail(key, ErrorKind::VerifyMismatch, &e, now);
-                }
-                if c.rbuf.is_empty() {
-                    self.rec.stats.counters.failed += 1;
-                    let e = io::Error::other("closed without a reply");
-                    return self.fail(key, ErrorKind::ShortResponse, &e, now);
-                }
-                self.rec.complete(p, now);
-                return self.end_transaction(key, now);
-            }
-        }
-        if c.inflight.is_empty() {
-            // The server closed an idle connection (e.g. HTTP/1.0): reopen, not an error.
-            self.close(key);
-            if plan.mode == Mode::Crr {
-                return self.end_transaction(key, now);
-            }
-            return self.connect(key, now);
-        }
-        let e = io::Error::from(io::ErrorKind::UnexpectedEof);
-        self.fail(key, ErrorKind::ShortResponse, &e, now);
-    }
-
     /// crr: closes the finished transaction and starts the next one.
     fn end_transaction(&mut self, key: usize, now: u64) {
         self.close(key);
@@ -672,79 +518,6 @@ impl<'a> Worker<'a> {
         c.failures += 1;
         let backoff_ms = (10u64 << c.failures.min(7)).min(1000);
         c.retry_at = now + backoff_ms * 1_000_000;
-    }
-
-    /// Timeouts, reconnects, progress and intervals.
-    fn tick(&mut self, now: u64) -> Result<(), String> {
-        let timeout = self.plan.timeout.as_nanos() as u64;
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        let mut failing = 0;
-        for &k in &keys {
-            let c = &self.conns[k];
-            let stalled = match c.state {
-                State::Connecting => now.saturating_sub(c.connect_started) > timeout,
-                State::Open => c
-                    .inflight
-                    .front()
-                    .is_some_and(|p| now.saturating_sub(p.sent) > timeout),
-                State::Closed => false,
-            };
-            if stalled {
-                let e = io::Error::from(io::ErrorKind::TimedOut);
-                self.fail(k, ErrorKind::Timeout, &e, now);
-            }
-            let c = &self.conns[k];
-            if c.failures > 0 {
-                failing += 1;
-            }
-            if c.state == State::Closed && c.retry_at <= now && !self.stopping {
-                if self.plan.mode == Mode::Crr {
-                    if self.interval_ns.is_none() {
-                        self.start_transaction(k, now, None);
-                    } else if let Some(t) = self.conns[k].backlog.pop_front() {
-                        self.start_transaction(k, now, Some(t));
-                    }
-                } else {
-                    self.connect(k, now);
-                }
-            }
-        }
-        if failing == keys.len() && now.saturating_sub(self.rec.last_success) > DEAD_AFTER_NS {
-            let last = self.last_error.clone().unwrap_or_default();
-            return Err(format!("every connection is failing ({last})"));
-        }
-        self.shared.progress[self.index]
-            .store(self.rec.stats.counters.completed, Ordering::Relaxed);
-        if now >= self.shared.warmup_end {
-            let index = (now - self.shared.warmup_end) / INTERVAL_NS;
-            if index > self.interval_index {
-                self.emit_interval();
-                self.interval_index = index;
-            }
-        }
-        Ok(())
-    }
-
-    fn emit_interval(&mut self) {
-        let hist = std::mem::replace(&mut self.rec.interval, histogram());
-        let _ = self.intervals.send(Interval {
-            index: self.interval_index,
-            hist,
-        });
-    }
-
-    fn finish(&mut self) {
-        let now = now_ns();
-        let unfinished = self.inflight() as u64;
-        self.rec.stats.counters.unfinished = unfinished;
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        for k in keys {
-            self.close(k);
-        }
-        self.emit_interval();
-        self.rec.stats.end_ns = now;
-        self.shared.progress[self.index]
-            .store(self.rec.stats.counters.completed, Ordering::Relaxed);
     }
 }
 
