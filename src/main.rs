@@ -28,6 +28,9 @@ fn init_logging(level: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
+        // A closed stderr must not bring the server down (the default reports the failed
+        // write on stderr, which panics when stderr itself is gone).
+        .log_internal_errors(false)
         .init();
 }
 
@@ -41,8 +44,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     let trigger = server.drain_trigger();
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
-            tracing::info!("signal {sig} received: draining");
+            // Drain first: nothing, not even a failing log write, may stand in its way.
             trigger.fire();
+            tracing::info!("signal {sig} received: draining");
         }
     });
     server.wait()?;

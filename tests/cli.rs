@@ -142,3 +142,33 @@ fn every_engine_listens_once_per_worker() {
         assert_eq!(p.wait_exit(Duration::from_secs(10)), 0);
     }
 }
+
+#[test]
+fn sigterm_drains_even_when_stderr_is_gone() {
+    use std::io::BufRead;
+    let mut child = ringd()
+        .args(["--listen", "127.0.0.1:0", "--no-pin", "--threads", "1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    while !lines.next().unwrap().unwrap().contains("listening on") {}
+    // Close the read end: every later log write fails with EPIPE.
+    drop(lines);
+    let pid = i32::try_from(child.id()).unwrap();
+    // SAFETY: kill(2) on our own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("ringd did not exit after SIGTERM with its stderr closed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}

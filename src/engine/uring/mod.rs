@@ -18,7 +18,7 @@ use std::sync::mpsc;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::{reject, AcceptBackoff, EngineKind, WorkerCtx};
 use crate::connection::{Clock, CloseReason, Conn, Timeouts, Times, WorkerStats};
@@ -109,6 +109,18 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
         }
     };
     let _ = ready.send(Ok(()));
+    if ctx.id == 0 {
+        let p = ring.params();
+        info!(
+            kernel = %crate::probe::kernel_release(),
+            "io_uring: SQ {} / CQ {} entries, SINGLE_ISSUER {}, DEFER_TASKRUN, multishot accept and recv, {} provided buffers of {} bytes per worker",
+            p.sq_entries(),
+            p.cq_entries(),
+            p.is_setup_single_issuer(),
+            bufs.entries(),
+            ctx.config.buffer_size,
+        );
+    }
     let http = ctx.config.protocol.kind == crate::ProtocolKind::Http;
     let timeouts = Timeouts::new(ctx.config.idle_timeout, ctx.config.header_timeout, http);
     let mut w = Worker {
