@@ -35,7 +35,12 @@ pub fn write_svg(
     let root = SVGBackend::new(path, (1000, 800)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     let (top, bottom) = root.split_vertically(460);
-    percentile_chart(&top, title, curves).map_err(|e| e.to_string())?;
+    let curves: Vec<(String, Vec<(f64, f64)>)> = curves
+        .iter()
+        .map(|(label, h)| (label.to_string(), percentile_points(h)))
+        .collect();
+    percentile_chart(&top, &format!("Latency by percentile: {title}"), &curves)
+        .map_err(|e| e.to_string())?;
     over_time_chart(&bottom, intervals).map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())
 }
@@ -57,22 +62,19 @@ pub fn percentile_points(h: &Histogram<u64>) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// Percentile curves (points from [`percentile_points`] or a `.hgrm`), overlaid.
 fn percentile_chart(
     area: &Area<'_>,
-    title: &str,
-    curves: &[(&str, &Histogram<u64>)],
+    caption: &str,
+    curves: &[(String, Vec<(f64, f64)>)],
 ) -> Result<(), Box<dyn std::error::Error>> {
     let ymax = curves
         .iter()
-        .filter(|(_, h)| !h.is_empty())
-        .map(|(_, h)| h.value_at_quantile(1.0 - 10f64.powf(-MAX_NINES)) as f64 / 1e3)
+        .flat_map(|(_, pts)| pts.iter().map(|p| p.1))
         .fold(1.0, f64::max)
         * 1.1;
     let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!("Latency by percentile: {title}"),
-            ("sans-serif", 20),
-        )
+        .caption(caption, ("sans-serif", 20))
         .margin(15)
         .x_label_area_size(40)
         .y_label_area_size(70)
@@ -82,16 +84,13 @@ fn percentile_chart(
         .x_desc("percentile")
         .y_desc("latency (µs)")
         .x_labels(6)
-        .x_label_formatter(&|x| {
-            let p = 100.0 * (1.0 - 10f64.powf(-x));
-            format!("{}%", trim(p))
-        })
+        .x_label_formatter(&|x| format!("{}%", trim(100.0 * (1.0 - 10f64.powf(-x)))))
         .draw()?;
-    for (i, (label, h)) in curves.iter().enumerate() {
+    for (i, (label, pts)) in curves.iter().enumerate() {
         let color = color(i);
         chart
-            .draw_series(LineSeries::new(percentile_points(h), color.stroke_width(2)))?
-            .label(*label)
+            .draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(2)))?
+            .label(label.as_str())
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
             });
@@ -289,46 +288,19 @@ pub fn percentile_chart_svg(
     title: &str,
     curves: &[(String, Vec<crate::hdr::HgrmRow>)],
 ) -> Result<(), String> {
-    let draw = || -> Result<(), Box<dyn std::error::Error>> {
-        let root = SVGBackend::new(path, (1000, 500)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let to_points = |rows: &[crate::hdr::HgrmRow]| -> Vec<(f64, f64)> {
-            rows.iter()
+    let curves: Vec<(String, Vec<(f64, f64)>)> = curves
+        .iter()
+        .map(|(label, rows)| {
+            let pts = rows
+                .iter()
                 .filter(|r| r.quantile < 1.0)
                 .map(|r| ((1.0 / (1.0 - r.quantile)).log10().min(MAX_NINES), r.value))
-                .collect()
-        };
-        let ymax = curves
-            .iter()
-            .flat_map(|(_, rows)| to_points(rows))
-            .map(|p| p.1)
-            .fold(1.0, f64::max)
-            * 1.1;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(15)
-            .x_label_area_size(40)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0f64..MAX_NINES, 0f64..ymax)?;
-        chart
-            .configure_mesh()
-            .x_desc("percentile")
-            .y_desc("latency (µs)")
-            .x_labels(6)
-            .x_label_formatter(&|x| format!("{}%", trim(100.0 * (1.0 - 10f64.powf(-x)))))
-            .draw()?;
-        for (i, (label, rows)) in curves.iter().enumerate() {
-            let c = color(i);
-            chart
-                .draw_series(LineSeries::new(to_points(rows), c.stroke_width(2)))?
-                .label(label.as_str())
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2))
-                });
-        }
-        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
-        root.present()?;
-        Ok(())
-    };
-    draw().map_err(|e| e.to_string())
+                .collect();
+            (label.clone(), pts)
+        })
+        .collect();
+    let root = SVGBackend::new(path, (1000, 500)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| e.to_string())?;
+    percentile_chart(&root, title, &curves).map_err(|e| e.to_string())?;
+    root.present().map_err(|e| e.to_string())
 }
