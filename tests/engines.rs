@@ -227,6 +227,69 @@ async fn both_workers_accept(engine: EngineKind) {
     shutdown_clean(server);
 }
 
+/// A peer that keeps its socket full (it writes without pause and reads everything back)
+/// must not keep its worker to itself: another connection on the same worker is still
+/// answered promptly. Before the epoll engine spent tokio's cooperative budget per read,
+/// the flooding connection's task never yielded and others waited hundreds of ms.
+fn flood_does_not_starve_neighbours(engine: EngineKind) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let server = server(engine, ProtocolKind::Echo, 1);
+    let addr = server.local_addr();
+    let flood = std::net::TcpStream::connect(addr).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut rx = flood.try_clone().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0u64;
+        while let Ok(n @ 1..) = rx.read(&mut buf) {
+            total += n as u64;
+        }
+        total
+    });
+    let writer = {
+        let (mut tx, stop) = (flood.try_clone().unwrap(), stop.clone());
+        std::thread::spawn(move || {
+            let chunk = vec![7u8; 1 << 16];
+            while !stop.load(Ordering::Relaxed) {
+                tx.write_all(&chunk).unwrap();
+            }
+            tx.shutdown(std::net::Shutdown::Write).unwrap();
+        })
+    };
+    // Let the flood reach full speed, then time small round trips beside it.
+    std::thread::sleep(Duration::from_millis(200));
+    let mut probe = std::net::TcpStream::connect(addr).unwrap();
+    probe.set_nodelay(true).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut worst = Duration::ZERO;
+    for _ in 0..50 {
+        let t = std::time::Instant::now();
+        probe.write_all(b"ping").unwrap();
+        let mut back = [0u8; 4];
+        probe.read_exact(&mut back).unwrap();
+        assert_eq!(&back, b"ping");
+        worst = worst.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let flooded = reader.join().unwrap();
+    eprintln!("worst round trip beside the flood: {worst:?}; flood echoed {flooded} bytes");
+    assert!(flooded > 1 << 20, "the flood hardly moved: {flooded} bytes");
+    // Generous: a fair worker answers in about a millisecond even in a debug build.
+    assert!(
+        worst < Duration::from_millis(250),
+        "worst round trip {worst:?}"
+    );
+    drop(probe);
+    shutdown_clean(server);
+}
+
 macro_rules! engine_tests {
     ($module:ident, $engine:expr) => {
         mod $module {
@@ -265,6 +328,11 @@ macro_rules! engine_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn shutdown_under_load_cuts_nothing() {
                 shutdown_under_load($engine).await;
+            }
+
+            #[test]
+            fn flood_does_not_starve_neighbours() {
+                super::flood_does_not_starve_neighbours($engine);
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,10 @@
 //!
 //! Output is written in full before the next read, so a connection never holds more than one
 //! read's worth of output (`--max-pending-output` is met by construction).
+//!
+//! Readiness that is already set does not make a task yield, so a peer that keeps its socket
+//! full would keep its connection's task running and starve the worker's other connections;
+//! every read spends tokio's cooperative budget, which makes such a task yield in turn.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -192,6 +196,7 @@ async fn connection(
     let stream = &c.io;
     let mut buf = vec![0u8; buffer_size];
     loop {
+        tokio::task::consume_budget().await;
         let n = read(stream, &mut buf).await?;
         if n == 0 {
             conn.on_eof();
