@@ -241,14 +241,30 @@ fn crr_against_hello() {
     server.shutdown().unwrap();
 }
 
+/// Both connections keep moving: a connection whose replies arrive as fast as they are read
+/// must not keep the thread (loadgen's, or the server worker's) to itself. Without a read
+/// budget on both sides, one of the two connections stalled for seconds and timed out.
 #[test]
 fn stream_is_verified_and_moves_bytes() {
     let server = ringd(ProtocolKind::Echo);
     let r = load(
         server.local_addr(),
         &[
-            "--mode", "stream", "--size", "64KiB", "-c", "2", "-t", "1", "-d", "1s", "--warmup",
-            "100ms", "--verify",
+            "--mode",
+            "stream",
+            "--size",
+            "64KiB",
+            "-c",
+            "2",
+            "-t",
+            "1",
+            "-d",
+            "2s",
+            "--warmup",
+            "100ms",
+            "--verify",
+            "--timeout",
+            "1s",
         ],
     );
     assert_counts_add_up(&r);

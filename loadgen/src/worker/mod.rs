@@ -35,6 +35,10 @@ pub const INTERVAL_NS: u64 = 1_000_000_000;
 const DEAD_AFTER_NS: u64 = 5_000_000_000;
 /// Receive scratch buffer per thread.
 const SCRATCH: usize = 256 * 1024;
+/// Full reads one connection may do per turn of the event loop. A connection whose replies
+/// keep arriving as fast as it reads them (stream mode, deep pipelines) would otherwise keep
+/// the loop to itself and starve the thread's other connections for seconds.
+const READS_PER_TURN: usize = 4;
 const TIMER: Token = Token(usize::MAX);
 
 /// One second (or the last part of one) of corrected latency from one thread.
@@ -116,6 +120,8 @@ struct Conn {
     rbuf: Vec<u8>,
     /// HTTP --verify: the body length the first response had.
     body_len: Option<usize>,
+    /// Its read budget ran out with bytes left unread: it is in `Worker::unread`.
+    unread: bool,
 }
 
 /// Runs one thread's event loop to the end of the run.
@@ -139,6 +145,9 @@ struct Worker<'a> {
     conns: Slab<Conn>,
     due: BinaryHeap<Reverse<(u64, usize)>>,
     scratch: Vec<u8>,
+    /// Connections with bytes left unread when their budget ran out (edge-triggered
+    /// epoll will not report them again), read first thing next turn.
+    unread: Vec<(usize, bool)>,
     rec: Recorder,
     interval_index: u64,
     intervals: mpsc::Sender<Interval>,
@@ -183,6 +192,7 @@ impl<'a> Worker<'a> {
                 rx_offset: 0,
                 rbuf: Vec::new(),
                 body_len: None,
+                unread: false,
             });
             if tp.interval_ns.is_some() {
                 due.push(Reverse((next_due, key)));
@@ -199,6 +209,7 @@ impl<'a> Worker<'a> {
             conns,
             due,
             scratch: vec![0u8; SCRATCH],
+            unread: Vec::new(),
             rec: Recorder {
                 stats: ThreadStats::new(),
                 interval: histogram(),
@@ -250,6 +261,9 @@ impl<'a> Worker<'a> {
                     self.timer.arm_by(at).map_err(|e| format!("timer: {e}"))?;
                 }
             }
+            if !self.unread.is_empty() {
+                wait = 0;
+            }
             // Whole milliseconds, rounded up: the timerfd handles finer deadlines.
             let timeout = std::time::Duration::from_millis(wait.div_ceil(1_000_000));
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
@@ -273,6 +287,7 @@ impl<'a> Worker<'a> {
                     self.on_readable(key, ev.is_read_closed() || ev.is_error());
                 }
             }
+            self.read_unread();
             let now = now_ns();
             if now >= next_tick {
                 next_tick = now + TICK_NS;

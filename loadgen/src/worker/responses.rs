@@ -6,14 +6,14 @@ use std::io::{self, Read};
 use ringd::protocol::client::{parse_http_response, pattern_mismatches};
 use ringd::protocol::ProtocolKind;
 
-use super::{Mode, State, Worker};
+use super::{Mode, State, Worker, READS_PER_TURN};
 use crate::clock::now_ns;
 use crate::stats::ErrorKind;
 
 impl Worker<'_> {
     pub(super) fn on_readable(&mut self, key: usize, closed: bool) {
         let plan = self.plan;
-        loop {
+        for _ in 0..READS_PER_TURN {
             let now = now_ns();
             let measured = now >= self.shared.warmup_end;
             let c = &mut self.conns[key];
@@ -57,6 +57,22 @@ impl Worker<'_> {
             // peer already closed, read on to see the EOF.
             if n < self.scratch.len() && !closed {
                 return;
+            }
+        }
+        // Budget spent with (possibly) more to read: come back after the other connections.
+        let c = &mut self.conns[key];
+        if !c.unread {
+            c.unread = true;
+            self.unread.push((key, closed));
+        }
+    }
+
+    /// Gives every connection whose read budget ran out last turn its next turn.
+    pub(super) fn read_unread(&mut self) {
+        for (key, closed) in std::mem::take(&mut self.unread) {
+            if let Some(c) = self.conns.get_mut(key) {
+                c.unread = false;
+                self.on_readable(key, closed);
             }
         }
     }
