@@ -281,11 +281,9 @@ fn flood_does_not_starve_neighbours(engine: EngineKind) {
     let flooded = reader.join().unwrap();
     eprintln!("worst round trip beside the flood: {worst:?}; flood echoed {flooded} bytes");
     assert!(flooded > 1 << 20, "the flood hardly moved: {flooded} bytes");
-    // Generous: a fair worker answers in about a millisecond even in a debug build.
-    assert!(
-        worst < Duration::from_millis(250),
-        "worst round trip {worst:?}"
-    );
+    // Generous: a fair worker answers within a few ms even in a debug build with the other
+    // tests running beside it; a starved one waited seconds.
+    assert!(worst < Duration::from_secs(1), "worst round trip {worst:?}");
     drop(probe);
     shutdown_clean(server);
 }
