@@ -230,7 +230,7 @@ async fn both_workers_accept(engine: EngineKind) {
 /// A peer that keeps its socket full (it writes without pause and reads everything back)
 /// must not keep its worker to itself: another connection on the same worker is still
 /// answered promptly. Before the epoll engine spent tokio's cooperative budget per read,
-/// the flooding connection's task never yielded and others waited hundreds of ms.
+/// the flooding connection's task never yielded and others waited up to seconds.
 fn flood_does_not_starve_neighbours(engine: EngineKind) {
     use std::io::{Read, Write};
     use std::sync::atomic::{AtomicBool, Ordering};
