@@ -360,7 +360,7 @@ fn emfile(engine: EngineKind) {
 }
 
 /// Thousands of connections misbehaving in every way; afterwards ringd is up and holds no
-/// more descriptors than before.
+/// more descriptors than before (the very same set).
 fn chaos(engine: EngineKind) {
     for protocol in ["echo", "http"] {
         let mut p = ringd_proc(
@@ -424,13 +424,13 @@ fn chaos(engine: EngineKind) {
         assert!(p.alive(), "{engine}/{protocol}: ringd died");
         echo_or_get(addr, protocol);
         let deadline = Instant::now() + Duration::from_secs(8);
-        while p.fds() > baseline && Instant::now() < deadline {
+        while p.fds().len() > baseline.len() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(100));
         }
+        let after = p.fds();
         assert_eq!(
-            p.fds(),
-            baseline,
-            "{engine}/{protocol}: descriptors left behind"
+            after, baseline,
+            "{engine}/{protocol}: descriptors left behind (or lost)"
         );
         assert_eq!(p.stop(), 0);
     }

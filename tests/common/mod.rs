@@ -170,11 +170,18 @@ impl RingdProcess {
         self.child.try_wait().unwrap().is_none()
     }
 
-    /// Open descriptors now.
-    pub fn fds(&self) -> usize {
+    /// Open descriptors now: number → what it points at (`socket:[…]`, a path, …).
+    pub fn fds(&self) -> std::collections::BTreeMap<u32, String> {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
             .unwrap()
-            .count()
+            .filter_map(|e| {
+                let e = e.ok()?;
+                let fd = e.file_name().to_str()?.parse().ok()?;
+                // A descriptor closed between listing and reading is simply gone.
+                let target = std::fs::read_link(e.path()).ok()?;
+                Some((fd, target.display().to_string()))
+            })
+            .collect()
     }
 
     /// CPU seconds used so far (user + system).

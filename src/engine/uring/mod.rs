@@ -108,7 +108,6 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
             return Ok(());
         }
     };
-    let _ = ready.send(Ok(()));
     if ctx.id == 0 {
         let p = ring.params();
         info!(
@@ -121,6 +120,8 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
             ctx.config.buffer_size,
         );
     }
+    // Ready only once set up in full: from here on the worker opens nothing but connections.
+    let _ = ready.send(Ok(()));
     let http = ctx.config.protocol.kind == crate::ProtocolKind::Http;
     let timeouts = Timeouts::new(ctx.config.idle_timeout, ctx.config.header_timeout, http);
     let mut w = Worker {
