@@ -149,8 +149,9 @@ fn send_status(fd: RawFd, status: ErrorStatus) {
     };
 }
 
-/// Shuts a connection down both ways so that a read waiting on it completes (with EOF); data
-/// already queued to send still goes out before the FIN.
+/// Shuts a socket down both ways so that an operation waiting on it completes: a read with
+/// EOF, an accept with EINVAL. A connection's data already queued to send still goes out
+/// before the FIN.
 pub(crate) fn shut(fd: RawFd) {
     // SAFETY: shutdown(2) on an fd the caller keeps open.
     unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };

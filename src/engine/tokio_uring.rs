@@ -28,21 +28,6 @@ const SQ_ENTRIES: u32 = 1024;
 
 /// Runs one worker on a tokio-uring runtime.
 pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result<()> {
-    // A second handle on the same socket, to shut it down when draining: that fails the
-    // accept in flight on the ring (EINVAL) instead of leaving it to take one more
-    // connection. Taken before the worker reports ready, so that from then on it opens
-    // nothing but connections.
-    let control = match ctx.listener.try_clone() {
-        Ok(c) => c,
-        Err(err) => {
-            let _ = ready.send(Err(Error::Runtime {
-                worker: ctx.id,
-                engine: EngineKind::TokioUring.name(),
-                err,
-            }));
-            return Ok(());
-        }
-    };
     // A completion queue four times the submission queue absorbs bursts from many
     // connections; COOP_TASKRUN avoids interrupting the worker for task work it will run at
     // its next wait anyway (the ring is only used from this thread).
@@ -56,12 +41,11 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
     let Some(rt) = report_ready(&ready, ctx.id, EngineKind::TokioUring, built) else {
         return Ok(());
     };
-    rt.block_on(serve(ctx, control))
+    rt.block_on(serve(ctx))
 }
 
-/// The accept loop, then the drain; `control` is a second handle on the listener, shut down
-/// to end the accept.
-async fn serve(ctx: WorkerCtx, control: std::net::TcpListener) -> io::Result<()> {
+/// The accept loop, then the drain.
+async fn serve(ctx: WorkerCtx) -> io::Result<()> {
     let WorkerCtx {
         listener,
         config,
@@ -96,7 +80,9 @@ async fn serve(ctx: WorkerCtx, control: std::net::TcpListener) -> io::Result<()>
             biased;
             _ = drain.wait_for(|d| *d), if !draining => {
                 draining = true;
-                let _ = socket2::SockRef::from(&control).shutdown(Shutdown::Read);
+                // Shutting the listener down fails the accept in flight on the ring
+                // (EINVAL) instead of leaving it to take one more connection.
+                super::shut(listener.as_raw_fd());
                 continue;
             }
             r = &mut accept => r,

@@ -69,11 +69,10 @@ impl Worker<'_> {
 
     /// Gives every connection whose read budget ran out last turn its next turn.
     pub(super) fn read_unread(&mut self) {
+        // Connections live for the whole run (crr reuses its slot), so every key is valid.
         for (key, closed) in std::mem::take(&mut self.unread) {
-            if let Some(c) = self.conns.get_mut(key) {
-                c.unread = false;
-                self.on_readable(key, closed);
-            }
+            self.conns[key].unread = false;
+            self.on_readable(key, closed);
         }
     }
 
