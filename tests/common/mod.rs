@@ -93,9 +93,19 @@ pub struct RingdProcess {
     pub addr: SocketAddr,
 }
 
+/// A test that fails before stopping its ringd must not leave it running.
+impl Drop for RingdProcess {
+    fn drop(&mut self) {
+        if self.alive() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl RingdProcess {
     /// Starts `ringd ARGS`, under `prlimit --nofile=N` if asked, and waits for its address.
-    // Every caller ends the child with `stop` or `wait_exit`, which reap it.
+    // The child is reaped by `stop`, `wait_exit` or, when a test fails first, `drop`.
     #[allow(clippy::zombie_processes)]
     pub fn start(args: &[&str], nofile: Option<u32>) -> Self {
         use std::io::BufRead;
