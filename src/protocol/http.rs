@@ -229,10 +229,7 @@ fn parse(buf: &[u8]) -> Result<Request, Reject> {
                 }
             }
         } else if h.name.eq_ignore_ascii_case("content-length") {
-            let len = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .ok_or(Reject::Status(ErrorStatus::BadRequest))?;
+            let len = content_length(h.value).ok_or(Reject::Status(ErrorStatus::BadRequest))?;
             // Two different lengths make the framing ambiguous (request smuggling).
             if body_len.is_some_and(|prev| prev != len) {
                 return Err(Reject::Status(ErrorStatus::BadRequest));
@@ -248,6 +245,22 @@ fn parse(buf: &[u8]) -> Result<Request, Reject> {
         keep_alive,
         http10,
         body_len: body_len.unwrap_or(0),
+    })
+}
+
+/// A `Content-Length` value: `1*DIGIT` (RFC 9110 §8.6) once the optional whitespace around a
+/// field value is set aside. Anything else (`+5`, `-1`, `5,5`, `0x5`, an overflow) is refused:
+/// two parsers reading different lengths out of one request is how requests are smuggled.
+fn content_length(value: &[u8]) -> Option<u64> {
+    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
+    let start = value.iter().position(|b| !is_ows(b))?;
+    let end = value.iter().rposition(|b| !is_ows(b))? + 1;
+    let digits = &value[start..end];
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
 }
 
@@ -351,6 +364,40 @@ mod tests {
         let (out, close) = drive(&spec(), &[input]);
         assert!(text(&out).starts_with("HTTP/1.1 400 "));
         assert!(close);
+    }
+
+    #[test]
+    fn content_length_must_be_digits() {
+        for bad in [
+            "+5",
+            "-1",
+            "5,5",
+            "5 5",
+            "0x5",
+            "",
+            "5\x0b",
+            "99999999999999999999999",
+        ] {
+            let input = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\nhello");
+            let (out, close) = drive(&spec(), &[input.as_bytes()]);
+            assert!(
+                text(&out).starts_with("HTTP/1.1 400 "),
+                "{bad:?}: {}",
+                text(&out)
+            );
+            assert!(close, "{bad:?}");
+        }
+        // Whitespace around the value is not part of it.
+        let (out, close) = drive(
+            &spec(),
+            &[b"POST / HTTP/1.1\r\nContent-Length:  5 \r\n\r\nhello"],
+        );
+        assert!(text(&out).starts_with("HTTP/1.1 405 "), "{}", text(&out));
+        assert!(!close);
+        assert_eq!(content_length(b"0"), Some(0));
+        assert_eq!(content_length(b"\t42 "), Some(42));
+        assert_eq!(content_length(b"18446744073709551615"), Some(u64::MAX));
+        assert_eq!(content_length(b"18446744073709551616"), None);
     }
 
     #[test]
