@@ -8,6 +8,7 @@ use clap::Parser;
 
 use crate::config::{allowed_cpus, Config};
 use crate::engine::EngineKind;
+use crate::listener::ListenOptions;
 use crate::protocol::{ProtocolKind, ProtocolSpec, DEFAULT_BODY, DEFAULT_GREETING};
 
 /// ringd: a per-core io_uring TCP server (echo, hello, HTTP/1.1) with an epoll baseline.
@@ -45,6 +46,16 @@ pub struct Args {
     /// Listen backlog per worker socket (capped by net.core.somaxconn).
     #[arg(long, default_value_t = 4096)]
     pub backlog: u32,
+
+    /// Socket send buffer of every connection (SO_SNDBUF on the listeners, inherited), e.g.
+    /// 16KiB as on a real network link [default: the kernel's, autotuned].
+    #[arg(long, value_parser = parse_bytes)]
+    pub send_buffer: Option<usize>,
+
+    /// Socket receive buffer of every connection (SO_RCVBUF on the listeners, inherited)
+    /// [default: the kernel's, autotuned].
+    #[arg(long, value_parser = parse_bytes)]
+    pub recv_buffer: Option<usize>,
 
     /// Receive buffer size per read.
     #[arg(long, default_value = "4KiB", value_parser = parse_bytes)]
@@ -110,7 +121,11 @@ impl Args {
             engine: self.engine,
             threads,
             cpus: if pin { cpus } else { Vec::new() },
-            backlog: self.backlog,
+            listen_options: ListenOptions {
+                backlog: self.backlog,
+                send_buffer: self.send_buffer,
+                recv_buffer: self.recv_buffer,
+            },
             buffer_size: self.buffer_size,
             buffers: self.buffers,
             shutdown_timeout: self.shutdown_timeout,
@@ -149,7 +164,8 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.protocol.kind, ProtocolKind::Echo);
         assert_eq!(c.buffer_size, 4096);
-        assert_eq!(c.backlog, 4096);
+        assert_eq!(c.listen_options.backlog, 4096);
+        assert_eq!(c.listen_options.send_buffer, None);
         assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
         assert!(c.threads >= 1);
         assert!(!c.cpus.is_empty());

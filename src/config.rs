@@ -5,10 +5,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::engine::EngineKind;
+use crate::listener::ListenOptions;
 use crate::protocol::{ProtocolKind, ProtocolSpec};
 
 /// Smallest receive buffer accepted: below this a request line would not fit.
 pub const MIN_BUFFER_SIZE: usize = 64;
+
+/// Largest `--send-buffer` / `--recv-buffer` (the kernel caps them lower anyway, at
+/// `net.core.wmem_max` / `rmem_max`).
+const MAX_SOCKET_BUFFER: usize = 1 << 30;
 
 /// A validated server configuration.
 #[derive(Debug, Clone)]
@@ -23,8 +28,8 @@ pub struct Config {
     pub threads: usize,
     /// CPUs the workers are pinned to, worker `i` on `cpus[i % len]`; empty: not pinned.
     pub cpus: Vec<usize>,
-    /// Listen backlog per worker socket.
-    pub backlog: u32,
+    /// Listening socket setup: backlog, and the socket buffer sizes connections inherit.
+    pub listen_options: ListenOptions,
     /// Receive buffer size per read.
     pub buffer_size: usize,
     /// Provided receive buffers per worker (`uring`; a power of two).
@@ -52,7 +57,7 @@ impl Config {
             engine,
             threads: 1,
             cpus: Vec::new(),
-            backlog: 4096,
+            listen_options: ListenOptions::default(),
             buffer_size: 4096,
             buffers: 1024,
             shutdown_timeout: Duration::from_secs(5),
@@ -83,7 +88,15 @@ impl Config {
         if self.max_pending_output < self.buffer_size {
             return Err("--max-pending-output must be at least --buffer-size".into());
         }
-        if self.backlog == 0 {
+        for (name, size) in [
+            ("--send-buffer", self.listen_options.send_buffer),
+            ("--recv-buffer", self.listen_options.recv_buffer),
+        ] {
+            if size.is_some_and(|n| n == 0 || n > MAX_SOCKET_BUFFER) {
+                return Err(format!("{name} must be from 1 byte to 1 GiB"));
+            }
+        }
+        if self.listen_options.backlog == 0 {
             return Err("--backlog must be at least 1".into());
         }
         Ok(())

@@ -9,20 +9,57 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::error::Error;
 
+/// How listening sockets are set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenOptions {
+    /// Accept queue length per socket (capped by `net.core.somaxconn`).
+    pub backlog: u32,
+    /// SO_SNDBUF for every connection (set on the listener, inherited); `None`: the kernel's
+    /// default with autotuning.
+    pub send_buffer: Option<usize>,
+    /// SO_RCVBUF likewise; set before `listen` so that the window scale offered in the
+    /// handshake fits it.
+    pub recv_buffer: Option<usize>,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            backlog: 4096,
+            send_buffer: None,
+            recv_buffer: None,
+        }
+    }
+}
+
+impl ListenOptions {
+    /// Applies the options that accepted connections inherit: TCP_NODELAY (which saves every
+    /// engine a setsockopt per connection) and the buffer sizes.
+    pub fn apply(&self, socket: &Socket) -> io::Result<()> {
+        socket.set_tcp_nodelay(true)?;
+        if let Some(n) = self.send_buffer {
+            socket.set_send_buffer_size(n)?;
+        }
+        if let Some(n) = self.recv_buffer {
+            socket.set_recv_buffer_size(n)?;
+        }
+        Ok(())
+    }
+}
+
 /// Binds one listening socket with SO_REUSEPORT (and SO_REUSEADDR, so a restart does not wait
-/// for TIME_WAIT) and the given backlog. TCP_NODELAY is set on the listener: accepted sockets
-/// inherit it, which saves every engine a setsockopt per connection.
-pub fn bind_reuseport(addr: SocketAddr, backlog: u32) -> Result<TcpListener, Error> {
+/// for TIME_WAIT) and `opts`.
+pub fn bind_reuseport(addr: SocketAddr, opts: &ListenOptions) -> Result<TcpListener, Error> {
     let bind = || -> io::Result<TcpListener> {
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
         socket.set_reuse_address(true)?;
         socket.set_reuse_port(true)?;
-        socket.set_tcp_nodelay(true)?;
+        opts.apply(&socket)?;
         if addr.is_ipv6() {
             socket.set_only_v6(true)?;
         }
         socket.bind(&addr.into())?;
-        socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+        socket.listen(i32::try_from(opts.backlog).unwrap_or(i32::MAX))?;
         Ok(socket.into())
     };
     bind().map_err(|source| match source.kind() {
@@ -38,14 +75,18 @@ pub fn bind_reuseport(addr: SocketAddr, backlog: u32) -> Result<TcpListener, Err
 /// ringd (or anything with SO_REUSEPORT) already holds would be silently shared. The first
 /// bind is therefore made without SO_REUSEPORT's sharing check being trusted: we bind a probe
 /// socket without SO_REUSEPORT first, which fails with EADDRINUSE if anyone holds the port.
-pub fn bind_workers(addr: SocketAddr, n: usize, backlog: u32) -> Result<Vec<TcpListener>, Error> {
+pub fn bind_workers(
+    addr: SocketAddr,
+    n: usize,
+    opts: &ListenOptions,
+) -> Result<Vec<TcpListener>, Error> {
     let mut addr = addr;
     if addr.port() != 0 {
         probe_free(addr)?;
     }
     let mut listeners = Vec::with_capacity(n);
     for _ in 0..n {
-        let l = bind_reuseport(addr, backlog)?;
+        let l = bind_reuseport(addr, opts)?;
         if addr.port() == 0 {
             addr = l
                 .local_addr()
@@ -78,9 +119,16 @@ fn probe_free(addr: SocketAddr) -> Result<(), Error> {
 mod tests {
     use super::*;
 
+    fn opts(backlog: u32) -> ListenOptions {
+        ListenOptions {
+            backlog,
+            ..ListenOptions::default()
+        }
+    }
+
     #[test]
     fn workers_share_the_port_worker_zero_picked() {
-        let ls = bind_workers("127.0.0.1:0".parse().unwrap(), 3, 128).unwrap();
+        let ls = bind_workers("127.0.0.1:0".parse().unwrap(), 3, &opts(128)).unwrap();
         let port = ls[0].local_addr().unwrap().port();
         assert_ne!(port, 0);
         assert!(ls.iter().all(|l| l.local_addr().unwrap().port() == port));
@@ -88,17 +136,34 @@ mod tests {
 
     #[test]
     fn accepted_sockets_inherit_nodelay() {
-        let ls = bind_workers("127.0.0.1:0".parse().unwrap(), 1, 16).unwrap();
+        let ls = bind_workers("127.0.0.1:0".parse().unwrap(), 1, &opts(16)).unwrap();
         let _client = std::net::TcpStream::connect(ls[0].local_addr().unwrap()).unwrap();
         let (accepted, _) = ls[0].accept().unwrap();
         assert!(accepted.nodelay().unwrap());
     }
 
     #[test]
+    fn accepted_sockets_inherit_buffer_sizes() {
+        let small = ListenOptions {
+            send_buffer: Some(4096),
+            recv_buffer: Some(4096),
+            ..opts(16)
+        };
+        let ls = bind_workers("127.0.0.1:0".parse().unwrap(), 1, &small).unwrap();
+        let _client = std::net::TcpStream::connect(ls[0].local_addr().unwrap()).unwrap();
+        let (accepted, _) = ls[0].accept().unwrap();
+        let accepted = Socket::from(accepted);
+        // The kernel doubles what it is asked for (bookkeeping overhead) and has a floor;
+        // loopback's default is megabytes.
+        assert!(accepted.send_buffer_size().unwrap() <= 16384);
+        assert!(accepted.recv_buffer_size().unwrap() <= 16384);
+    }
+
+    #[test]
     fn port_in_use_is_reported() {
         let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = held.local_addr().unwrap();
-        match bind_workers(addr, 2, 128) {
+        match bind_workers(addr, 2, &opts(128)) {
             Err(Error::AddrInUse { addr: a }) => assert_eq!(a, addr),
             other => panic!("expected AddrInUse, got {other:?}"),
         }
@@ -106,10 +171,10 @@ mod tests {
 
     #[test]
     fn port_held_by_another_reuseport_group_is_reported() {
-        let held = bind_reuseport("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let held = bind_reuseport("127.0.0.1:0".parse().unwrap(), &opts(16)).unwrap();
         let addr = held.local_addr().unwrap();
         assert!(matches!(
-            bind_workers(addr, 2, 128),
+            bind_workers(addr, 2, &opts(128)),
             Err(Error::AddrInUse { .. })
         ));
     }

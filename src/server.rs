@@ -64,7 +64,7 @@ pub fn start(config: Config) -> Result<ServerHandle, Error> {
     if config.engine == crate::engine::EngineKind::Uring {
         crate::engine::uring::check_features()?;
     }
-    let listeners = bind_workers(config.listen, config.threads, config.backlog)?;
+    let listeners = bind_workers(config.listen, config.threads, &config.listen_options)?;
     let local_addr = listeners[0].local_addr().map_err(|err| Error::Bind {
         addr: config.listen,
         err,
