@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod probe;
 pub mod protocol;
 pub mod server;
+pub mod shutdown;
 
 pub use config::Config;
 pub use engine::EngineKind;

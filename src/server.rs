@@ -17,6 +17,7 @@ use crate::error::Error;
 use crate::listener::bind_workers;
 use crate::metrics::MetricsServer;
 use crate::probe;
+use crate::shutdown::Lifecycle;
 
 /// A running server.
 #[derive(Debug)]
@@ -24,7 +25,7 @@ pub struct ServerHandle {
     /// The address the workers actually listen on.
     local_addr: SocketAddr,
     /// Set to true to drain.
-    drain: Arc<watch::Sender<bool>>,
+    drain: Arc<watch::Sender<Lifecycle>>,
     /// Each worker sends its id and result when it stops.
     done: mpsc::Receiver<(usize, std::io::Result<()>)>,
     /// Per-worker counters.
@@ -37,12 +38,29 @@ pub struct ServerHandle {
 
 /// Starts a drain from any thread (a signal handler, a test).
 #[derive(Debug, Clone)]
-pub struct DrainTrigger(Arc<watch::Sender<bool>>);
+pub struct DrainTrigger(Arc<watch::Sender<Lifecycle>>);
 
 impl DrainTrigger {
-    /// Asks every worker to stop accepting and finish.
+    /// Asks every worker to stop accepting, close its listener and finish.
     pub fn fire(&self) {
-        self.0.send_replace(true);
+        self.stop(Lifecycle::Draining);
+    }
+
+    /// Asks every worker to stop accepting and finish, leaving the listening sockets open
+    /// and untouched for a successor process that accepts on them now.
+    pub fn hand_over(&self) {
+        self.stop(Lifecycle::HandingOver);
+    }
+
+    fn stop(&self, how: Lifecycle) {
+        // The first request wins: a drain in progress is not turned into another kind.
+        self.0.send_if_modified(|s| {
+            let change = !s.is_stopping();
+            if change {
+                *s = how;
+            }
+            change
+        });
     }
 }
 
@@ -70,7 +88,7 @@ pub fn start(config: Config) -> Result<ServerHandle, Error> {
         err,
     })?;
     let config = Arc::new(config);
-    let (drain_tx, drain_rx) = watch::channel(false);
+    let (drain_tx, drain_rx) = watch::channel(Lifecycle::Serving);
     let drain = Arc::new(drain_tx);
     let (done_tx, done) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::channel();
@@ -100,11 +118,11 @@ pub fn start(config: Config) -> Result<ServerHandle, Error> {
         match ready_rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                drain.send_replace(true);
+                drain.send_replace(Lifecycle::Draining);
                 return Err(e);
             }
             Err(_) => {
-                drain.send_replace(true);
+                drain.send_replace(Lifecycle::Draining);
                 return Err(Error::Config("a worker exited while starting".into()));
             }
         }
@@ -113,7 +131,7 @@ pub fn start(config: Config) -> Result<ServerHandle, Error> {
         Some(addr) => match MetricsServer::start(addr, stats.clone(), config.clone()) {
             Ok(m) => Some(m),
             Err(e) => {
-                drain.send_replace(true);
+                drain.send_replace(Lifecycle::Draining);
                 return Err(e);
             }
         },
@@ -196,7 +214,7 @@ impl ServerHandle {
         let mut deadline: Option<Instant> = None;
         let mut failure = None;
         while running > 0 {
-            if deadline.is_none() && *self.drain.borrow() {
+            if deadline.is_none() && self.drain.borrow().is_stopping() {
                 deadline = Some(Instant::now() + self.config.shutdown_timeout);
             }
             let tick = match deadline {
@@ -209,7 +227,7 @@ impl ServerHandle {
             match self.done.recv_timeout(tick) {
                 Ok((id, result)) => {
                     running -= 1;
-                    if deadline.is_none() && !*self.drain.borrow() {
+                    if deadline.is_none() && !self.drain.borrow().is_stopping() {
                         // A worker stopped without being asked: stop the rest too.
                         let reason = match result {
                             Err(e) => e.to_string(),
@@ -217,7 +235,7 @@ impl ServerHandle {
                         };
                         failure
                             .get_or_insert(Error::Config(format!("worker {id} failed: {reason}")));
-                        self.drain.send_replace(true);
+                        self.drain.send_replace(Lifecycle::Draining);
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}

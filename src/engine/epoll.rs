@@ -81,7 +81,7 @@ async fn serve(ctx: WorkerCtx) -> io::Result<()> {
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = drain.wait_for(|d| *d) => break,
+            _ = crate::shutdown::stopping(&mut drain) => break,
             r = accept(&listener) => r,
         };
         let (stream, peer) = match accepted {
@@ -137,7 +137,8 @@ async fn serve(ctx: WorkerCtx) -> io::Result<()> {
             .instrument(tracing::debug_span!("conn", %peer)),
         );
     }
-    // Closing the listener makes the kernel stop queueing connections to this worker.
+    // Closing our descriptor makes the kernel stop queueing connections to this worker, unless
+    // a successor holds the same socket and accepts on it.
     drop(listener);
     // Idle connections see EOF; busy ones finish the request they are in first.
     registry.for_each(|c| {

@@ -69,8 +69,8 @@ pub struct WorkerCtx {
     pub listener: std::net::TcpListener,
     /// The server configuration.
     pub config: Arc<Config>,
-    /// Becomes true when the server should drain and stop.
-    pub drain: tokio::sync::watch::Receiver<bool>,
+    /// Says when to stop accepting, and whether the listeners must be left to a successor.
+    pub drain: crate::shutdown::Watch,
     /// This worker's counters.
     pub stats: Arc<WorkerStats>,
     /// The process-wide connection limit.

@@ -78,8 +78,13 @@ async fn serve(ctx: WorkerCtx) -> io::Result<()> {
     loop {
         let accepted = tokio::select! {
             biased;
-            _ = drain.wait_for(|d| *d), if !draining => {
+            state = crate::shutdown::stopping(&mut drain), if !draining => {
                 draining = true;
+                if state.keeps_listeners() {
+                    // The socket is a successor's now; the accept in flight stays until the
+                    // runtime cancels it on the way out.
+                    break;
+                }
                 // Shutting the listener down fails the accept in flight on the ring
                 // (EINVAL) instead of leaving it to take one more connection.
                 super::shut(listener.as_raw_fd());

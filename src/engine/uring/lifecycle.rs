@@ -5,17 +5,29 @@ use std::sync::atomic::Ordering;
 
 use tracing::{debug, warn};
 
-use super::Worker;
+use io_uring::opcode;
+
+use super::{user_data, Worker, OP_ACCEPT, OP_CANCEL};
 use crate::connection::CloseReason;
 use crate::engine::shut;
 use crate::protocol::{error_response, ErrorStatus};
 
 impl Worker {
-    pub(super) fn begin_drain(&mut self) {
+    pub(super) fn begin_drain(&mut self, keep_listener: bool) {
         self.draining = true;
-        // Shutting the listener fails the multishot accept (and resets queued connections).
-        // SAFETY: shutdown(2) on the listener fd, which `self.ctx.listener` keeps open.
-        unsafe { libc::shutdown(self.listen_fd, libc::SHUT_RD) };
+        if keep_listener {
+            // A successor accepts on the same socket: cancel our accept, leave the queue be.
+            if self.accept_armed {
+                let sqe = opcode::AsyncCancel::new(user_data(0, OP_ACCEPT))
+                    .build()
+                    .user_data(user_data(0, OP_CANCEL));
+                self.push(sqe);
+            }
+        } else {
+            // Shutting the listener fails the multishot accept (and resets queued connections).
+            // SAFETY: shutdown(2) on the listener fd, which `self.ctx.listener` keeps open.
+            unsafe { libc::shutdown(self.listen_fd, libc::SHUT_RD) };
+        }
         // Idle connections see EOF; busy ones finish the request they are in first.
         for (_, c) in self.conns.iter_mut() {
             c.reason.get_or_insert(CloseReason::Drain);

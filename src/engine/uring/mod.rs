@@ -229,8 +229,11 @@ impl Worker {
                     self.sweep(now);
                 }
             }
-            if !self.draining && *self.ctx.drain.borrow() {
-                self.begin_drain();
+            if !self.draining {
+                let state = crate::shutdown::current(&self.ctx.drain);
+                if state.is_stopping() {
+                    self.begin_drain(state.keeps_listeners());
+                }
             }
             if self.draining && self.conns.is_empty() && !self.accept_armed {
                 return Ok(());
