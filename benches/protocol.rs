@@ -2,7 +2,7 @@
 //! per request, for each protocol.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use ringd::connection::Conn;
+use ringd::connection::{Connection, Limits};
 use ringd::protocol::{ProtocolKind, ProtocolSpec};
 
 fn http(c: &mut Criterion) {
@@ -23,21 +23,46 @@ fn http(c: &mut Criterion) {
         });
     }
     // The same through the connection layer, split mid-request (the copy path).
+    let limits = limits();
     let input = one.repeat(4);
     g.throughput(Throughput::Bytes(input.len() as u64));
     g.bench_function("conn-split-reads", |b| {
         b.iter_batched_ref(
-            || Conn::new(&spec),
+            || Connection::new(&spec, 1),
             |conn| {
                 let (a, rest) = input.split_at(50);
-                conn.on_bytes(a);
-                conn.on_bytes(rest);
-                black_box(conn.out.len())
+                conn.on_input(2, a, &limits);
+                conn.on_input(3, rest, &limits);
+                black_box(conn.take_output().map(|o| o.len()))
             },
             BatchSize::SmallInput,
         )
     });
+    // One keep-alive request through the whole state machine, as an engine drives it:
+    // input, output taken, sent, the next deadline.
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("conn-request-cycle", |b| {
+        let mut conn = Connection::new(&spec, 1);
+        let mut now = 1;
+        b.iter(|| {
+            now += 1;
+            conn.on_input(now, black_box(one), &limits);
+            let out = conn.take_output().expect("a response");
+            conn.on_sent(now, out.len(), &limits);
+            conn.recycle(out);
+            black_box(conn.poll_timeout(&limits))
+        })
+    });
     g.finish();
+}
+
+/// The default limits.
+fn limits() -> Limits {
+    Limits::new(&ringd::Config::new(
+        "127.0.0.1:0".parse().expect("address"),
+        ProtocolKind::Http,
+        ringd::EngineKind::Uring,
+    ))
 }
 
 fn echo_and_hello(c: &mut Criterion) {
@@ -46,6 +71,14 @@ fn echo_and_hello(c: &mut Criterion) {
     for size in [64usize, 4096] {
         let input = vec![7u8; size];
         g.throughput(Throughput::Bytes(size as u64));
+        g.bench_function(format!("conn-{size}"), |b| {
+            let limits = limits();
+            let mut conn = Connection::new(&spec, 1);
+            b.iter(|| {
+                black_box(conn.on_input(2, black_box(&input), &limits));
+                conn.on_sent(2, size, &limits);
+            })
+        });
         g.bench_function(format!("copy-{size}"), |b| {
             let mut session = spec.session();
             let mut out = Vec::with_capacity(size);

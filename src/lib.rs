@@ -1,10 +1,12 @@
 //! ringd: a per-core TCP server on io_uring, with an epoll baseline beside it.
 //!
 //! The data path, outermost first: [`listener`] (SO_REUSEPORT sockets) → [`server`] (one
-//! pinned worker thread per listener) → [`engine`] (how bytes move: tokio-uring or epoll) →
-//! [`connection`] (buffers, registry, counters) → [`protocol`] (pure: bytes in, bytes out).
+//! pinned worker thread per listener) → [`engine`] (how bytes move: io_uring, tokio-uring or
+//! epoll) → [`accept`] (admission) → [`connection`] (one state machine per connection: phase,
+//! ordered output, time) → [`protocol`] (pure: bytes in, bytes out).
 //! [`cli`] turns the command line into a checked [`config::Config`].
 
+pub mod accept;
 pub mod cli;
 pub mod config;
 pub mod connection;
@@ -16,9 +18,10 @@ pub mod probe;
 pub mod protocol;
 pub mod server;
 pub mod shutdown;
+pub mod socket;
 
 pub use config::Config;
-pub use engine::EngineKind;
+pub use config::EngineKind;
 pub use error::Error;
 pub use protocol::ProtocolKind;
 pub use server::{start, ServerHandle, ShutdownReport};

@@ -2,12 +2,39 @@
 //! io_uring, `kernel.io_uring_disabled` or a seccomp filter gives one clear line instead of a
 //! failure deep inside a worker.
 
+use std::collections::HashSet;
 use std::io;
+use std::os::fd::RawFd;
+use std::sync::{Mutex, MutexGuard};
 
 use crate::error::Error;
 
+/// Held while ringd creates or probes an io_uring instance, so that a worker can tell which
+/// new ring descriptor is the one its runtime made (see [`io_uring_fds`]).
+static RING_SETUP: Mutex<()> = Mutex::new(());
+
+/// Serialises io_uring setup in this process (poisoning is harmless: the lock guards no data).
+pub fn ring_setup_lock() -> MutexGuard<'static, ()> {
+    RING_SETUP.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The descriptors of this process that are io_uring instances.
+pub fn io_uring_fds() -> HashSet<RawFd> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return HashSet::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let target = std::fs::read_link(e.path()).ok()?;
+        (target.as_os_str() == "anon_inode:[io_uring]")
+            .then(|| e.file_name().to_str()?.parse().ok())?
+    })
+    .collect()
+}
+
 /// Tries to create a tiny ring.
 pub fn check_io_uring() -> Result<(), Error> {
+    let _setup = ring_setup_lock();
     io_uring::IoUring::new(2).map(drop).map_err(explain)
 }
 

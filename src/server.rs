@@ -92,7 +92,7 @@ pub fn start(config: Config) -> Result<ServerHandle, Error> {
     let drain = Arc::new(drain_tx);
     let (done_tx, done) = mpsc::channel();
     let (ready_tx, ready_rx) = mpsc::channel();
-    let limit = Arc::new(crate::engine::Limit::new(config.max_connections));
+    let limit = Arc::new(crate::accept::Limit::new(config.max_connections));
     let mut stats = Vec::with_capacity(listeners.len());
     for (id, listener) in listeners.into_iter().enumerate() {
         let worker_stats = Arc::new(WorkerStats::default());

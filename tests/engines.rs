@@ -156,51 +156,48 @@ impl WriteStd for &std::net::TcpStream {
     }
 }
 
-/// Draining while clients are mid-stream: no connection is cut, every echo a client finished
-/// reading is complete, and the workers stop.
+/// Draining while clients are mid-stream: echo connections go on being served during the
+/// drain (until their peers close), nothing new is accepted, no connection is cut, every echo
+/// is complete, and the workers stop once the clients have left.
 async fn shutdown_under_load(engine: EngineKind) {
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
     let server = server(engine, ProtocolKind::Echo, 2);
     let addr = server.local_addr();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let done = std::sync::Arc::new(AtomicU32::new(0));
     let mut tasks = Vec::new();
     for _ in 0..20 {
-        let stop = stop.clone();
+        let (stop, done) = (stop.clone(), done.clone());
         tasks.push(tokio::spawn(async move {
             let mut s = connect(addr).await;
             let payload = vec![7u8; 4096];
-            let mut complete = 0u32;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let (mut r, mut w) = s.split();
-                let mut back = vec![0u8; payload.len()];
-                let (wr, rd) = tokio::join!(
-                    w.write_all(&payload),
-                    tokio::io::AsyncReadExt::read_exact(&mut r, &mut back)
-                );
-                match (wr, rd) {
-                    (Ok(()), Ok(_)) => {
-                        assert_eq!(back, payload);
-                        complete += 1;
-                    }
-                    // The server drained us between requests.
-                    _ => break,
-                }
+            while !stop.load(Ordering::Relaxed) {
+                assert_eq!(echo_round_trip(&mut s, &payload).await, payload);
+                done.fetch_add(1, Ordering::Relaxed);
             }
-            complete
         }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let report = tokio::task::spawn_blocking(move || shutdown_clean(server))
-        .await
-        .unwrap();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(report.cut, 0, "drain cut connections");
-    let mut total = 0;
-    for t in tasks {
-        total += t.await.unwrap();
-    }
-    assert!(total > 0, "no request completed before the drain");
+    server.drain_trigger().fire();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = done.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let during = done.load(Ordering::Relaxed) - before;
+    assert!(before > 0, "no request completed before the drain");
+    assert!(
+        during > 0,
+        "echo connections were not served during the drain"
+    );
     // The port is closed: nothing accepts any more.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let report = tokio::task::spawn_blocking(move || wait_clean(server))
+        .await
+        .unwrap();
+    assert_eq!(report.cut, 0, "drain cut connections");
 }
 
 /// With two workers, the kernel spreads connections over both listeners.

@@ -1,27 +1,30 @@
 //! The `tokio-uring` engine: a tokio-uring runtime per worker. Accept, recv and send are
 //! io_uring operations that take ownership of their buffer and hand it back with the
 //! completion, so each connection reuses one receive buffer and one output buffer for its
-//! whole life; echo sends the received buffer itself.
+//! whole life; echo sends the received buffer itself. The accept loop and the connection
+//! task are shared with `epoll` (`super::tokio_common`).
 //!
-//! A dropped tokio-uring future leaves its operation in flight, so nothing here is cancelled
-//! by dropping: timeouts and the drain shut the socket down, which completes the pending
-//! recv with EOF. Output is sent in full before the next recv, so a connection never holds
-//! more than one read's worth of output.
+//! A dropped tokio-uring future leaves its operation in the kernel, with its buffer and a
+//! reference on the socket, until it completes. So nothing here is cancelled by dropping
+//! alone: a connection that abandons an operation shuts its socket down (the operation then
+//! completes at once); a drain shuts the listener down, which fails the accept in flight;
+//! and a hand-over, which must leave the listener working for a successor, cancels that
+//! accept on the worker's own ring with `IORING_REGISTER_SYNC_CANCEL`.
 
 use std::io;
-use std::net::Shutdown;
-use std::os::fd::AsRawFd;
-use std::rc::Rc;
+use std::net::{Shutdown, SocketAddr};
+use std::ops::Range;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::mpsc;
 
+use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::{TcpListener, TcpStream};
-use tracing::{debug, Instrument};
+use tracing::warn;
 
-use super::{reject, report_ready, AcceptBackoff, EngineKind, WorkerCtx};
-use crate::connection::{
-    Clock, CloseReason, Conn, Registry, Timeouts, Times, Tracked, WorkerStats,
-};
+use super::tokio_common::{self, Listener, Stream};
+use super::{report_ready, EngineKind, WorkerCtx};
 use crate::error::Error;
+use crate::shutdown::Lifecycle;
 
 /// Submission queue entries per worker ring.
 const SQ_ENTRIES: u32 = 1024;
@@ -31,173 +34,153 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
     // A completion queue four times the submission queue absorbs bursts from many
     // connections; COOP_TASKRUN avoids interrupting the worker for task work it will run at
     // its next wait anyway (the ring is only used from this thread).
-    let built = tokio_uring::Runtime::new(
-        tokio_uring::builder().entries(SQ_ENTRIES).uring_builder(
-            tokio_uring::uring_builder()
-                .setup_cqsize(SQ_ENTRIES * 4)
-                .setup_coop_taskrun(),
-        ),
-    );
+    let (built, ring) = {
+        let _setup = crate::probe::ring_setup_lock();
+        let before = crate::probe::io_uring_fds();
+        let built = tokio_uring::Runtime::new(
+            tokio_uring::builder().entries(SQ_ENTRIES).uring_builder(
+                tokio_uring::uring_builder()
+                    .setup_cqsize(SQ_ENTRIES * 4)
+                    .setup_coop_taskrun(),
+            ),
+        );
+        let mine: Vec<RawFd> = crate::probe::io_uring_fds()
+            .difference(&before)
+            .copied()
+            .collect();
+        (built, (mine.len() == 1).then(|| mine[0]))
+    };
+    if built.is_ok() && ring.is_none() {
+        warn!("cannot tell this worker's ring descriptor; an upgrade will cancel its accept only at exit");
+    }
     let Some(rt) = report_ready(&ready, ctx.id, EngineKind::TokioUring, built) else {
         return Ok(());
     };
-    rt.block_on(serve(ctx))
+    let (listener, env) = ctx.into_parts();
+    rt.block_on(async move {
+        let listener = UringListener {
+            inner: TcpListener::from_std(listener),
+            ring,
+        };
+        tokio_common::serve(listener, env).await
+    })
 }
 
-/// The accept loop, then the drain.
-async fn serve(ctx: WorkerCtx) -> io::Result<()> {
-    let WorkerCtx {
-        listener,
-        config,
-        mut drain,
-        stats,
-        limit,
-        ..
-    } = ctx;
-    let listener = TcpListener::from_std(listener);
-    let registry: Rc<Registry<TcpStream>> = Rc::default();
-    let clock = Rc::new(Clock::default());
-    let http = config.protocol.kind == crate::ProtocolKind::Http;
-    let timeouts = Timeouts::new(config.idle_timeout, config.header_timeout, http);
-    if let Some(every) = timeouts.sweep_every() {
-        let (registry, clock) = (registry.clone(), clock.clone());
-        tokio_uring::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                let now = clock.advance();
-                registry.sweep(now, &timeouts, |c, why| {
-                    super::end_timed_out(c.io.as_raw_fd(), why)
-                });
-            }
-        });
-    }
-    let mut backoff = AcceptBackoff::default();
-    let mut draining = false;
-    let mut accept = Box::pin(listener.accept());
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            state = crate::shutdown::stopping(&mut drain), if !draining => {
-                draining = true;
-                if state.keeps_listeners() {
-                    // The socket is a successor's now; the accept in flight stays until the
-                    // runtime cancels it on the way out.
-                    break;
-                }
-                // Shutting the listener down fails the accept in flight on the ring
-                // (EINVAL) instead of leaving it to take one more connection.
-                super::shut(listener.as_raw_fd());
-                continue;
-            }
-            r = &mut accept => r,
-        };
-        if draining {
-            // Either the failed accept we provoked or a connection that raced it: not served.
-            break;
-        }
-        accept = Box::pin(listener.accept());
-        let (stream, peer) = match accepted {
-            Ok(s) => {
-                backoff.on_success();
-                s
-            }
-            Err(e) => {
-                if let Some(pause) = backoff.on_error(&e, &stats) {
-                    tokio::time::sleep(pause).await;
-                }
-                continue;
-            }
-        };
-        if !limit.try_admit() {
-            reject(stream.as_raw_fd(), http, &stats);
-            continue;
-        }
-        WorkerStats::inc(&stats.accepted);
-        let tracked = Rc::new(Tracked {
-            io: stream,
-            times: Times::new(clock.now()),
-        });
-        let guard = registry.insert(tracked.clone());
-        let conn = Conn::new(&config.protocol);
-        let buffer_size = config.buffer_size;
-        let (stats, limit, clock) = (stats.clone(), limit.clone(), clock.clone());
-        tokio_uring::spawn(
-            async move {
-                let reason = match connection(&tracked, conn, buffer_size, &stats, &clock).await {
-                    Ok(reason) => tracked.times.reason.get().unwrap_or(reason),
-                    Err(e) => {
-                        debug!("connection error: {e}");
-                        tracked.times.reason.get().unwrap_or(CloseReason::Error)
-                    }
-                };
-                drop(guard);
-                drop(tracked);
-                stats.close(reason);
-                limit.release();
-            }
-            .instrument(tracing::debug_span!("conn", %peer)),
-        );
-    }
-    drop(accept);
-    drop(listener);
-    // A recv waiting on an idle connection completes with EOF once the read side is shut;
-    // a connection in the middle of a request finishes it first.
-    registry.for_each(|c| {
-        c.times.reason.set(Some(CloseReason::Drain));
-        let _ = c.io.shutdown(Shutdown::Read);
-    });
-    registry.wait_empty().await;
-    Ok(())
+/// A listener accepting through the worker's ring.
+struct UringListener {
+    /// The socket.
+    inner: TcpListener,
+    /// The runtime's ring descriptor, to cancel an accept in flight on a hand-over.
+    ring: Option<RawFd>,
 }
 
-/// Serves one connection until the peer or the protocol closes it; returns why it closed.
-async fn connection(
-    c: &Tracked<TcpStream>,
-    mut conn: Conn,
-    buffer_size: usize,
-    stats: &WorkerStats,
-    clock: &Clock,
-) -> io::Result<CloseReason> {
-    let stream = &c.io;
-    let mut buf = Vec::with_capacity(buffer_size);
-    loop {
+impl Listener for UringListener {
+    type Stream = UringStream;
+
+    async fn accept(&self) -> io::Result<(UringStream, SocketAddr)> {
+        let (stream, peer) = self.inner.accept().await?;
+        Ok((UringStream(stream), peer))
+    }
+
+    fn stop(&self, how: Lifecycle) -> bool {
+        let fd = self.inner.as_raw_fd();
+        if !how.keeps_listeners() {
+            // Fails the accept in flight (EINVAL) and stops the kernel queueing connections.
+            socket_shutdown(fd);
+            return true;
+        }
+        match self.ring.map(|ring| cancel_ops_on(ring, fd)) {
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                warn!("cannot cancel the accept on the hand-over: {e}; it ends at exit");
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+/// `shutdown(SHUT_RDWR)` on a descriptor tokio-uring owns.
+fn socket_shutdown(fd: RawFd) {
+    // SAFETY: the caller's socket object keeps `fd` open for the duration of the call.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    crate::socket::shutdown_both(&fd);
+}
+
+/// `struct io_uring_sync_cancel_reg` (linux/io_uring.h).
+#[repr(C)]
+struct SyncCancelReg {
+    addr: u64,
+    fd: i32,
+    flags: u32,
+    timeout: [i64; 2],
+    opcode: u8,
+    pad: [u8; 7],
+    pad2: [u64; 3],
+}
+
+/// `IORING_REGISTER_SYNC_CANCEL` (Linux 6.0).
+const IORING_REGISTER_SYNC_CANCEL: libc::c_uint = 24;
+/// Cancel every matching request, not just the first.
+const IORING_ASYNC_CANCEL_ALL: u32 = 1 << 0;
+/// Match requests by the descriptor they operate on.
+const IORING_ASYNC_CANCEL_FD: u32 = 1 << 1;
+
+/// Cancels every operation on `fd` in the ring `ring`, synchronously: once this returns,
+/// each has completed (with a connection it had already taken, or `ECANCELED`).
+fn cancel_ops_on(ring: RawFd, fd: RawFd) -> io::Result<()> {
+    let reg = SyncCancelReg {
+        addr: 0,
+        fd,
+        flags: IORING_ASYNC_CANCEL_FD | IORING_ASYNC_CANCEL_ALL,
+        // No timeout.
+        timeout: [-1, -1],
+        opcode: 0,
+        pad: [0; 7],
+        pad2: [0; 3],
+    };
+    // SAFETY: io_uring_register(2) with a valid pointer to a correctly laid out
+    // `io_uring_sync_cancel_reg` that outlives the call; `ring` is this thread's runtime
+    // ring, open while the runtime lives.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_io_uring_register,
+            ring,
+            IORING_REGISTER_SYNC_CANCEL,
+            &reg as *const SyncCancelReg,
+            1,
+        )
+    };
+    match r {
+        r if r >= 0 => Ok(()),
+        _ => match io::Error::last_os_error() {
+            // Nothing was in flight.
+            e if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            e => Err(e),
+        },
+    }
+}
+
+/// A connection on the worker's ring.
+struct UringStream(TcpStream);
+
+impl Stream for UringStream {
+    async fn read(&self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        // tokio-uring reads into the spare capacity.
         buf.clear();
-        let (res, b) = stream.read(buf).await;
-        buf = b;
-        let n = res?;
-        if n == 0 {
-            conn.on_eof();
-            flush(stream, &mut conn, stats).await?;
-            return Ok(CloseReason::Peer);
-        }
-        WorkerStats::add(&stats.bytes_in, n as u64);
-        if conn.is_echo() {
-            c.times.touch(clock.now(), false);
-            WorkerStats::add(&stats.bytes_out, n as u64);
-            let (res, b) = stream.write_all(buf).await;
-            buf = b;
-            res?;
-            continue;
-        }
-        let fed = conn.on_bytes(&buf[..n]);
-        c.times.touch(clock.now(), conn.awaiting_header());
-        WorkerStats::add(&stats.requests, fed.answered);
-        flush(stream, &mut conn, stats).await?;
-        if fed.close {
-            return Ok(CloseReason::Protocol);
-        }
+        self.0.read(buf).await
     }
-}
 
-/// Sends the connection's pending output and gives the buffer back to it, emptied.
-async fn flush(stream: &TcpStream, conn: &mut Conn, stats: &WorkerStats) -> io::Result<()> {
-    if conn.out.is_empty() {
-        return Ok(());
+    async fn write(&self, buf: Vec<u8>, range: Range<usize>) -> (io::Result<usize>, Vec<u8>) {
+        let (res, slice) = self.0.write(buf.slice(range)).submit().await;
+        (res, slice.into_inner())
     }
-    WorkerStats::add(&stats.bytes_out, conn.out.len() as u64);
-    let (res, mut out) = stream.write_all(std::mem::take(&mut conn.out)).await;
-    out.clear();
-    conn.out = out;
-    res
+
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.0.shutdown(Shutdown::Write)
+    }
+
+    fn end_pending(&self) {
+        let _ = self.0.shutdown(Shutdown::Both);
+    }
 }

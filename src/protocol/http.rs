@@ -86,6 +86,9 @@ pub struct Http {
     skip: u64,
     /// Requests answered so far (for the server's counters).
     answered: u64,
+    /// The server is draining: the next response says `Connection: close` and ends the
+    /// connection.
+    closing: bool,
 }
 
 /// What one parsed request asks of us.
@@ -123,7 +126,14 @@ impl Http {
             responses,
             skip: 0,
             answered: 0,
+            closing: false,
         }
+    }
+
+    /// The server drains: answer the request in progress (or the next one), with
+    /// `Connection: close`, then close.
+    pub(super) fn drain(&mut self) {
+        self.closing = true;
     }
 
     pub(super) fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Outcome {
@@ -142,9 +152,10 @@ impl Http {
                 return Outcome::keep(pos);
             }
             match parse(rest) {
-                Ok(req) => {
+                Ok(mut req) => {
                     pos += req.head_len;
                     self.skip = req.body_len;
+                    req.keep_alive &= !self.closing;
                     self.respond(&req, out);
                     if !req.keep_alive {
                         return Outcome::close(pos);

@@ -150,6 +150,31 @@ impl Session {
         matches!(self, Session::Http(_))
     }
 
+    /// The server drains. `http` answers the request in progress or the next one with
+    /// `Connection: close` and closes after it; `echo` and `hello` go on until their peer or
+    /// the protocol ends them.
+    pub fn drain(&mut self) {
+        if let Session::Http(s) = self {
+            s.drain();
+        }
+    }
+
+    /// An incomplete request ran past the header timeout: what to say before closing
+    /// (`http`: a `408`).
+    pub fn on_header_timeout(&mut self, out: &mut Vec<u8>) {
+        if self.is_http() {
+            out.extend_from_slice(&error_response(ErrorStatus::RequestTimeout));
+        }
+    }
+
+    /// The connection is over the server's limit: what to say before closing (`http`: a
+    /// `503`).
+    pub fn on_rejected(&mut self, out: &mut Vec<u8>) {
+        if self.is_http() {
+            out.extend_from_slice(&error_response(ErrorStatus::Unavailable));
+        }
+    }
+
     /// The peer finished sending (EOF). Returns bytes still to send before closing, if any.
     pub fn on_eof(&mut self, out: &mut Vec<u8>) {
         if let Session::Hello(s) = self {

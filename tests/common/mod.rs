@@ -14,8 +14,19 @@ pub const OK: &[u8] = b"HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/p
 
 /// Starts an in-process server with `threads` workers, unpinned.
 pub fn server(engine: EngineKind, protocol: ProtocolKind, threads: usize) -> ServerHandle {
+    server_with(engine, protocol, threads, |_| {})
+}
+
+/// Starts an in-process server with `threads` workers, unpinned, configured by `setup`.
+pub fn server_with(
+    engine: EngineKind,
+    protocol: ProtocolKind,
+    threads: usize,
+    setup: impl FnOnce(&mut Config),
+) -> ServerHandle {
     let mut config = Config::new("127.0.0.1:0".parse().unwrap(), protocol, engine);
     config.threads = threads;
+    setup(&mut config);
     ringd::start(config).expect("server starts")
 }
 
@@ -72,8 +83,14 @@ pub async fn echo_round_trip(s: &mut TcpStream, payload: &[u8]) -> Vec<u8> {
 /// Drains the server and checks it released everything: no connection cut, and (for the
 /// `uring` engine, which counts them) no receive buffer or socket left behind.
 pub fn shutdown_clean(server: ServerHandle) -> ringd::ShutdownReport {
+    server.drain_trigger().fire();
+    wait_clean(server)
+}
+
+/// Waits for a drain begun elsewhere and checks what [`shutdown_clean`] checks.
+pub fn wait_clean(server: ServerHandle) -> ringd::ShutdownReport {
     let stats: Vec<_> = server.stats().to_vec();
-    let report = server.shutdown().expect("clean shutdown");
+    let report = server.wait().expect("clean shutdown");
     assert_eq!(report.cut, 0, "connections cut at shutdown");
     for (i, s) in stats.iter().enumerate() {
         let bufs = s.leaked_buffers.load(std::sync::atomic::Ordering::Relaxed);

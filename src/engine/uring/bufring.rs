@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
 
+use super::conn::Pool;
+
 /// Alignment of the ring and the buffers (the kernel requires a page-aligned ring).
 const PAGE: usize = 4096;
 
@@ -66,7 +68,7 @@ impl BufRing {
                 .register_buf_ring_with_flags(this.ring as u64, entries, bgid, 0)?;
         }
         for bid in 0..entries {
-            this.give(bid);
+            this.put(bid);
         }
         this.publish();
         Ok(this)
@@ -85,23 +87,8 @@ impl BufRing {
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "buffer pool too large"))
     }
 
-    /// The buffer group id.
-    pub fn bgid(&self) -> u16 {
-        self.bgid
-    }
-
-    /// Buffers in the ring now.
-    pub fn available(&self) -> usize {
-        self.available
-    }
-
-    /// Total buffers.
-    pub fn entries(&self) -> usize {
-        self.entries as usize
-    }
-
     /// Buffer `bid`'s first `len` bytes, as filled by a recv completion.
-    pub fn bytes(&self, bid: u16, len: usize) -> &[u8] {
+    fn slice(&self, bid: u16, len: usize) -> &[u8] {
         assert!(
             bid < self.entries && len <= self.size,
             "buffer id or length out of range"
@@ -112,23 +99,8 @@ impl BufRing {
         unsafe { std::slice::from_raw_parts(self.bufs.add(bid as usize * self.size), len) }
     }
 
-    /// A raw pointer to byte `offset` of buffer `bid`, for a send SQE.
-    pub fn ptr(&self, bid: u16, offset: usize) -> *const u8 {
-        assert!(
-            bid < self.entries && offset <= self.size,
-            "buffer id or offset out of range"
-        );
-        // SAFETY: in range of the allocation (checked above).
-        unsafe { self.bufs.add(bid as usize * self.size + offset) }
-    }
-
-    /// Marks buffer `bid` as taken by a completion.
-    pub fn taken(&mut self) {
-        self.available -= 1;
-    }
-
     /// Returns buffer `bid` to the ring (visible to the kernel after [`BufRing::publish`]).
-    pub fn give(&mut self, bid: u16) {
+    fn put(&mut self, bid: u16) {
         let idx = (self.tail & (self.entries - 1)) as usize;
         // SAFETY: `idx` < entries; the slot at the tail is not in use by the kernel (it only
         // reads slots between its head and our published tail).
@@ -154,6 +126,28 @@ impl BufRing {
     /// Unregisters the group; the memory is freed when `self` drops.
     pub fn unregister(&self, ring: &IoUring) -> io::Result<()> {
         ring.submitter().unregister_buf_ring(self.bgid)
+    }
+}
+
+impl Pool for BufRing {
+    fn bytes(&self, bid: u16, len: usize) -> &[u8] {
+        self.slice(bid, len)
+    }
+
+    fn taken(&mut self, _bid: u16) {
+        self.available -= 1;
+    }
+
+    fn give(&mut self, bid: u16) {
+        self.put(bid);
+    }
+
+    fn available(&self) -> usize {
+        self.available
+    }
+
+    fn entries(&self) -> usize {
+        self.entries as usize
     }
 }
 

@@ -1,73 +1,69 @@
-//! The `uring` worker's lifecycle beyond the data path: the timeout sweeper, the drain on
-//! shutdown, and the leak accounting when the worker stops.
+//! The `uring` worker's lifecycle beyond the data path: deadlines, the drain, the leak
+//! accounting when the worker stops, and the teardown that makes every `SAFETY` comment of
+//! the engine hold on every way out, a panic included.
 
+use std::mem::ManuallyDrop;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
+use io_uring::{cqueue, opcode, types};
 use tracing::{debug, warn};
 
-use io_uring::opcode;
+use super::conn::{Pool, UConn};
+use super::op::Op;
+use super::{AcceptState, Worker};
+use crate::shutdown::Lifecycle;
 
-use super::{user_data, Worker, OP_ACCEPT, OP_CANCEL};
-use crate::connection::CloseReason;
-use crate::engine::shut;
-use crate::protocol::{error_response, ErrorStatus};
+/// How long the teardown waits for cancelled operations to complete before it gives up and
+/// leaks the buffers rather than free memory the kernel may still write.
+const REAP_DEADLINE: Duration = Duration::from_secs(2);
 
 impl Worker {
-    pub(super) fn begin_drain(&mut self, keep_listener: bool) {
-        self.draining = true;
-        if keep_listener {
-            // A successor accepts on the same socket: cancel our accept, leave the queue be.
-            if self.accept_armed {
-                let sqe = opcode::AsyncCancel::new(user_data(0, OP_ACCEPT))
-                    .build()
-                    .user_data(user_data(0, OP_CANCEL));
-                self.push(sqe);
+    /// Stops accepting as `how` says and tells every connection the server drains.
+    pub(super) fn begin_drain(&mut self, how: Lifecycle) {
+        self.stopping = Some(how);
+        match self.accept {
+            AcceptState::Armed if how.keeps_listeners() => {
+                // A successor accepts on the same socket: cancel our accept (a connection it
+                // already took is still served), leave the socket and its queue be.
+                let sqe = opcode::AsyncCancel::new(Op::Accept.encode()).build();
+                self.push(sqe, Op::AcceptCancel);
             }
-        } else {
-            // Shutting the listener fails the multishot accept (and resets queued connections).
-            // SAFETY: shutdown(2) on the listener fd, which `self.ctx.listener` keeps open.
-            unsafe { libc::shutdown(self.listen_fd, libc::SHUT_RD) };
+            AcceptState::Armed => {
+                // Fails the multishot accept and stops the kernel queueing connections here.
+                crate::socket::shutdown_both(&self.listener);
+            }
+            // A retry timeout completes by itself and then arms nothing.
+            AcceptState::Retrying | AcceptState::Off => {}
         }
-        // Idle connections see EOF; busy ones finish the request they are in first.
-        for (_, c) in self.conns.iter_mut() {
-            c.reason.get_or_insert(CloseReason::Drain);
-            // SAFETY: shutdown(2) on a connection fd that is open until its close completes.
-            unsafe { libc::shutdown(c.fd, libc::SHUT_RD) };
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let t = self.token(key);
+            self.with_conn(t, UConn::on_drain);
         }
     }
 
-    /// Ends connections past the idle or header timeout.
+    /// Lets connections whose deadline passed act on it.
     pub(super) fn sweep(&mut self, now: u64) {
-        let expired: Vec<(usize, CloseReason)> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| !c.closing)
-            .filter_map(|(k, c)| c.times.expired(now, &self.timeouts).map(|r| (k, r)))
-            .collect();
-        for (key, reason) in expired {
-            let c = &mut self.conns[key];
-            c.reason = Some(reason);
-            c.times.reason.set(Some(reason));
-            if reason == CloseReason::HeaderTimeout {
-                // The 408 goes out through the send queue; the FIN follows it.
-                c.conn
-                    .out
-                    .extend_from_slice(&error_response(ErrorStatus::RequestTimeout));
-                c.closing = true;
-                self.queue_output(key);
-                self.kick_send(key);
-                self.after_io(key);
-            } else {
-                // The recv completes with EOF; the connection then closes as usual.
-                shut(c.fd);
-            }
+        let limits = self.limits;
+        self.due.clear();
+        self.due.extend(
+            self.conns
+                .iter()
+                .filter(|(_, s)| s.uc.conn.poll_timeout(&limits).is_some_and(|d| d <= now))
+                .map(|(k, _)| k),
+        );
+        for i in 0..self.due.len() {
+            let t = self.token(self.due[i]);
+            self.with_conn(t, UConn::on_time);
         }
     }
 
+    /// Records what the worker still held when it stopped (0 and 0 after a clean drain).
     pub(super) fn finish(&mut self) {
         let leaked_buffers = self.bufs.entries().saturating_sub(self.bufs.available());
         let leaked_fds = self.conns.len();
-        let stats = &self.ctx.stats;
+        let stats = &self.env.stats;
         stats
             .leaked_buffers
             .store(leaked_buffers as u64, Ordering::Relaxed);
@@ -78,8 +74,55 @@ impl Worker {
                 leaked_fds, "worker stopped with resources still held"
             );
         }
-        if let Err(e) = self.bufs.unregister(&self.ring) {
-            debug!("unregistering the buffer ring failed: {e}");
+    }
+
+    /// Cancels everything in flight and waits for it to complete; true when nothing is left
+    /// that could still use the worker's memory.
+    fn reap_all(&mut self) -> bool {
+        if self.outstanding == 0 {
+            return true;
+        }
+        let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::any().all()).build();
+        self.push(sqe, Op::Teardown);
+        let deadline = Instant::now() + REAP_DEADLINE;
+        let wait = types::Timespec::new().nsec(50_000_000);
+        while self.outstanding > 0 && Instant::now() < deadline {
+            let args = types::SubmitArgs::new().timespec(&wait);
+            if let Err(e) = self.ring.submitter().submit_with_args(1, &args) {
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) {
+                    warn!("io_uring wait failed while stopping: {e}");
+                    return false;
+                }
+            }
+            for cqe in self.ring.completion() {
+                if !cqueue::more(cqe.flags()) {
+                    self.outstanding -= 1;
+                }
+            }
+        }
+        self.outstanding == 0
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if self.reap_all() {
+            if let Err(e) = self.bufs.unregister(&self.ring) {
+                debug!("unregistering the buffer ring failed: {e}");
+            }
+            // SAFETY: nothing is in flight any more and the buffer group is unregistered, so
+            // the kernel holds no reference to the buffers; they are dropped once, here.
+            unsafe { ManuallyDrop::drop(&mut self.bufs) };
+        } else {
+            warn!(
+                outstanding = self.outstanding,
+                "io_uring operations did not complete after cancelling: leaking the receive and send buffers"
+            );
+            // Queued output may still be read by a send the kernel did not give up.
+            std::mem::forget(std::mem::take(&mut self.conns));
         }
     }
 }

@@ -3,28 +3,42 @@
 //! Following the liburing networking recipe: a multishot accept on the worker's SO_REUSEPORT
 //! listener; a multishot recv per connection into a per-worker provided buffer ring, so an
 //! idle connection holds no receive buffer; echo sends straight from the received buffer;
-//! at most one send in flight per connection keeps ordering simple; the ring is set up with
-//! SINGLE_ISSUER + DEFER_TASKRUN (+ COOP_TASKRUN) and the loop submits and waits once per
-//! turn, handling every ready completion before the next wait.
+//! at most one send in flight per connection keeps ordering simple, and a small last send
+//! carries its FIN linked behind it with `MSG_WAITALL` (all of it is sent, or the link
+//! fails); the ring is set up with SINGLE_ISSUER + DEFER_TASKRUN (+ COOP_TASKRUN) and the
+//! loop submits and waits once per turn, handling every ready completion before the next wait.
+//!
+//! Every submission carries a typed [`op::Op`]; each connection's operations are tracked by
+//! [`conn::UConn`], which decides what to submit. The worker owns the ring, the buffers and
+//! the connection table, and on every way out (return, error, panic) cancels whatever is
+//! still in flight and reaps it before any memory the kernel might touch is freed.
 
 mod bufring;
+mod conn;
 mod lifecycle;
+mod op;
 mod probe;
 mod sendq;
 
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::mem::ManuallyDrop;
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::mpsc;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
-use super::{reject, AcceptBackoff, EngineKind, WorkerCtx};
-use crate::connection::{Clock, CloseReason, Conn, Timeouts, Times, WorkerStats};
+use super::{EngineKind, WorkerCtx, WorkerEnv};
+use crate::accept::AcceptBackoff;
+use crate::connection::{Clock, Connection, Limits, WorkerStats};
 use crate::error::Error;
+use crate::protocol::ProtocolSpec;
+use crate::shutdown::Lifecycle;
 use bufring::BufRing;
-use sendq::{Out, SendQueue};
+use conn::{Env, Pool, Submit, UConn};
+use op::{Op, Token};
 
 pub use probe::check as check_features;
 
@@ -34,57 +48,32 @@ const SQ_ENTRIES: u32 = 1024;
 /// overflow, IORING_FEAT_NODROP).
 const CQ_ENTRIES: u32 = 16384;
 /// The loop's heartbeat: a multishot timeout completes this often, so the loop notices a
-/// drain request and runs the timeout sweeper even when no connection is active. Unlike a
-/// timeout on every wait, it costs no timer per loop turn.
+/// drain request and looks at deadlines even when no connection is active. Unlike a timeout
+/// on every wait, it costs no timer per loop turn.
 const TICK: types::Timespec = types::Timespec::new().nsec(100_000_000);
 /// Connection slots reserved per worker (virtual memory until used).
 const RESERVED_CONNS: usize = 65536;
 /// Buffer group id of the worker's receive buffers.
 const BGID: u16 = 0;
 
-// user_data: connection key << 8 | operation.
-const OP_ACCEPT: u64 = 1;
-const OP_RECV: u64 = 2;
-const OP_SEND: u64 = 3;
-const OP_CLOSE: u64 = 4;
-const OP_CANCEL: u64 = 5;
-const OP_ACCEPT_RETRY: u64 = 6;
-const OP_SHUTDOWN: u64 = 7;
-const OP_TICK: u64 = 8;
-
-fn user_data(key: usize, op: u64) -> u64 {
-    ((key as u64) << 8) | op
+/// A connection in the worker's table.
+#[derive(Debug)]
+struct Slot {
+    /// The socket; taken out when its close is submitted.
+    fd: Option<OwnedFd>,
+    /// Its operations and state.
+    uc: UConn,
 }
 
-/// One connection of the ring.
-#[derive(Debug)]
-struct UConn {
-    /// The socket; closed by an IORING_OP_CLOSE once nothing refers to it.
-    fd: RawFd,
-    /// Protocol state.
-    conn: Conn,
-    /// Output not yet sent.
-    queue: SendQueue,
-    /// Bytes in `queue`.
-    queued: usize,
-    /// A multishot recv is active.
-    recv_armed: bool,
-    /// A send is in flight (the front of `queue`).
-    send_inflight: bool,
-    /// No more input wanted: close once the queue is sent.
-    closing: bool,
-    /// A cancel of the recv was submitted.
-    cancel_sent: bool,
-    /// The close was submitted.
-    close_sent: bool,
-    /// Reading paused while too much output is pending.
-    throttled: bool,
-    /// The recv ended with ENOBUFS; re-armed when buffers come back.
-    starved: bool,
-    /// Activity times for the idle and header timeouts.
-    times: Times,
-    /// Why it is closing, once known.
-    reason: Option<CloseReason>,
+/// The multishot accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AcceptState {
+    /// In flight.
+    Armed,
+    /// Paused after a resource error; a timeout re-arms it.
+    Retrying,
+    /// Not in flight (stopped by the drain).
+    Off,
 }
 
 /// Runs one worker on its own ring.
@@ -120,78 +109,99 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
             ctx.config.buffer_size,
         );
     }
-    // Ready only once set up in full: from here on the worker opens nothing but connections.
-    let _ = ready.send(Ok(()));
-    let http = ctx.config.protocol.kind == crate::ProtocolKind::Http;
-    let timeouts = Timeouts::new(ctx.config.idle_timeout, ctx.config.header_timeout, http);
+    let (listener, env) = ctx.into_parts();
     let mut w = Worker {
-        max_pending: ctx.config.max_pending_output,
-        sweep_every: timeouts.sweep_every().map(|d| d.as_millis() as u64),
-        next_sweep: 0,
-        timeouts,
+        limits: Limits::new(&env.config),
+        spec: env.config.protocol.clone(),
         clock: Clock::default(),
-        http,
+        next_sweep: 0,
         ring,
-        bufs,
+        bufs: ManuallyDrop::new(bufs),
         // Address space for many connections up front: pages are touched (and count in RSS)
         // only as connections arrive, and the table never reallocates and copies under load.
-        conns: Slab::with_capacity(match ctx.config.max_connections {
+        conns: Slab::with_capacity(match env.config.max_connections {
             0 => RESERVED_CONNS,
             n => n.min(RESERVED_CONNS),
         }),
+        gens: Vec::new(),
         starved: Vec::new(),
         to_close: Vec::new(),
+        submits: Vec::new(),
+        due: Vec::new(),
         cqes: Vec::with_capacity(CQ_ENTRIES as usize),
-        accept_armed: false,
+        outstanding: 0,
+        accept: AcceptState::Off,
         backoff: AcceptBackoff::default(),
         accept_retry: types::Timespec::new(),
-        draining: false,
+        stopping: None,
         timed_wait: false,
-        listen_fd: ctx.listener.as_raw_fd(),
-        ctx,
+        listener,
+        env,
     };
+    // Ready only once set up in full: from here on the worker opens nothing but connections.
+    let _ = ready.send(Ok(()));
     let result = w.run();
     w.finish();
     result
 }
 
+/// One worker: its ring, buffers and connections.
 struct Worker {
+    /// The ring. Dropped (closed) only after everything in flight was reaped.
     ring: IoUring,
-    bufs: BufRing,
-    conns: Slab<UConn>,
-    /// Connections waiting for receive buffers.
+    /// The provided receive buffers; freed only once the kernel is done with them (see
+    /// `Drop`), hence not dropped automatically.
+    bufs: ManuallyDrop<BufRing>,
+    /// Live connections by slot.
+    conns: Slab<Slot>,
+    /// Generation of each slot (how many connections used it).
+    gens: Vec<u32>,
+    /// Connections whose recv ran out of buffers, re-armed as buffers come back.
     starved: Vec<usize>,
-    /// Connections to close once this turn's completions are handled.
+    /// Connections to close once this turn's other submissions are in: a close costs the
+    /// kernel more than a send, and nobody waits for it.
     to_close: Vec<usize>,
+    /// Scratch: what a connection asked to submit.
+    submits: Vec<Submit>,
+    /// Scratch: connections whose deadline passed.
+    due: Vec<usize>,
     /// Completions copied out of the queue, handled after it is released.
     cqes: Vec<cqueue::Entry>,
-    accept_armed: bool,
+    /// Submissions whose last completion has not arrived.
+    outstanding: usize,
+    /// The multishot accept.
+    accept: AcceptState,
+    /// Accept error backoff.
     backoff: AcceptBackoff,
-    /// `--max-pending-output`.
-    max_pending: usize,
-    /// The idle and header timeouts.
-    timeouts: Timeouts,
-    /// Sweep period in ms, if any timeout is on.
-    sweep_every: Option<u64>,
-    /// Next sweep, on `clock`.
-    next_sweep: u64,
-    /// Coarse clock for connection times.
-    clock: Clock,
-    /// Speaking http (a 503 for rejected connections, 408 on header timeouts).
-    http: bool,
     /// The timespec of a pending accept retry; must live until that timeout completes.
     accept_retry: types::Timespec,
-    draining: bool,
+    /// Timeouts and the output bound.
+    limits: Limits,
+    /// The protocol.
+    spec: ProtocolSpec,
+    /// Coarse clock, advanced once per loop turn.
+    clock: Clock,
+    /// Next look at deadlines, on `clock`.
+    next_sweep: u64,
+    /// Set once the server stops: how.
+    stopping: Option<Lifecycle>,
     /// Bound every wait by `TICK` (kernels without multishot timeouts).
     timed_wait: bool,
-    listen_fd: RawFd,
-    ctx: WorkerCtx,
+    /// The worker's listener.
+    listener: TcpListener,
+    /// Configuration, counters, limit, lifecycle.
+    env: WorkerEnv,
 }
 
 impl Worker {
     fn run(&mut self) -> io::Result<()> {
         self.arm_accept();
-        self.arm_tick();
+        self.push(
+            opcode::Timeout::new(&TICK)
+                .flags(types::TimeoutFlags::MULTISHOT)
+                .build(),
+            Op::Tick,
+        );
         loop {
             self.bufs.publish();
             let waited = if self.timed_wait {
@@ -213,43 +223,50 @@ impl Worker {
             self.cqes.extend(self.ring.completion());
             for i in 0..self.cqes.len() {
                 let cqe = self.cqes[i].clone();
+                if !cqueue::more(cqe.flags()) {
+                    self.outstanding -= 1;
+                }
                 self.handle(cqe);
             }
             self.feed_starved();
             for key in std::mem::take(&mut self.to_close) {
-                let sqe = opcode::Close::new(types::Fd(self.conns[key].fd))
-                    .build()
-                    .user_data(user_data(key, OP_CLOSE));
-                self.push(sqe);
-            }
-            if let Some(every) = self.sweep_every {
-                let now = self.clock.advance();
-                if now >= self.next_sweep {
-                    self.next_sweep = now + every;
-                    self.sweep(now);
+                if let Some(fd) = self.conns.get_mut(key).and_then(|s| s.fd.take()) {
+                    let token = self.token(key);
+                    // The ring closes it; the slot is freed when that completes.
+                    let sqe = opcode::Close::new(types::Fd(fd.into_raw_fd())).build();
+                    self.push(sqe, Op::Close(token));
                 }
             }
-            if !self.draining {
-                let state = crate::shutdown::current(&self.ctx.drain);
+            let now = self.clock.advance();
+            if now >= self.next_sweep {
+                self.next_sweep = now + self.limits.tick().as_millis() as u64;
+                self.sweep(now);
+            }
+            if self.stopping.is_none() {
+                let state = crate::shutdown::current(&self.env.drain);
                 if state.is_stopping() {
-                    self.begin_drain(state.keeps_listeners());
+                    self.begin_drain(state);
                 }
             }
-            if self.draining && self.conns.is_empty() && !self.accept_armed {
+            if self.stopping.is_some() && self.conns.is_empty() && self.accept == AcceptState::Off {
                 return Ok(());
             }
         }
     }
 
-    /// Pushes an SQE, submitting first if the queue is full.
-    fn push(&mut self, sqe: squeue::Entry) {
+    /// Pushes an SQE for `op`, submitting first if the queue is full.
+    fn push(&mut self, sqe: squeue::Entry, op: Op) {
+        let sqe = sqe.user_data(op.encode());
         loop {
             // SAFETY: every SQE built by this engine points only at memory that outlives the
-            // operation: provided buffers (owned by `self.bufs`, returned to the ring only after
-            // the send completes), `Out::Owned` vectors (kept in the connection's queue until
-            // their send completes; a Vec's heap buffer does not move when the Vec does), and
-            // `self.accept_retry` (rewritten only once the previous retry completed).
+            // operation: provided buffers (owned by `self.bufs`, returned to the ring only
+            // after the send completes), `Out::Owned` vectors (kept in the connection's queue
+            // until their send completes; a Vec's heap buffer does not move when the Vec
+            // does), `self.accept_retry` (rewritten only once the previous retry completed)
+            // and the static `TICK`. On every way out of the worker, `Drop` cancels and reaps
+            // what is in flight before any of that memory is freed.
             if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
+                self.outstanding += 1;
                 return;
             }
             if let Err(e) = self.ring.submit() {
@@ -258,318 +275,198 @@ impl Worker {
         }
     }
 
-    fn arm_tick(&mut self) {
-        let sqe = opcode::Timeout::new(&TICK)
-            .flags(types::TimeoutFlags::MULTISHOT)
-            .build()
-            .user_data(user_data(0, OP_TICK));
-        self.push(sqe);
-    }
-
     fn arm_accept(&mut self) {
-        let sqe = opcode::AcceptMulti::new(types::Fd(self.listen_fd))
+        let sqe = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
             .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(user_data(0, OP_ACCEPT));
-        self.push(sqe);
-        self.accept_armed = true;
+            .build();
+        self.push(sqe, Op::Accept);
+        self.accept = AcceptState::Armed;
     }
 
-    fn arm_recv(&mut self, key: usize) {
-        let c = &mut self.conns[key];
-        c.recv_armed = true;
-        c.cancel_sent = false;
-        let sqe = opcode::RecvMulti::new(types::Fd(c.fd), self.bufs.bgid())
-            .build()
-            .user_data(user_data(key, OP_RECV));
-        self.push(sqe);
+    /// The token of the connection in `key`.
+    fn token(&self, key: usize) -> Token {
+        Token::new(key, self.gens[key])
     }
 
     fn handle(&mut self, cqe: cqueue::Entry) {
-        let ud = cqe.user_data();
-        let key = (ud >> 8) as usize;
-        match ud & 0xff {
-            OP_ACCEPT => self.on_accept(cqe.result(), cqueue::more(cqe.flags())),
-            OP_ACCEPT_RETRY => {
-                if !self.draining {
+        let (res, flags) = (cqe.result(), cqe.flags());
+        let Some(op) = Op::decode(cqe.user_data()) else {
+            warn!(
+                user_data = cqe.user_data(),
+                "completion of an unknown operation"
+            );
+            return;
+        };
+        match op {
+            Op::Accept => self.on_accept(res, cqueue::more(flags)),
+            Op::AcceptRetry => {
+                self.accept = AcceptState::Off;
+                if self.stopping.is_none() {
                     self.arm_accept();
-                } else {
-                    self.accept_armed = false;
                 }
             }
-            OP_TICK => {
-                if cqe.result() == -libc::EINVAL {
+            Op::AcceptCancel | Op::Teardown => {}
+            Op::Tick => {
+                if res == -libc::EINVAL {
                     // Multishot timeouts need Linux 6.4: bound each wait instead.
                     self.timed_wait = true;
-                } else if !cqueue::more(cqe.flags()) {
-                    self.arm_tick();
+                } else if !cqueue::more(flags) {
+                    self.push(
+                        opcode::Timeout::new(&TICK)
+                            .flags(types::TimeoutFlags::MULTISHOT)
+                            .build(),
+                        Op::Tick,
+                    );
                 }
             }
-            OP_RECV => self.on_recv(key, cqe.result(), cqe.flags()),
-            OP_SEND => self.on_send(key, cqe.result()),
-            OP_CLOSE => {
-                let c = self.conns.remove(key);
-                self.ctx.stats.close(c.reason.unwrap_or(CloseReason::Peer));
-                self.ctx.limit.release();
+            Op::Recv(t) => {
+                let (more, bid) = (cqueue::more(flags), cqueue::buffer_select(flags));
+                self.with_conn(t, |uc, env| uc.on_recv(res, more, bid, env));
             }
-            // A short send breaks the chain and cancels the shutdown: do it once flushed.
-            OP_SHUTDOWN if cqe.result() == -libc::ECANCELED => {
-                if let Some(c) = self.conns.get_mut(key) {
-                    c.cancel_sent = false;
-                    self.after_io(key);
+            Op::Send(t) => self.with_conn(t, |uc, env| uc.on_send(res, env)),
+            Op::Fin(t) => self.with_conn(t, |uc, env| uc.on_fin(res, env)),
+            Op::Cancel(t) => self.with_conn(t, |uc, env| uc.on_cancel(env)),
+            Op::Close(t) => {
+                if self.conns.contains(t.slot as usize) && self.token(t.slot as usize) == t {
+                    let slot = self.conns.remove(t.slot as usize);
+                    let reason = slot.uc.conn.close_reason();
+                    self.env.stats.close(reason);
+                    if reason.admitted() {
+                        self.env.limit.release();
+                    }
                 }
             }
-            _ => {} // OP_CANCEL: the cancelled operation reports on its own.
         }
+    }
+
+    /// Hands an event to the connection `t` names and submits what it asks for.
+    fn with_conn(&mut self, t: Token, f: impl FnOnce(&mut UConn, &mut Env<BufRing>)) {
+        let key = t.slot as usize;
+        if !self.conns.contains(key) || self.token(key) != t {
+            warn!(?t, "completion for a connection that is gone");
+            return;
+        }
+        let slot = &mut self.conns[key];
+        let was_starved = slot.uc.starved;
+        let mut env = Env {
+            now: self.clock.now(),
+            limits: &self.limits,
+            pool: &mut *self.bufs,
+            stats: &self.env.stats,
+            submit: &mut self.submits,
+        };
+        f(&mut slot.uc, &mut env);
+        if slot.uc.starved && !was_starved {
+            self.starved.push(key);
+        }
+        self.submit_for(key);
+    }
+
+    /// Turns what connection `key` asked for into SQEs.
+    fn submit_for(&mut self, key: usize) {
+        let token = self.token(key);
+        let Some(fd) = self.conns[key].fd.as_ref().map(AsRawFd::as_raw_fd) else {
+            self.submits.clear();
+            return;
+        };
+        let fd_ = types::Fd(fd);
+        for i in 0..self.submits.len() {
+            match self.submits[i] {
+                Submit::Recv => {
+                    let sqe = opcode::RecvMulti::new(fd_, BGID).build();
+                    self.push(sqe, Op::Recv(token));
+                }
+                Submit::Send { ptr, len, fin } => {
+                    // A short send is no error on a stream socket and would not break a
+                    // link; with MSG_WAITALL the kernel retries until all is sent, or fails
+                    // the send and with it the link. So the FIN linked behind a last send
+                    // follows its last byte, in the same submission, as the origin's
+                    // reply-then-close did, and never runs early.
+                    let flags = match fin {
+                        true => libc::MSG_NOSIGNAL | libc::MSG_WAITALL,
+                        false => libc::MSG_NOSIGNAL,
+                    };
+                    let mut sqe = opcode::Send::new(fd_, ptr, len).flags(flags).build();
+                    if fin {
+                        sqe = sqe.flags(squeue::Flags::IO_LINK);
+                    }
+                    self.push(sqe, Op::Send(token));
+                    if fin {
+                        self.push_fin(fd, token);
+                    }
+                }
+                Submit::Fin => self.push_fin(fd, token),
+                Submit::CancelRecv => {
+                    let sqe = opcode::AsyncCancel::new(Op::Recv(token).encode()).build();
+                    self.push(sqe, Op::Cancel(token));
+                }
+                Submit::CancelAll => {
+                    let sqe =
+                        opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd_).all()).build();
+                    self.push(sqe, Op::Cancel(token));
+                }
+                Submit::Close => self.to_close.push(key),
+            }
+        }
+        self.submits.clear();
+    }
+
+    fn push_fin(&mut self, fd: RawFd, token: Token) {
+        let sqe = opcode::Shutdown::new(types::Fd(fd), libc::SHUT_WR).build();
+        self.push(sqe, Op::Fin(token));
     }
 
     fn on_accept(&mut self, res: i32, more: bool) {
         if !more {
-            self.accept_armed = false;
+            self.accept = AcceptState::Off;
         }
         if res >= 0 {
             self.backoff.on_success();
-            let fd = res;
-            let admitted = !self.draining && self.ctx.limit.try_admit();
-            if !admitted {
-                if !self.draining {
-                    reject(fd, self.http, &self.ctx.stats);
-                }
-                // SAFETY: a fresh fd from accept that nothing else refers to.
-                unsafe { libc::close(fd) };
-            } else {
-                WorkerStats::inc(&self.ctx.stats.accepted);
-                let key = self.conns.insert(UConn {
-                    fd,
-                    conn: Conn::new(&self.ctx.config.protocol),
-                    queue: SendQueue::default(),
-                    queued: 0,
-                    recv_armed: false,
-                    send_inflight: false,
-                    closing: false,
-                    cancel_sent: false,
-                    close_sent: false,
-                    throttled: false,
-                    starved: false,
-                    times: Times::new(self.clock.now()),
-                    reason: None,
-                });
-                self.arm_recv(key);
-            }
-        } else if !self.draining {
+            // SAFETY: a fresh descriptor from accept that nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(res) };
+            self.admit(fd);
+        } else if self.stopping.is_none() && res != -libc::ECANCELED {
             let err = io::Error::from_raw_os_error(-res);
-            if let Some(pause) = self.backoff.on_error(&err, &self.ctx.stats) {
-                if self.accept_armed {
+            if let Some(pause) = self.backoff.on_error(&err, &self.env.stats) {
+                if self.accept == AcceptState::Armed {
                     return;
                 }
                 self.accept_retry = types::Timespec::from(pause);
-                let sqe = opcode::Timeout::new(&self.accept_retry)
-                    .build()
-                    .user_data(user_data(0, OP_ACCEPT_RETRY));
-                self.push(sqe);
-                self.accept_armed = true;
+                let sqe = opcode::Timeout::new(&self.accept_retry).build();
+                self.push(sqe, Op::AcceptRetry);
+                self.accept = AcceptState::Retrying;
                 return;
             }
         }
-        if !self.accept_armed && !self.draining {
+        if self.accept == AcceptState::Off && self.stopping.is_none() {
             self.arm_accept();
         }
     }
 
-    fn on_recv(&mut self, key: usize, res: i32, flags: u32) {
-        let more = cqueue::more(flags);
-        let c = &mut self.conns[key];
-        if !more {
-            c.recv_armed = false;
-        }
-        if res > 0 {
-            // The kernel always names the buffer it filled for a buffer-select recv.
-            let Some(bid) = cqueue::buffer_select(flags) else {
-                warn!("recv completion without a buffer id");
-                return self.fail(key);
-            };
-            self.bufs.taken();
-            let n = res as usize;
-            let now = self.clock.now();
-            let stats = &self.ctx.stats;
-            WorkerStats::add(&stats.bytes_in, n as u64);
-            let c = &mut self.conns[key];
-            if c.closing {
-                self.bufs.give(bid);
-            } else if c.conn.is_echo() {
-                c.times.touch(now, false);
-                c.queue.push_back(Out::Buf {
-                    bid,
-                    off: 0,
-                    len: n,
-                });
-                c.queued += n;
-            } else {
-                let fed = c.conn.on_bytes(self.bufs.bytes(bid, n));
-                c.times.touch(now, c.conn.awaiting_header());
-                WorkerStats::add(&stats.requests, fed.answered);
-                self.bufs.give(bid);
-                self.queue_output(key);
-                if fed.close {
-                    let c = &mut self.conns[key];
-                    c.closing = true;
-                    c.reason.get_or_insert(CloseReason::Protocol);
-                }
-            }
-        } else if res == 0 {
-            let c = &mut self.conns[key];
-            c.conn.on_eof();
-            c.closing = true;
-            c.reason.get_or_insert(CloseReason::Peer);
-            self.queue_output(key);
-        } else if res == -libc::ENOBUFS {
-            WorkerStats::inc(&self.ctx.stats.recv_enobufs);
-            let c = &mut self.conns[key];
-            if !c.starved && !c.recv_armed {
-                c.starved = true;
-                self.starved.push(key);
-            }
-        } else if res != -libc::ECANCELED {
-            debug!("recv failed: {}", io::Error::from_raw_os_error(-res));
-            return self.fail(key);
-        }
-        self.kick_send(key);
-        self.after_io(key);
-    }
-
-    fn on_send(&mut self, key: usize, res: i32) {
-        let c = &mut self.conns[key];
-        c.send_inflight = false;
-        if res < 0 {
-            debug!("send failed: {}", io::Error::from_raw_os_error(-res));
-            return self.fail(key);
-        }
-        let mut sent = res as usize;
-        c.queued -= sent;
-        c.times.touch_send(self.clock.now());
-        WorkerStats::add(&self.ctx.stats.bytes_out, sent as u64);
-        while sent > 0 || c.queue.front().is_some_and(|o| o.remaining() == 0) {
-            let Some(front) = c.queue.front_mut() else {
-                break;
-            };
-            let n = sent.min(front.remaining());
-            front.advance(n);
-            sent -= n;
-            if front.remaining() == 0 {
-                match c.queue.pop_front() {
-                    Some(Out::Buf { bid, .. }) => self.bufs.give(bid),
-                    // Keep the allocation for the next output of this connection.
-                    Some(Out::Owned { mut data, .. }) if c.conn.out.capacity() == 0 => {
-                        data.clear();
-                        c.conn.out = data;
-                    }
-                    Some(Out::Owned { .. }) => {}
-                    None => {}
-                }
-            }
-        }
-        self.kick_send(key);
-        self.after_io(key);
-    }
-
-    /// Moves the protocol's output into the send queue.
-    fn queue_output(&mut self, key: usize) {
-        let c = &mut self.conns[key];
-        if !c.conn.out.is_empty() {
-            let data = std::mem::take(&mut c.conn.out);
-            c.queued += data.len();
-            c.queue.push_back(Out::Owned { data, off: 0 });
-        }
-    }
-
-    /// Starts sending the front of the queue if nothing is in flight.
-    fn kick_send(&mut self, key: usize) {
-        let c = &mut self.conns[key];
-        if c.send_inflight {
-            return;
-        }
-        let (ptr, len) = match c.queue.front() {
-            Some(Out::Buf { bid, off, len }) => (self.bufs.ptr(*bid, *off), len - off),
-            Some(Out::Owned { data, off }) => (data[*off..].as_ptr(), data.len() - off),
-            None => return,
+    /// Starts serving an accepted connection (or, over `--max-connections`, telling it so).
+    /// A connection that raced the drain is served too, draining from the start.
+    fn admit(&mut self, fd: OwnedFd) {
+        let now = self.clock.now();
+        let conn = if self.env.limit.try_admit() {
+            WorkerStats::inc(&self.env.stats.accepted);
+            Connection::new(&self.spec, now)
+        } else {
+            WorkerStats::inc(&self.env.stats.rejected);
+            Connection::rejected(&self.spec, now)
         };
-        c.send_inflight = true;
-        let mut sqe = opcode::Send::new(types::Fd(c.fd), ptr, len as u32)
-            .flags(libc::MSG_NOSIGNAL)
-            .build()
-            .user_data(user_data(key, OP_SEND));
-        // The last send of a closing connection: chain the shutdown to it, so the FIN leaves
-        // right after the data, in the same submission (the origin's reply-then-close).
-        let shutdown = c.closing && c.queue.len() == 1 && c.recv_armed && !c.cancel_sent;
-        if shutdown {
-            c.cancel_sent = true;
-            sqe = sqe.flags(squeue::Flags::IO_LINK);
+        let key = self.conns.insert(Slot {
+            fd: Some(fd),
+            uc: UConn::new(conn),
+        });
+        if key >= self.gens.len() {
+            self.gens.resize(key + 1, 0);
         }
-        let fd = c.fd;
-        self.push(sqe);
-        if shutdown {
-            let sqe = opcode::Shutdown::new(types::Fd(fd), libc::SHUT_RDWR)
-                .build()
-                .user_data(user_data(key, OP_SHUTDOWN));
-            self.push(sqe);
+        self.gens[key] = self.gens[key].wrapping_add(1) & Token::GEN_MASK;
+        let t = self.token(key);
+        match self.stopping {
+            Some(_) => self.with_conn(t, |uc, env| uc.on_drain(env)),
+            None => self.with_conn(t, |uc, env| uc.step(env)),
         }
-    }
-
-    /// Re-arms, throttles or closes after a completion changed a connection's state.
-    fn after_io(&mut self, key: usize) {
-        let c = &mut self.conns[key];
-        if !c.closing {
-            if !c.throttled && c.queued > self.max_pending {
-                c.throttled = true;
-            } else if c.throttled && c.queued <= self.max_pending / 2 {
-                c.throttled = false;
-            }
-        }
-        let c = &mut self.conns[key];
-        let want_recv = !c.closing && !c.throttled && !c.starved;
-        if want_recv && !c.recv_armed {
-            return self.arm_recv(key);
-        }
-        let flushed = !c.send_inflight && c.queue.is_empty();
-        if c.closing && flushed && c.recv_armed && !c.cancel_sent {
-            // Everything is sent: shut the socket down now, so the peer sees the FIN at once
-            // (a close would wait for the recv to let go of the socket); the shutdown also
-            // ends the multishot recv, after which the close is submitted.
-            c.cancel_sent = true;
-            // SAFETY: shutdown(2) on this connection's fd, open until its close completes.
-            unsafe { libc::shutdown(c.fd, libc::SHUT_RDWR) };
-            return;
-        }
-        if !c.closing && !want_recv && c.recv_armed && !c.cancel_sent && !c.starved {
-            // Throttled: stop reading until the output drains.
-            c.cancel_sent = true;
-            let sqe = opcode::AsyncCancel::new(user_data(key, OP_RECV))
-                .build()
-                .user_data(user_data(key, OP_CANCEL));
-            return self.push(sqe);
-        }
-        if c.closing && !c.recv_armed && flushed && !c.close_sent {
-            // Closed after this turn's other submissions: a close costs the kernel more
-            // than a send, and nobody waits for it.
-            c.close_sent = true;
-            self.to_close.push(key);
-        }
-    }
-
-    /// A connection failed: drop its unsent output and close it.
-    fn fail(&mut self, key: usize) {
-        let c = &mut self.conns[key];
-        c.closing = true;
-        c.reason.get_or_insert(CloseReason::Error);
-        let keep = usize::from(c.send_inflight);
-        while c.queue.len() > keep {
-            match c.queue.pop_back() {
-                Some(Out::Buf { bid, .. }) => self.bufs.give(bid),
-                Some(Out::Owned { .. }) | None => {}
-            }
-        }
-        c.queued = c.queue.iter().map(Out::remaining).sum();
-        self.after_io(key);
     }
 
     /// Re-arms connections whose recv ran out of buffers, as buffers come back.
@@ -578,9 +475,9 @@ impl Worker {
             let Some(key) = self.starved.pop() else {
                 return;
             };
-            if let Some(c) = self.conns.get_mut(key) {
-                c.starved = false;
-                self.after_io(key);
+            if self.conns.contains(key) {
+                let t = self.token(key);
+                self.with_conn(t, |uc, env| uc.on_buffers(env));
             }
         }
     }

@@ -11,6 +11,7 @@ use crate::probe::{explain, kernel_release};
 /// Builds a ring with the engine's setup flags. COOP_TASKRUN is an optimisation, dropped if
 /// the kernel refuses it together with DEFER_TASKRUN.
 pub fn build_ring(sq: u32, cq: u32) -> Result<IoUring, Error> {
+    let _setup = crate::probe::ring_setup_lock();
     let build = |coop: bool| {
         let mut b = IoUring::builder();
         b.setup_single_issuer()
@@ -44,6 +45,7 @@ pub fn check() -> Result<(), Error> {
         (opcode::Close::CODE, "IORING_OP_CLOSE"),
         (opcode::AsyncCancel::CODE, "IORING_OP_ASYNC_CANCEL"),
         (opcode::Timeout::CODE, "IORING_OP_TIMEOUT"),
+        (opcode::Shutdown::CODE, "IORING_OP_SHUTDOWN"),
     ] {
         if !probe.is_supported(code) {
             return Err(missing(name));

@@ -92,11 +92,6 @@ impl SendQueue {
     pub fn is_empty(&self) -> bool {
         self.head.is_none()
     }
-
-    /// All entries, front first.
-    pub fn iter(&self) -> impl Iterator<Item = &Out> {
-        self.head.iter().chain(self.rest.iter())
-    }
 }
 
 #[cfg(test)]
@@ -126,7 +121,6 @@ mod tests {
         q.push_back(buf(2));
         q.push_back(buf(3));
         assert_eq!(q.len(), 3);
-        assert_eq!(q.iter().map(Out::remaining).sum::<usize>(), 30);
         q.front_mut().unwrap().advance(4);
         assert_eq!(q.front().unwrap().remaining(), 6);
         assert_eq!(bid(q.pop_front()), Some(1));

@@ -1,0 +1,603 @@
+//! Connections: between the engine (which moves bytes) and the protocol (which decides what
+//! they mean). A [`Connection`] is one state machine with no I/O: the engine tells it what
+//! happened (bytes arrived, bytes were sent, EOF, an error, the time, a drain) and asks it
+//! what to do (send this output, send the FIN, keep reading or not, close, when to call back).
+//! Every engine drives this same code, so a response is never cut, a `408` or `503` goes out
+//! in order behind whatever was already queued, and idle means the same everywhere.
+//!
+//! A connection's life, one [`Phase`] at a time:
+//!
+//! | phase | reads | sends | leaves when |
+//! |---|---|---|---|
+//! | `Open` | yes (paused above `--max-pending-output`) | responses | the protocol closes, EOF, a timeout, a drain's grace ends → `Closing`; an error or a stalled reader → `Closed` |
+//! | `Closing` | no (input dropped) | what is queued | the kernel took the last byte: the engine sends the FIN → `Lingering` (or `Closed` if the peer already sent its FIN) |
+//! | `Lingering` | yes, dropped | nothing | the peer's EOF, or the linger deadline → `Closed` |
+//! | `Closed` | no | no | the engine closes the socket |
+//!
+//! The close reason is set on the first step out of `Open`; a cut (abort) replaces it.
+
+pub mod registry;
+pub mod stats;
+pub mod timeouts;
+
+use crate::protocol::{ProtocolSpec, Session};
+pub use registry::{Alarm, Entry, Registry};
+pub use stats::{CloseReason, WorkerStats};
+pub use timeouts::{Clock, Limits, Millis};
+
+/// Where a connection is in its life (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Reading requests and sending responses.
+    Open,
+    /// No more input wanted; the output is flushed, then the FIN is sent.
+    Closing,
+    /// The FIN is sent; input is read and dropped until the peer's EOF or the linger
+    /// deadline, so that closing never resets a peer that still reads our last bytes.
+    Lingering,
+    /// Done: the engine closes the socket.
+    Closed,
+}
+
+/// What became of input handed to [`Connection::on_input`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// Echo: the engine sends these very bytes back (from its own buffer); they count as
+    /// unsent output from now on.
+    Echo,
+    /// The protocol consumed it; any output is in [`Connection::take_output`].
+    Consumed {
+        /// Requests answered by this input.
+        answered: u64,
+    },
+    /// Not wanted any more (the connection is closing): dropped.
+    Dropped,
+}
+
+/// One connection's protocol state, buffers, phase and time.
+#[derive(Debug)]
+pub struct Connection {
+    /// The protocol state machine.
+    session: Session,
+    /// Input the protocol has not consumed yet (an incomplete request).
+    pending: Vec<u8>,
+    /// Output not yet handed to the engine.
+    out: Vec<u8>,
+    /// Output handed to the engine and not yet reported sent.
+    unsent: usize,
+    /// Where it is in its life.
+    phase: Phase,
+    /// Why it ends; set on the first step out of `Open`.
+    reason: Option<CloseReason>,
+    /// The peer sent its FIN.
+    peer_done: bool,
+    /// Reading is paused until enough output drains.
+    throttled: bool,
+    /// Last time bytes moved either way.
+    last_active: Millis,
+    /// When the incomplete request now waiting began (0: none).
+    request_since: Millis,
+    /// When the drain began (0: no drain).
+    drain_since: Millis,
+    /// When the lingering close ends.
+    linger_until: Millis,
+}
+
+impl Connection {
+    /// A new connection speaking `spec`, accepted at `now`. Its buffers allocate on first
+    /// use, so an idle echo connection costs only this struct.
+    pub fn new(spec: &ProtocolSpec, now: Millis) -> Self {
+        Connection {
+            session: spec.session(),
+            pending: Vec::new(),
+            out: Vec::new(),
+            unsent: 0,
+            phase: Phase::Open,
+            reason: None,
+            peer_done: false,
+            throttled: false,
+            last_active: now,
+            request_since: 0,
+            drain_since: 0,
+            linger_until: 0,
+        }
+    }
+
+    /// A connection over `--max-connections`: it says so (http: `503`) and closes.
+    pub fn rejected(spec: &ProtocolSpec, now: Millis) -> Self {
+        let mut c = Connection::new(spec, now);
+        c.session.on_rejected(&mut c.out);
+        c.close_after_flush(CloseReason::Rejected);
+        c
+    }
+
+    /// Where it is in its life.
+    #[inline]
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Why it ended (or is ending); a connection that never left `Open` ended by its peer.
+    pub fn close_reason(&self) -> CloseReason {
+        self.reason.unwrap_or(CloseReason::Peer)
+    }
+
+    /// See [`Session::is_echo`]: [`Connection::on_input`] answers [`Input::Echo`].
+    #[inline]
+    pub fn is_echo(&self) -> bool {
+        self.session.is_echo()
+    }
+
+    /// Output handed to the engine and not yet reported sent, plus output not yet taken.
+    #[inline]
+    pub fn queued(&self) -> usize {
+        self.unsent + self.out.len()
+    }
+
+    /// True while the engine should read: open and not paused, or lingering.
+    #[inline]
+    pub fn reading(&self) -> bool {
+        match self.phase {
+            Phase::Open => !self.throttled,
+            Phase::Lingering => true,
+            Phase::Closing | Phase::Closed => false,
+        }
+    }
+
+    /// True when the engine should send the FIN (`shutdown(SHUT_WR)`) now: closing, and
+    /// the kernel has accepted every byte of output.
+    #[inline]
+    pub fn wants_fin(&self) -> bool {
+        self.phase == Phase::Closing && self.queued() == 0
+    }
+
+    /// Bytes arrived at `now`.
+    pub fn on_input(&mut self, now: Millis, data: &[u8], limits: &Limits) -> Input {
+        if self.phase != Phase::Open {
+            return Input::Dropped;
+        }
+        self.last_active = now;
+        if self.session.is_echo() {
+            self.unsent += data.len();
+            self.update_throttle(limits);
+            return Input::Echo;
+        }
+        let before = self.session.answered();
+        let close = if self.pending.is_empty() {
+            // Fast path: whole requests in one read need no copy.
+            let o = self.session.on_input(data, &mut self.out);
+            if !o.close && o.consumed < data.len() {
+                self.pending.extend_from_slice(&data[o.consumed..]);
+            }
+            o.close
+        } else {
+            self.pending.extend_from_slice(data);
+            let o = self.session.on_input(&self.pending, &mut self.out);
+            self.pending.drain(..o.consumed);
+            o.close
+        };
+        let answered = self.session.answered() - before;
+        if close {
+            self.pending = Vec::new();
+            let reason = if self.drain_since > 0 {
+                CloseReason::Drain
+            } else {
+                CloseReason::Protocol
+            };
+            self.close_after_flush(reason);
+        } else if self.pending.is_empty() {
+            self.request_since = 0;
+        } else if self.request_since == 0 || answered > 0 {
+            // A new request began (the header clock runs from its first byte).
+            self.request_since = now;
+        }
+        self.update_throttle(limits);
+        Input::Consumed { answered }
+    }
+
+    /// Output to send, in order after everything taken before; `None` when there is none.
+    pub fn take_output(&mut self) -> Option<Vec<u8>> {
+        if self.out.is_empty() {
+            return None;
+        }
+        self.unsent += self.out.len();
+        Some(std::mem::take(&mut self.out))
+    }
+
+    /// Gives back a sent output buffer so its allocation serves the next output.
+    pub fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.out.capacity() == 0 {
+            buf.clear();
+            self.out = buf;
+        }
+    }
+
+    /// The kernel accepted `n` bytes of output at `now`.
+    pub fn on_sent(&mut self, now: Millis, n: usize, limits: &Limits) {
+        debug_assert!(n <= self.unsent, "sent more than was queued");
+        self.unsent = self.unsent.saturating_sub(n);
+        self.last_active = now;
+        self.update_throttle(limits);
+    }
+
+    /// The peer sent its FIN. Whatever the protocol still has to say (hello's greeting) is
+    /// sent, then the connection closes.
+    pub fn on_eof(&mut self) {
+        self.peer_done = true;
+        match self.phase {
+            Phase::Open => {
+                self.session.on_eof(&mut self.out);
+                self.pending = Vec::new();
+                self.close_after_flush(CloseReason::Peer);
+            }
+            Phase::Lingering => self.phase = Phase::Closed,
+            Phase::Closing | Phase::Closed => {}
+        }
+    }
+
+    /// The socket failed (reset, broken pipe): closed at once, unsent output dropped. An
+    /// error while lingering is the peer's reset after it had everything: not an error.
+    pub fn on_error(&mut self) {
+        match self.phase {
+            Phase::Lingering => self.phase = Phase::Closed,
+            _ => self.abort(CloseReason::Error),
+        }
+    }
+
+    /// Ends the connection at once, without flushing; `reason` says what cut it.
+    pub fn abort(&mut self, reason: CloseReason) {
+        if self.phase != Phase::Closed {
+            self.reason = Some(reason);
+            self.phase = Phase::Closed;
+        }
+    }
+
+    /// The engine sent the FIN at `now` (after [`Connection::wants_fin`]).
+    pub fn on_fin(&mut self, now: Millis, limits: &Limits) {
+        if self.phase != Phase::Closing {
+            return;
+        }
+        if self.peer_done {
+            self.phase = Phase::Closed;
+        } else {
+            self.phase = Phase::Lingering;
+            self.linger_until = now + limits.linger_ms;
+        }
+    }
+
+    /// The server drains, from `now`: `http` answers its next request with
+    /// `Connection: close`, and a connection idle for the drain's grace closes; `echo` and
+    /// `hello` go on until their peer or the protocol ends them (or the shutdown deadline).
+    pub fn drain(&mut self, now: Millis) {
+        if self.phase == Phase::Open && self.drain_since == 0 {
+            self.drain_since = now;
+            self.session.drain();
+        }
+    }
+
+    /// When [`Connection::handle_timeout`] must be called next, if ever.
+    pub fn poll_timeout(&self, limits: &Limits) -> Option<Millis> {
+        let after = |since: Millis, ms: Millis| (since > 0 && ms > 0).then(|| since + ms);
+        match self.phase {
+            Phase::Open => {
+                let idle = after(self.last_active, limits.idle_ms);
+                let header = match self.session.is_http() {
+                    true => after(self.request_since, limits.header_ms),
+                    false => None,
+                };
+                let grace = match self.idle_in_drain() {
+                    true => Some(self.drain_since.max(self.last_active) + limits.drain_grace_ms),
+                    false => None,
+                };
+                [idle, header, grace].into_iter().flatten().min()
+            }
+            Phase::Closing => after(self.last_active, limits.idle_ms),
+            Phase::Lingering => Some(self.linger_until),
+            Phase::Closed => None,
+        }
+    }
+
+    /// Acts on the deadlines that passed by `now`: a `408` queued behind the output already
+    /// there, a close after a drain's grace or an idle timeout, the end of a lingering close,
+    /// or, when nothing has moved for the idle timeout while output waits (a peer that does
+    /// not read), an abort.
+    pub fn handle_timeout(&mut self, now: Millis, limits: &Limits) {
+        let passed = |since: Millis, ms: Millis| since > 0 && ms > 0 && now >= since + ms;
+        match self.phase {
+            Phase::Open => {
+                if self.session.is_http() && passed(self.request_since, limits.header_ms) {
+                    self.pending = Vec::new();
+                    self.session.on_header_timeout(&mut self.out);
+                    self.close_after_flush(CloseReason::HeaderTimeout);
+                } else if passed(self.last_active, limits.idle_ms) {
+                    if self.queued() == 0 {
+                        self.close_after_flush(CloseReason::Idle);
+                    } else {
+                        self.abort(CloseReason::Idle);
+                    }
+                } else if self.idle_in_drain()
+                    && now >= self.drain_since.max(self.last_active) + limits.drain_grace_ms
+                {
+                    self.close_after_flush(CloseReason::Drain);
+                }
+            }
+            Phase::Closing => {
+                if passed(self.last_active, limits.idle_ms) {
+                    self.abort(CloseReason::Idle);
+                }
+            }
+            Phase::Lingering => {
+                if now >= self.linger_until {
+                    self.phase = Phase::Closed;
+                }
+            }
+            Phase::Closed => {}
+        }
+    }
+
+    /// Draining `http`, with no request in progress and nothing to send: a keep-alive
+    /// connection between requests, which the drain closes after its grace.
+    fn idle_in_drain(&self) -> bool {
+        self.drain_since > 0
+            && self.session.is_http()
+            && self.pending.is_empty()
+            && self.queued() == 0
+    }
+
+    fn close_after_flush(&mut self, reason: CloseReason) {
+        if self.phase == Phase::Open {
+            self.reason.get_or_insert(reason);
+            self.phase = Phase::Closing;
+            self.throttled = false;
+        }
+    }
+
+    fn update_throttle(&mut self, limits: &Limits) {
+        let queued = self.queued();
+        if !self.throttled && queued > limits.max_pending {
+            self.throttled = true;
+        } else if self.throttled && queued <= limits.max_pending / 2 {
+            self.throttled = false;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ProtocolKind;
+
+    fn limits() -> Limits {
+        Limits::for_tests(1000, 300, 64 * 1024)
+    }
+
+    fn http() -> Connection {
+        Connection::new(&ProtocolSpec::with_defaults(ProtocolKind::Http), 1)
+    }
+
+    fn text(v: &[u8]) -> String {
+        String::from_utf8_lossy(v).into_owned()
+    }
+
+    /// Takes the output and reports all of it sent at `now`.
+    fn flush(c: &mut Connection, now: Millis) -> Vec<u8> {
+        let out = c.take_output().unwrap_or_default();
+        c.on_sent(now, out.len(), &limits());
+        out
+    }
+
+    #[test]
+    fn keeps_partial_input_and_closes_after_flush() {
+        let l = limits();
+        let mut c = http();
+        assert_eq!(
+            c.on_input(5, b"GET / HT", &l),
+            Input::Consumed { answered: 0 }
+        );
+        assert_eq!(c.take_output(), None);
+        assert_eq!(c.poll_timeout(&l), Some(305), "header deadline");
+        assert_eq!(
+            c.on_input(6, b"TP/1.1\r\n\r\nGET", &l),
+            Input::Consumed { answered: 1 }
+        );
+        assert!(flush(&mut c, 7).starts_with(b"HTTP/1.1 200 OK"));
+        // The header clock runs from the first byte of the second request.
+        assert_eq!(c.poll_timeout(&l), Some(306));
+        let fed = c.on_input(8, b" / HTTP/1.1\r\nConnection: close\r\n\r\n", &l);
+        assert_eq!(fed, Input::Consumed { answered: 1 });
+        assert_eq!(c.phase(), Phase::Closing);
+        assert!(!c.wants_fin(), "the response is not sent yet");
+        let out = c.take_output().unwrap();
+        c.on_sent(9, out.len() - 1, &l);
+        assert!(!c.wants_fin(), "one byte is not sent yet");
+        c.on_sent(9, 1, &l);
+        assert!(c.wants_fin());
+        c.on_fin(9, &l);
+        assert_eq!(c.phase(), Phase::Lingering);
+        assert!(c.reading());
+        assert_eq!(c.on_input(10, b"more", &l), Input::Dropped);
+        c.on_eof();
+        assert_eq!(c.phase(), Phase::Closed);
+        assert_eq!(c.close_reason(), CloseReason::Protocol);
+    }
+
+    #[test]
+    fn header_timeout_queues_408_behind_a_blocked_response() {
+        let l = limits();
+        let mut c = http();
+        c.on_input(10, b"GET / HTTP/1.1\r\n\r\nGET /slow", &l);
+        let first = c.take_output().unwrap();
+        // The peer reads nothing: the first response stays unsent past the header deadline.
+        assert_eq!(c.poll_timeout(&l), Some(310));
+        c.handle_timeout(310, &l);
+        assert_eq!(c.phase(), Phase::Closing);
+        assert_eq!(c.close_reason(), CloseReason::HeaderTimeout);
+        let second = c.take_output().unwrap();
+        assert!(text(&first).starts_with("HTTP/1.1 200 OK"));
+        assert!(
+            text(&second).starts_with("HTTP/1.1 408 "),
+            "{}",
+            text(&second)
+        );
+        c.on_sent(400, first.len() + second.len(), &l);
+        assert!(c.wants_fin());
+    }
+
+    #[test]
+    fn idle_means_no_bytes_either_way() {
+        let l = limits();
+        let mut c = http();
+        c.on_input(1, b"GET / HTTP/1.1\r\n\r\n", &l);
+        let out = c.take_output().unwrap();
+        // A slow reader takes the response a byte at a time, far past the idle timeout.
+        for t in 1..out.len() as Millis {
+            c.on_sent(t * 500, 1, &l);
+            c.handle_timeout(t * 500 + 999, &l);
+            assert_eq!(c.phase(), Phase::Open, "cut while bytes flow");
+        }
+        c.on_sent(100_000, 1, &l);
+        assert_eq!(c.poll_timeout(&l), Some(101_000));
+        c.handle_timeout(101_000, &l);
+        assert_eq!(c.phase(), Phase::Closing, "truly idle: closed gracefully");
+        assert_eq!(c.close_reason(), CloseReason::Idle);
+        assert!(c.wants_fin());
+    }
+
+    #[test]
+    fn stalled_reader_is_cut_after_the_idle_timeout() {
+        let l = limits();
+        let mut c = http();
+        c.on_input(1, b"GET / HTTP/1.1\r\n\r\n", &l);
+        let _out = c.take_output().unwrap();
+        c.handle_timeout(1001, &l);
+        assert_eq!(c.phase(), Phase::Closed);
+        assert_eq!(c.close_reason(), CloseReason::Idle);
+    }
+
+    #[test]
+    fn throttles_above_max_pending_and_resumes_at_half() {
+        let l = Limits::for_tests(0, 0, 100);
+        let mut c = Connection::new(&ProtocolSpec::with_defaults(ProtocolKind::Echo), 1);
+        assert_eq!(c.on_input(1, &[0; 80], &l), Input::Echo);
+        assert!(c.reading());
+        c.on_input(1, &[0; 40], &l);
+        assert!(!c.reading(), "120 queued > 100");
+        c.on_sent(2, 60, &l);
+        assert!(!c.reading(), "60 queued > 50");
+        c.on_sent(2, 10, &l);
+        assert!(c.reading(), "50 queued: resumed");
+    }
+
+    #[test]
+    fn drain_answers_the_next_request_with_close() {
+        let l = limits();
+        let mut c = http();
+        c.on_input(1, b"GET / HTTP/1.1\r\n\r\n", &l);
+        flush(&mut c, 2);
+        c.drain(3);
+        assert_eq!(
+            c.poll_timeout(&l),
+            Some(1002),
+            "idle (1002) before the grace (1003)"
+        );
+        c.on_input(500, b"GET / HTTP/1.1\r\n\r\n", &l);
+        let out = flush(&mut c, 501);
+        assert!(
+            text(&out).contains("Connection: close\r\n"),
+            "{}",
+            text(&out)
+        );
+        assert_eq!(c.phase(), Phase::Closing);
+        assert_eq!(c.close_reason(), CloseReason::Drain);
+    }
+
+    #[test]
+    fn drain_closes_an_idle_connection_after_the_grace() {
+        let l = Limits::for_tests(0, 0, 1024);
+        let mut c = http();
+        c.drain(100);
+        assert_eq!(c.poll_timeout(&l), Some(1100));
+        c.handle_timeout(1099, &l);
+        assert_eq!(c.phase(), Phase::Open);
+        c.handle_timeout(1100, &l);
+        assert_eq!(c.phase(), Phase::Closing);
+        assert_eq!(c.close_reason(), CloseReason::Drain);
+        // Echo is served on until its peer closes.
+        let mut e = Connection::new(&ProtocolSpec::with_defaults(ProtocolKind::Echo), 1);
+        e.drain(100);
+        e.handle_timeout(5000, &l);
+        assert_eq!(e.phase(), Phase::Open);
+    }
+
+    #[test]
+    fn rejected_says_503_then_closes() {
+        let l = limits();
+        let mut c = Connection::rejected(&ProtocolSpec::with_defaults(ProtocolKind::Http), 1);
+        assert_eq!(c.phase(), Phase::Closing);
+        assert!(text(&flush(&mut c, 2)).starts_with("HTTP/1.1 503 "));
+        assert!(c.wants_fin());
+        assert_eq!(c.close_reason(), CloseReason::Rejected);
+        let c = Connection::rejected(&ProtocolSpec::with_defaults(ProtocolKind::Echo), 1);
+        assert!(c.wants_fin(), "echo has nothing to say");
+        let _ = l;
+    }
+
+    #[test]
+    fn eof_flushes_hello_then_closes_without_lingering() {
+        let l = limits();
+        let mut c = Connection::new(&ProtocolSpec::with_defaults(ProtocolKind::Hello), 1);
+        c.on_eof();
+        assert_eq!(c.phase(), Phase::Closing);
+        assert_eq!(flush(&mut c, 2), b"Hello, world!");
+        c.on_fin(2, &l);
+        assert_eq!(c.phase(), Phase::Closed, "the peer already sent its FIN");
+        assert_eq!(c.close_reason(), CloseReason::Peer);
+    }
+
+    #[test]
+    fn lingering_ends_at_its_deadline() {
+        let l = limits();
+        let mut c = Connection::new(&ProtocolSpec::with_defaults(ProtocolKind::Hello), 1);
+        c.on_input(1, b"hi", &l);
+        flush(&mut c, 2);
+        c.on_fin(3, &l);
+        assert_eq!(c.poll_timeout(&l), Some(2003));
+        c.handle_timeout(2002, &l);
+        assert_eq!(c.phase(), Phase::Lingering);
+        c.handle_timeout(2003, &l);
+        assert_eq!(c.phase(), Phase::Closed);
+        assert_eq!(c.close_reason(), CloseReason::Protocol);
+    }
+
+    #[test]
+    fn reasons() {
+        let l = limits();
+        let mut c = http();
+        c.on_input(1, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &l);
+        c.handle_timeout(5000, &l);
+        assert_eq!(
+            c.close_reason(),
+            CloseReason::Idle,
+            "a stalled final response"
+        );
+        let mut c = http();
+        c.on_input(1, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &l);
+        c.on_error();
+        assert_eq!(c.phase(), Phase::Closed);
+        assert_eq!(
+            c.close_reason(),
+            CloseReason::Error,
+            "the response did not get through"
+        );
+        let mut c = http();
+        c.on_input(1, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &l);
+        flush(&mut c, 2);
+        c.on_fin(2, &l);
+        c.on_error();
+        assert_eq!(
+            c.close_reason(),
+            CloseReason::Protocol,
+            "a reset after everything went out"
+        );
+    }
+}

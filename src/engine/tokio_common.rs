@@ -1,0 +1,354 @@
+//! What the two tokio-based engines (`tokio-uring` and `epoll`) share: the accept loop, the
+//! connection task and the ticker. Each connection is a task that moves bytes for its
+//! [`Connection`] and sleeps on an [`Alarm`] besides its read or write; the worker's ticker
+//! advances the clock and rings the alarms of connections whose deadline passed, and the
+//! drain rings them all. The engines differ only in [`Listener`] and [`Stream`]: how a
+//! socket accepts, reads and writes.
+//!
+//! Output is written in full before the next read, so a connection holds at most one read's
+//! worth of output (`--max-pending-output` is met by construction).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::pin::pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::Poll;
+
+use tracing::{debug, Instrument};
+
+use super::WorkerEnv;
+use crate::accept::{AcceptBackoff, Limit};
+use crate::connection::registry::Registered;
+use crate::connection::{
+    Alarm, Clock, CloseReason, Connection, Input, Limits, Phase, Registry, WorkerStats,
+};
+use crate::protocol::ProtocolSpec;
+use crate::shutdown::{self, Lifecycle};
+
+/// A connected socket, with owned buffers handed back by each operation (what completion
+/// based I/O needs, and what readiness based I/O can do as well).
+pub(super) trait Stream: 'static {
+    /// Reads once into `buf` (its capacity is the most read); the bytes are `buf[..n]`;
+    /// 0 is EOF.
+    fn read(&self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
+
+    /// Writes some of `buf[range]`; returns how much the kernel took.
+    fn write(
+        &self,
+        buf: Vec<u8>,
+        range: Range<usize>,
+    ) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
+
+    /// Sends the FIN.
+    fn shutdown_write(&self) -> io::Result<()>;
+
+    /// Makes operations still in flight on the socket complete (a dropped tokio-uring
+    /// operation stays in the kernel, holding the descriptor, until it does).
+    fn end_pending(&self);
+}
+
+/// A worker's listening socket.
+pub(super) trait Listener {
+    /// What it accepts.
+    type Stream: Stream;
+
+    /// Accepts one connection.
+    fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>>;
+
+    /// Stops accepting as `how` says. Returns true when an accept in flight will complete
+    /// because of it (and must be awaited: it may bring one more connection), false when
+    /// the accept can simply be dropped.
+    fn stop(&self, how: Lifecycle) -> bool;
+}
+
+/// What every connection task of a worker reads.
+#[derive(Debug)]
+struct Shared {
+    /// The protocol.
+    spec: ProtocolSpec,
+    /// The worker's coarse clock.
+    clock: Clock,
+    /// Timeouts and the output bound.
+    limits: Limits,
+    /// Bytes read at most per read.
+    buffer_size: usize,
+    /// Live connections.
+    registry: Rc<Registry>,
+    /// Counters.
+    stats: Arc<WorkerStats>,
+    /// `--max-connections`.
+    limit: Arc<Limit>,
+}
+
+/// The accept loop, then the drain. Runs inside a `LocalSet` (tokio-uring's `block_on` is
+/// one).
+pub(super) async fn serve<L: Listener>(listener: L, env: WorkerEnv) -> io::Result<()> {
+    let WorkerEnv {
+        config,
+        mut drain,
+        stats,
+        limit,
+        ..
+    } = env;
+    let shared = Rc::new(Shared {
+        spec: config.protocol.clone(),
+        clock: Clock::default(),
+        limits: Limits::new(&config),
+        buffer_size: config.buffer_size,
+        registry: Rc::default(),
+        stats,
+        limit,
+    });
+    let ticker = tokio::task::spawn_local({
+        let shared = shared.clone();
+        async move {
+            let mut tick = tokio::time::interval(shared.limits.tick());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let now = shared.clock.advance();
+                shared.registry.ring_due(now);
+            }
+        }
+    });
+    accept_until_stopped(&listener, &shared, &mut drain).await;
+    drop(listener);
+    shared.registry.drain();
+    shared.registry.wait_empty().await;
+    ticker.abort();
+    Ok(())
+}
+
+/// Accepts connections until the server stops.
+async fn accept_until_stopped<L: Listener>(
+    listener: &L,
+    shared: &Rc<Shared>,
+    drain: &mut shutdown::Watch,
+) {
+    let mut backoff = AcceptBackoff::default();
+    let mut accept = pin!(listener.accept());
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            how = shutdown::stopping(drain) => {
+                // Poll the accept once, so that it is in flight (or done) before the stop.
+                let polled = std::future::poll_fn(|cx| Poll::Ready(accept.as_mut().poll(cx)));
+                let raced = match polled.await {
+                    Poll::Ready(r) => {
+                        listener.stop(how);
+                        Some(r)
+                    }
+                    // One more connection may race the stop: serve it, never drop it.
+                    Poll::Pending if listener.stop(how) => Some(accept.as_mut().await),
+                    Poll::Pending => None,
+                };
+                if let Some(Ok((stream, peer))) = raced {
+                    admit(shared, stream, peer);
+                }
+                return;
+            }
+            r = accept.as_mut() => r,
+        };
+        accept.set(listener.accept());
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff.on_success();
+                admit(shared, stream, peer);
+            }
+            Err(e) => {
+                if let Some(pause) = backoff.on_error(&e, &shared.stats) {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+}
+
+/// Starts the task of an accepted connection: served, or (over `--max-connections`) told so
+/// and closed.
+fn admit<S: Stream>(shared: &Rc<Shared>, stream: S, peer: SocketAddr) {
+    let now = shared.clock.now();
+    let conn = if shared.limit.try_admit() {
+        WorkerStats::inc(&shared.stats.accepted);
+        Connection::new(&shared.spec, now)
+    } else {
+        WorkerStats::inc(&shared.stats.rejected);
+        Connection::rejected(&shared.spec, now)
+    };
+    let registered = shared.registry.insert();
+    let shared = shared.clone();
+    tokio::task::spawn_local(
+        async move {
+            let reason = connection(&stream, conn, &registered, &shared).await;
+            drop(registered);
+            drop(stream);
+            shared.stats.close(reason);
+            if reason.admitted() {
+                shared.limit.release();
+            }
+        }
+        .instrument(tracing::debug_span!("conn", %peer)),
+    );
+}
+
+/// Serves one connection until it is closed; returns why.
+async fn connection<S: Stream>(
+    sock: &S,
+    mut conn: Connection,
+    registered: &Registered,
+    shared: &Shared,
+) -> CloseReason {
+    let entry = registered.entry();
+    let (clock, limits, stats) = (&shared.clock, &shared.limits, &*shared.stats);
+    let mut buf: Option<Vec<u8>> = None;
+    // An operation was left in flight (a read abandoned when the connection stopped reading).
+    let mut abandoned = false;
+    loop {
+        wake(&mut conn, entry, clock, limits);
+        if let Some(out) = conn.take_output() {
+            let len = out.len();
+            match send(sock, out, 0..len, &mut conn, entry, shared).await {
+                Some(out) => conn.recycle(out),
+                None => abandoned = true,
+            }
+            continue;
+        }
+        if conn.wants_fin() {
+            match sock.shutdown_write() {
+                Ok(()) => conn.on_fin(clock.now(), limits),
+                Err(e) => {
+                    debug!("shutdown failed: {e}");
+                    conn.on_error();
+                }
+            }
+            continue;
+        }
+        if conn.phase() == Phase::Closed {
+            break;
+        }
+        entry.set_deadline(conn.poll_timeout(limits));
+        if !conn.reading() {
+            // Nothing to read or send until the time or the drain changes something.
+            entry.alarm.wait().await;
+            continue;
+        }
+        let phase = conn.phase();
+        let b = buf
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(shared.buffer_size));
+        let read = until_woken(sock.read(b), &entry.alarm, || {
+            wake(&mut conn, entry, clock, limits);
+            // Stop waiting once there is something else to do; the read may be abandoned
+            // then only because no input is wanted any more.
+            conn.phase() != phase || conn.queued() > 0
+        });
+        let Some((res, b)) = read.await else {
+            abandoned = true;
+            continue;
+        };
+        let n = match res {
+            Ok(0) => {
+                conn.on_eof();
+                buf = Some(b);
+                continue;
+            }
+            Ok(n) => n,
+            Err(e) => {
+                debug!("read failed: {e}");
+                conn.on_error();
+                continue;
+            }
+        };
+        WorkerStats::add(&stats.bytes_in, n as u64);
+        match conn.on_input(clock.now(), &b[..n], limits) {
+            Input::Echo => match send(sock, b, 0..n, &mut conn, entry, shared).await {
+                Some(b) => buf = Some(b),
+                None => abandoned = true,
+            },
+            Input::Consumed { answered } => {
+                WorkerStats::add(&stats.requests, answered);
+                buf = Some(b);
+            }
+            Input::Dropped => buf = Some(b),
+        }
+    }
+    if abandoned {
+        sock.end_pending();
+    }
+    conn.close_reason()
+}
+
+/// Writes `buf[range]` in full, waking the connection when its alarm rings; `None` when the
+/// connection was aborted meanwhile (the buffer stays with the abandoned write).
+async fn send<S: Stream>(
+    sock: &S,
+    mut buf: Vec<u8>,
+    range: Range<usize>,
+    conn: &mut Connection,
+    entry: &crate::connection::Entry,
+    shared: &Shared,
+) -> Option<Vec<u8>> {
+    let (clock, limits) = (&shared.clock, &shared.limits);
+    let mut pos = range.start;
+    while pos < range.end {
+        entry.set_deadline(conn.poll_timeout(limits));
+        let write = until_woken(sock.write(buf, pos..range.end), &entry.alarm, || {
+            wake(conn, entry, clock, limits);
+            conn.phase() == Phase::Closed
+        });
+        let (res, b) = write.await?;
+        buf = b;
+        match res {
+            Ok(0) => {
+                conn.on_error();
+                return Some(buf);
+            }
+            Ok(n) => {
+                pos += n;
+                WorkerStats::add(&shared.stats.bytes_out, n as u64);
+                conn.on_sent(clock.now(), n, limits);
+            }
+            Err(e) => {
+                debug!("write failed: {e}");
+                conn.on_error();
+                return Some(buf);
+            }
+        }
+    }
+    Some(buf)
+}
+
+/// Tells the connection what changed while it waited: the drain, a deadline that passed.
+fn wake(conn: &mut Connection, entry: &crate::connection::Entry, clock: &Clock, limits: &Limits) {
+    let now = clock.now();
+    if entry.drain.get() {
+        conn.drain(now);
+    }
+    if conn.poll_timeout(limits).is_some_and(|d| d <= now) {
+        conn.handle_timeout(now, limits);
+    }
+}
+
+/// Runs `op` to completion, calling `woken` each time `alarm` rings; stops early (`None`,
+/// dropping `op`) when `woken` says so.
+async fn until_woken<F: Future>(
+    op: F,
+    alarm: &Alarm,
+    mut woken: impl FnMut() -> bool,
+) -> Option<F::Output> {
+    let mut op = pin!(op);
+    loop {
+        tokio::select! {
+            biased;
+            out = op.as_mut() => return Some(out),
+            () = alarm.wait() => {
+                if woken() {
+                    return None;
+                }
+            }
+        }
+    }
+}

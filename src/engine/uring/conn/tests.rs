@@ -1,0 +1,487 @@
+//! A randomized test of [`UConn`] against a simulated kernel: a peer that sends in random
+//! pieces, closes or resets; a buffer ring that runs dry (ENOBUFS); sends that complete short
+//! or fail, with the linked FIN cancelled when they do; cancels that race with data; time
+//! that passes (idle, header and linger deadlines) and drains. Whatever the order, the output
+//! must arrive in order and whole before any FIN, nothing may be submitted after the close or
+//! twice at once, and every buffer must be back when the connection is gone.
+
+use std::collections::{HashSet, VecDeque};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::*;
+use crate::protocol::{error_response, ErrorStatus, ProtocolKind, ProtocolSpec};
+
+/// A small buffer ring, so that it runs dry often.
+struct FakePool {
+    size: usize,
+    data: Vec<Vec<u8>>,
+    /// In the ring, in the order the kernel takes them.
+    ring: VecDeque<u16>,
+    /// Filled by the kernel and not yet given back.
+    out: HashSet<u16>,
+}
+
+impl FakePool {
+    fn new(n: u16, size: usize) -> Self {
+        FakePool {
+            size,
+            data: vec![vec![0; size]; n as usize],
+            ring: (0..n).collect(),
+            out: HashSet::new(),
+        }
+    }
+
+    /// The kernel fills a buffer; `None` when the ring is empty.
+    fn fill(&mut self, bytes: &[u8]) -> Option<u16> {
+        let bid = self.ring.pop_front()?;
+        self.data[bid as usize][..bytes.len()].copy_from_slice(bytes);
+        self.out.insert(bid);
+        Some(bid)
+    }
+}
+
+impl Pool for FakePool {
+    fn bytes(&self, bid: u16, len: usize) -> &[u8] {
+        assert!(
+            self.out.contains(&bid),
+            "reading buffer {bid} the kernel does not own to us"
+        );
+        &self.data[bid as usize][..len]
+    }
+    fn taken(&mut self, bid: u16) {
+        assert!(self.out.contains(&bid), "took buffer {bid} twice");
+    }
+    fn give(&mut self, bid: u16) {
+        assert!(
+            self.out.remove(&bid),
+            "gave back buffer {bid} that was not out"
+        );
+        self.ring.push_back(bid);
+    }
+    fn available(&self) -> usize {
+        self.ring.len()
+    }
+    fn entries(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// A completion the simulated kernel will post.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cqe {
+    Recv {
+        res: i32,
+        more: bool,
+        bid: Option<u16>,
+    },
+    Send(i32),
+    Fin(i32),
+    Cancel,
+    Close,
+}
+
+/// The simulated kernel and peer for one connection.
+struct Sim {
+    rng: StdRng,
+    pool: FakePool,
+    limits: Limits,
+    stats: WorkerStats,
+    now: Millis,
+    /// What the peer sends, and how much of it the server has received.
+    input: Vec<u8>,
+    delivered: usize,
+    /// The peer sends its FIN after its input / resets at some point.
+    peer_fin: bool,
+    peer_reset: bool,
+    /// Operations in flight.
+    recv_armed: bool,
+    recv_cancel: bool,
+    send: Option<(*const u8, u32, bool)>,
+    fin_alone: bool,
+    cancels: Vec<Submit>,
+    close_submitted: bool,
+    /// Completions posted, in order (linked completions follow their head).
+    posted: VecDeque<Cqe>,
+    /// What the server sent.
+    sent: Vec<u8>,
+    fin_done: bool,
+    closed: bool,
+}
+
+impl Sim {
+    fn new(seed: u64, input: Vec<u8>) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let pool = FakePool::new(rng.gen_range(1..=4), rng.gen_range(8..=64));
+        let max_pending = rng.gen_range(64..=512);
+        Sim {
+            pool,
+            limits: Limits::for_tests(1000, 300, max_pending),
+            stats: WorkerStats::default(),
+            now: 1,
+            input,
+            delivered: 0,
+            peer_fin: rng.gen_bool(0.8),
+            peer_reset: rng.gen_bool(0.1),
+            recv_armed: false,
+            recv_cancel: false,
+            send: None,
+            fin_alone: false,
+            cancels: Vec::new(),
+            close_submitted: false,
+            posted: VecDeque::new(),
+            sent: Vec::new(),
+            fin_done: false,
+            closed: false,
+            rng,
+        }
+    }
+
+    /// Takes what the connection submitted, checking it never asks for two of a kind at once
+    /// or for anything after its close.
+    fn take(&mut self, subs: &mut Vec<Submit>) {
+        for s in subs.drain(..) {
+            assert!(!self.close_submitted, "{s:?} submitted after the close");
+            match s {
+                Submit::Recv => {
+                    assert!(!self.recv_armed, "two recvs armed");
+                    self.recv_armed = true;
+                    self.recv_cancel = false;
+                }
+                Submit::Send { ptr, len, fin } => {
+                    assert!(self.send.is_none(), "two sends in flight");
+                    assert!(!self.fin_done, "send after the FIN");
+                    assert!(len > 0, "empty send");
+                    self.send = Some((ptr, len, fin));
+                }
+                Submit::Fin => {
+                    assert!(self.send.is_none() && !self.fin_alone, "FIN beside a send");
+                    self.fin_alone = true;
+                }
+                Submit::CancelRecv | Submit::CancelAll => self.cancels.push(s),
+                Submit::Close => {
+                    assert!(
+                        !self.recv_armed && self.send.is_none() && !self.fin_alone,
+                        "close with operations in flight"
+                    );
+                    self.close_submitted = true;
+                    self.posted.push_back(Cqe::Close);
+                }
+            }
+        }
+    }
+
+    /// One random thing the kernel or the peer does; false when nothing can happen.
+    fn event(&mut self) -> Option<Cqe> {
+        if let Some(c) = self.posted.pop_front() {
+            return Some(c);
+        }
+        let mut options: Vec<u8> = Vec::new();
+        if self.recv_armed {
+            options.extend([0, 0, 0]);
+        }
+        if self.send.is_some() {
+            options.extend([1, 1]);
+        }
+        if self.fin_alone {
+            options.push(2);
+        }
+        if !self.cancels.is_empty() {
+            options.push(3);
+        }
+        if options.is_empty() {
+            return None;
+        }
+        match options[self.rng.gen_range(0..options.len())] {
+            0 => Some(self.recv()),
+            1 => Some(self.complete_send()),
+            2 => {
+                self.fin_alone = false;
+                self.fin_done = true;
+                Some(Cqe::Fin(0))
+            }
+            _ => Some(self.cancel()),
+        }
+    }
+
+    fn recv(&mut self) -> Cqe {
+        let left = self.input.len() - self.delivered;
+        if self.peer_reset && self.rng.gen_bool(0.05) {
+            self.recv_armed = false;
+            return Cqe::Recv {
+                res: -libc::ECONNRESET,
+                more: false,
+                bid: None,
+            };
+        }
+        if left == 0 {
+            if self.peer_fin {
+                self.recv_armed = false;
+                return Cqe::Recv {
+                    res: 0,
+                    more: false,
+                    bid: None,
+                };
+            }
+            // The peer is silent: time passes instead.
+            self.now += self.rng.gen_range(1..400);
+            return Cqe::Recv {
+                res: -libc::EAGAIN,
+                more: true,
+                bid: None,
+            };
+        }
+        // The kernel may fill several buffers before the worker looks: a burst.
+        for _ in 0..self.rng.gen_range(1..=4) {
+            let left = self.input.len() - self.delivered;
+            if left == 0 || !self.recv_armed {
+                break;
+            }
+            let n = self.rng.gen_range(1..=left.min(self.pool.size));
+            let chunk = self.input[self.delivered..self.delivered + n].to_vec();
+            let cqe = match self.pool.fill(&chunk) {
+                Some(bid) => {
+                    self.delivered += n;
+                    // Now and then the kernel ends a multishot recv that has data.
+                    let more = self.rng.gen_bool(0.95);
+                    self.recv_armed = more;
+                    Cqe::Recv {
+                        res: n as i32,
+                        more,
+                        bid: Some(bid),
+                    }
+                }
+                None => {
+                    self.recv_armed = false;
+                    Cqe::Recv {
+                        res: -libc::ENOBUFS,
+                        more: false,
+                        bid: None,
+                    }
+                }
+            };
+            self.posted.push_back(cqe);
+        }
+        self.posted.pop_front().expect("at least one completion")
+    }
+
+    fn complete_send(&mut self) -> Cqe {
+        let (ptr, len, fin) = self.send.take().expect("a send in flight");
+        if self.rng.gen_bool(0.02) {
+            if fin {
+                self.posted.push_back(Cqe::Fin(-libc::ECANCELED));
+            }
+            return Cqe::Send(-libc::EPIPE);
+        }
+        let n = if self.rng.gen_bool(0.3) {
+            self.rng.gen_range(1..=len)
+        } else {
+            len
+        };
+        // SAFETY: the connection keeps the bytes of an in-flight send alive and unmoved
+        // until its completion, which is being posted now.
+        let bytes = unsafe { std::slice::from_raw_parts(ptr, n as usize) };
+        self.sent.extend_from_slice(bytes);
+        if fin {
+            // A send that is not whole fails its link: the FIN must not run.
+            if n == len {
+                self.fin_done = true;
+                self.posted.push_back(Cqe::Fin(0));
+            } else {
+                self.posted.push_back(Cqe::Fin(-libc::ECANCELED));
+            }
+        }
+        Cqe::Send(n as i32)
+    }
+
+    fn cancel(&mut self) -> Cqe {
+        let which = self.cancels.remove(0);
+        if self.recv_armed {
+            self.recv_armed = false;
+            self.posted.push_back(Cqe::Recv {
+                res: -libc::ECANCELED,
+                more: false,
+                bid: None,
+            });
+        }
+        if which == Submit::CancelAll {
+            if let Some((_, _, fin)) = self.send.take() {
+                self.posted.push_back(Cqe::Send(-libc::ECANCELED));
+                if fin {
+                    self.posted.push_back(Cqe::Fin(-libc::ECANCELED));
+                }
+            }
+            if self.fin_alone {
+                self.fin_alone = false;
+                self.posted.push_back(Cqe::Fin(-libc::ECANCELED));
+            }
+        }
+        self.posted.push_back(Cqe::Cancel);
+        // The cancel's own completion comes after those of what it cancelled.
+        self.posted.pop_front().expect("posted above")
+    }
+}
+
+/// Runs one scenario; returns the bytes the server sent, whether its FIN went out, and the
+/// sent length when it did.
+fn run(seed: u64, kind: ProtocolKind, input: Vec<u8>) -> (Vec<u8>, bool, usize, Sim) {
+    let mut sim = Sim::new(seed, input);
+    let spec = ProtocolSpec::with_defaults(kind);
+    let mut uc = UConn::new(Connection::new(&spec, sim.now));
+    let mut subs = Vec::new();
+    let drain_at = sim.rng.gen_bool(0.2).then(|| sim.rng.gen_range(0..200));
+    let mut sent_at_fin = None;
+    macro_rules! env {
+        () => {
+            Env {
+                now: sim.now,
+                limits: &sim.limits,
+                pool: &mut sim.pool,
+                stats: &sim.stats,
+                submit: &mut subs,
+            }
+        };
+    }
+    uc.step(&mut env!());
+    sim.take(&mut subs);
+    for turn in 0..100_000 {
+        if sim.closed {
+            break;
+        }
+        if Some(turn) == drain_at {
+            uc.on_drain(&mut env!());
+            sim.take(&mut subs);
+        }
+        if sim.rng.gen_bool(0.05) {
+            sim.now += sim.rng.gen_range(1..200);
+            uc.on_time(&mut env!());
+            sim.take(&mut subs);
+        }
+        if uc.starved && sim.pool.available() > 0 {
+            uc.on_buffers(&mut env!());
+            sim.take(&mut subs);
+        }
+        let Some(cqe) = sim.event() else {
+            // Nothing in flight: only time can move the connection on.
+            sim.now += 500;
+            uc.on_time(&mut env!());
+            sim.take(&mut subs);
+            continue;
+        };
+        match cqe {
+            Cqe::Recv { res, more, bid } if res == -libc::EAGAIN => {
+                let _ = (more, bid);
+                uc.on_time(&mut env!());
+            }
+            Cqe::Recv { res, more, bid } => uc.on_recv(res, more, bid, &mut env!()),
+            Cqe::Send(res) => uc.on_send(res, &mut env!()),
+            Cqe::Fin(res) => {
+                if res == 0 {
+                    sent_at_fin = Some(sim.sent.len());
+                }
+                uc.on_fin(res, &mut env!())
+            }
+            Cqe::Cancel => uc.on_cancel(&mut env!()),
+            Cqe::Close => sim.closed = true,
+        }
+        sim.take(&mut subs);
+    }
+    assert!(
+        sim.closed,
+        "seed {seed}: the connection never closed ({uc:?})"
+    );
+    assert_eq!(
+        sim.pool.available(),
+        sim.pool.entries(),
+        "seed {seed}: buffers not returned"
+    );
+    assert!(
+        !uc.busy(),
+        "seed {seed}: operations in flight after the close"
+    );
+    let sent = std::mem::take(&mut sim.sent);
+    (sent, sent_at_fin.is_some(), sent_at_fin.unwrap_or(0), sim)
+}
+
+#[test]
+fn echo_output_in_order_and_whole_before_the_fin() {
+    let mut fins = 0;
+    let mut short_or_starved = 0;
+    for seed in 0..3000 {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0xec40);
+        let input: Vec<u8> = (0..rng.gen_range(0..600)).map(|_| rng.gen()).collect();
+        let (sent, fin, at_fin, sim) = run(seed, ProtocolKind::Echo, input.clone());
+        assert_eq!(
+            sent[..],
+            input[..sent.len()],
+            "seed {seed}: echo out of order"
+        );
+        if fin {
+            fins += 1;
+            // A FIN follows everything that was received while open: here, all of it.
+            assert_eq!(
+                at_fin, sim.delivered,
+                "seed {seed}: FIN before the echo was whole"
+            );
+            assert_eq!(sent.len(), at_fin, "seed {seed}: bytes after the FIN");
+        }
+        if sim
+            .stats
+            .recv_enobufs
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
+            short_or_starved += 1;
+        }
+    }
+    // The scenarios explored what they should.
+    assert!(fins > 1000, "only {fins} graceful closes");
+    assert!(
+        short_or_starved > 100,
+        "only {short_or_starved} runs ran out of buffers"
+    );
+}
+
+#[test]
+fn http_responses_whole_and_in_order_before_the_fin() {
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
+    let mut fins = 0;
+    for seed in 0..2000 {
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x4770);
+        let n = rng.gen_range(0..8);
+        let mut input = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(n);
+        if rng.gen_bool(0.3) {
+            input.extend_from_slice(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+        }
+        if rng.gen_bool(0.2) {
+            input.extend_from_slice(b"GET /never-ends HTTP/1.1\r\nX: ");
+        }
+        let (sent, fin, at_fin, _) = run(seed, ProtocolKind::Http, input);
+        // Responses in order: 200s, then at most one closing response.
+        let mut rest = &sent[..];
+        while rest.starts_with(OK) {
+            rest = &rest[OK.len()..];
+        }
+        let close_ok = b"HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: close\r\n\r\nHello, World!";
+        let timeout = b"HTTP/1.1 408 Request Timeout\r\n";
+        if fin {
+            fins += 1;
+            assert_eq!(sent.len(), at_fin, "seed {seed}: bytes after the FIN");
+            assert!(
+                rest.is_empty() || rest == &close_ok[..] || rest.starts_with(timeout),
+                "seed {seed}: output before the FIN is not whole responses: {:?}",
+                String::from_utf8_lossy(rest)
+            );
+        } else {
+            // Cut short: a prefix of the same sequence.
+            let full_408 = error_response(ErrorStatus::RequestTimeout);
+            assert!(
+                OK.starts_with(rest) || close_ok.starts_with(rest) || full_408.starts_with(rest),
+                "seed {seed}: {:?}",
+                String::from_utf8_lossy(rest)
+            );
+        }
+    }
+    assert!(fins > 500, "only {fins} graceful closes");
+}

@@ -1,0 +1,138 @@
+//! The operations of the `uring` engine, typed. Every SQE carries an [`Op`] encoded in its
+//! `user_data`, and every completion is decoded back into one and matched exhaustively: an
+//! operation added later cannot be dropped silently by a catch-all.
+//!
+//! Layout of `user_data`: bits 0..8 the operation, 8..32 the connection's generation, 32..64
+//! its slot. The generation tells a late completion for a slot's previous connection from one
+//! for its current connection.
+
+/// A connection as the ring knows it: its slot in the worker's table and the generation of
+/// that slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Token {
+    /// Index in the worker's connection table.
+    pub slot: u32,
+    /// How many connections used the slot before (24 bits, wrapping).
+    pub gen: u32,
+}
+
+impl Token {
+    /// Generations wrap at 24 bits.
+    pub const GEN_MASK: u32 = (1 << 24) - 1;
+
+    /// The token of slot `slot`, generation `gen`.
+    pub fn new(slot: usize, gen: u32) -> Self {
+        Token {
+            slot: slot as u32,
+            gen: gen & Self::GEN_MASK,
+        }
+    }
+}
+
+/// What a submission is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// The multishot accept on the worker's listener.
+    Accept,
+    /// The pause before accepting again after a resource error.
+    AcceptRetry,
+    /// The cancel of the accept when the listener is handed over.
+    AcceptCancel,
+    /// The loop's multishot heartbeat.
+    Tick,
+    /// The cancel of everything still in flight when the worker goes away.
+    Teardown,
+    /// A connection's multishot recv.
+    Recv(Token),
+    /// A connection's send (of the front of its queue).
+    Send(Token),
+    /// A connection's FIN (`shutdown(SHUT_WR)`), alone or linked behind its last send.
+    Fin(Token),
+    /// A cancel of a connection's operations (its recv, or all of them).
+    Cancel(Token),
+    /// A connection's close.
+    Close(Token),
+}
+
+impl Op {
+    const ACCEPT: u64 = 1;
+    const ACCEPT_RETRY: u64 = 2;
+    const ACCEPT_CANCEL: u64 = 3;
+    const TICK: u64 = 4;
+    const RECV: u64 = 5;
+    const SEND: u64 = 6;
+    const FIN: u64 = 7;
+    const CANCEL: u64 = 8;
+    const CLOSE: u64 = 9;
+    const TEARDOWN: u64 = 10;
+
+    /// The `user_data` that stands for this operation.
+    pub fn encode(self) -> u64 {
+        let conn = |tag: u64, t: Token| {
+            (u64::from(t.slot) << 32) | (u64::from(t.gen & Token::GEN_MASK) << 8) | tag
+        };
+        match self {
+            Op::Accept => Self::ACCEPT,
+            Op::AcceptRetry => Self::ACCEPT_RETRY,
+            Op::AcceptCancel => Self::ACCEPT_CANCEL,
+            Op::Tick => Self::TICK,
+            Op::Teardown => Self::TEARDOWN,
+            Op::Recv(t) => conn(Self::RECV, t),
+            Op::Send(t) => conn(Self::SEND, t),
+            Op::Fin(t) => conn(Self::FIN, t),
+            Op::Cancel(t) => conn(Self::CANCEL, t),
+            Op::Close(t) => conn(Self::CLOSE, t),
+        }
+    }
+
+    /// The operation a completion's `user_data` stands for; `None` for a value this engine
+    /// never submits.
+    pub fn decode(user_data: u64) -> Option<Op> {
+        let token = Token {
+            slot: (user_data >> 32) as u32,
+            gen: ((user_data >> 8) as u32) & Token::GEN_MASK,
+        };
+        let worker_op = |op: Op| (user_data >> 8 == 0).then_some(op);
+        match user_data & 0xff {
+            Self::ACCEPT => worker_op(Op::Accept),
+            Self::ACCEPT_RETRY => worker_op(Op::AcceptRetry),
+            Self::ACCEPT_CANCEL => worker_op(Op::AcceptCancel),
+            Self::TICK => worker_op(Op::Tick),
+            Self::TEARDOWN => worker_op(Op::Teardown),
+            Self::RECV => Some(Op::Recv(token)),
+            Self::SEND => Some(Op::Send(token)),
+            Self::FIN => Some(Op::Fin(token)),
+            Self::CANCEL => Some(Op::Cancel(token)),
+            Self::CLOSE => Some(Op::Close(token)),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let t = Token::new(70_000, (1 << 24) + 5);
+        assert_eq!(t.gen, 5);
+        for op in [
+            Op::Accept,
+            Op::AcceptRetry,
+            Op::AcceptCancel,
+            Op::Tick,
+            Op::Teardown,
+            Op::Recv(t),
+            Op::Send(t),
+            Op::Fin(t),
+            Op::Cancel(t),
+            Op::Close(Token::new(u32::MAX as usize, Token::GEN_MASK)),
+        ] {
+            assert_eq!(Op::decode(op.encode()), Some(op), "{op:?}");
+        }
+        assert_eq!(Op::decode(0), None);
+        assert_eq!(Op::decode(0xff), None);
+        assert_eq!(Op::decode((1 << 32) | 1), None, "worker ops carry no slot");
+    }
+}

@@ -1,0 +1,284 @@
+//! Everything that sends and then closes, on every engine, with the server's send buffer at
+//! 4 KiB (`--send-buffer`) and a client with a 4 KiB receive buffer that reads slowly: the
+//! conditions of a real network link, which loopback's megabyte buffers hide. Every byte of
+//! the last response must arrive, then a clean EOF, never a reset. Also: a slow download
+//! outlasting the idle timeout is not cut (bytes flow), and a header timeout that fires while
+//! a response is blocked on a slow reader queues its `408` behind that response.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::*;
+use ringd::protocol::ProtocolSpec;
+use ringd::{EngineKind, ProtocolKind};
+use socket2::{Domain, Socket, Type};
+
+/// Sizes of the last response: a byte, less than a segment, just over the send buffer's
+/// worth several times, and a megabyte.
+const SIZES: [usize; 4] = [1, 1000, 65_537, 1 << 20];
+
+/// A server whose connections have a 4 KiB send buffer, speaking `protocol` with `greeting`
+/// and `body`.
+fn small_buffer_server(
+    engine: EngineKind,
+    protocol: ProtocolKind,
+    payload: &[u8],
+    setup: impl FnOnce(&mut ringd::Config),
+) -> ringd::ServerHandle {
+    server_with(engine, protocol, 1, |c| {
+        c.protocol = ProtocolSpec::new(protocol, payload, payload);
+        c.listen_options.send_buffer = Some(4096);
+        c.max_pending_output = c.max_pending_output.max(c.buffer_size);
+        setup(c);
+    })
+}
+
+/// Connects with a 4 KiB receive buffer.
+fn small_client(addr: SocketAddr) -> TcpStream {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect_timeout(&addr.into(), Duration::from_secs(5))
+        .unwrap();
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
+
+/// Sends `request` from another thread (then half-closes if asked) while reading slowly
+/// (small reads, a pause now and then) until EOF. A reset fails the test.
+fn slow_exchange(addr: SocketAddr, request: Vec<u8>, half_close: bool) -> Vec<u8> {
+    let mut s = small_client(addr);
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        w.write_all(&request).unwrap();
+        if half_close {
+            w.shutdown(Shutdown::Write).unwrap();
+        }
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1500];
+    let mut reads = 0u32;
+    loop {
+        reads += 1;
+        if reads.is_multiple_of(16) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("after {} bytes: {e} (a reset cuts the response)", got.len()),
+        }
+    }
+    writer.join().unwrap();
+    got
+}
+
+fn ok_close(body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+fn ok_keep(body: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(body);
+    r
+}
+
+/// A payload that shows where a byte went missing.
+fn payload(n: usize) -> Vec<u8> {
+    (0..n).map(|i| b'a' + (i % 23) as u8).collect()
+}
+
+fn assert_same(got: &[u8], want: &[u8], what: &str) {
+    if got != want {
+        let at = got.iter().zip(want).position(|(a, b)| a != b);
+        panic!(
+            "{what}: got {} bytes, want {} (first difference at {at:?})",
+            got.len(),
+            want.len()
+        );
+    }
+}
+
+fn http_closes(engine: EngineKind) {
+    for n in SIZES {
+        let body = payload(n);
+        let server = small_buffer_server(engine, ProtocolKind::Http, &body, |_| {});
+        let addr = server.local_addr();
+        let close = b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".to_vec();
+        assert_same(
+            &slow_exchange(addr, close, false),
+            &ok_close(&body),
+            &format!("{n} B, Connection: close"),
+        );
+        let http10 = b"GET / HTTP/1.0\r\n\r\n".to_vec();
+        assert_same(
+            &slow_exchange(addr, http10, false),
+            &ok_close(&body),
+            &format!("{n} B, HTTP/1.0"),
+        );
+        let pipelined = b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec();
+        let want = [ok_keep(&body), ok_keep(&body), ok_close(&body)].concat();
+        assert_same(
+            &slow_exchange(addr, pipelined, false),
+            &want,
+            &format!("{n} B, pipelined"),
+        );
+        // The peer half-closes after a keep-alive request: answered, then EOF.
+        let half = b"GET / HTTP/1.1\r\n\r\n".to_vec();
+        assert_same(
+            &slow_exchange(addr, half, true),
+            &ok_keep(&body),
+            &format!("{n} B, half-close"),
+        );
+        shutdown_clean(server);
+    }
+}
+
+fn hello_closes(engine: EngineKind) {
+    for n in SIZES {
+        let greeting = payload(n);
+        let server = small_buffer_server(engine, ProtocolKind::Hello, &greeting, |_| {});
+        let addr = server.local_addr();
+        assert_same(
+            &slow_exchange(addr, b"hi".to_vec(), false),
+            &greeting,
+            &format!("{n} B greeting"),
+        );
+        // More than the one message it reads: the rest is read and dropped, never a reset.
+        assert_same(
+            &slow_exchange(addr, payload(5000), false),
+            &greeting,
+            &format!("{n} B greeting, long message"),
+        );
+        shutdown_clean(server);
+    }
+}
+
+fn echo_half_close(engine: EngineKind) {
+    let server = small_buffer_server(engine, ProtocolKind::Echo, b"", |_| {});
+    let addr = server.local_addr();
+    for n in SIZES {
+        let data = payload(n);
+        assert_same(
+            &slow_exchange(addr, data.clone(), true),
+            &data,
+            &format!("{n} B echo"),
+        );
+    }
+    shutdown_clean(server);
+}
+
+/// A download that takes longer than the idle timeout is not idle: bytes flow. A connection
+/// that sends nothing and gets nothing is cut after it.
+fn slow_download_is_not_idle(engine: EngineKind) {
+    let body = payload(96 * 1024);
+    let server = small_buffer_server(engine, ProtocolKind::Http, &body, |c| {
+        c.idle_timeout = Duration::from_millis(300);
+    });
+    let addr = server.local_addr();
+    let mut s = small_client(addr);
+    s.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        std::thread::sleep(Duration::from_millis(5));
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("after {} bytes: {e}", got.len()),
+        }
+    }
+    assert_same(&got, &ok_close(&body), "slow download");
+    assert!(
+        start.elapsed() > Duration::from_millis(600),
+        "the download was not slower than the idle timeout ({:?}): the test proves nothing",
+        start.elapsed()
+    );
+    let mut idle = small_client(addr);
+    let mut one = [0u8; 1];
+    assert_eq!(
+        idle.read(&mut one).unwrap(),
+        0,
+        "a truly idle connection is closed"
+    );
+    let stats = server.stats()[0].clone();
+    shutdown_clean(server);
+    assert_eq!(stats.closed_for(ringd::connection::CloseReason::Idle), 1);
+}
+
+/// The header deadline of a second, incomplete request passes while the first response is
+/// stuck behind a reader that does not read: the `408` follows that response, whole.
+fn header_timeout_behind_a_blocked_response(engine: EngineKind) {
+    let body = payload(256 * 1024);
+    let server = small_buffer_server(engine, ProtocolKind::Http, &body, |c| {
+        c.header_timeout = Duration::from_millis(200);
+    });
+    let addr = server.local_addr();
+    let mut s = small_client(addr);
+    s.write_all(b"GET / HTTP/1.1\r\n\r\nGET /never-fin")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let mut got = Vec::new();
+    s.read_to_end(&mut got)
+        .expect("read to EOF without a reset");
+    let timeout = b"HTTP/1.1 408 Request Timeout\r\nServer: ringd\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    let want = [ok_keep(&body), timeout.to_vec()].concat();
+    assert_same(&got, &want, "200 then 408");
+    shutdown_clean(server);
+}
+
+macro_rules! close_path_tests {
+    ($($name:ident => $engine:expr),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn http_responses_arrive_whole_before_eof() {
+                http_closes($engine);
+            }
+
+            #[test]
+            fn hello_greeting_arrives_whole_before_eof() {
+                hello_closes($engine);
+            }
+
+            #[test]
+            fn echo_arrives_whole_after_half_close() {
+                echo_half_close($engine);
+            }
+
+            #[test]
+            fn slow_download_outlasts_the_idle_timeout() {
+                slow_download_is_not_idle($engine);
+            }
+
+            #[test]
+            fn header_timeout_never_interleaves() {
+                header_timeout_behind_a_blocked_response($engine);
+            }
+        }
+    )*};
+}
+
+close_path_tests! {
+    uring => EngineKind::Uring,
+    tokio_uring => EngineKind::TokioUring,
+    epoll => EngineKind::Epoll,
+}
