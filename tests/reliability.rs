@@ -247,6 +247,48 @@ async fn idle_timeout(engine: EngineKind) {
     shutdown_clean(server);
 }
 
+/// Peers that send but never read hold what they sent in the server; with a small buffer pool
+/// (`--buffers 16`, 4 KiB each), 40 of them each pushing 128 KiB must not starve a normal
+/// client of receive buffers: its echoes keep coming.
+async fn readers_that_never_read_cannot_starve_others(engine: EngineKind) {
+    let server = server_with(engine, ProtocolKind::Echo, 1, |c| {
+        c.buffers = 16;
+        c.listen_options.send_buffer = Some(4096);
+    });
+    let addr = server.local_addr();
+    let mut hogs = Vec::new();
+    for _ in 0..40 {
+        // A small receive buffer: the echo backs up in the server at once.
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.set_recv_buffer_size(4096).unwrap();
+        let mut s = sock.connect(addr).await.unwrap();
+        hogs.push(tokio::spawn(async move {
+            // Writes until the window closes; never reads. Times out, then holds on.
+            let chunk = vec![1u8; 128 * 1024];
+            let _ = tokio::time::timeout(Duration::from_millis(500), s.write_all(&chunk)).await;
+            s
+        }));
+    }
+    let mut held = Vec::new();
+    for h in hogs {
+        held.push(h.await.unwrap());
+    }
+    let mut normal = connect(addr).await;
+    for i in 0..50u32 {
+        let payload = i.to_le_bytes().repeat(100);
+        let back = tokio::time::timeout(
+            Duration::from_secs(5),
+            echo_round_trip(&mut normal, &payload),
+        )
+        .await
+        .expect("a normal client is starved by peers that never read");
+        assert_eq!(back, payload);
+    }
+    drop(held);
+    drop(normal);
+    shutdown_clean(server);
+}
+
 macro_rules! reliability_tests {
     ($module:ident, $engine:expr) => {
         mod $module {
@@ -270,6 +312,11 @@ macro_rules! reliability_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn idle_connections_time_out() {
                 idle_timeout($engine).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn peers_that_never_read_cannot_starve_others() {
+                readers_that_never_read_cannot_starve_others($engine).await;
             }
 
             #[test]
