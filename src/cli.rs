@@ -10,22 +10,57 @@ use crate::config::{allowed_cpus, Config};
 use crate::engine::EngineKind;
 use crate::listener::ListenOptions;
 use crate::protocol::{ProtocolKind, ProtocolSpec, DEFAULT_BODY, DEFAULT_GREETING};
+use crate::proxy::{upstream::MAX_UPSTREAMS, Balance, ProxyConfig, SendProxy};
+
+/// What the server does with a connection: speak a protocol, or proxy it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Service {
+    /// Send back every byte received, in order.
+    Echo,
+    /// Read one message, reply the greeting, close: the origin server.
+    Hello,
+    /// HTTP/1.1 plaintext with keep-alive and pipelining.
+    Http,
+    /// Forward each connection to an upstream (L4 proxy).
+    Proxy,
+}
 
 /// ringd: a per-core io_uring TCP server (echo, hello, HTTP/1.1) with an epoll baseline.
 #[derive(Debug, Parser)]
 #[command(
     name = "ringd",
     version,
-    after_help = "Examples:\n  ringd                                   # echo on 127.0.0.1:8080, all CPUs\n  ringd --protocol http --engine epoll    # HTTP/1.1 on the tokio/epoll baseline\n  ringd --protocol hello --threads 1      # the origin server: greet and close\n\nLogs go to stderr; RUST_LOG overrides --log-level (e.g. RUST_LOG=ringd=debug)."
+    after_help = "Examples:\n  ringd                                   # echo on 127.0.0.1:8080, all CPUs\n  ringd --protocol http --engine epoll    # HTTP/1.1 on the tokio/epoll baseline\n  ringd --protocol hello --threads 1      # the origin server: greet and close\n  ringd --protocol proxy --listen 127.0.0.1:8000 --upstream 127.0.0.1:9001,127.0.0.1:9002\n\nLogs go to stderr; RUST_LOG overrides --log-level (e.g. RUST_LOG=ringd=debug)."
 )]
 pub struct Args {
     /// Address to listen on (every worker binds it with SO_REUSEPORT; port 0 picks one).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Protocol to speak.
-    #[arg(long, value_enum, default_value_t = ProtocolKind::Echo)]
-    pub protocol: ProtocolKind,
+    /// Protocol to speak; `proxy` forwards each connection to an upstream (--upstream).
+    #[arg(long, value_enum, default_value_t = Service::Echo)]
+    pub protocol: Service,
+
+    /// proxy: upstream servers, HOST:PORT[,HOST:PORT…] (each name resolved once, at start).
+    #[arg(long, value_delimiter = ',')]
+    pub upstream: Vec<String>,
+
+    /// proxy: how an upstream is chosen for each connection.
+    #[arg(long, value_enum, default_value_t = Balance::RoundRobin)]
+    pub balance: Balance,
+
+    /// proxy: how long a connect to an upstream may take before the next one is tried.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// proxy: how long an upstream that refused or timed out is skipped.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub upstream_down_for: Duration,
+
+    /// proxy: send the PROXY protocol header (v1 or v2) to the upstream first, so that it
+    /// sees the client's address.
+    #[arg(long, value_enum)]
+    pub send_proxy: Option<SendProxy>,
 
     /// I/O engine: uring (native io_uring, Linux 6.1+), tokio-uring, or epoll (the baseline).
     #[arg(long, value_enum, default_value_t = EngineKind::default())]
@@ -111,13 +146,19 @@ impl Args {
         let cpus = allowed_cpus();
         let threads = self.threads.unwrap_or(cpus.len());
         let pin = !self.no_pin;
+        let (kind, proxy) = match self.protocol {
+            Service::Echo => (ProtocolKind::Echo, None),
+            Service::Hello => (ProtocolKind::Hello, None),
+            Service::Http => (ProtocolKind::Http, None),
+            Service::Proxy => (ProtocolKind::Echo, Some(self.proxy_config()?)),
+        };
+        if proxy.is_none() && !self.upstream.is_empty() {
+            return Err("--upstream is for --protocol proxy".into());
+        }
         let config = Config {
             listen: self.listen,
-            protocol: ProtocolSpec::new(
-                self.protocol,
-                self.greeting.as_bytes(),
-                self.http_body.as_bytes(),
-            ),
+            protocol: ProtocolSpec::new(kind, self.greeting.as_bytes(), self.http_body.as_bytes()),
+            proxy,
             engine: self.engine,
             threads,
             cpus: if pin { cpus } else { Vec::new() },
@@ -137,6 +178,36 @@ impl Args {
         };
         config.validate()?;
         Ok(config)
+    }
+}
+
+impl Args {
+    /// The proxy configuration: the upstreams resolved, once.
+    fn proxy_config(&self) -> Result<ProxyConfig, String> {
+        if self.upstream.is_empty() {
+            return Err("--protocol proxy needs --upstream HOST:PORT[,HOST:PORT…]".into());
+        }
+        let mut addrs = Vec::new();
+        for u in &self.upstream {
+            let resolved = std::net::ToSocketAddrs::to_socket_addrs(u.as_str())
+                .map_err(|e| format!("--upstream {u}: {e} (expected HOST:PORT)"))?
+                .next()
+                .ok_or_else(|| format!("--upstream {u}: the name has no address"))?;
+            addrs.push(resolved);
+        }
+        if addrs.len() > MAX_UPSTREAMS {
+            return Err(format!("at most {MAX_UPSTREAMS} upstreams"));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err("--connect-timeout must be above 0".into());
+        }
+        Ok(ProxyConfig::new(
+            addrs,
+            self.balance,
+            self.connect_timeout,
+            self.upstream_down_for,
+            self.send_proxy,
+        ))
     }
 }
 
@@ -163,6 +234,7 @@ mod tests {
         let c = Args::parse_from(["ringd"]).into_config().unwrap();
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.protocol.kind, ProtocolKind::Echo);
+        assert!(c.proxy.is_none());
         assert_eq!(c.buffer_size, 4096);
         assert_eq!(c.listen_options.backlog, 4096);
         assert_eq!(c.listen_options.send_buffer, None);
@@ -195,5 +267,23 @@ mod tests {
             .into_config()
             .is_err());
         assert!(Args::try_parse_from(["ringd", "--listen", "nope"]).is_err());
+        let proxy = |args: &[&str]| Args::parse_from([&["ringd"], args].concat()).into_config();
+        assert!(proxy(&["--protocol", "proxy"])
+            .unwrap_err()
+            .contains("--upstream"));
+        assert!(proxy(&["--upstream", "127.0.0.1:1"])
+            .unwrap_err()
+            .contains("proxy"));
+        assert!(proxy(&["--protocol", "proxy", "--upstream", "nowhere"]).is_err());
+        let c = proxy(&[
+            "--protocol",
+            "proxy",
+            "--upstream",
+            "127.0.0.1:1,localhost:2",
+        ])
+        .unwrap();
+        let p = c.proxy.expect("proxy mode");
+        assert_eq!(p.upstreams.list().len(), 2);
+        assert_eq!(p.upstreams.get(1).addr.port(), 2);
     }
 }

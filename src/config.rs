@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::listener::ListenOptions;
 use crate::protocol::{ProtocolKind, ProtocolSpec};
+use crate::proxy::ProxyConfig;
 
 /// Smallest receive buffer accepted: below this a request line would not fit.
 pub const MIN_BUFFER_SIZE: usize = 64;
@@ -61,6 +62,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The protocol and its responses.
     pub protocol: ProtocolSpec,
+    /// Proxy mode: connections are forwarded to upstreams instead (`protocol` is unused).
+    pub proxy: Option<ProxyConfig>,
     /// How bytes move.
     pub engine: EngineKind,
     /// Number of workers.
@@ -93,6 +96,7 @@ impl Config {
         Config {
             listen,
             protocol: ProtocolSpec::with_defaults(protocol),
+            proxy: None,
             engine,
             threads: 1,
             cpus: Vec::new(),

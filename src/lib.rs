@@ -16,6 +16,7 @@ pub mod listener;
 pub mod metrics;
 pub mod probe;
 pub mod protocol;
+pub mod proxy;
 pub mod server;
 pub mod shutdown;
 pub mod socket;

@@ -20,19 +20,22 @@ pub enum CloseReason {
     /// Ended by a drain (SIGTERM, an upgrade): closed while idle, or its last response said
     /// `Connection: close` because of the drain.
     Drain,
+    /// Proxy mode: no upstream could be reached; the client was closed at once.
+    NoUpstream,
     /// Turned away by `--max-connections` (counted as rejected, never as accepted).
     Rejected,
 }
 
 impl CloseReason {
     /// The reasons an admitted connection ends, in counter order.
-    pub const ALL: [CloseReason; 6] = [
+    pub const ALL: [CloseReason; 7] = [
         CloseReason::Peer,
         CloseReason::Protocol,
         CloseReason::Idle,
         CloseReason::HeaderTimeout,
         CloseReason::Error,
         CloseReason::Drain,
+        CloseReason::NoUpstream,
     ];
 
     /// The metrics label.
@@ -44,6 +47,7 @@ impl CloseReason {
             CloseReason::HeaderTimeout => "header_timeout",
             CloseReason::Error => "error",
             CloseReason::Drain => "drain",
+            CloseReason::NoUpstream => "no_upstream",
             CloseReason::Rejected => "rejected",
         }
     }
@@ -64,7 +68,7 @@ pub struct WorkerStats {
     /// Connections turned away by `--max-connections`.
     pub rejected: AtomicU64,
     /// Admitted connections closed, by [`CloseReason`] (in [`CloseReason::ALL`] order).
-    pub closed: [AtomicU64; 6],
+    pub closed: [AtomicU64; 7],
     /// Bytes received.
     pub bytes_in: AtomicU64,
     /// Bytes sent.

@@ -62,6 +62,13 @@ impl Listener for EpollListener {
         Ok((EpollStream(sock), peer))
     }
 
+    fn adopt(stream: TcpStream) -> io::Result<EpollStream> {
+        stream.set_nonblocking(true)?;
+        // SAFETY: as in `accept`.
+        let sock = unsafe { AsyncFd::register(stream) }.map_err(io::Error::from)?;
+        Ok(EpollStream(sock))
+    }
+
     fn stop(&self, _how: Lifecycle) -> bool {
         // Nothing is in flight: dropping the accept and then our descriptor is enough (a
         // successor keeps the socket open with its own).
@@ -156,6 +163,12 @@ impl Stream for EpollStream {
     }
 
     fn end_pending(&self) {
-        // Readiness futures hold nothing in the kernel: dropping them ended them.
+        // Readiness futures hold nothing in the kernel, but a pump waiting to read from this
+        // socket must see its end.
+        crate::socket::shutdown_both(self.0.get_ref());
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.0.get_ref().local_addr()
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod epoll;
 mod tokio_common;
+mod tokio_proxy;
 pub mod tokio_uring;
 pub mod uring;
 
@@ -38,6 +39,8 @@ pub struct WorkerCtx {
 /// A worker's context without its listener, once the engine has taken that.
 #[derive(Debug)]
 pub(crate) struct WorkerEnv {
+    /// Worker index.
+    pub id: usize,
     /// The server configuration.
     pub config: Arc<Config>,
     /// Says when to stop accepting, and whether the listeners must be left to a successor.
@@ -52,14 +55,15 @@ impl WorkerCtx {
     /// Separates the listener from the rest.
     pub(crate) fn into_parts(self) -> (std::net::TcpListener, WorkerEnv) {
         let WorkerCtx {
+            id,
             listener,
             config,
             drain,
             stats,
             limit,
-            ..
         } = self;
         let env = WorkerEnv {
+            id,
             config,
             drain,
             stats,

@@ -8,6 +8,7 @@
 //! Output is written in full before the next read, so a connection holds at most one read's
 //! worth of output (`--max-pending-output` is met by construction).
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -26,6 +27,7 @@ use crate::connection::{
     Alarm, Clock, CloseReason, Connection, Input, Limits, Phase, Registry, WorkerStats,
 };
 use crate::protocol::ProtocolSpec;
+use crate::proxy::ProxyConfig;
 use crate::shutdown::{self, Lifecycle};
 
 /// A connected socket, with owned buffers handed back by each operation (what completion
@@ -48,6 +50,9 @@ pub(super) trait Stream: 'static {
     /// Makes operations still in flight on the socket complete (a dropped tokio-uring
     /// operation stays in the kernel, holding the descriptor, until it does).
     fn end_pending(&self);
+
+    /// The address the peer connected to.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
 }
 
 /// A worker's listening socket.
@@ -58,6 +63,9 @@ pub(super) trait Listener {
     /// Accepts one connection.
     fn accept(&self) -> impl Future<Output = io::Result<(Self::Stream, SocketAddr)>>;
 
+    /// Takes over a connected socket (proxy mode's upstream connection).
+    fn adopt(stream: std::net::TcpStream) -> io::Result<Self::Stream>;
+
     /// Stops accepting as `how` says. Returns true when an accept in flight will complete
     /// because of it (and must be awaited: it may bring one more connection), false when
     /// the accept can simply be dropped.
@@ -66,19 +74,23 @@ pub(super) trait Listener {
 
 /// What every connection task of a worker reads.
 #[derive(Debug)]
-struct Shared {
+pub(super) struct Shared {
     /// The protocol.
     spec: ProtocolSpec,
+    /// Proxy mode.
+    pub(super) proxy: Option<ProxyConfig>,
+    /// This worker's round-robin position over the upstreams.
+    pub(super) cursor: Cell<usize>,
     /// The worker's coarse clock.
-    clock: Clock,
+    pub(super) clock: Clock,
     /// Timeouts and the output bound.
-    limits: Limits,
+    pub(super) limits: Limits,
     /// Bytes read at most per read.
-    buffer_size: usize,
+    pub(super) buffer_size: usize,
     /// Live connections.
     registry: Rc<Registry>,
     /// Counters.
-    stats: Arc<WorkerStats>,
+    pub(super) stats: Arc<WorkerStats>,
     /// `--max-connections`.
     limit: Arc<Limit>,
 }
@@ -87,6 +99,7 @@ struct Shared {
 /// one).
 pub(super) async fn serve<L: Listener>(listener: L, env: WorkerEnv) -> io::Result<()> {
     let WorkerEnv {
+        id,
         config,
         mut drain,
         stats,
@@ -95,6 +108,9 @@ pub(super) async fn serve<L: Listener>(listener: L, env: WorkerEnv) -> io::Resul
     } = env;
     let shared = Rc::new(Shared {
         spec: config.protocol.clone(),
+        proxy: config.proxy.clone(),
+        // Workers start their round-robin at different upstreams.
+        cursor: Cell::new(id),
         clock: Clock::default(),
         limits: Limits::new(&config),
         buffer_size: config.buffer_size,
@@ -146,7 +162,7 @@ async fn accept_until_stopped<L: Listener>(
                     Poll::Pending => None,
                 };
                 if let Some(Ok((stream, peer))) = raced {
-                    admit(shared, stream, peer);
+                    admit::<L>(shared, stream, peer);
                 }
                 return;
             }
@@ -156,7 +172,7 @@ async fn accept_until_stopped<L: Listener>(
         match accepted {
             Ok((stream, peer)) => {
                 backoff.on_success();
-                admit(shared, stream, peer);
+                admit::<L>(shared, stream, peer);
             }
             Err(e) => {
                 if let Some(pause) = backoff.on_error(&e, &shared.stats) {
@@ -169,10 +185,26 @@ async fn accept_until_stopped<L: Listener>(
 
 /// Starts the task of an accepted connection: served, or (over `--max-connections`) told so
 /// and closed.
-fn admit<S: Stream>(shared: &Rc<Shared>, stream: S, peer: SocketAddr) {
+fn admit<L: Listener>(shared: &Rc<Shared>, stream: L::Stream, peer: SocketAddr) {
     let now = shared.clock.now();
     let conn = if shared.limit.try_admit() {
         WorkerStats::inc(&shared.stats.accepted);
+        if shared.proxy.is_some() {
+            let registered = shared.registry.insert();
+            let shared = shared.clone();
+            tokio::task::spawn_local(
+                async move {
+                    let reason =
+                        super::tokio_proxy::relay::<L>(&stream, peer, &registered, &shared).await;
+                    drop(registered);
+                    drop(stream);
+                    shared.stats.close(reason);
+                    shared.limit.release();
+                }
+                .instrument(tracing::debug_span!("proxy", %peer)),
+            );
+            return;
+        }
         Connection::new(&shared.spec, now)
     } else {
         WorkerStats::inc(&shared.stats.rejected);

@@ -82,6 +82,10 @@ impl Listener for UringListener {
         Ok((UringStream(stream), peer))
     }
 
+    fn adopt(stream: std::net::TcpStream) -> io::Result<UringStream> {
+        Ok(UringStream(TcpStream::from_std(stream)))
+    }
+
     fn stop(&self, how: Lifecycle) -> bool {
         let fd = self.inner.as_raw_fd();
         if !how.keeps_listeners() {
@@ -182,5 +186,14 @@ impl Stream for UringStream {
 
     fn end_pending(&self) {
         let _ = self.0.shutdown(Shutdown::Both);
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        // SAFETY: the stream keeps the descriptor open for the duration of the call.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.0.as_raw_fd()) };
+        socket2::SockRef::from(&fd)
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("not an IP socket"))
     }
 }

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
 
-use super::conn::Pool;
+use super::sock::Pool;
 
 /// Alignment of the ring and the buffers (the kernel requires a page-aligned ring).
 const PAGE: usize = 4096;

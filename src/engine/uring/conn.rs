@@ -1,96 +1,18 @@
 //! One connection of the `uring` engine: its [`Connection`] (phase, output, time) plus what
-//! it has in flight on the ring. It never touches the ring itself: each completion is handed
-//! to it and it answers with the [`Submit`]s the worker must push, so the whole logic runs
-//! (and is tested, with a simulated kernel) without a kernel.
+//! its socket has in flight on the ring ([`SockOps`]). It never touches the ring itself: each
+//! completion is handed to it and it answers with the [`Submit`]s the worker must push, so
+//! the whole logic runs (and is tested, with a simulated kernel) without a kernel.
 //!
-//! What it has in flight is one enum per kind of operation: a multishot recv
-//! ([`RecvState`]), at most one send ([`SendState`]), the FIN ([`FinState`]), cancels, and at
-//! the end the close ([`Teardown`]). The close is submitted only once nothing else is in
-//! flight, so no operation outlives the socket or the buffers it uses.
+//! What it has in flight is one enum per kind of operation: a multishot recv, at most one
+//! send, the FIN, cancels, and at the end the close ([`Teardown`]). The close is submitted
+//! only once nothing else is in flight, so no operation outlives the socket or the buffers it
+//! uses.
 
-use super::sendq::{Out, SendQueue};
+use super::sock::{Pool, SockOps, Submit};
 use crate::connection::{Connection, Input, Limits, Millis, Phase, WorkerStats};
+use crate::proxy::Side;
 
-/// Provided buffers a connection may hold in its send queue (echo); more arriving while it
-/// holds these are copied out, so that peers that send but do not read cannot take the
-/// worker's whole pool.
-pub const MAX_HELD_BUFFERS: u16 = 8;
-
-/// Largest last send that gets the FIN linked behind it.
-pub const LINK_FIN_MAX: usize = 8 * 1024;
-
-/// The worker's receive buffers as a connection needs them.
-pub trait Pool {
-    /// The first `len` bytes of buffer `bid`, as a completion filled them.
-    fn bytes(&self, bid: u16, len: usize) -> &[u8];
-    /// A completion handed buffer `bid` to us.
-    fn taken(&mut self, bid: u16);
-    /// Buffer `bid` goes back to the kernel.
-    fn give(&mut self, bid: u16);
-    /// Buffers the kernel can fill now.
-    fn available(&self) -> usize;
-    /// Buffers in all.
-    fn entries(&self) -> usize;
-}
-
-/// What the worker must submit for a connection, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Submit {
-    /// A multishot recv into the provided buffers.
-    Recv,
-    /// A send of `len` bytes at `ptr` (the front of the queue, which stays put until the
-    /// send completes); `fin`: a FIN linked behind it, which must run only if the send
-    /// succeeded in full (`MSG_WAITALL`: the kernel sends all of it or fails the link).
-    Send {
-        /// First byte.
-        ptr: *const u8,
-        /// Bytes.
-        len: u32,
-        /// A FIN follows, linked.
-        fin: bool,
-    },
-    /// The FIN alone.
-    Fin,
-    /// Cancel the multishot recv (reading pauses).
-    CancelRecv,
-    /// Cancel everything in flight on the socket (the connection is over).
-    CancelAll,
-    /// Close the socket.
-    Close,
-}
-
-/// The multishot recv.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecvState {
-    /// Not submitted (or ended).
-    Off,
-    /// Submitted and receiving.
-    Armed,
-    /// A cancel of it was submitted; its last completion is still to come.
-    Cancelling,
-}
-
-/// The send.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendState {
-    /// No send in flight.
-    Idle,
-    /// The front of the queue is being sent.
-    InFlight,
-}
-
-/// The FIN.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinState {
-    /// Not sent.
-    Pending,
-    /// Submitted (alone or linked behind a send).
-    InFlight,
-    /// Done.
-    Sent,
-}
-
-/// The end of the connection on the ring.
+/// The end of a connection on the ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Teardown {
     /// Not begun.
@@ -121,52 +43,37 @@ pub struct Env<'a, P: Pool> {
 pub struct UConn {
     /// Phase, protocol, output and time.
     pub conn: Connection,
-    /// Output not yet sent, in order; the front is in flight while `send` says so.
-    queue: SendQueue,
-    /// Provided buffers in `queue`.
-    held: u16,
-    /// The recv.
-    pub recv: RecvState,
-    /// The send.
-    pub send: SendState,
-    /// The FIN.
-    pub fin: FinState,
+    /// Its socket's operations.
+    pub sock: SockOps,
     /// Cancel operations in flight.
     cancels: u8,
     /// The end.
     pub teardown: Teardown,
-    /// The last recv ended for want of buffers: re-armed only when some come back.
-    pub starved: bool,
 }
+
+/// The connection's only socket.
+const SIDE: Side = Side::Client;
 
 impl UConn {
     /// A connection that has nothing in flight yet; call [`UConn::step`] to start it.
     pub fn new(conn: Connection) -> Self {
         UConn {
             conn,
-            queue: SendQueue::default(),
-            held: 0,
-            recv: RecvState::Off,
-            send: SendState::Idle,
-            fin: FinState::Pending,
+            sock: SockOps::default(),
             cancels: 0,
             teardown: Teardown::No,
-            starved: false,
         }
     }
 
     /// True while an operation other than the close is in flight.
     pub fn busy(&self) -> bool {
-        self.recv != RecvState::Off
-            || self.send == SendState::InFlight
-            || self.fin == FinState::InFlight
-            || self.cancels > 0
+        self.sock.busy() || self.cancels > 0
     }
 
     /// A recv completion.
     pub fn on_recv<P: Pool>(&mut self, res: i32, more: bool, bid: Option<u16>, env: &mut Env<P>) {
         if !more {
-            self.recv = RecvState::Off;
+            self.sock.recv = super::sock::RecvState::Off;
         }
         if res > 0 {
             let n = res as usize;
@@ -182,19 +89,7 @@ impl UConn {
                 .conn
                 .on_input(env.now, env.pool.bytes(bid, n), env.limits)
             {
-                Input::Echo if self.held < MAX_HELD_BUFFERS && spare(env.pool) => {
-                    self.held += 1;
-                    self.queue.push_back(Out::Buf {
-                        bid,
-                        off: 0,
-                        len: n,
-                    });
-                }
-                Input::Echo => {
-                    let data = env.pool.bytes(bid, n).to_vec();
-                    env.pool.give(bid);
-                    self.queue.push_back(Out::Owned { data, off: 0 });
-                }
+                Input::Echo => self.sock.push_received(bid, n, env.pool),
                 Input::Consumed { answered } => {
                     WorkerStats::add(&env.stats.requests, answered);
                     env.pool.give(bid);
@@ -205,7 +100,7 @@ impl UConn {
             self.conn.on_eof();
         } else if res == -libc::ENOBUFS {
             WorkerStats::inc(&env.stats.recv_enobufs);
-            self.starved = true;
+            self.sock.starved = true;
         } else if res != -libc::ECANCELED {
             tracing::debug!("recv failed: {}", std::io::Error::from_raw_os_error(-res));
             self.conn.on_error();
@@ -215,44 +110,38 @@ impl UConn {
 
     /// A send completion.
     pub fn on_send<P: Pool>(&mut self, res: i32, env: &mut Env<P>) {
-        self.send = SendState::Idle;
         if res < 0 {
+            self.sock.send = super::sock::SendState::Idle;
             if res != -libc::ECANCELED {
                 tracing::debug!("send failed: {}", std::io::Error::from_raw_os_error(-res));
             }
             self.conn.on_error();
             return self.step(env);
         }
-        let mut sent = res as usize;
+        let sent = res as usize;
         WorkerStats::add(&env.stats.bytes_out, sent as u64);
         self.conn.on_sent(env.now, sent, env.limits);
-        while let Some(front) = self.queue.front_mut() {
-            let n = sent.min(front.remaining());
-            front.advance(n);
-            sent -= n;
-            if front.remaining() > 0 {
-                break;
-            }
-            self.pop_front(env.pool);
-        }
+        let conn = &mut self.conn;
+        self.sock.on_sent(sent, env.pool, &mut |v| conn.recycle(v));
         self.step(env);
     }
 
     /// A FIN completion.
     pub fn on_fin<P: Pool>(&mut self, res: i32, env: &mut Env<P>) {
+        use super::sock::FinState;
         if res == -libc::ECANCELED {
             // The send it was linked to did not complete in full: it goes out on its own
             // once the rest is sent.
-            self.fin = FinState::Pending;
+            self.sock.fin = FinState::Pending;
         } else if res < 0 {
-            self.fin = FinState::Pending;
+            self.sock.fin = FinState::Pending;
             tracing::debug!(
                 "shutdown failed: {}",
                 std::io::Error::from_raw_os_error(-res)
             );
             self.conn.on_error();
         } else {
-            self.fin = FinState::Sent;
+            self.sock.fin = FinState::Sent;
             self.conn.on_fin(env.now, env.limits);
         }
         self.step(env);
@@ -284,7 +173,7 @@ impl UConn {
 
     /// Buffers came back after the recv ran out: read again.
     pub fn on_buffers<P: Pool>(&mut self, env: &mut Env<P>) {
-        self.starved = false;
+        self.sock.starved = false;
         self.step(env);
     }
 
@@ -295,94 +184,39 @@ impl UConn {
             return self.tear_down(env);
         }
         if let Some(data) = self.conn.take_output() {
-            self.queue.push_back(Out::Owned { data, off: 0 });
+            self.sock.push_owned(data);
         }
-        if self.send == SendState::Idle && self.fin == FinState::Pending {
-            match self.queue.front() {
-                Some(front) => {
-                    let bytes = match front {
-                        Out::Buf { bid, off, len } => &env.pool.bytes(*bid, *len)[*off..],
-                        Out::Owned { data, off } => &data[*off..],
-                    };
-                    // The last of a closing connection's output: the FIN goes with it if it
-                    // is small (a large send in one operation would hide its progress from
-                    // the idle timeout until all of it is in the kernel).
-                    let fin = self.queue.len() == 1
-                        && self.conn.phase() == Phase::Closing
-                        && bytes.len() <= LINK_FIN_MAX;
-                    env.submit.push(Submit::Send {
-                        ptr: bytes.as_ptr(),
-                        len: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
-                        fin,
-                    });
-                    self.send = SendState::InFlight;
-                    if fin {
-                        self.fin = FinState::InFlight;
-                    }
-                }
-                None if self.conn.wants_fin() => {
-                    env.submit.push(Submit::Fin);
-                    self.fin = FinState::InFlight;
-                }
-                None => {}
-            }
+        let closing = self.conn.phase() == Phase::Closing;
+        self.sock.start_send(SIDE, env.pool, closing, env.submit);
+        if self.conn.wants_fin() {
+            self.sock.start_fin(SIDE, env.submit);
         }
-        match self.recv {
-            RecvState::Off if self.conn.reading() && !self.starved => {
-                env.submit.push(Submit::Recv);
-                self.recv = RecvState::Armed;
-            }
-            RecvState::Armed if self.conn.phase() == Phase::Open && !self.conn.reading() => {
-                env.submit.push(Submit::CancelRecv);
-                self.recv = RecvState::Cancelling;
-                self.cancels += 1;
-            }
-            _ => {}
+        let pause = self.conn.phase() == Phase::Open && !self.conn.reading();
+        if self
+            .sock
+            .steer_recv(SIDE, self.conn.reading(), pause, env.submit)
+        {
+            self.cancels += 1;
         }
     }
 
     /// The connection is over: drop unsent output, cancel what is in flight, close once
     /// nothing is.
     fn tear_down<P: Pool>(&mut self, env: &mut Env<P>) {
-        let keep = usize::from(self.send == SendState::InFlight);
-        while self.queue.len() > keep {
-            if let Some(Out::Buf { bid, .. }) = self.queue.pop_back() {
-                self.held -= 1;
-                env.pool.give(bid);
-            }
-        }
+        self.sock.drop_unsent(env.pool);
         if self.teardown == Teardown::No {
             self.teardown = Teardown::Cancelled;
             if self.busy() {
-                env.submit.push(Submit::CancelAll);
+                env.submit.push(Submit::CancelAll(SIDE));
                 self.cancels += 1;
             }
         }
         if self.teardown == Teardown::Cancelled && !self.busy() {
-            while !self.queue.is_empty() {
-                self.pop_front(env.pool);
-            }
-            env.submit.push(Submit::Close);
+            self.sock.clear(env.pool);
+            env.submit.push(Submit::Close(SIDE));
             self.teardown = Teardown::Closing;
         }
     }
-
-    /// Removes the front of the queue (sent, or dropped with nothing in flight).
-    fn pop_front<P: Pool>(&mut self, pool: &mut P) {
-        match self.queue.pop_front() {
-            Some(Out::Buf { bid, .. }) => {
-                self.held -= 1;
-                pool.give(bid);
-            }
-            Some(Out::Owned { data, .. }) => self.conn.recycle(data),
-            None => {}
-        }
-    }
-}
-
-/// True while the pool has buffers to spare for holding (a quarter stays for receiving).
-fn spare<P: Pool>(pool: &P) -> bool {
-    pool.available() > pool.entries() / 4
 }
 
 #[cfg(test)]

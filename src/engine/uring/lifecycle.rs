@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use io_uring::{cqueue, opcode, types};
 use tracing::{debug, warn};
 
-use super::conn::{Pool, UConn};
-use super::op::Op;
+use super::conn::UConn;
+use super::op::{Op, Token};
+use super::sock::Pool;
 use super::{AcceptState, Worker};
 use crate::shutdown::Lifecycle;
 
@@ -36,9 +37,10 @@ impl Worker {
             // A retry timeout completes by itself and then arms nothing.
             AcceptState::Retrying | AcceptState::Off => {}
         }
+        // Proxied connections are served on until their peers close them.
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            let t = self.token(key);
+            let t = Token::new(key, self.gens[key]);
             self.with_conn(t, UConn::on_drain);
         }
     }
@@ -46,23 +48,35 @@ impl Worker {
     /// Lets connections whose deadline passed act on it.
     pub(super) fn sweep(&mut self, now: u64) {
         let limits = self.limits;
+        let due = |d: Option<u64>| d.is_some_and(|d| d <= now);
         self.due.clear();
-        self.due.extend(
-            self.conns
-                .iter()
-                .filter(|(_, s)| s.uc.conn.poll_timeout(&limits).is_some_and(|d| d <= now))
-                .map(|(k, _)| k),
-        );
+        match self.proxy {
+            None => self.due.extend(
+                self.conns
+                    .iter()
+                    .filter(|(_, s)| due(s.uc.conn.poll_timeout(&limits)))
+                    .map(|(k, _)| k),
+            ),
+            Some(_) => self.due.extend(
+                self.pairs
+                    .iter()
+                    .filter(|(_, s)| due(s.up.relay.poll_timeout(&limits)))
+                    .map(|(k, _)| k),
+            ),
+        }
         for i in 0..self.due.len() {
-            let t = self.token(self.due[i]);
-            self.with_conn(t, UConn::on_time);
+            let t = Token::new(self.due[i], self.gens[self.due[i]]);
+            match self.proxy {
+                None => self.with_conn(t, UConn::on_time),
+                Some(_) => self.with_pair(t, |p, env, _| p.on_time(env)),
+            }
         }
     }
 
     /// Records what the worker still held when it stopped (0 and 0 after a clean drain).
     pub(super) fn finish(&mut self) {
         let leaked_buffers = self.bufs.entries().saturating_sub(self.bufs.available());
-        let leaked_fds = self.conns.len();
+        let leaked_fds = self.conns.len() + self.pairs.len();
         let stats = &self.env.stats;
         stats
             .leaked_buffers
@@ -123,6 +137,7 @@ impl Drop for Worker {
             );
             // Queued output may still be read by a send the kernel did not give up.
             std::mem::forget(std::mem::take(&mut self.conns));
+            std::mem::forget(std::mem::take(&mut self.pairs));
         }
     }
 }

@@ -17,8 +17,11 @@ mod bufring;
 mod conn;
 mod lifecycle;
 mod op;
+mod pair;
 mod probe;
+mod proxying;
 mod sendq;
+mod sock;
 
 use std::io;
 use std::mem::ManuallyDrop;
@@ -35,10 +38,13 @@ use crate::accept::AcceptBackoff;
 use crate::connection::{Clock, Connection, Limits, WorkerStats};
 use crate::error::Error;
 use crate::protocol::ProtocolSpec;
+use crate::proxy::{ProxyConfig, Side};
 use crate::shutdown::Lifecycle;
 use bufring::BufRing;
-use conn::{Env, Pool, Submit, UConn};
+use conn::{Env, UConn};
 use op::{Op, Token};
+use proxying::PairSlot;
+use sock::{Pool, Submit};
 
 pub use probe::check as check_features;
 
@@ -110,6 +116,10 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
         );
     }
     let (listener, env) = ctx.into_parts();
+    let reserved = match env.config.max_connections {
+        0 => RESERVED_CONNS,
+        n => n.min(RESERVED_CONNS),
+    };
     let mut w = Worker {
         limits: Limits::new(&env.config),
         spec: env.config.protocol.clone(),
@@ -119,12 +129,18 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
         bufs: ManuallyDrop::new(bufs),
         // Address space for many connections up front: pages are touched (and count in RSS)
         // only as connections arrive, and the table never reallocates and copies under load.
-        conns: Slab::with_capacity(match env.config.max_connections {
-            0 => RESERVED_CONNS,
-            n => n.min(RESERVED_CONNS),
+        conns: Slab::with_capacity(match env.config.proxy {
+            None => reserved,
+            Some(_) => 0,
         }),
         gens: Vec::new(),
         starved: Vec::new(),
+        pairs: Slab::with_capacity(match env.config.proxy {
+            Some(_) => reserved,
+            None => 0,
+        }),
+        proxy: env.config.proxy.clone(),
+        cursor: env.id,
         to_close: Vec::new(),
         submits: Vec::new(),
         due: Vec::new(),
@@ -158,9 +174,15 @@ struct Worker {
     gens: Vec<u32>,
     /// Connections whose recv ran out of buffers, re-armed as buffers come back.
     starved: Vec<usize>,
-    /// Connections to close once this turn's other submissions are in: a close costs the
-    /// kernel more than a send, and nobody waits for it.
-    to_close: Vec<usize>,
+    /// Proxied connections by slot (proxy mode uses these instead of `conns`).
+    pairs: Slab<PairSlot>,
+    /// Proxy mode.
+    proxy: Option<ProxyConfig>,
+    /// This worker's round-robin position over the upstreams.
+    cursor: usize,
+    /// Sockets to close once this turn's other submissions are in: a close costs the kernel
+    /// more than a send, and nobody waits for it.
+    to_close: Vec<(usize, Side)>,
     /// Scratch: what a connection asked to submit.
     submits: Vec<Submit>,
     /// Scratch: connections whose deadline passed.
@@ -229,9 +251,16 @@ impl Worker {
                 self.handle(cqe);
             }
             self.feed_starved();
-            for key in std::mem::take(&mut self.to_close) {
-                if let Some(fd) = self.conns.get_mut(key).and_then(|s| s.fd.take()) {
-                    let token = self.token(key);
+            for (key, side) in std::mem::take(&mut self.to_close) {
+                let fd = match self.proxy {
+                    None => self.conns.get_mut(key).and_then(|s| s.fd.take()),
+                    Some(_) => self
+                        .pairs
+                        .get_mut(key)
+                        .and_then(|s| s.fds[side.index()].take()),
+                };
+                if let Some(fd) = fd {
+                    let token = Token::new(key, self.gens[key]).on(side);
                     // The ring closes it; the slot is freed when that completes.
                     let sqe = opcode::Close::new(types::Fd(fd.into_raw_fd())).build();
                     self.push(sqe, Op::Close(token));
@@ -248,7 +277,11 @@ impl Worker {
                     self.begin_drain(state);
                 }
             }
-            if self.stopping.is_some() && self.conns.is_empty() && self.accept == AcceptState::Off {
+            if self.stopping.is_some()
+                && self.conns.is_empty()
+                && self.pairs.is_empty()
+                && self.accept == AcceptState::Off
+            {
                 return Ok(());
             }
         }
@@ -283,11 +316,6 @@ impl Worker {
         self.accept = AcceptState::Armed;
     }
 
-    /// The token of the connection in `key`.
-    fn token(&self, key: usize) -> Token {
-        Token::new(key, self.gens[key])
-    }
-
     fn handle(&mut self, cqe: cqueue::Entry) {
         let (res, flags) = (cqe.result(), cqe.flags());
         let Some(op) = Op::decode(cqe.user_data()) else {
@@ -319,6 +347,11 @@ impl Worker {
                     );
                 }
             }
+            Op::Recv(t) | Op::Send(t) | Op::Fin(t) | Op::Cancel(t) | Op::Connect(t)
+                if self.proxy.is_some() =>
+            {
+                self.pair_completion(op, t, res, flags)
+            }
             Op::Recv(t) => {
                 let (more, bid) = (cqueue::more(flags), cqueue::buffer_select(flags));
                 self.with_conn(t, |uc, env| uc.on_recv(res, more, bid, env));
@@ -326,28 +359,35 @@ impl Worker {
             Op::Send(t) => self.with_conn(t, |uc, env| uc.on_send(res, env)),
             Op::Fin(t) => self.with_conn(t, |uc, env| uc.on_fin(res, env)),
             Op::Cancel(t) => self.with_conn(t, |uc, env| uc.on_cancel(env)),
+            Op::Connect(t) => warn!(?t, "a connect completed for a connection that has none"),
+            Op::Close(t) if self.proxy.is_some() => self.pair_closed(t),
             Op::Close(t) => {
-                if self.conns.contains(t.slot as usize) && self.token(t.slot as usize) == t {
-                    let slot = self.conns.remove(t.slot as usize);
-                    let reason = slot.uc.conn.close_reason();
-                    self.env.stats.close(reason);
-                    if reason.admitted() {
-                        self.env.limit.release();
-                    }
+                let key = t.slot as usize;
+                if self.conns.contains(key) && self.gens[key] == t.gen {
+                    let slot = self.conns.remove(key);
+                    self.finished(slot.uc.conn.close_reason());
                 }
             }
+        }
+    }
+
+    /// Counts a connection that ended.
+    fn finished(&mut self, reason: crate::connection::CloseReason) {
+        self.env.stats.close(reason);
+        if reason.admitted() {
+            self.env.limit.release();
         }
     }
 
     /// Hands an event to the connection `t` names and submits what it asks for.
     fn with_conn(&mut self, t: Token, f: impl FnOnce(&mut UConn, &mut Env<BufRing>)) {
         let key = t.slot as usize;
-        if !self.conns.contains(key) || self.token(key) != t {
+        if !self.conns.contains(key) || self.gens[key] != t.gen {
             warn!(?t, "completion for a connection that is gone");
             return;
         }
         let slot = &mut self.conns[key];
-        let was_starved = slot.uc.starved;
+        let was_starved = slot.uc.sock.starved;
         let mut env = Env {
             now: self.clock.now(),
             limits: &self.limits,
@@ -356,59 +396,64 @@ impl Worker {
             submit: &mut self.submits,
         };
         f(&mut slot.uc, &mut env);
-        if slot.uc.starved && !was_starved {
+        if slot.uc.sock.starved && !was_starved {
             self.starved.push(key);
         }
-        self.submit_for(key);
-    }
-
-    /// Turns what connection `key` asked for into SQEs.
-    fn submit_for(&mut self, key: usize) {
-        let token = self.token(key);
-        let Some(fd) = self.conns[key].fd.as_ref().map(AsRawFd::as_raw_fd) else {
-            self.submits.clear();
-            return;
-        };
-        let fd_ = types::Fd(fd);
+        let token = Token::new(key, self.gens[key]);
+        let fd = self.conns[key].fd.as_ref().map(AsRawFd::as_raw_fd);
         for i in 0..self.submits.len() {
-            match self.submits[i] {
-                Submit::Recv => {
-                    let sqe = opcode::RecvMulti::new(fd_, BGID).build();
-                    self.push(sqe, Op::Recv(token));
-                }
-                Submit::Send { ptr, len, fin } => {
-                    // A short send is no error on a stream socket and would not break a
-                    // link; with MSG_WAITALL the kernel retries until all is sent, or fails
-                    // the send and with it the link. So the FIN linked behind a last send
-                    // follows its last byte, in the same submission, as the origin's
-                    // reply-then-close did, and never runs early.
-                    let flags = match fin {
-                        true => libc::MSG_NOSIGNAL | libc::MSG_WAITALL,
-                        false => libc::MSG_NOSIGNAL,
-                    };
-                    let mut sqe = opcode::Send::new(fd_, ptr, len).flags(flags).build();
-                    if fin {
-                        sqe = sqe.flags(squeue::Flags::IO_LINK);
-                    }
-                    self.push(sqe, Op::Send(token));
-                    if fin {
-                        self.push_fin(fd, token);
-                    }
-                }
-                Submit::Fin => self.push_fin(fd, token),
-                Submit::CancelRecv => {
-                    let sqe = opcode::AsyncCancel::new(Op::Recv(token).encode()).build();
-                    self.push(sqe, Op::Cancel(token));
-                }
-                Submit::CancelAll => {
-                    let sqe =
-                        opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd_).all()).build();
-                    self.push(sqe, Op::Cancel(token));
-                }
-                Submit::Close => self.to_close.push(key),
+            match (self.submits[i], fd) {
+                (Submit::Close(_), _) => self.to_close.push((key, Side::Client)),
+                (sub, Some(fd)) => self.push_socket_op(sub, token, fd),
+                (_, None) => {}
             }
         }
         self.submits.clear();
+    }
+
+    /// Pushes the SQEs of a socket operation on `fd` (`token` names the socket).
+    fn push_socket_op(&mut self, sub: Submit, token: Token, fd: RawFd) {
+        let fd_ = types::Fd(fd);
+        match sub {
+            Submit::Recv(_) => {
+                let sqe = opcode::RecvMulti::new(fd_, BGID).build();
+                self.push(sqe, Op::Recv(token));
+            }
+            Submit::Send { ptr, len, fin, .. } => {
+                // A short send is no error on a stream socket and would not break a link;
+                // with MSG_WAITALL the kernel retries until all is sent, or fails the send
+                // and with it the link. So the FIN linked behind a last send follows its
+                // last byte, in the same submission, as the origin's reply-then-close did,
+                // and never runs early.
+                let flags = match fin {
+                    true => libc::MSG_NOSIGNAL | libc::MSG_WAITALL,
+                    false => libc::MSG_NOSIGNAL,
+                };
+                let mut sqe = opcode::Send::new(fd_, ptr, len).flags(flags).build();
+                if fin {
+                    sqe = sqe.flags(squeue::Flags::IO_LINK);
+                }
+                self.push(sqe, Op::Send(token));
+                if fin {
+                    self.push_fin(fd, token);
+                }
+            }
+            Submit::Fin(_) => self.push_fin(fd, token),
+            Submit::CancelRecv(_) => {
+                let sqe = opcode::AsyncCancel::new(Op::Recv(token).encode()).build();
+                self.push(sqe, Op::Cancel(token));
+            }
+            Submit::CancelAll(_) => {
+                let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd_).all()).build();
+                self.push(sqe, Op::Cancel(token));
+            }
+            Submit::CancelConnect => {
+                let sqe = opcode::AsyncCancel::new(Op::Connect(token).encode()).build();
+                self.push(sqe, Op::Cancel(token));
+            }
+            // The worker handles these itself (they change its table).
+            Submit::Close(_) | Submit::Connect => {}
+        }
     }
 
     fn push_fin(&mut self, fd: RawFd, token: Token) {
@@ -447,6 +492,9 @@ impl Worker {
     /// A connection that raced the drain is served too, draining from the start.
     fn admit(&mut self, fd: OwnedFd) {
         let now = self.clock.now();
+        if self.proxy.is_some() {
+            return self.admit_pair(fd);
+        }
         let conn = if self.env.limit.try_admit() {
             WorkerStats::inc(&self.env.stats.accepted);
             Connection::new(&self.spec, now)
@@ -458,15 +506,20 @@ impl Worker {
             fd: Some(fd),
             uc: UConn::new(conn),
         });
-        if key >= self.gens.len() {
-            self.gens.resize(key + 1, 0);
-        }
-        self.gens[key] = self.gens[key].wrapping_add(1) & Token::GEN_MASK;
-        let t = self.token(key);
+        let t = self.next_gen(key);
         match self.stopping {
             Some(_) => self.with_conn(t, |uc, env| uc.on_drain(env)),
             None => self.with_conn(t, |uc, env| uc.step(env)),
         }
+    }
+
+    /// A new connection in slot `key`: the slot's next generation, and its token.
+    fn next_gen(&mut self, key: usize) -> Token {
+        if key >= self.gens.len() {
+            self.gens.resize(key + 1, 0);
+        }
+        self.gens[key] = self.gens[key].wrapping_add(1) & Token::GEN_MASK;
+        Token::new(key, self.gens[key])
     }
 
     /// Re-arms connections whose recv ran out of buffers, as buffers come back.
@@ -475,9 +528,13 @@ impl Worker {
             let Some(key) = self.starved.pop() else {
                 return;
             };
-            if self.conns.contains(key) {
-                let t = self.token(key);
-                self.with_conn(t, |uc, env| uc.on_buffers(env));
+            let t = Token::new(key, self.gens[key]);
+            match self.proxy {
+                Some(_) if self.pairs.contains(key) => {
+                    self.with_pair(t, |p, env, _| p.on_buffers(env))
+                }
+                None if self.conns.contains(key) => self.with_conn(t, |uc, env| uc.on_buffers(env)),
+                _ => {}
             }
         }
     }

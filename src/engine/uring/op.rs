@@ -2,30 +2,41 @@
 //! `user_data`, and every completion is decoded back into one and matched exhaustively: an
 //! operation added later cannot be dropped silently by a catch-all.
 //!
-//! Layout of `user_data`: bits 0..8 the operation, 8..32 the connection's generation, 32..64
-//! its slot. The generation tells a late completion for a slot's previous connection from one
-//! for its current connection.
+//! Layout of `user_data`: bits 0..8 the operation, 8..31 the connection's generation, bit 31
+//! the socket (a proxied connection has two: client, upstream), 32..64 its slot. The
+//! generation tells a late completion for a slot's previous connection from one for its
+//! current connection.
 
-/// A connection as the ring knows it: its slot in the worker's table and the generation of
-/// that slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+use crate::proxy::Side;
+
+/// A connection's socket as the ring knows it: its slot in the worker's table, the
+/// generation of that slot, and which socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Token {
     /// Index in the worker's connection table.
     pub slot: u32,
-    /// How many connections used the slot before (24 bits, wrapping).
+    /// How many connections used the slot before (23 bits, wrapping).
     pub gen: u32,
+    /// The socket.
+    pub side: Side,
 }
 
 impl Token {
-    /// Generations wrap at 24 bits.
-    pub const GEN_MASK: u32 = (1 << 24) - 1;
+    /// Generations wrap at 23 bits.
+    pub const GEN_MASK: u32 = (1 << 23) - 1;
 
-    /// The token of slot `slot`, generation `gen`.
+    /// The token of slot `slot`, generation `gen`, client socket.
     pub fn new(slot: usize, gen: u32) -> Self {
         Token {
             slot: slot as u32,
             gen: gen & Self::GEN_MASK,
+            side: Side::Client,
         }
+    }
+
+    /// The same connection's socket `side`.
+    pub fn on(self, side: Side) -> Self {
+        Token { side, ..self }
     }
 }
 
@@ -52,6 +63,8 @@ pub enum Op {
     Cancel(Token),
     /// A connection's close.
     Close(Token),
+    /// A proxied connection's connect to its upstream.
+    Connect(Token),
 }
 
 impl Op {
@@ -65,11 +78,13 @@ impl Op {
     const CANCEL: u64 = 8;
     const CLOSE: u64 = 9;
     const TEARDOWN: u64 = 10;
+    const CONNECT: u64 = 11;
 
     /// The `user_data` that stands for this operation.
     pub fn encode(self) -> u64 {
         let conn = |tag: u64, t: Token| {
-            (u64::from(t.slot) << 32) | (u64::from(t.gen & Token::GEN_MASK) << 8) | tag
+            let side = u64::from(t.side == Side::Upstream) << 31;
+            (u64::from(t.slot) << 32) | side | (u64::from(t.gen & Token::GEN_MASK) << 8) | tag
         };
         match self {
             Op::Accept => Self::ACCEPT,
@@ -82,6 +97,7 @@ impl Op {
             Op::Fin(t) => conn(Self::FIN, t),
             Op::Cancel(t) => conn(Self::CANCEL, t),
             Op::Close(t) => conn(Self::CLOSE, t),
+            Op::Connect(t) => conn(Self::CONNECT, t),
         }
     }
 
@@ -91,6 +107,10 @@ impl Op {
         let token = Token {
             slot: (user_data >> 32) as u32,
             gen: ((user_data >> 8) as u32) & Token::GEN_MASK,
+            side: match (user_data >> 31) & 1 {
+                0 => Side::Client,
+                _ => Side::Upstream,
+            },
         };
         let worker_op = |op: Op| (user_data >> 8 == 0).then_some(op);
         match user_data & 0xff {
@@ -104,6 +124,7 @@ impl Op {
             Self::FIN => Some(Op::Fin(token)),
             Self::CANCEL => Some(Op::Cancel(token)),
             Self::CLOSE => Some(Op::Close(token)),
+            Self::CONNECT => Some(Op::Connect(token)),
             _ => None,
         }
     }
@@ -115,8 +136,9 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let t = Token::new(70_000, (1 << 24) + 5);
+        let t = Token::new(70_000, (1 << 23) + 5);
         assert_eq!(t.gen, 5);
+        let u = t.on(Side::Upstream);
         for op in [
             Op::Accept,
             Op::AcceptRetry,
@@ -128,6 +150,9 @@ mod tests {
             Op::Fin(t),
             Op::Cancel(t),
             Op::Close(Token::new(u32::MAX as usize, Token::GEN_MASK)),
+            Op::Recv(u),
+            Op::Connect(u),
+            Op::Close(Token::new(u32::MAX as usize, Token::GEN_MASK).on(Side::Upstream)),
         ] {
             assert_eq!(Op::decode(op.encode()), Some(op), "{op:?}");
         }

@@ -61,6 +61,13 @@ impl SendQueue {
         }
     }
 
+    /// Puts an entry in front of the others.
+    pub fn push_front(&mut self, out: Out) {
+        if let Some(head) = self.head.replace(out) {
+            self.rest.push_front(head);
+        }
+    }
+
     /// The front entry.
     pub fn front(&self) -> Option<&Out> {
         self.head.as_ref()
@@ -123,6 +130,8 @@ mod tests {
         assert_eq!(q.len(), 3);
         q.front_mut().unwrap().advance(4);
         assert_eq!(q.front().unwrap().remaining(), 6);
+        q.push_front(buf(0));
+        assert_eq!(bid(q.pop_front()), Some(0));
         assert_eq!(bid(q.pop_front()), Some(1));
         assert_eq!(bid(q.pop_back()), Some(3));
         assert_eq!(bid(q.pop_back()), Some(2));

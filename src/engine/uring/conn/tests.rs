@@ -11,6 +11,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use crate::engine::uring::sock::Pool;
 use crate::protocol::{error_response, ErrorStatus, ProtocolKind, ProtocolSpec};
 
 /// A small buffer ring, so that it runs dry often.
@@ -144,23 +145,24 @@ impl Sim {
         for s in subs.drain(..) {
             assert!(!self.close_submitted, "{s:?} submitted after the close");
             match s {
-                Submit::Recv => {
+                Submit::Recv(_) => {
                     assert!(!self.recv_armed, "two recvs armed");
                     self.recv_armed = true;
                     self.recv_cancel = false;
                 }
-                Submit::Send { ptr, len, fin } => {
+                Submit::Send { ptr, len, fin, .. } => {
                     assert!(self.send.is_none(), "two sends in flight");
                     assert!(!self.fin_done, "send after the FIN");
                     assert!(len > 0, "empty send");
                     self.send = Some((ptr, len, fin));
                 }
-                Submit::Fin => {
+                Submit::Fin(_) => {
                     assert!(self.send.is_none() && !self.fin_alone, "FIN beside a send");
                     self.fin_alone = true;
                 }
-                Submit::CancelRecv | Submit::CancelAll => self.cancels.push(s),
-                Submit::Close => {
+                Submit::CancelRecv(_) | Submit::CancelAll(_) => self.cancels.push(s),
+                Submit::Connect | Submit::CancelConnect => panic!("{s:?} on a protocol connection"),
+                Submit::Close(_) => {
                     assert!(
                         !self.recv_armed && self.send.is_none() && !self.fin_alone,
                         "close with operations in flight"
@@ -305,7 +307,7 @@ impl Sim {
                 bid: None,
             });
         }
-        if which == Submit::CancelAll {
+        if matches!(which, Submit::CancelAll(_)) {
             if let Some((_, _, fin)) = self.send.take() {
                 self.posted.push_back(Cqe::Send(-libc::ECANCELED));
                 if fin {
@@ -358,7 +360,7 @@ fn run(seed: u64, kind: ProtocolKind, input: Vec<u8>) -> (Vec<u8>, bool, usize, 
             uc.on_time(&mut env!());
             sim.take(&mut subs);
         }
-        if uc.starved && sim.pool.available() > 0 {
+        if uc.sock.starved && sim.pool.available() > 0 {
             uc.on_buffers(&mut env!());
             sim.take(&mut subs);
         }

@@ -1,0 +1,213 @@
+//! Proxy mode on the tokio engines: a task per proxied connection that connects to an
+//! upstream (failing over to the next one), then pumps each direction with its own buffer,
+//! read then write, so a direction whose receiver is slow stops reading its sender
+//! (backpressure by construction, one buffer's worth per direction). A FIN read on one side
+//! is passed to the other once everything before it is sent; an error on either side ends
+//! both. The [`Relay`] decides; this moves bytes and schedules wake-ups.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+
+use tracing::debug;
+
+use super::tokio_common::{Listener, Shared, Stream};
+use crate::connection::registry::Registered;
+use crate::connection::{CloseReason, WorkerStats};
+use crate::proxy::relay::{Phase, Timeout};
+use crate::proxy::{header, Relay, Side};
+
+/// Serves one proxied connection; returns why it ended.
+pub(super) async fn relay<L: Listener>(
+    client: &L::Stream,
+    peer: SocketAddr,
+    registered: &Registered,
+    shared: &Shared,
+) -> CloseReason {
+    let Some(proxy) = shared.proxy.as_ref() else {
+        return CloseReason::Error;
+    };
+    let (clock, limits) = (&shared.clock, &shared.limits);
+    let connect_ms = proxy.connect_timeout.as_millis() as u64;
+    let relay = RefCell::new(Relay::new(clock.now(), clock.now() + connect_ms));
+    let ups = &proxy.upstreams;
+    let mut tried = 0u64;
+    let (index, upstream) = loop {
+        let mut cursor = shared.cursor.get();
+        let picked = ups.pick(&mut cursor, tried);
+        shared.cursor.set(cursor);
+        let Some(i) = picked else {
+            debug!("no upstream reachable");
+            relay.borrow_mut().no_upstream();
+            return relay.into_inner().close_reason();
+        };
+        tried |= 1 << i;
+        relay.borrow_mut().connecting(clock.now() + connect_ms);
+        let addr = ups.get(i).addr;
+        match tokio::time::timeout(proxy.connect_timeout, connect(addr)).await {
+            Ok(Ok(s)) => match L::adopt(s) {
+                Ok(s) => break (i, s),
+                Err(e) => {
+                    debug!("cannot use the upstream socket: {e}");
+                    return CloseReason::Error;
+                }
+            },
+            Ok(Err(e)) => debug!(upstream = %addr, "connect failed: {e}"),
+            Err(_) => debug!(upstream = %addr, "connect timed out"),
+        }
+        ups.connect_failed(i);
+    };
+    ups.connected(index);
+    relay.borrow_mut().on_connected(clock.now());
+    let stats = &ups.get(index).stats;
+    let entry = registered.entry();
+    let mut first = Vec::new();
+    if let Some(version) = proxy.send_proxy {
+        if let Ok(local) = client.local_addr() {
+            first = header::encode(version, peer, local);
+            relay
+                .borrow_mut()
+                .on_input(Side::Client, clock.now(), first.len(), limits);
+        }
+    }
+    let pump = |from: Side, first: Vec<u8>| {
+        let (src, dst) = match from {
+            Side::Client => (client as &L::Stream, &upstream),
+            Side::Upstream => (&upstream, client as &L::Stream),
+        };
+        pump::<L::Stream>(src, dst, from, first, &relay, shared, stats)
+    };
+    // A third party to the two pumps: the deadlines (idle) and nothing else; both pumps end
+    // by themselves on EOF or error.
+    let watch = async {
+        loop {
+            entry.set_deadline(relay.borrow().poll_timeout(limits));
+            entry.alarm.wait().await;
+            let now = clock.now();
+            let mut r = relay.borrow_mut();
+            if r.poll_timeout(limits).is_some_and(|d| d <= now)
+                && r.handle_timeout(now, limits) == Timeout::Idle
+            {
+                return;
+            }
+            if r.phase() == Phase::Closed {
+                return;
+            }
+        }
+    };
+    let pumps = async {
+        tokio::join!(pump(Side::Client, first), pump(Side::Upstream, Vec::new()));
+    };
+    tokio::select! {
+        () = pumps => {}
+        () = watch => {}
+    }
+    if relay.borrow().phase() != Phase::Closed {
+        relay.borrow_mut().on_error();
+    }
+    let reason = relay.borrow().close_reason();
+    if reason != CloseReason::Peer {
+        // Operations may still be in flight on either socket (abandoned, or the other pump's):
+        // end them, so that both descriptors are released now.
+        client.end_pending();
+        upstream.end_pending();
+    }
+    drop(upstream);
+    ups.released(index);
+    reason
+}
+
+/// Connects to `addr` (a non-blocking connect, cancelled by dropping: the socket is closed).
+async fn connect(addr: SocketAddr) -> io::Result<std::net::TcpStream> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_nodelay(true)?;
+    socket.connect(addr).await?.into_std()
+}
+
+/// Moves bytes from `src` to `dst` until `src`'s EOF (passed on as a FIN) or an error (which
+/// ends the relay and makes the other pump stop too).
+async fn pump<S: Stream>(
+    src: &S,
+    dst: &S,
+    from: Side,
+    first: Vec<u8>,
+    relay: &RefCell<Relay>,
+    shared: &Shared,
+    upstream: &crate::proxy::UpstreamStats,
+) {
+    let (clock, limits) = (&shared.clock, &shared.limits);
+    let to = from.other();
+    let mut buf = first;
+    let mut pending = buf.len();
+    loop {
+        if pending > 0 {
+            let mut pos = 0;
+            while pos < pending {
+                let (res, b) = dst.write(buf, pos..pending).await;
+                buf = b;
+                match res {
+                    Ok(n) if n > 0 => {
+                        pos += n;
+                        relay.borrow_mut().on_sent(to, clock.now(), n, limits);
+                        match to {
+                            Side::Client => WorkerStats::add(&shared.stats.bytes_out, n as u64),
+                            Side::Upstream => WorkerStats::add(&upstream.bytes_sent, n as u64),
+                        };
+                    }
+                    Ok(_) | Err(_) => return fail(relay, src, dst),
+                }
+            }
+        }
+        if relay.borrow().phase() == Phase::Closed {
+            return;
+        }
+        if buf.capacity() < shared.buffer_size {
+            buf = Vec::with_capacity(shared.buffer_size);
+        }
+        let (res, b) = src.read(buf).await;
+        buf = b;
+        match res {
+            Ok(0) => {
+                let mut r = relay.borrow_mut();
+                r.on_eof(from);
+                if r.wants_fin(to) {
+                    if dst.shutdown_write().is_err() {
+                        drop(r);
+                        return fail(relay, src, dst);
+                    }
+                    r.on_fin(to);
+                }
+                if r.phase() == Phase::Closed {
+                    drop(r);
+                    // Both directions are done: whatever the other pump waits on is over.
+                    src.end_pending();
+                    dst.end_pending();
+                }
+                return;
+            }
+            Ok(n) => {
+                pending = n;
+                relay.borrow_mut().on_input(from, clock.now(), n, limits);
+                match from {
+                    Side::Client => WorkerStats::add(&shared.stats.bytes_in, n as u64),
+                    Side::Upstream => WorkerStats::add(&upstream.bytes_received, n as u64),
+                };
+            }
+            Err(e) => {
+                debug!("{from:?} read failed: {e}");
+                return fail(relay, src, dst);
+            }
+        }
+    }
+}
+
+/// An error on either socket ends the relay; both sockets are shut down so that the other
+/// direction's operations end too.
+fn fail<S: Stream>(relay: &RefCell<Relay>, src: &S, dst: &S) {
+    relay.borrow_mut().on_error();
+    src.end_pending();
+    dst.end_pending();
+}

@@ -1,0 +1,350 @@
+//! A proxied connection on the `uring` engine: the client's socket and the upstream's, each
+//! with its operations ([`SockOps`]), and the [`Relay`] that decides. Bytes received on one
+//! socket are sent from the very provided buffer they arrived in on the other (no copy; the
+//! buffer goes back to the ring when that send completes), the upstream is connected with
+//! `IORING_OP_CONNECT`, and like [`super::conn::UConn`] it never touches the ring: it
+//! appends the [`Submit`]s the worker must push.
+
+use super::conn::Env;
+use super::sock::{FinState, Pool, RecvState, SendState, SockOps, Submit};
+use crate::connection::WorkerStats;
+use crate::proxy::relay::{Phase, Timeout};
+use crate::proxy::{Relay, Side, Upstreams};
+
+/// The connect to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectState {
+    /// None in flight.
+    Idle,
+    /// In flight.
+    InFlight,
+    /// Cancelled (too slow); its completion is still to come.
+    Cancelling,
+}
+
+/// The end of a pair on the ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Teardown {
+    /// Not begun.
+    No,
+    /// Operations in flight were cancelled; the closes wait for them.
+    Cancelled,
+    /// The closes were submitted; this many are still to complete.
+    Closing(u8),
+    /// Both sockets are closed: the slot can go.
+    Done,
+}
+
+/// What a pair's events need besides [`Env`]: the upstreams and the worker's round-robin
+/// position over them.
+#[derive(Debug)]
+pub struct Upstream<'a> {
+    /// The upstreams.
+    pub ups: &'a Upstreams,
+    /// The worker's round-robin position.
+    pub cursor: &'a mut usize,
+    /// Milliseconds a connect may take.
+    pub connect_ms: u64,
+}
+
+/// A proxied connection and its operations on the ring.
+#[derive(Debug)]
+pub struct UPair {
+    /// The state machine.
+    pub relay: Relay,
+    /// `socks[side]`: the operations on `side`'s socket (its recv, and the sends to it).
+    pub socks: [SockOps; 2],
+    /// The upstream chosen (connecting or connected).
+    pub upstream: Option<usize>,
+    /// Upstreams tried, a bit each.
+    tried: u64,
+    /// The connect.
+    pub connect: ConnectState,
+    /// The connect succeeded (the upstream counts it as active until the pair ends).
+    connected: bool,
+    /// An upstream socket exists (to be closed at the end).
+    pub upstream_socket: bool,
+    /// The PROXY header, sent first once connected.
+    header: Option<Vec<u8>>,
+    /// Cancel operations in flight.
+    cancels: u8,
+    /// The end.
+    pub teardown: Teardown,
+}
+
+impl UPair {
+    /// A pair for a client just accepted, `header` to send first, if any.
+    pub fn new(relay: Relay, header: Option<Vec<u8>>) -> Self {
+        UPair {
+            relay,
+            socks: [SockOps::default(), SockOps::default()],
+            upstream: None,
+            tried: 0,
+            connect: ConnectState::Idle,
+            connected: false,
+            upstream_socket: false,
+            header,
+            cancels: 0,
+            teardown: Teardown::No,
+        }
+    }
+
+    fn sock(&mut self, side: Side) -> &mut SockOps {
+        &mut self.socks[side.index()]
+    }
+
+    /// True while an operation other than the closes is in flight.
+    pub fn busy(&self) -> bool {
+        self.socks.iter().any(SockOps::busy)
+            || self.cancels > 0
+            || self.connect != ConnectState::Idle
+    }
+
+    /// Starts: connect to the first upstream (or close the client if none is up), and read
+    /// the client meanwhile.
+    pub fn start<P: Pool>(&mut self, env: &mut Env<P>, up: &mut Upstream) {
+        self.connect_next(env, up);
+        self.step(env);
+    }
+
+    /// Picks the next upstream and connects to it; none left: the client is closed.
+    fn connect_next<P: Pool>(&mut self, env: &mut Env<P>, up: &mut Upstream) {
+        match up.ups.pick(up.cursor, self.tried) {
+            Some(i) => {
+                self.tried |= 1 << i;
+                self.upstream = Some(i);
+                self.relay.connecting(env.now + up.connect_ms);
+                env.submit.push(Submit::Connect);
+                self.connect = ConnectState::InFlight;
+                self.upstream_socket = true;
+            }
+            None => {
+                self.upstream = None;
+                self.relay.no_upstream();
+            }
+        }
+    }
+
+    /// The connect completed.
+    pub fn on_connect<P: Pool>(&mut self, res: i32, env: &mut Env<P>, up: &mut Upstream) {
+        self.connect = ConnectState::Idle;
+        let Some(i) = self.upstream else {
+            return self.step(env);
+        };
+        if self.relay.phase() == Phase::Closed {
+            return self.step(env);
+        }
+        if res >= 0 {
+            up.ups.connected(i);
+            self.connected = true;
+            self.relay.on_connected(env.now);
+            if let Some(h) = self.header.take() {
+                self.relay
+                    .on_input(Side::Client, env.now, h.len(), env.limits);
+                self.sock(Side::Upstream).push_front_owned(h);
+            }
+        } else {
+            tracing::debug!(
+                upstream = %up.ups.get(i).addr,
+                "connect failed: {}",
+                std::io::Error::from_raw_os_error(-res)
+            );
+            up.ups.connect_failed(i);
+            self.connect_next(env, up);
+        }
+        self.step(env);
+    }
+
+    /// A recv completion on `side`.
+    pub fn on_recv<P: Pool>(
+        &mut self,
+        side: Side,
+        res: i32,
+        more: bool,
+        bid: Option<u16>,
+        env: &mut Env<P>,
+        up: &Upstreams,
+    ) {
+        if !more {
+            self.sock(side).recv = RecvState::Off;
+        }
+        if res > 0 {
+            let n = res as usize;
+            let Some(bid) = bid else {
+                tracing::warn!("recv completion without a buffer id");
+                self.relay.on_error();
+                return self.step(env);
+            };
+            env.pool.taken(bid);
+            if self.relay.phase() == Phase::Closed {
+                env.pool.give(bid);
+                return self.step(env);
+            }
+            match (side, self.upstream) {
+                (Side::Client, _) => WorkerStats::add(&env.stats.bytes_in, n as u64),
+                (Side::Upstream, Some(i)) => {
+                    WorkerStats::add(&up.get(i).stats.bytes_received, n as u64)
+                }
+                (Side::Upstream, None) => {}
+            }
+            self.relay.on_input(side, env.now, n, env.limits);
+            self.sock(side.other()).push_received(bid, n, env.pool);
+        } else if res == 0 {
+            self.relay.on_eof(side);
+        } else if res == -libc::ENOBUFS {
+            WorkerStats::inc(&env.stats.recv_enobufs);
+            self.sock(side).starved = true;
+        } else if res != -libc::ECANCELED {
+            tracing::debug!(
+                "{side:?} recv failed: {}",
+                std::io::Error::from_raw_os_error(-res)
+            );
+            self.relay.on_error();
+        }
+        self.step(env);
+    }
+
+    /// A send completion on `side`.
+    pub fn on_send<P: Pool>(&mut self, side: Side, res: i32, env: &mut Env<P>, up: &Upstreams) {
+        if res < 0 {
+            self.sock(side).send = SendState::Idle;
+            if res != -libc::ECANCELED {
+                tracing::debug!(
+                    "{side:?} send failed: {}",
+                    std::io::Error::from_raw_os_error(-res)
+                );
+            }
+            self.relay.on_error();
+            return self.step(env);
+        }
+        let n = res as usize;
+        match (side, self.upstream) {
+            (Side::Client, _) => WorkerStats::add(&env.stats.bytes_out, n as u64),
+            (Side::Upstream, Some(i)) => WorkerStats::add(&up.get(i).stats.bytes_sent, n as u64),
+            (Side::Upstream, None) => {}
+        }
+        self.relay.on_sent(side, env.now, n, env.limits);
+        self.sock(side).on_sent(n, env.pool, &mut drop);
+        self.step(env);
+    }
+
+    /// A FIN completion on `side`.
+    pub fn on_fin<P: Pool>(&mut self, side: Side, res: i32, env: &mut Env<P>) {
+        if res < 0 {
+            self.sock(side).fin = FinState::Pending;
+            if res != -libc::ECANCELED {
+                self.relay.on_error();
+            }
+        } else {
+            self.sock(side).fin = FinState::Sent;
+            self.relay.on_fin(side);
+        }
+        self.step(env);
+    }
+
+    /// A cancel completion.
+    pub fn on_cancel<P: Pool>(&mut self, env: &mut Env<P>) {
+        self.cancels = self.cancels.saturating_sub(1);
+        self.step(env);
+    }
+
+    /// A close completion; true when both sockets are closed.
+    pub fn on_close(&mut self) -> bool {
+        if let Teardown::Closing(left) = self.teardown {
+            self.teardown = match left {
+                0 | 1 => Teardown::Done,
+                n => Teardown::Closing(n - 1),
+            };
+        }
+        self.teardown == Teardown::Done
+    }
+
+    /// The worker's clock passed `env.now`: a connect too slow is cancelled (the next
+    /// upstream is tried when its completion comes), an idle pair is closed.
+    pub fn on_time<P: Pool>(&mut self, env: &mut Env<P>) {
+        if self
+            .relay
+            .poll_timeout(env.limits)
+            .is_none_or(|d| d > env.now)
+        {
+            return;
+        }
+        match self.relay.handle_timeout(env.now, env.limits) {
+            Timeout::Connect if self.connect == ConnectState::InFlight => {
+                env.submit.push(Submit::CancelConnect);
+                self.connect = ConnectState::Cancelling;
+                self.cancels += 1;
+            }
+            Timeout::Connect | Timeout::None => {}
+            Timeout::Idle => self.step(env),
+        }
+    }
+
+    /// Buffers came back after a recv ran out: read again.
+    pub fn on_buffers<P: Pool>(&mut self, env: &mut Env<P>) {
+        for s in &mut self.socks {
+            s.starved = false;
+        }
+        self.step(env);
+    }
+
+    /// The pair ends: the upstream no longer counts it.
+    pub fn release(&mut self, ups: &Upstreams) {
+        if let (true, Some(i)) = (self.connected, self.upstream) {
+            ups.released(i);
+            self.connected = false;
+        }
+    }
+
+    /// Submits what the state asks for now.
+    pub fn step<P: Pool>(&mut self, env: &mut Env<P>) {
+        if self.relay.phase() == Phase::Closed {
+            return self.tear_down(env);
+        }
+        for side in [Side::Client, Side::Upstream] {
+            if side == Side::Upstream && !self.connected {
+                continue;
+            }
+            let wants_fin = self.relay.wants_fin(side);
+            let reading = self.relay.reading(side);
+            let sock = &mut self.socks[side.index()];
+            sock.start_send(side, env.pool, false, env.submit);
+            if wants_fin {
+                sock.start_fin(side, env.submit);
+            }
+            if sock.steer_recv(side, reading, !reading, env.submit) {
+                self.cancels += 1;
+            }
+        }
+    }
+
+    /// The pair is over: cancel what is in flight on either socket, then close both.
+    fn tear_down<P: Pool>(&mut self, env: &mut Env<P>) {
+        for s in &mut self.socks {
+            s.drop_unsent(env.pool);
+        }
+        if self.teardown == Teardown::No {
+            self.teardown = Teardown::Cancelled;
+            if self.socks[0].busy() {
+                env.submit.push(Submit::CancelAll(Side::Client));
+                self.cancels += 1;
+            }
+            if self.socks[1].busy() || self.connect == ConnectState::InFlight {
+                env.submit.push(Submit::CancelAll(Side::Upstream));
+                self.cancels += 1;
+            }
+        }
+        if self.teardown == Teardown::Cancelled && !self.busy() {
+            for s in &mut self.socks {
+                s.clear(env.pool);
+            }
+            env.submit.push(Submit::Close(Side::Client));
+            let mut closes = 1;
+            if self.upstream_socket {
+                env.submit.push(Submit::Close(Side::Upstream));
+                closes += 1;
+            }
+            self.teardown = Teardown::Closing(closes);
+        }
+    }
+}

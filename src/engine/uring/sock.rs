@@ -1,0 +1,275 @@
+//! One socket's operations on the ring: its multishot recv, its send queue with at most one
+//! send in flight, and its FIN. Shared by a protocol connection ([`super::conn::UConn`], one
+//! socket) and a proxied pair ([`super::pair::UPair`], two). Like them, it never touches the
+//! ring: it appends the [`Submit`]s the worker must push.
+
+use super::sendq::{Out, SendQueue};
+use crate::proxy::Side;
+
+/// Provided buffers a socket may hold in its send queue (received bytes sent on as they
+/// are); more arriving while it holds these are copied out, so that peers that send but do
+/// not read cannot take the worker's whole pool.
+pub const MAX_HELD_BUFFERS: u16 = 8;
+
+/// Largest last send that gets the FIN linked behind it (a larger send in one operation would
+/// hide its progress from the idle timeout until all of it is in the kernel).
+pub const LINK_FIN_MAX: usize = 8 * 1024;
+
+/// The worker's receive buffers as a connection needs them.
+pub trait Pool {
+    /// The first `len` bytes of buffer `bid`, as a completion filled them.
+    fn bytes(&self, bid: u16, len: usize) -> &[u8];
+    /// A completion handed buffer `bid` to us.
+    fn taken(&mut self, bid: u16);
+    /// Buffer `bid` goes back to the kernel.
+    fn give(&mut self, bid: u16);
+    /// Buffers the kernel can fill now.
+    fn available(&self) -> usize;
+    /// Buffers in all.
+    fn entries(&self) -> usize;
+}
+
+/// What the worker must submit, in order. `Side` names the socket (a protocol connection's
+/// one socket is the client's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submit {
+    /// A multishot recv into the provided buffers.
+    Recv(Side),
+    /// A send of `len` bytes at `ptr` (the front of the queue, which stays put until the
+    /// send completes); `fin`: a FIN linked behind it, which must run only if the send
+    /// succeeded in full (`MSG_WAITALL`: the kernel sends all of it or fails the link).
+    Send {
+        /// The socket.
+        side: Side,
+        /// First byte.
+        ptr: *const u8,
+        /// Bytes.
+        len: u32,
+        /// A FIN follows, linked.
+        fin: bool,
+    },
+    /// The FIN alone.
+    Fin(Side),
+    /// Cancel the multishot recv (reading pauses).
+    CancelRecv(Side),
+    /// Cancel everything in flight on the socket (the connection is over).
+    CancelAll(Side),
+    /// Close the socket.
+    Close(Side),
+    /// Proxy: connect the upstream socket.
+    Connect,
+    /// Proxy: cancel the connect in flight (it took too long).
+    CancelConnect,
+}
+
+/// The multishot recv.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecvState {
+    /// Not submitted (or ended).
+    Off,
+    /// Submitted and receiving.
+    Armed,
+    /// A cancel of it was submitted; its last completion is still to come.
+    Cancelling,
+}
+
+/// The send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendState {
+    /// No send in flight.
+    Idle,
+    /// The front of the queue is being sent.
+    InFlight,
+}
+
+/// The FIN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinState {
+    /// Not sent.
+    Pending,
+    /// Submitted (alone or linked behind a send).
+    InFlight,
+    /// Done.
+    Sent,
+}
+
+/// One socket's operations.
+#[derive(Debug)]
+pub struct SockOps {
+    /// Output not yet sent, in order; the front is in flight while `send` says so.
+    queue: SendQueue,
+    /// Provided buffers in `queue`.
+    held: u16,
+    /// The recv.
+    pub recv: RecvState,
+    /// The send.
+    pub send: SendState,
+    /// The FIN.
+    pub fin: FinState,
+    /// The last recv ended for want of buffers: re-armed only when some come back.
+    pub starved: bool,
+}
+
+impl Default for SockOps {
+    fn default() -> Self {
+        SockOps {
+            queue: SendQueue::default(),
+            held: 0,
+            recv: RecvState::Off,
+            send: SendState::Idle,
+            fin: FinState::Pending,
+            starved: false,
+        }
+    }
+}
+
+impl SockOps {
+    /// True while a recv, send or FIN is in flight.
+    pub fn busy(&self) -> bool {
+        self.recv != RecvState::Off
+            || self.send == SendState::InFlight
+            || self.fin == FinState::InFlight
+    }
+
+    /// Received bytes (`n` in buffer `bid`) to send on this socket: the buffer itself, no
+    /// copy, unless this socket holds [`MAX_HELD_BUFFERS`] already or the pool is down to its
+    /// last quarter; then a copy, and the buffer goes back at once.
+    pub fn push_received<P: Pool>(&mut self, bid: u16, n: usize, pool: &mut P) {
+        if self.held < MAX_HELD_BUFFERS && pool.available() > pool.entries() / 4 {
+            self.held += 1;
+            self.queue.push_back(Out::Buf {
+                bid,
+                off: 0,
+                len: n,
+            });
+        } else {
+            let data = pool.bytes(bid, n).to_vec();
+            pool.give(bid);
+            self.queue.push_back(Out::Owned { data, off: 0 });
+        }
+    }
+
+    /// Bytes to send after everything queued.
+    pub fn push_owned(&mut self, data: Vec<u8>) {
+        self.queue.push_back(Out::Owned { data, off: 0 });
+    }
+
+    /// Bytes to send before everything queued (nothing may be in flight).
+    pub fn push_front_owned(&mut self, data: Vec<u8>) {
+        debug_assert_eq!(self.send, SendState::Idle);
+        self.queue.push_front(Out::Owned { data, off: 0 });
+    }
+
+    /// Starts sending the front of the queue if nothing is in flight and the FIN is not
+    /// sent. `fin_after`: the connection closes once the queue is sent, so a small last send
+    /// carries the FIN linked behind it.
+    pub fn start_send<P: Pool>(
+        &mut self,
+        side: Side,
+        pool: &P,
+        fin_after: bool,
+        submit: &mut Vec<Submit>,
+    ) {
+        if self.send != SendState::Idle || self.fin != FinState::Pending {
+            return;
+        }
+        let bytes = match self.queue.front() {
+            Some(Out::Buf { bid, off, len }) => &pool.bytes(*bid, *len)[*off..],
+            Some(Out::Owned { data, off }) => &data[*off..],
+            None => return,
+        };
+        let fin = fin_after && self.queue.len() == 1 && bytes.len() <= LINK_FIN_MAX;
+        submit.push(Submit::Send {
+            side,
+            ptr: bytes.as_ptr(),
+            len: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+            fin,
+        });
+        self.send = SendState::InFlight;
+        if fin {
+            self.fin = FinState::InFlight;
+        }
+    }
+
+    /// Sends the FIN alone, if nothing is in flight or queued and it was not sent yet.
+    pub fn start_fin(&mut self, side: Side, submit: &mut Vec<Submit>) {
+        if self.send == SendState::Idle && self.queue.is_empty() && self.fin == FinState::Pending {
+            submit.push(Submit::Fin(side));
+            self.fin = FinState::InFlight;
+        }
+    }
+
+    /// `sent` bytes of the send in flight went out (it is over): the queue advances, spent
+    /// buffers go back, spent output vectors to `recycle`.
+    pub fn on_sent<P: Pool>(
+        &mut self,
+        mut sent: usize,
+        pool: &mut P,
+        recycle: &mut impl FnMut(Vec<u8>),
+    ) {
+        self.send = SendState::Idle;
+        while let Some(front) = self.queue.front_mut() {
+            let n = sent.min(front.remaining());
+            front.advance(n);
+            sent -= n;
+            if front.remaining() > 0 {
+                break;
+            }
+            self.pop_front(pool, recycle);
+        }
+    }
+
+    /// Keeps the recv armed while `want`, and (`pause`) cancels it while reading must pause.
+    /// Returns true when it submitted a cancel.
+    pub fn steer_recv(
+        &mut self,
+        side: Side,
+        want: bool,
+        pause: bool,
+        submit: &mut Vec<Submit>,
+    ) -> bool {
+        match self.recv {
+            RecvState::Off if want && !self.starved => {
+                submit.push(Submit::Recv(side));
+                self.recv = RecvState::Armed;
+                false
+            }
+            RecvState::Armed if pause => {
+                submit.push(Submit::CancelRecv(side));
+                self.recv = RecvState::Cancelling;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The connection is over: unsent output is dropped (the front stays while its send is
+    /// in flight).
+    pub fn drop_unsent<P: Pool>(&mut self, pool: &mut P) {
+        let keep = usize::from(self.send == SendState::InFlight);
+        while self.queue.len() > keep {
+            if let Some(Out::Buf { bid, .. }) = self.queue.pop_back() {
+                self.held -= 1;
+                pool.give(bid);
+            }
+        }
+    }
+
+    /// Nothing is in flight any more: everything left goes.
+    pub fn clear<P: Pool>(&mut self, pool: &mut P) {
+        while !self.queue.is_empty() {
+            self.pop_front(pool, &mut drop);
+        }
+    }
+
+    fn pop_front<P: Pool>(&mut self, pool: &mut P, recycle: &mut impl FnMut(Vec<u8>)) {
+        match self.queue.pop_front() {
+            Some(Out::Buf { bid, .. }) => {
+                self.held -= 1;
+                pool.give(bid);
+            }
+            Some(Out::Owned { data, .. }) => recycle(data),
+            None => {}
+        }
+    }
+}

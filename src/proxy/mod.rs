@@ -1,0 +1,64 @@
+//! Proxy mode (`--protocol proxy --upstream …`): each accepted connection is paired with a
+//! connection to an upstream and bytes flow both ways until both directions are closed. The
+//! pair is one connection with two sockets: [`relay::Relay`] is its state machine (no I/O,
+//! like [`crate::connection::Connection`]), [`upstream::Upstreams`] chooses upstreams and
+//! keeps their health and counters (shared by every worker), [`header`] writes the PROXY
+//! protocol header a backend may ask for. The engines move the bytes.
+
+pub mod header;
+pub mod relay;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use relay::{Relay, Side};
+pub use upstream::{Upstream, UpstreamStats, Upstreams};
+
+/// How an upstream is chosen for a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Balance {
+    /// Each worker takes the upstreams in turn.
+    #[default]
+    RoundRobin,
+    /// The upstream with the fewest active connections (over all workers).
+    LeastConn,
+}
+
+/// The PROXY protocol header sent to upstreams first, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SendProxy {
+    /// Version 1: one human-readable line.
+    V1,
+    /// Version 2: binary.
+    V2,
+}
+
+/// What proxy mode runs with.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// The upstreams, their health and counters.
+    pub upstreams: Arc<Upstreams>,
+    /// How long a connect to an upstream may take before the next one is tried.
+    pub connect_timeout: Duration,
+    /// The PROXY header to send first, if any.
+    pub send_proxy: Option<SendProxy>,
+}
+
+impl ProxyConfig {
+    /// Proxy mode to `upstreams`.
+    pub fn new(
+        upstreams: Vec<SocketAddr>,
+        balance: Balance,
+        connect_timeout: Duration,
+        down_for: Duration,
+        send_proxy: Option<SendProxy>,
+    ) -> Self {
+        ProxyConfig {
+            upstreams: Arc::new(Upstreams::new(upstreams, balance, down_for)),
+            connect_timeout,
+            send_proxy,
+        }
+    }
+}

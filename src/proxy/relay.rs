@@ -1,0 +1,316 @@
+//! A proxied connection's state machine: the client's socket and the upstream's, and the
+//! bytes between them. No I/O, like [`crate::connection::Connection`]: the engine says what
+//! happened on either socket and asks what to do.
+//!
+//! | phase | what happens | next |
+//! |---|---|---|
+//! | `Connecting` | the upstream connect is in flight; the client may already send (held, up to `--max-pending-output`) | connected → `Open`; refused or past `--connect-timeout`: the engine tries the next upstream, or gives up → `Closed` |
+//! | `Open` | each direction: read from one side, send to the other; a side whose output to the other is over the bound is not read (backpressure); a side's EOF becomes a FIN to the other side once everything it sent has been sent on (half-close) | both FINs sent → `Closed`; an error or reset on either side, or no bytes either way on either side for the idle timeout → `Closed` (the engine resets the other side) |
+//! | `Closed` | the engine closes both sockets | |
+
+use super::super::connection::{CloseReason, Limits, Millis};
+
+/// One of the two sockets of a proxied connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The accepted connection.
+    Client,
+    /// The connection to the upstream.
+    Upstream,
+}
+
+impl Side {
+    /// The other side.
+    #[inline]
+    pub fn other(self) -> Side {
+        match self {
+            Side::Client => Side::Upstream,
+            Side::Upstream => Side::Client,
+        }
+    }
+
+    /// 0 for the client, 1 for the upstream.
+    #[inline]
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Where a proxied connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Connecting to an upstream.
+    Connecting,
+    /// Relaying.
+    Open,
+    /// Over: the engine closes both sockets.
+    Closed,
+}
+
+/// Bytes read from one side, on their way to the other.
+#[derive(Debug, Clone, Copy, Default)]
+struct Flow {
+    /// Read and not yet sent on.
+    queued: usize,
+    /// The source side sent its FIN.
+    eof: bool,
+    /// The FIN was passed on to the other side.
+    fin_sent: bool,
+    /// Reading the source is paused while too much is queued.
+    paused: bool,
+}
+
+/// What a timeout meant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// Nothing was due.
+    None,
+    /// The upstream did not answer within the connect timeout: try the next one.
+    Connect,
+    /// No bytes either way for the idle timeout: closed.
+    Idle,
+}
+
+/// A proxied connection.
+#[derive(Debug)]
+pub struct Relay {
+    /// Where it is.
+    phase: Phase,
+    /// `flows[side]`: bytes from `side` to the other.
+    flows: [Flow; 2],
+    /// Why it ended.
+    reason: Option<CloseReason>,
+    /// Last time bytes moved on either socket.
+    last_active: Millis,
+    /// When the connect in flight times out.
+    connect_deadline: Millis,
+}
+
+impl Relay {
+    /// A connection accepted at `now`, connecting to its first upstream until
+    /// `connect_deadline`.
+    pub fn new(now: Millis, connect_deadline: Millis) -> Self {
+        Relay {
+            phase: Phase::Connecting,
+            flows: [Flow::default(); 2],
+            reason: None,
+            last_active: now,
+            connect_deadline,
+        }
+    }
+
+    /// Where it is.
+    #[inline]
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Why it ended (or is ending).
+    pub fn close_reason(&self) -> CloseReason {
+        self.reason.unwrap_or(CloseReason::Peer)
+    }
+
+    /// A new connect began (the next upstream), due by `deadline`.
+    pub fn connecting(&mut self, deadline: Millis) {
+        if self.phase == Phase::Connecting {
+            self.connect_deadline = deadline;
+        }
+    }
+
+    /// The upstream accepted the connection.
+    pub fn on_connected(&mut self, now: Millis) {
+        if self.phase == Phase::Connecting {
+            self.phase = Phase::Open;
+            self.last_active = now;
+        }
+    }
+
+    /// No upstream could be reached: the client is closed at once.
+    pub fn no_upstream(&mut self) {
+        self.abort(CloseReason::NoUpstream);
+    }
+
+    /// True while the engine should read from `side`.
+    #[inline]
+    pub fn reading(&self, side: Side) -> bool {
+        let f = &self.flows[side.index()];
+        let open = match self.phase {
+            Phase::Open => true,
+            // The client's first bytes are read while connecting, to go out at once after.
+            Phase::Connecting => side == Side::Client,
+            Phase::Closed => false,
+        };
+        open && !f.eof && !f.paused
+    }
+
+    /// Bytes queued from `side`, not yet sent to the other side.
+    #[inline]
+    pub fn queued(&self, side: Side) -> usize {
+        self.flows[side.index()].queued
+    }
+
+    /// `n` bytes were read from `side` at `now` (or added to it, such as the PROXY header
+    /// from the client's side); they must be sent to the other side.
+    pub fn on_input(&mut self, side: Side, now: Millis, n: usize, limits: &Limits) {
+        self.last_active = now;
+        let f = &mut self.flows[side.index()];
+        f.queued += n;
+        if f.queued > limits.max_pending {
+            f.paused = true;
+        }
+    }
+
+    /// `n` bytes were sent to `to` at `now`.
+    pub fn on_sent(&mut self, to: Side, now: Millis, n: usize, limits: &Limits) {
+        self.last_active = now;
+        let f = &mut self.flows[to.other().index()];
+        debug_assert!(n <= f.queued, "sent more than was queued");
+        f.queued = f.queued.saturating_sub(n);
+        if f.paused && f.queued <= limits.max_pending / 2 {
+            f.paused = false;
+        }
+    }
+
+    /// `side` sent its FIN.
+    pub fn on_eof(&mut self, side: Side) {
+        self.flows[side.index()].eof = true;
+        if self.phase == Phase::Connecting && side == Side::Client && self.queued(side) == 0 {
+            // The client left before anything could be relayed.
+            self.phase = Phase::Closed;
+            self.reason.get_or_insert(CloseReason::Peer);
+        }
+    }
+
+    /// True when the engine should send a FIN to `to`: the other side sent its own and
+    /// everything it sent before has been sent on.
+    #[inline]
+    pub fn wants_fin(&self, to: Side) -> bool {
+        let f = &self.flows[to.other().index()];
+        self.phase == Phase::Open && f.eof && f.queued == 0 && !f.fin_sent
+    }
+
+    /// The FIN went to `to`. Once both directions are finished the connection is over.
+    pub fn on_fin(&mut self, to: Side) {
+        self.flows[to.other().index()].fin_sent = true;
+        if self.flows.iter().all(|f| f.fin_sent) && self.phase == Phase::Open {
+            self.phase = Phase::Closed;
+            self.reason.get_or_insert(CloseReason::Peer);
+        }
+    }
+
+    /// A socket failed or was reset: both are closed (the other one with a reset).
+    pub fn on_error(&mut self) {
+        self.abort(CloseReason::Error);
+    }
+
+    /// Ends it at once.
+    pub fn abort(&mut self, reason: CloseReason) {
+        if self.phase != Phase::Closed {
+            self.phase = Phase::Closed;
+            self.reason = Some(reason);
+        }
+    }
+
+    /// When [`Relay::handle_timeout`] must be called next.
+    pub fn poll_timeout(&self, limits: &Limits) -> Option<Millis> {
+        let idle = (limits.idle_ms > 0).then(|| self.last_active + limits.idle_ms);
+        match self.phase {
+            Phase::Connecting => Some(self.connect_deadline),
+            Phase::Open => idle,
+            Phase::Closed => None,
+        }
+    }
+
+    /// Acts on the deadline that passed by `now`.
+    pub fn handle_timeout(&mut self, now: Millis, limits: &Limits) -> Timeout {
+        match self.phase {
+            Phase::Connecting if now >= self.connect_deadline => Timeout::Connect,
+            Phase::Open if limits.idle_ms > 0 && now >= self.last_active + limits.idle_ms => {
+                self.abort(CloseReason::Idle);
+                Timeout::Idle
+            }
+            _ => Timeout::None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits::for_tests(1000, 0, 100)
+    }
+
+    #[test]
+    fn relays_both_ways_and_half_closes() {
+        let l = limits();
+        let mut r = Relay::new(1, 2001);
+        assert!(r.reading(Side::Client) && !r.reading(Side::Upstream));
+        r.on_input(Side::Client, 2, 10, &l);
+        assert!(!r.wants_fin(Side::Upstream));
+        r.on_connected(3);
+        assert!(r.reading(Side::Upstream));
+        r.on_eof(Side::Client);
+        assert!(!r.wants_fin(Side::Upstream), "10 bytes still to send");
+        r.on_sent(Side::Upstream, 4, 10, &l);
+        assert!(r.wants_fin(Side::Upstream));
+        r.on_fin(Side::Upstream);
+        assert!(!r.reading(Side::Client));
+        assert!(
+            r.reading(Side::Upstream),
+            "the reply still flows after the client's FIN"
+        );
+        r.on_input(Side::Upstream, 5, 7, &l);
+        r.on_eof(Side::Upstream);
+        r.on_sent(Side::Client, 6, 7, &l);
+        assert!(r.wants_fin(Side::Client));
+        r.on_fin(Side::Client);
+        assert_eq!(r.phase(), Phase::Closed);
+        assert_eq!(r.close_reason(), CloseReason::Peer);
+    }
+
+    #[test]
+    fn backpressure_pauses_the_source() {
+        let l = limits();
+        let mut r = Relay::new(1, 2001);
+        r.on_connected(1);
+        r.on_input(Side::Upstream, 2, 101, &l);
+        assert!(!r.reading(Side::Upstream));
+        assert!(
+            r.reading(Side::Client),
+            "the other direction is not affected"
+        );
+        r.on_sent(Side::Client, 3, 50, &l);
+        assert!(!r.reading(Side::Upstream), "51 > 50");
+        r.on_sent(Side::Client, 3, 1, &l);
+        assert!(r.reading(Side::Upstream));
+    }
+
+    #[test]
+    fn timeouts() {
+        let l = limits();
+        let mut r = Relay::new(1, 500);
+        assert_eq!(r.poll_timeout(&l), Some(500));
+        assert_eq!(r.handle_timeout(499, &l), Timeout::None);
+        assert_eq!(r.handle_timeout(500, &l), Timeout::Connect);
+        r.connecting(900);
+        r.on_connected(600);
+        assert_eq!(r.poll_timeout(&l), Some(1600));
+        r.on_sent(Side::Client, 1500, 0, &l);
+        assert_eq!(r.handle_timeout(1600, &l), Timeout::None);
+        assert_eq!(r.handle_timeout(2500, &l), Timeout::Idle);
+        assert_eq!(r.phase(), Phase::Closed);
+        assert_eq!(r.close_reason(), CloseReason::Idle);
+    }
+
+    #[test]
+    fn client_gone_while_connecting() {
+        let mut r = Relay::new(1, 500);
+        r.on_eof(Side::Client);
+        assert_eq!(r.phase(), Phase::Closed);
+        let mut r = Relay::new(1, 500);
+        r.no_upstream();
+        assert_eq!(r.close_reason(), CloseReason::NoUpstream);
+    }
+}
