@@ -133,7 +133,10 @@ pub fn render(stats: &[Arc<WorkerStats>], config: &Config) -> String {
         "ringd_build_info{{version=\"{}\",engine=\"{}\",protocol=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION"),
         config.engine,
-        config.protocol.kind
+        match config.proxy {
+            Some(_) => "proxy",
+            None => config.protocol.kind.name(),
+        }
     );
     fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
         a.load(Ordering::Relaxed)
@@ -217,7 +220,75 @@ pub fn render(stats: &[Arc<WorkerStats>], config: &Config) -> String {
             );
         }
     }
+    if let Some(proxy) = &config.proxy {
+        render_upstreams(&mut out, &proxy.upstreams);
+    }
     out
+}
+
+/// Proxy mode: one series per upstream (`upstream="HOST:PORT"`).
+fn render_upstreams(out: &mut String, ups: &crate::proxy::Upstreams) {
+    use crate::proxy::UpstreamStats;
+    type Get = fn(&UpstreamStats) -> u64;
+    let series: [(&str, &str, &str, Get); 6] = [
+        (
+            "ringd_upstream_connections_total",
+            "counter",
+            "Connections established to the upstream.",
+            |s| s.connections.load(Ordering::Relaxed),
+        ),
+        (
+            "ringd_upstream_connections_active",
+            "gauge",
+            "Connections to the upstream open now.",
+            |s| s.active.load(Ordering::Relaxed),
+        ),
+        (
+            "ringd_upstream_connect_failures_total",
+            "counter",
+            "Connects to the upstream that were refused or timed out.",
+            |s| s.failed_connects.load(Ordering::Relaxed),
+        ),
+        (
+            "ringd_upstream_sent_bytes_total",
+            "counter",
+            "Bytes sent to the upstream (from clients).",
+            |s| s.bytes_sent.load(Ordering::Relaxed),
+        ),
+        (
+            "ringd_upstream_received_bytes_total",
+            "counter",
+            "Bytes received from the upstream (for clients).",
+            |s| s.bytes_received.load(Ordering::Relaxed),
+        ),
+        (
+            "ringd_upstream_marked_down_total",
+            "counter",
+            "Times the upstream was marked down after a failed connect.",
+            |s| s.marked_down.load(Ordering::Relaxed),
+        ),
+    ];
+    for (name, kind, help, get) in series {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for u in ups.list() {
+            let _ = writeln!(out, "{name}{{upstream=\"{}\"}} {}", u.addr, get(&u.stats));
+        }
+    }
+    let name = "ringd_upstream_up";
+    let _ = writeln!(
+        out,
+        "# HELP {name} 1 unless the upstream is marked down now."
+    );
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for (i, u) in ups.list().iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{name}{{upstream=\"{}\"}} {}",
+            u.addr,
+            u8::from(ups.is_up(i))
+        );
+    }
 }
 
 /// Sums one metric over its series in an exposition text (for tests and scripts).

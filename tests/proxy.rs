@@ -1,0 +1,436 @@
+//! Proxy mode on every engine, on real sockets: bytes verified both ways, half-closes passed
+//! on in both directions, upstreams that refuse, do not answer or reset, clients that reset,
+//! failover, PROXY headers read back by a parser written here (independent of the one that
+//! wrote them), per-upstream metrics, and thousands of concurrent pairs whose descriptors
+//! all come back.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::time::Duration;
+
+use common::*;
+use rand::{Rng, SeedableRng};
+use ringd::proxy::{Balance, ProxyConfig, SendProxy};
+use ringd::{Config, EngineKind, ProtocolKind, ServerHandle};
+
+/// A proxy to `upstreams` (one worker), configured further by `setup`.
+fn proxy(
+    engine: EngineKind,
+    upstreams: &[SocketAddr],
+    setup: impl FnOnce(&mut Config, &mut ProxyOptions),
+) -> ServerHandle {
+    let mut opts = ProxyOptions::default();
+    server_with(engine, ProtocolKind::Echo, 1, |c| {
+        setup(c, &mut opts);
+        c.proxy = Some(ProxyConfig::new(
+            upstreams.to_vec(),
+            opts.balance,
+            opts.connect_timeout,
+            Duration::from_secs(30),
+            opts.send_proxy,
+        ));
+    })
+}
+
+/// Proxy options a test may change.
+struct ProxyOptions {
+    balance: Balance,
+    connect_timeout: Duration,
+    send_proxy: Option<SendProxy>,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            balance: Balance::RoundRobin,
+            connect_timeout: Duration::from_secs(2),
+            send_proxy: None,
+        }
+    }
+}
+
+fn blocking_connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// An address where nothing listens.
+fn refused_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Random bytes both ways, 256 MiB in all over 8 connections, compared byte for byte.
+async fn integrity(engine: EngineKind) {
+    let backend = server(EngineKind::Epoll, ProtocolKind::Echo, 1);
+    let server = proxy(engine, &[backend.local_addr()], |_, _| {});
+    let addr = server.local_addr();
+    let mut tasks = Vec::new();
+    for seed in 0..8u64 {
+        tasks.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut s = connect(addr).await;
+            let mut left = 32usize << 20;
+            while left > 0 {
+                let n = rng.gen_range(1..=(1 << 20)).min(left);
+                let mut payload = vec![0u8; n];
+                rng.fill(&mut payload[..]);
+                let back = echo_round_trip(&mut s, &payload).await;
+                assert!(
+                    back == payload,
+                    "seed {seed}: bytes changed through the proxy"
+                );
+                left -= n;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    shutdown_clean(server);
+    shutdown_clean(backend);
+}
+
+/// The client's FIN reaches the upstream while the upstream's reply still reaches the
+/// client; and the other way round.
+fn half_close_both_ways(engine: EngineKind) {
+    let up = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = proxy(engine, &[up.local_addr().unwrap()], |_, _| {});
+    // Client first: sends, half-closes, then reads the reply the upstream sends after it
+    // saw the client's EOF.
+    let upstream = std::thread::spawn(move || {
+        let (mut s, _) = up.accept().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        s.write_all(b"reply after your FIN").unwrap();
+        drop(s);
+        // Upstream first: sends, half-closes, then reads what the client still sends.
+        let (mut s, _) = up.accept().unwrap();
+        s.write_all(b"early").unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        let mut late = Vec::new();
+        s.read_to_end(&mut late).unwrap();
+        (got, late)
+    });
+    let mut c = blocking_connect(server.local_addr());
+    c.write_all(b"request").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut reply = Vec::new();
+    c.read_to_end(&mut reply).unwrap();
+    assert_eq!(reply, b"reply after your FIN");
+    let mut c = blocking_connect(server.local_addr());
+    let mut early = Vec::new();
+    c.read_to_end(&mut early).unwrap();
+    assert_eq!(early, b"early", "the upstream's FIN follows its bytes");
+    c.write_all(b"late data").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let (got, late) = upstream.join().unwrap();
+    assert_eq!(got, b"request");
+    assert_eq!(
+        late, b"late data",
+        "the client still sends after the upstream's FIN"
+    );
+    shutdown_clean(server);
+}
+
+/// Two upstreams, the first refusing: every connection is served (by the second), the first
+/// is marked down once and counted.
+fn failover(engine: EngineKind) {
+    let backend = server(EngineKind::Epoll, ProtocolKind::Echo, 1);
+    let refused = refused_addr();
+    let server = proxy(engine, &[refused, backend.local_addr()], |c, _| {
+        c.metrics = Some("127.0.0.1:0".parse().unwrap());
+    });
+    for i in 0..20u8 {
+        let mut c = blocking_connect(server.local_addr());
+        c.write_all(&[i; 100]).unwrap();
+        let mut back = [0u8; 100];
+        c.read_exact(&mut back).unwrap();
+        assert_eq!(back, [i; 100], "connection {i}");
+    }
+    let text = scrape(server.metrics_addr().unwrap());
+    let label = format!("upstream=\"{refused}\"");
+    assert_eq!(
+        ringd::metrics::sum_metric(&text, "ringd_upstream_marked_down_total", &label),
+        1
+    );
+    assert!(
+        ringd::metrics::sum_metric(&text, "ringd_upstream_connect_failures_total", &label) >= 1
+    );
+    assert_eq!(
+        ringd::metrics::sum_metric(&text, "ringd_upstream_up", &label),
+        0
+    );
+    let good = format!("upstream=\"{}\"", backend.local_addr());
+    assert_eq!(
+        ringd::metrics::sum_metric(&text, "ringd_upstream_connections_total", &good),
+        20
+    );
+    assert_eq!(
+        ringd::metrics::sum_metric(&text, "ringd_upstream_sent_bytes_total", &good),
+        2000
+    );
+    assert_eq!(
+        ringd::metrics::sum_metric(&text, "ringd_upstream_received_bytes_total", &good),
+        2000
+    );
+    shutdown_clean(server);
+    shutdown_clean(backend);
+}
+
+/// An upstream that never answers the handshake (its accept queue is full): after
+/// `--connect-timeout` the next one is tried and the client is served.
+fn connect_timeout(engine: EngineKind) {
+    let backend = server(EngineKind::Epoll, ProtocolKind::Echo, 1);
+    // Backlog 0 holds one connection; two fill it, and further SYNs are dropped.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    sock.listen(0).unwrap();
+    let hole: SocketAddr = sock.local_addr().unwrap().as_socket().unwrap();
+    let _fill: Vec<_> = (0..2)
+        .filter_map(|_| TcpStream::connect_timeout(&hole, Duration::from_millis(300)).ok())
+        .collect();
+    let server = proxy(engine, &[hole, backend.local_addr()], |_, o| {
+        o.connect_timeout = Duration::from_millis(200);
+    });
+    let mut c = blocking_connect(server.local_addr());
+    c.write_all(b"after a timeout").unwrap();
+    let mut back = [0u8; 15];
+    c.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"after a timeout");
+    drop(c);
+    shutdown_clean(server);
+    shutdown_clean(backend);
+    drop(sock);
+}
+
+/// No upstream reachable: the client is closed at once (not left hanging), counted.
+fn no_upstream(engine: EngineKind) {
+    let server = proxy(engine, &[refused_addr()], |_, _| {});
+    let mut c = blocking_connect(server.local_addr());
+    let _ = c.write_all(b"anyone?");
+    match read_to_end_or_reset(&mut c) {
+        Ok(got) => assert!(got.is_empty(), "got {got:?} from nowhere"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+    }
+    let stats = server.stats()[0].clone();
+    shutdown_clean(server);
+    assert_eq!(
+        stats.closed_for(ringd::connection::CloseReason::NoUpstream),
+        1
+    );
+}
+
+/// A reset on either side ends the pair; nothing is left open.
+fn resets(engine: EngineKind) {
+    let up = TcpListener::bind("127.0.0.1:0").unwrap();
+    let server = proxy(engine, &[up.local_addr().unwrap()], |_, _| {});
+    let upstream = std::thread::spawn(move || {
+        // The upstream resets after the first bytes.
+        let (mut s, _) = up.accept().unwrap();
+        let mut b = [0u8; 5];
+        s.read_exact(&mut b).unwrap();
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(s);
+        // The client resets: the upstream sees its connection end.
+        let (mut s, _) = up.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut all = Vec::new();
+        let ended = s.read_to_end(&mut all);
+        assert!(
+            ended.is_ok() || ended.unwrap_err().kind() == std::io::ErrorKind::ConnectionReset,
+            "the upstream connection did not end"
+        );
+    });
+    let mut c = blocking_connect(server.local_addr());
+    c.write_all(b"12345").unwrap();
+    match read_to_end_or_reset(&mut c) {
+        Ok(got) => assert!(got.is_empty(), "got {got:?} after the upstream's reset"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+    }
+    let c = blocking_connect(server.local_addr());
+    (&c).write_all(b"abc").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    socket2::SockRef::from(&c)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(c);
+    upstream.join().unwrap();
+    shutdown_clean(server);
+}
+
+/// The PROXY header, v1 and v2, parsed here: the client's address and the proxy's.
+fn proxy_headers(engine: EngineKind) {
+    for version in [SendProxy::V1, SendProxy::V2] {
+        let up = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server = proxy(engine, &[up.local_addr().unwrap()], |_, o| {
+            o.send_proxy = Some(version);
+        });
+        let listen = server.local_addr();
+        let upstream = std::thread::spawn(move || {
+            let (mut s, _) = up.accept().unwrap();
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).unwrap();
+            all
+        });
+        let mut c = blocking_connect(listen);
+        let client = c.local_addr().unwrap();
+        c.write_all(b"payload").unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        c.read_to_end(&mut rest).unwrap();
+        let got = upstream.join().unwrap();
+        let (src, dst, body) = parse_proxy_header(&got).expect("a valid PROXY header");
+        assert_eq!((src, dst), (client, listen), "{version:?}");
+        assert_eq!(body, b"payload");
+        shutdown_clean(server);
+    }
+}
+
+/// A PROXY protocol parser (HAProxy's proxy-protocol.txt), independent of the writer:
+/// returns source, destination and what follows the header.
+fn parse_proxy_header(b: &[u8]) -> Option<(SocketAddr, SocketAddr, &[u8])> {
+    const SIG: &[u8] = b"\r\n\r\n\0\r\nQUIT\n";
+    if let Some(rest) = b.strip_prefix(b"PROXY ") {
+        let end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let line = std::str::from_utf8(&rest[..end]).ok()?;
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() != 5 || f[0] != "TCP4" {
+            return None;
+        }
+        let src = SocketAddr::new(f[1].parse().ok()?, f[3].parse().ok()?);
+        let dst = SocketAddr::new(f[2].parse().ok()?, f[4].parse().ok()?);
+        return Some((src, dst, &rest[end + 2..]));
+    }
+    let rest = b.strip_prefix(SIG)?;
+    let (ver_cmd, fam) = (rest[0], rest[1]);
+    if ver_cmd != 0x21 || fam != 0x11 {
+        return None;
+    }
+    let len = u16::from_be_bytes([rest[2], rest[3]]) as usize;
+    let a = &rest[4..4 + len];
+    let ip = |x: &[u8]| std::net::Ipv4Addr::new(x[0], x[1], x[2], x[3]);
+    let port = |x: &[u8]| u16::from_be_bytes([x[0], x[1]]);
+    let src = SocketAddr::new(ip(&a[0..4]).into(), port(&a[8..10]));
+    let dst = SocketAddr::new(ip(&a[4..8]).into(), port(&a[10..12]));
+    Some((src, dst, &rest[4 + len..]))
+}
+
+/// Many concurrent pairs (two descriptors each in the proxy), all open at once, then closed:
+/// the proxy process's descriptors are exactly what they were before.
+fn many_pairs(engine: &str) {
+    let backend = server(EngineKind::Epoll, ProtocolKind::Echo, 1);
+    let up = backend.local_addr().to_string();
+    let p = RingdProcess::start(
+        &[
+            "--protocol",
+            "proxy",
+            "--upstream",
+            &up,
+            "--engine",
+            engine,
+            "--threads",
+            "1",
+        ],
+        None,
+    );
+    let before = p.fds();
+    let mut clients = Vec::new();
+    for i in 0..3000u32 {
+        let mut c = blocking_connect(p.addr);
+        c.write_all(&i.to_le_bytes()).unwrap();
+        clients.push(c);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let mut back = [0u8; 4];
+        c.read_exact(&mut back).unwrap();
+        assert_eq!(u32::from_le_bytes(back), i as u32);
+    }
+    let during = p.fds().len();
+    assert!(
+        during >= before.len() + 6000,
+        "{during} descriptors with 3000 pairs open"
+    );
+    drop(clients);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while p.fds() != before && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(p.fds(), before, "descriptors left behind");
+    assert_eq!(p.stop(), 0);
+    shutdown_clean(backend);
+}
+
+/// Reads until EOF (retrying interrupted reads); a reset is returned as the error.
+fn read_to_end_or_reset(c: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).map(|_| got)
+}
+
+fn scrape(addr: SocketAddr) -> String {
+    let mut s = blocking_connect(addr);
+    s.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+macro_rules! proxy_tests {
+    ($($name:ident => $engine:expr, $cli:literal),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn integrity_256_mib_both_ways() {
+                integrity($engine).await;
+            }
+
+            #[test]
+            fn half_close_passes_both_ways() {
+                half_close_both_ways($engine);
+            }
+
+            #[test]
+            fn refused_upstream_fails_over() {
+                failover($engine);
+            }
+
+            #[test]
+            fn silent_upstream_times_out_and_fails_over() {
+                connect_timeout($engine);
+            }
+
+            #[test]
+            fn no_upstream_closes_the_client_at_once() {
+                no_upstream($engine);
+            }
+
+            #[test]
+            fn resets_end_both_sides() {
+                resets($engine);
+            }
+
+            #[test]
+            fn proxy_protocol_headers_v1_v2() {
+                proxy_headers($engine);
+            }
+
+            #[test]
+            fn three_thousand_pairs_then_every_descriptor_back() {
+                many_pairs($cli);
+            }
+        }
+    )*};
+}
+
+proxy_tests! {
+    uring => EngineKind::Uring, "uring",
+    tokio_uring => EngineKind::TokioUring, "tokio-uring",
+    epoll => EngineKind::Epoll, "epoll",
+}
