@@ -367,6 +367,71 @@ fn many_pairs(engine: &str) {
     shutdown_clean(backend);
 }
 
+/// A client that sends 64 MiB and reads nothing until it is done: the proxy stops reading
+/// where the bytes cannot go on (its memory stays flat), and once the client reads, every
+/// byte comes back in order. Then a pair with no bytes either way is closed after the idle
+/// timeout.
+fn backpressure_and_idle(engine: &str) {
+    let backend = server(EngineKind::Epoll, ProtocolKind::Echo, 1);
+    let up = backend.local_addr().to_string();
+    let p = RingdProcess::start(
+        &[
+            "--protocol",
+            "proxy",
+            "--upstream",
+            &up,
+            "--engine",
+            engine,
+            "--threads",
+            "1",
+            "--idle-timeout",
+            "1s",
+        ],
+        None,
+    );
+    // Warm the proxy (buffer pool, allocator) before the baseline.
+    let mut warm = blocking_connect(p.addr);
+    warm.write_all(&[1; 100_000]).unwrap();
+    let mut back = vec![0u8; 100_000];
+    warm.read_exact(&mut back).unwrap();
+    drop(warm);
+    let before = p.rss_kib();
+    let c = blocking_connect(p.addr);
+    let total = 64usize << 20;
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let chunk: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+        for _ in 0..total >> 20 {
+            w.write_all(&chunk).unwrap();
+        }
+    });
+    // The writer fills every buffer on the way and blocks.
+    std::thread::sleep(Duration::from_millis(500));
+    let during = p.rss_kib();
+    assert!(
+        during < before + 8 * 1024,
+        "the proxy held {} KiB more while its client did not read",
+        during - before
+    );
+    let mut r = c;
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    while got < total {
+        let n = r.read(&mut buf).unwrap();
+        assert!(n > 0, "EOF after {got} bytes");
+        for (k, b) in buf[..n].iter().enumerate() {
+            assert_eq!(*b, ((got + k) % (1 << 20) % 251) as u8, "byte {}", got + k);
+        }
+        got += n;
+    }
+    writer.join().unwrap();
+    // No bytes either way on either side: closed after the idle timeout.
+    let mut one = [0u8; 1];
+    assert_eq!(r.read(&mut one).unwrap(), 0, "an idle pair is closed");
+    assert_eq!(p.stop(), 0);
+    shutdown_clean(backend);
+}
+
 /// Reads until EOF (retrying interrupted reads); a reset is returned as the error.
 fn read_to_end_or_reset(c: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut got = Vec::new();
@@ -419,6 +484,11 @@ macro_rules! proxy_tests {
             #[test]
             fn proxy_protocol_headers_v1_v2() {
                 proxy_headers($engine);
+            }
+
+            #[test]
+            fn backpressure_bounds_memory_then_idle_pairs_close() {
+                backpressure_and_idle($cli);
             }
 
             #[test]
