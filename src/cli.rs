@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::config::{allowed_cpus, Config};
+use crate::config::{allowed_cpus, Config, TestFault};
 use crate::engine::EngineKind;
 use crate::listener::ListenOptions;
 use crate::protocol::{ProtocolKind, ProtocolSpec, DEFAULT_BODY, DEFAULT_GREETING};
@@ -134,6 +134,10 @@ impl Args {
             header_timeout: self.header_timeout,
             max_pending_output: self.max_pending_output,
             metrics: self.metrics,
+            test_fault: match std::env::var(TestFault::VAR) {
+                Ok(v) if !v.is_empty() => Some(TestFault::parse(&v)?),
+                _ => None,
+            },
         };
         config.validate()?;
         Ok(config)

@@ -5,6 +5,7 @@
 //! [`connection`] (buffers, registry, counters) → [`protocol`] (pure: bytes in, bytes out).
 //! [`cli`] turns the command line into a checked [`config::Config`].
 
+pub mod activation;
 pub mod cli;
 pub mod config;
 pub mod connection;
@@ -16,9 +17,10 @@ pub mod probe;
 pub mod protocol;
 pub mod server;
 pub mod shutdown;
+mod worker;
 
 pub use config::Config;
 pub use engine::EngineKind;
 pub use error::Error;
 pub use protocol::ProtocolKind;
-pub use server::{start, ServerHandle, ShutdownReport};
+pub use server::{start, start_with, DrainTrigger, ServerHandle, ShutdownReport};

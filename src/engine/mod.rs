@@ -75,6 +75,9 @@ pub struct WorkerCtx {
     pub stats: Arc<WorkerStats>,
     /// The process-wide connection limit.
     pub limit: Arc<Limit>,
+    /// Other workers accept on the same socket (one inherited socket served by all): an
+    /// engine must then accept so that the kernel spreads connections over them.
+    pub shared_listener: bool,
 }
 
 /// `--max-connections`, shared by all workers: one counter for the whole process, so the

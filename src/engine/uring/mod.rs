@@ -267,10 +267,24 @@ impl Worker {
     }
 
     fn arm_accept(&mut self) {
-        let sqe = opcode::AcceptMulti::new(types::Fd(self.listen_fd))
+        // A multishot accept stays first in the socket's wait queue and the kernel wakes only
+        // the first waiter: on a socket that several workers share it would take every
+        // connection. A single accept re-armed after each completion queues up behind the
+        // other workers' instead, so connections go round.
+        let sqe = if self.ctx.shared_listener {
+            opcode::Accept::new(
+                types::Fd(self.listen_fd),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+            )
             .flags(libc::SOCK_CLOEXEC)
             .build()
-            .user_data(user_data(0, OP_ACCEPT));
+        } else {
+            opcode::AcceptMulti::new(types::Fd(self.listen_fd))
+                .flags(libc::SOCK_CLOEXEC)
+                .build()
+        }
+        .user_data(user_data(0, OP_ACCEPT));
         self.push(sqe);
         self.accept_armed = true;
     }
