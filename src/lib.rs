@@ -14,9 +14,12 @@ pub mod error;
 pub mod listener;
 pub mod metrics;
 pub mod probe;
+pub mod process;
 pub mod protocol;
 pub mod server;
+pub mod service;
 pub mod shutdown;
+pub mod upgrade;
 mod worker;
 
 pub use config::Config;
