@@ -73,6 +73,31 @@ fn upgrades_under_load(engine: &str) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Issue 11 item 3: a connection the old process accepted just before it hands over, whose
+/// request arrives a little later (half a round trip on a real network), still gets its
+/// response: the drain gives such connections a short grace instead of closing them at once.
+fn upgrades_with_late_requests(engine: &str) {
+    let dir = temp_dir("upgrade-late");
+    let mut l = Lineage::start(Start::new(&dir, &args(engine, &[])));
+    let load = Load::start_with(l.addr, 16, 0, Duration::ZERO, Duration::from_millis(20));
+    load.wait_progress(200, LONG);
+    for _ in 0..3 {
+        let old = l.current();
+        l.upgrade();
+        load.wait_progress(100, LONG);
+        assert_eq!(l.exit_code(old, LONG), 0);
+    }
+    let (counts, failures) = load.stop();
+    eprintln!("{engine}: {counts:?}");
+    assert_eq!(
+        counts.failed(),
+        0,
+        "{engine}: {counts:?}; first failures: {failures:#?}"
+    );
+    assert_eq!(l.stop(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Replaces `path` atomically (as a build or a deployment does) with a shell script.
 fn install_script(path: &Path, body: &str) {
     let tmp = path.with_extension("tmp");
@@ -332,6 +357,12 @@ mod uring {
     fn no_descriptor_leak_across_upgrades() {
         super::no_descriptor_leak("uring");
     }
+    #[test]
+    #[ignore = "waits on the connection-level drain (issue 11 item 3, engine rewrite): today a \\
+                connection accepted just before the drain is closed if its request is not there yet"]
+    fn requests_that_follow_their_connect_late_are_answered() {
+        super::upgrades_with_late_requests("uring");
+    }
 }
 
 mod tokio_uring {
@@ -351,6 +382,12 @@ mod tokio_uring {
     fn no_descriptor_leak_across_upgrades() {
         super::no_descriptor_leak("tokio-uring");
     }
+    #[test]
+    #[ignore = "waits on the connection-level drain (issue 11 item 3, engine rewrite): today a \\
+                connection accepted just before the drain is closed if its request is not there yet"]
+    fn requests_that_follow_their_connect_late_are_answered() {
+        super::upgrades_with_late_requests("tokio-uring");
+    }
 }
 
 mod epoll {
@@ -365,6 +402,12 @@ mod epoll {
     #[test]
     fn no_descriptor_leak_across_upgrades() {
         super::no_descriptor_leak("epoll");
+    }
+    #[test]
+    #[ignore = "waits on the connection-level drain (issue 11 item 3, engine rewrite): today a \\
+                connection accepted just before the drain is closed if its request is not there yet"]
+    fn requests_that_follow_their_connect_late_are_answered() {
+        super::upgrades_with_late_requests("epoll");
     }
 }
 

@@ -537,6 +537,19 @@ impl Load {
     /// and EOF, and start over (after `pause`); `keepalive` connections that each send a
     /// GET, read the response and go on on the same connection (after `pause`).
     pub fn start(addr: SocketAddr, crr: usize, keepalive: usize, pause: Duration) -> Load {
+        Self::start_with(addr, crr, keepalive, pause, Duration::ZERO)
+    }
+
+    /// As [`Load::start`], with the crr clients sending their request `late` after the
+    /// connection is established, as over a network: the server accepts a connection half
+    /// a round trip before its first request arrives.
+    pub fn start_with(
+        addr: SocketAddr,
+        crr: usize,
+        keepalive: usize,
+        pause: Duration,
+        late: Duration,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let shared = Arc::new(Shared::default());
         let mut threads = Vec::new();
@@ -544,7 +557,7 @@ impl Load {
             let (stop, shared) = (stop.clone(), shared.clone());
             threads.push(std::thread::spawn(move || {
                 while !stop.load(Ordering::Relaxed) {
-                    crr_once(addr, &shared);
+                    crr_once(addr, &shared, late);
                     std::thread::sleep(pause);
                 }
             }));
@@ -614,11 +627,14 @@ impl Load {
     }
 }
 
-fn crr_once(addr: SocketAddr, shared: &Shared) {
+fn crr_once(addr: SocketAddr, shared: &Shared, late: Duration) {
     let mut s = match connect(addr) {
         Ok(s) => s,
         Err(e) => return shared.connect_error(e),
     };
+    if !late.is_zero() {
+        std::thread::sleep(late);
+    }
     match request(&mut s, REQUEST_CLOSE) {
         Outcome::Ok { .. } => {
             shared.ok.fetch_add(1, Ordering::Relaxed);
