@@ -106,18 +106,20 @@ pub fn run(args: &Args) -> Result<(), Error> {
         stop_grace: config.shutdown_timeout + Duration::from_secs(2),
         upgrades: Mutex::new(Vec::new()),
     });
-    match predecessor {
+    let announced = match predecessor {
+        // The predecessor writes the pid file and tells systemd once it has handed over.
         Some(p) => report_ready(p, taken),
-        None => {
-            if let Some(path) = &shared.pid_file {
-                if let Err(e) = service::write_pid_file(path, me) {
-                    shared.trigger.fire();
-                    let _ = server.wait();
-                    return Err(e);
-                }
+        None => false,
+    };
+    if !announced {
+        if let Some(path) = &shared.pid_file {
+            if let Err(e) = service::write_pid_file(path, me) {
+                shared.trigger.fire();
+                let _ = server.wait();
+                return Err(e);
             }
-            service::notify("READY=1");
         }
+        service::notify("READY=1");
     }
     let signal_side = shared.clone();
     std::thread::Builder::new()
@@ -166,20 +168,26 @@ fn check_inherited(
     }
 }
 
-/// Tells the predecessor that every worker is up (it hands over on this byte).
-fn report_ready(p: Predecessor, taken: usize) {
+/// Tells the predecessor that every worker is up (it hands over on this byte); false if it
+/// cannot be told (it is gone: this process serves alone and announces itself).
+fn report_ready(p: Predecessor, taken: usize) -> bool {
     use std::io::Write;
     let mut pipe = std::fs::File::from(p.ready);
     match pipe.write_all(b"R") {
-        Ok(()) => info!(
-            upgrades = p.upgrades,
-            "took over {taken} listening sockets from pid {}",
-            p.pid
-        ),
-        Err(e) => warn!(
-            "took over {taken} listening sockets, but cannot tell pid {} that this process is ready: {e}",
-            p.pid
-        ),
+        Ok(()) => {
+            info!(
+                upgrades = p.upgrades,
+                "took over {taken} listening sockets from pid {}", p.pid
+            );
+            true
+        }
+        Err(e) => {
+            warn!(
+                "took over {taken} listening sockets, but cannot tell pid {} that this process is ready ({e}): serving alone",
+                p.pid
+            );
+            false
+        }
     }
 }
 
@@ -189,6 +197,9 @@ fn on_signal(shared: &Arc<Shared>, sig: i32) {
     match (sig, *phase) {
         (SIGUSR2, Phase::Serving) => {
             *phase = Phase::Upgrading;
+            // From here on a drain must leave the listening sockets to the successor: set
+            // under the phase lock, so that a SIGTERM handled next already sees it.
+            shared.trigger.expect_successor(true);
             drop(phase);
             let side = shared.clone();
             match std::thread::Builder::new()
@@ -196,10 +207,7 @@ fn on_signal(shared: &Arc<Shared>, sig: i32) {
                 .spawn(move || upgrade(&side))
             {
                 Ok(t) => lock(&shared.upgrades).push(t),
-                Err(e) => {
-                    *lock(&shared.phase) = Phase::Serving;
-                    warn!("upgrade failed: cannot start a thread for it: {e}; still serving");
-                }
+                Err(e) => upgrade_failed(shared, format!("cannot start a thread for it: {e}")),
             }
         }
         (SIGUSR2, Phase::Upgrading) => {
@@ -242,8 +250,6 @@ fn upgrade(shared: &Shared) {
     let Some(exe) = &shared.exe else {
         return upgrade_failed(shared, "the executable's path is unknown".into());
     };
-    // From here on a drain must leave the listening sockets to the successor.
-    shared.trigger.expect_successor(true);
     let sockets = match shared.trigger.sockets_for_successor() {
         Ok(s) if !s.is_empty() => s,
         Ok(_) => return upgrade_failed(shared, "the listening sockets are closed".into()),
@@ -307,14 +313,20 @@ fn upgrade(shared: &Shared) {
     upgrade_failed(shared, reason);
 }
 
-/// Back to serving alone; one line saying why.
+/// Back to serving alone (unless stopping meanwhile); one line saying why.
 fn upgrade_failed(shared: &Shared, reason: String) {
     let mut phase = lock(&shared.phase);
-    if *phase == Phase::Upgrading {
+    let serving = *phase == Phase::Upgrading;
+    if serving {
         *phase = Phase::Serving;
+        // No successor holds the sockets (it was reaped): they are this process's alone
+        // again. A drain already under way keeps them as it started.
+        shared.trigger.expect_successor(false);
     }
-    // The successor is gone (reaped): the sockets are this process's alone again.
-    shared.trigger.expect_successor(false);
     drop(phase);
-    warn!("upgrade failed: {reason}; still serving");
+    if serving {
+        warn!("upgrade failed: {reason}; still serving");
+    } else {
+        warn!("upgrade abandoned: {reason}; this process is stopping");
+    }
 }
