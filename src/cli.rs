@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::config::{allowed_cpus, Config};
+use crate::config::{allowed_cpus, Config, TestFault};
 use crate::engine::EngineKind;
 use crate::listener::ListenOptions;
 use crate::protocol::{ProtocolKind, ProtocolSpec, DEFAULT_BODY, DEFAULT_GREETING};
@@ -25,17 +25,34 @@ pub enum Service {
     Proxy,
 }
 
+const AFTER_HELP: &str = "\
+Examples:
+  ringd                                   # echo on 127.0.0.1:8080, all CPUs
+  ringd --protocol http --engine epoll    # HTTP/1.1 on the tokio/epoll baseline
+  ringd --protocol hello --threads 1      # the origin server: greet and close
+  ringd --protocol proxy --listen 127.0.0.1:8000 --upstream 127.0.0.1:9001,127.0.0.1:9002
+
+Signals:
+  SIGTERM, SIGINT  drain: stop accepting, finish the connections, exit 0 (--shutdown-timeout)
+  SIGUSR2          live upgrade: start the executable at the path ringd was started from, with
+                   the same arguments, on the same listening sockets; once it is ready, this
+                   process stops accepting, drains and exits 0 (on failure it keeps serving)
+
+Sockets passed by a service manager (systemd socket activation: LISTEN_FDS, LISTEN_PID) are
+served instead of --listen. Logs go to stderr; RUST_LOG overrides --log-level.";
+
 /// ringd: a per-core io_uring TCP server (echo, hello, HTTP/1.1) with an epoll baseline.
 #[derive(Debug, Parser)]
 #[command(
     name = "ringd",
     version,
-    after_help = "Examples:\n  ringd                                   # echo on 127.0.0.1:8080, all CPUs\n  ringd --protocol http --engine epoll    # HTTP/1.1 on the tokio/epoll baseline\n  ringd --protocol hello --threads 1      # the origin server: greet and close\n  ringd --protocol proxy --listen 127.0.0.1:8000 --upstream 127.0.0.1:9001,127.0.0.1:9002\n\nLogs go to stderr; RUST_LOG overrides --log-level (e.g. RUST_LOG=ringd=debug)."
+    after_help = AFTER_HELP
 )]
 pub struct Args {
-    /// Address to listen on (every worker binds it with SO_REUSEPORT; port 0 picks one).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// Address to listen on (every worker binds it with SO_REUSEPORT; port 0 picks one)
+    /// [default: 127.0.0.1:8080]. Not with sockets passed by a service manager.
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
 
     /// Protocol to speak; `proxy` forwards each connection to an upstream (--upstream).
     #[arg(long, value_enum, default_value_t = Service::Echo)]
@@ -78,9 +95,10 @@ pub struct Args {
     #[arg(long, overrides_with = "pin")]
     pub no_pin: bool,
 
-    /// Listen backlog per worker socket (capped by net.core.somaxconn).
-    #[arg(long, default_value_t = 4096)]
-    pub backlog: u32,
+    /// Listen backlog per worker socket (capped by net.core.somaxconn) [default: 4096; an
+    /// inherited socket keeps its own unless this is given].
+    #[arg(long)]
+    pub backlog: Option<u32>,
 
     /// Socket send buffer of every connection (SO_SNDBUF on the listeners, inherited), e.g.
     /// 16KiB as on a real network link [default: the kernel's, autotuned].
@@ -135,6 +153,16 @@ pub struct Args {
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// Write the pid of the process that serves to this file (replaced atomically; rewritten
+    /// with the new pid on a live upgrade; removed at a final exit).
+    #[arg(long)]
+    pub pid_file: Option<std::path::PathBuf>,
+
+    /// How long a live upgrade (SIGUSR2) waits for the new process to report ready before
+    /// giving up and serving on.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub upgrade_timeout: Duration,
+
     /// Log level (error, warn, info, debug, trace); RUST_LOG takes precedence.
     #[arg(long, default_value = "info")]
     pub log_level: String,
@@ -142,7 +170,7 @@ pub struct Args {
 
 impl Args {
     /// Checks the arguments and builds the configuration.
-    pub fn into_config(self) -> Result<Config, String> {
+    pub fn into_config(&self) -> Result<Config, String> {
         let cpus = allowed_cpus();
         let threads = self.threads.unwrap_or(cpus.len());
         let pin = !self.no_pin;
@@ -156,14 +184,14 @@ impl Args {
             return Err("--upstream is for --protocol proxy".into());
         }
         let config = Config {
-            listen: self.listen,
+            listen: self.listen.unwrap_or(DEFAULT_LISTEN),
             protocol: ProtocolSpec::new(kind, self.greeting.as_bytes(), self.http_body.as_bytes()),
             proxy,
             engine: self.engine,
             threads,
             cpus: if pin { cpus } else { Vec::new() },
             listen_options: ListenOptions {
-                backlog: self.backlog,
+                backlog: self.backlog.unwrap_or(ListenOptions::default().backlog),
                 send_buffer: self.send_buffer,
                 recv_buffer: self.recv_buffer,
             },
@@ -175,6 +203,10 @@ impl Args {
             header_timeout: self.header_timeout,
             max_pending_output: self.max_pending_output,
             metrics: self.metrics,
+            test_fault: match std::env::var(TestFault::VAR) {
+                Ok(v) if !v.is_empty() => Some(TestFault::parse(&v)?),
+                _ => None,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -210,6 +242,12 @@ impl Args {
         ))
     }
 }
+
+/// The address listened on when neither `--listen` nor inherited sockets say otherwise.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    8080,
+));
 
 /// Parses a byte size such as `4096`, `4KiB`, `64 KB` or `1MiB`.
 pub fn parse_bytes(s: &str) -> Result<usize, String> {

@@ -88,6 +88,63 @@ pub struct Config {
     pub max_pending_output: usize,
     /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// A fault injected for tests of the worker lifecycle (`RINGD_TEST_FAULT`); `None` in
+    /// normal operation.
+    #[doc(hidden)]
+    pub test_fault: Option<TestFault>,
+}
+
+/// A fault injected into one worker, so that tests can prove that a failing worker is seen:
+/// set from the `RINGD_TEST_FAULT` environment variable (`panic-worker=N[@DELAY]`,
+/// `fail-worker=N`). Not an operating option.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestFault {
+    /// Worker `worker` reports ready, then panics after `after` instead of serving.
+    Panic {
+        /// The worker index.
+        worker: usize,
+        /// How long after reporting ready.
+        after: Duration,
+    },
+    /// Worker `worker` fails to start (its runtime "cannot be built").
+    FailStart {
+        /// The worker index.
+        worker: usize,
+    },
+}
+
+impl TestFault {
+    /// The environment variable that sets it.
+    pub const VAR: &'static str = "RINGD_TEST_FAULT";
+
+    /// Parses `panic-worker=N[@DELAY]` or `fail-worker=N`.
+    pub fn parse(s: &str) -> Result<TestFault, String> {
+        let bad = || {
+            format!(
+                "{}={s}: expected panic-worker=N[@DELAY] or fail-worker=N",
+                Self::VAR
+            )
+        };
+        let (kind, arg) = s.split_once('=').ok_or_else(bad)?;
+        let (worker, after) = arg.split_once('@').unwrap_or((arg, "0"));
+        let worker = worker.parse().map_err(|_| bad())?;
+        match kind {
+            "panic-worker" => Ok(TestFault::Panic {
+                worker,
+                after: crate::cli::parse_duration(after).map_err(|_| bad())?,
+            }),
+            "fail-worker" if after == "0" => Ok(TestFault::FailStart { worker }),
+            _ => Err(bad()),
+        }
+    }
+
+    /// The worker it concerns.
+    pub fn worker(self) -> usize {
+        match self {
+            TestFault::Panic { worker, .. } | TestFault::FailStart { worker } => worker,
+        }
+    }
 }
 
 impl Config {
@@ -109,6 +166,7 @@ impl Config {
             header_timeout: Duration::from_secs(10),
             max_pending_output: 64 * 1024,
             metrics: None,
+            test_fault: None,
         }
     }
 
@@ -151,5 +209,35 @@ pub fn allowed_cpus() -> Vec<usize> {
     match core_affinity::get_core_ids() {
         Some(ids) if !ids.is_empty() => ids.into_iter().map(|c| c.id).collect(),
         _ => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_faults_parse() {
+        assert_eq!(
+            TestFault::parse("panic-worker=1@500ms"),
+            Ok(TestFault::Panic {
+                worker: 1,
+                after: Duration::from_millis(500)
+            })
+        );
+        assert_eq!(
+            TestFault::parse("panic-worker=0"),
+            Ok(TestFault::Panic {
+                worker: 0,
+                after: Duration::ZERO
+            })
+        );
+        assert_eq!(
+            TestFault::parse("fail-worker=2"),
+            Ok(TestFault::FailStart { worker: 2 })
+        );
+        for bad in ["", "panic", "panic-worker=x", "fail-worker=1@1s", "oops=1"] {
+            assert!(TestFault::parse(bad).is_err(), "{bad}");
+        }
     }
 }

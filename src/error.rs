@@ -51,4 +51,26 @@ pub enum Error {
     /// Invalid configuration.
     #[error("{0}")]
     Config(String),
+    /// Inherited sockets (socket activation, a live upgrade) that cannot be used.
+    #[error("{0}")]
+    Inherited(String),
+    /// A worker failed or panicked; the others were drained.
+    #[error("worker {worker} {cause}")]
+    Worker {
+        /// The worker index.
+        worker: usize,
+        /// What happened, e.g. `panicked at src/x.rs:1:2: message`.
+        cause: String,
+    },
+    /// The pid file cannot be written.
+    #[error("cannot write the pid file {path}: {err}")]
+    PidFile {
+        /// The path asked for.
+        path: std::path::PathBuf,
+        /// The system error.
+        err: io::Error,
+    },
+    /// The signal handlers cannot be installed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(io::Error),
 }

@@ -7,6 +7,7 @@
 //! [`cli`] turns the command line into a checked [`config::Config`].
 
 pub mod accept;
+pub mod activation;
 pub mod cli;
 pub mod config;
 pub mod connection;
@@ -15,14 +16,18 @@ pub mod error;
 pub mod listener;
 pub mod metrics;
 pub mod probe;
+pub mod process;
 pub mod protocol;
 pub mod proxy;
 pub mod server;
+pub mod service;
 pub mod shutdown;
 pub mod socket;
+pub mod upgrade;
+mod worker;
 
 pub use config::Config;
 pub use config::EngineKind;
 pub use error::Error;
 pub use protocol::ProtocolKind;
-pub use server::{start, ServerHandle, ShutdownReport};
+pub use server::{start, start_with, DrainTrigger, ServerHandle, ShutdownReport};

@@ -1,5 +1,5 @@
-//! The `ringd` binary: parse arguments, set up logging, run the server until SIGINT/SIGTERM,
-//! and turn the outcome into an exit code.
+//! The `ringd` binary: parse arguments, set up logging, run the process (server, signals,
+//! live upgrades: [`ringd::process`]) and turn the outcome into an exit code.
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -9,9 +9,10 @@ use ringd::cli::Args;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    ringd::metrics::process_start_time();
     let args = Args::parse();
     init_logging(&args.log_level);
-    match run(args) {
+    match ringd::process::run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringd: error: {e:#}");
@@ -32,23 +33,4 @@ fn init_logging(level: &str) {
         // write on stderr, which panics when stderr itself is gone).
         .log_internal_errors(false)
         .init();
-}
-
-fn run(args: Args) -> anyhow::Result<()> {
-    let config = args.into_config().map_err(anyhow::Error::msg)?;
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])?;
-    let server = ringd::start(config)?;
-    let trigger = server.drain_trigger();
-    std::thread::spawn(move || {
-        if let Some(sig) = signals.forever().next() {
-            // Drain first: nothing, not even a failing log write, may stand in its way.
-            trigger.fire();
-            tracing::info!("signal {sig} received: draining");
-        }
-    });
-    server.wait()?;
-    Ok(())
 }

@@ -1,19 +1,53 @@
 //! `--metrics ADDR`: the workers' counters in the Prometheus text exposition format over
 //! HTTP (`GET /metrics`). Served by a thread of its own, off the data path; it reads the
 //! counters the workers keep, so every figure is exact at the moment of the scrape.
+//!
+//! Two series describe the process rather than the workers: `ringd_start_time_seconds`
+//! (when this process started) and `ringd_upgrades_total` (live upgrades in this process's
+//! lineage: a fresh start counts 0, a successor starts from its predecessor's count plus
+//! one, and a process that hands over counts that handover too).
 
 use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
 use tracing::{debug, info};
 
 use crate::config::Config;
 use crate::connection::{CloseReason, WorkerStats};
 use crate::error::Error;
+
+/// When this process started, as Unix time in seconds: taken at the first call, which the
+/// binary makes first thing in `main`.
+pub fn process_start_time() -> f64 {
+    static START: OnceLock<f64> = OnceLock::new();
+    *START.get_or_init(|| {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    })
+}
+
+/// Live upgrades in this process's lineage.
+static UPGRADES: AtomicU64 = AtomicU64::new(0);
+
+/// The lineage's upgrade count so far.
+pub fn upgrades() -> u64 {
+    UPGRADES.load(Ordering::Relaxed)
+}
+
+/// Sets the count a successor inherits from its predecessor.
+pub fn set_upgrades(n: u64) {
+    UPGRADES.store(n, Ordering::Relaxed);
+}
+
+/// Counts a handover made by this process; returns the new count.
+pub fn count_upgrade() -> u64 {
+    UPGRADES.fetch_add(1, Ordering::Relaxed) + 1
+}
 
 /// A running metrics endpoint; stops when dropped.
 #[derive(Debug)]
@@ -31,12 +65,19 @@ impl MetricsServer {
         stats: Vec<Arc<WorkerStats>>,
         config: Arc<Config>,
     ) -> Result<Self, Error> {
-        let listener = TcpListener::bind(addr).map_err(|err| match err.kind() {
-            std::io::ErrorKind::AddrInUse => Error::Config(format!(
-                "metrics address {addr} is already in use: choose another with --metrics"
-            )),
-            _ => Error::Bind { addr, err },
-        })?;
+        let listener = bind(addr)?;
+        Self::start_on(listener, stats, config)
+    }
+
+    /// Serves the counters of `stats` on an already listening socket until dropped.
+    pub fn start_on(
+        listener: TcpListener,
+        stats: Vec<Arc<WorkerStats>>,
+        config: Arc<Config>,
+    ) -> Result<Self, Error> {
+        let addr = listener
+            .local_addr()
+            .map_err(|err| Error::Config(format!("cannot read the metrics address: {err}")))?;
         let addr = listener
             .local_addr()
             .map_err(|err| Error::Bind { addr, err })?;
@@ -57,6 +98,16 @@ impl MetricsServer {
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
     }
+}
+
+/// Binds the metrics listener.
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr).map_err(|err| match err.kind() {
+        std::io::ErrorKind::AddrInUse => Error::Config(format!(
+            "metrics address {addr} is already in use: choose another with --metrics"
+        )),
+        _ => Error::Bind { addr, err },
+    })
 }
 
 impl Drop for MetricsServer {
@@ -138,6 +189,18 @@ pub fn render(stats: &[Arc<WorkerStats>], config: &Config) -> String {
             None => config.protocol.kind.name(),
         }
     );
+    let _ = writeln!(
+        out,
+        "# HELP ringd_start_time_seconds When this process started, as Unix time."
+    );
+    let _ = writeln!(out, "# TYPE ringd_start_time_seconds gauge");
+    let _ = writeln!(out, "ringd_start_time_seconds {:.3}", process_start_time());
+    let _ = writeln!(
+        out,
+        "# HELP ringd_upgrades_total Live upgrades (SIGUSR2 handovers) in this process lineage."
+    );
+    let _ = writeln!(out, "# TYPE ringd_upgrades_total counter");
+    let _ = writeln!(out, "ringd_upgrades_total {}", upgrades());
     fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
         a.load(Ordering::Relaxed)
     }
@@ -336,5 +399,13 @@ mod tests {
         assert!(text
             .contains("ringd_connections_closed_total{worker=\"0\",reason=\"header_timeout\"} 0"));
         assert_eq!(sum_metric(&text, "ringd_workers", ""), 2);
+        assert_eq!(sum_metric(&text, "ringd_upgrades_total", ""), upgrades());
+        let start: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ringd_start_time_seconds "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(start > 1.6e9, "{start}");
     }
 }

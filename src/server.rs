@@ -1,66 +1,165 @@
-//! The server: binds the listeners, starts one pinned worker thread per listener, and drains
-//! them on request. `main` and the tests both go through [`start`]; the tests bind
-//! `127.0.0.1:0` and read the port from [`ServerHandle::local_addr`].
+//! The server: takes its listening sockets (bound here, or inherited from a service manager
+//! or a predecessor, see [`crate::activation`]), starts one pinned worker thread per
+//! listener, and drains them on request. `main` and the tests both go through [`start`] or
+//! [`start_with`]; the tests bind `127.0.0.1:0` and read the port from
+//! [`ServerHandle::local_addr`].
+//!
+//! The server keeps a descriptor of every listening socket for itself: these are what a
+//! live upgrade hands to the successor ([`DrainTrigger::sockets_for_successor`]). A listening
+//! socket another process may hold (inherited, or handed on) is never shut down, only closed:
+//! `shutdown(2)` on a listening socket stops it for every process that holds it.
 
-use std::net::SocketAddr;
-use std::sync::{mpsc, Arc};
-use std::thread;
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tracing::{error, info};
+use tracing::info;
 
+use crate::activation::{InheritedSockets, LISTEN_NAME, METRICS_NAME};
 use crate::config::Config;
 use crate::connection::WorkerStats;
-use crate::engine::{self, WorkerCtx};
+use crate::engine::WorkerCtx;
 use crate::error::Error;
 use crate::listener::bind_workers;
 use crate::metrics::MetricsServer;
 use crate::probe;
-use crate::shutdown::Lifecycle;
+use crate::shutdown::{Bell, Lifecycle, Watch};
+use crate::worker::{self, Done};
 
 /// A running server.
 #[derive(Debug)]
 pub struct ServerHandle {
-    /// The address the workers actually listen on.
+    /// The address the workers actually listen on (the first socket's, if several).
     local_addr: SocketAddr,
-    /// Set to true to drain.
-    drain: Arc<watch::Sender<Lifecycle>>,
+    /// What every worker follows, and the sockets a successor would be given.
+    control: Arc<Control>,
     /// Each worker sends its id and result when it stops.
-    done: mpsc::Receiver<(usize, std::io::Result<()>)>,
+    done: mpsc::Receiver<Done>,
+    /// The worker threads, in worker order.
+    threads: Vec<JoinHandle<()>>,
     /// Per-worker counters.
     stats: Vec<Arc<WorkerStats>>,
     /// The configuration the server runs with.
     config: Arc<Config>,
-    /// The metrics endpoint, if asked for.
-    metrics: Option<MetricsServer>,
+    /// Where the metrics endpoint listens, if it runs.
+    metrics_addr: Option<SocketAddr>,
 }
 
-/// Starts a drain from any thread (a signal handler, a test).
-#[derive(Debug, Clone)]
-pub struct DrainTrigger(Arc<watch::Sender<Lifecycle>>);
+/// What the server shares with its triggers.
+#[derive(Debug)]
+struct Control {
+    /// Published to every worker.
+    lifecycle: watch::Sender<Lifecycle>,
+    /// The listening sockets came from another process (which may still hold them).
+    inherited: bool,
+    /// A successor process holds (or is about to hold) the listening sockets.
+    successor: AtomicBool,
+    /// This process's own descriptors of its listening sockets, with their names
+    /// ([`LISTEN_NAME`] or [`METRICS_NAME`]); closed by a drain that ends them.
+    sockets: Mutex<Vec<(OwnedFd, &'static str)>>,
+    /// The metrics endpoint; stopped on a handover (the successor answers from then on).
+    metrics: Mutex<Option<MetricsServer>>,
+    /// Every worker's doorbell, rung when the lifecycle changes.
+    bells: Mutex<Vec<Arc<Bell>>>,
+    /// Workers that have stopped accepting.
+    stopped: Arc<AtomicUsize>,
+}
 
-impl DrainTrigger {
-    /// Asks every worker to stop accepting, close its listener and finish.
-    pub fn fire(&self) {
-        self.stop(Lifecycle::Draining);
-    }
-
-    /// Asks every worker to stop accepting and finish, leaving the listening sockets open
-    /// and untouched for a successor process that accepts on them now.
-    pub fn hand_over(&self) {
-        self.stop(Lifecycle::HandingOver);
+impl Control {
+    /// True when another process may hold the listening sockets.
+    fn shared(&self) -> bool {
+        self.inherited || self.successor.load(Ordering::SeqCst)
     }
 
     fn stop(&self, how: Lifecycle) {
         // The first request wins: a drain in progress is not turned into another kind.
-        self.0.send_if_modified(|s| {
+        let changed = self.lifecycle.send_if_modified(|s| {
             let change = !s.is_stopping();
             if change {
                 *s = how;
             }
             change
         });
+        if changed {
+            for bell in lock(&self.bells).iter() {
+                bell.ring();
+            }
+        }
+    }
+
+    /// Waits (at most `limit`) until every worker has stopped accepting.
+    fn wait_stopped(&self, limit: Duration) {
+        let workers = lock(&self.bells).len();
+        let deadline = Instant::now() + limit;
+        while self.stopped.load(Ordering::Acquire) < workers && Instant::now() < deadline {
+            thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Stops accepting and drains. The listening sockets are shut down only when no other
+    /// process may hold them.
+    fn drain(&self) {
+        if self.shared() {
+            self.stop(Lifecycle::HandingOver);
+        } else {
+            self.stop(Lifecycle::Draining);
+            lock(&self.sockets).clear();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Starts a drain or a handover from any thread (a signal handler, a test).
+#[derive(Debug, Clone)]
+pub struct DrainTrigger(Arc<Control>);
+
+impl DrainTrigger {
+    /// Asks every worker to stop accepting and finish its connections. The listeners are
+    /// shut down and closed when this process alone holds them; when another process may
+    /// hold them too (inherited sockets, a successor), they are left listening for it.
+    pub fn fire(&self) {
+        self.0.drain();
+    }
+
+    /// Asks every worker to stop accepting and finish, leaving the listening sockets open
+    /// and untouched for a successor process that accepts on them now; stops the metrics
+    /// endpoint, whose socket the successor serves too.
+    pub fn hand_over(&self) {
+        self.0.successor.store(true, Ordering::SeqCst);
+        self.0.stop(Lifecycle::HandingOver);
+        drop(lock(&self.0.metrics).take());
+        // Returns once no worker accepts any more (a worker notices within microseconds: its
+        // doorbell wakes it), so that from then on the successor alone takes connections
+        // and every connection here knows it is draining.
+        self.0.wait_stopped(Duration::from_secs(1));
+    }
+
+    /// Says whether a successor holds (or is about to hold) the listening sockets: from then
+    /// on no drain shuts them down. Set before a successor is started; cleared once a failed
+    /// one is gone.
+    pub fn expect_successor(&self, yes: bool) {
+        self.0.successor.store(yes, Ordering::SeqCst);
+    }
+
+    /// True once the workers have been told to stop accepting.
+    pub fn is_stopping(&self) -> bool {
+        self.0.lifecycle.borrow().is_stopping()
+    }
+
+    /// New descriptors (close-on-exec) of every listening socket, with their names, for a
+    /// successor; empty once a drain has closed them.
+    pub fn sockets_for_successor(&self) -> std::io::Result<Vec<(OwnedFd, &'static str)>> {
+        lock(&self.0.sockets)
+            .iter()
+            .map(|(fd, name)| Ok((fd.try_clone()?, *name)))
+            .collect()
     }
 }
 
@@ -75,6 +174,18 @@ pub struct ShutdownReport {
 
 /// Binds the listeners and starts the workers; returns once every worker is accepting.
 pub fn start(config: Config) -> Result<ServerHandle, Error> {
+    start_with(config, None)
+}
+
+/// Starts the workers on `inherited` sockets if given (the caller has checked and
+/// configured them), otherwise on listeners bound to `config.listen`; returns once every
+/// worker is accepting. A single socket is served by every worker (each gets its own
+/// descriptor of it); with more inherited sockets than `config.threads`, one worker runs per
+/// socket, so that none is left without a worker.
+pub fn start_with(
+    mut config: Config,
+    inherited: Option<InheritedSockets>,
+) -> Result<ServerHandle, Error> {
     config.validate().map_err(Error::Config)?;
     if config.engine.uses_io_uring() {
         probe::check_io_uring()?;
@@ -82,104 +193,199 @@ pub fn start(config: Config) -> Result<ServerHandle, Error> {
     if config.engine == crate::engine::EngineKind::Uring {
         crate::engine::uring::check_features()?;
     }
-    let listeners = bind_workers(config.listen, config.threads, &config.listen_options)?;
+    let is_inherited = inherited.is_some();
+    let mut shared_listener = false;
+    let (listeners, own, metrics_listener) = match inherited {
+        None => {
+            let ls = bind_workers(config.listen, config.threads, &config.listen_options)?;
+            let own = dup_all(&ls)?;
+            let metrics = config.metrics.map(crate::metrics::bind).transpose()?;
+            (ls, own, metrics)
+        }
+        Some(sockets) => {
+            if sockets.listeners.len() > config.threads {
+                info!(
+                    "{} inherited listening sockets: running one worker per socket instead of {}",
+                    sockets.listeners.len(),
+                    config.threads
+                );
+                config.threads = sockets.listeners.len();
+            }
+            let metrics = match (sockets.metrics, config.metrics) {
+                (Some(m), asked) => {
+                    check_metrics_addr(&m, asked)?;
+                    Some(m)
+                }
+                (None, Some(addr)) => Some(crate::metrics::bind(addr)?),
+                (None, None) => None,
+            };
+            shared_listener = config.threads > sockets.listeners.len();
+            let ls = (0..config.threads)
+                .map(|i| sockets.listeners[i % sockets.listeners.len()].try_clone())
+                .collect::<std::io::Result<Vec<_>>>()
+                .map_err(|e| Error::Inherited(format!("cannot duplicate a socket: {e}")))?;
+            let own = sockets.listeners.into_iter().map(OwnedFd::from).collect();
+            (ls, own, metrics)
+        }
+    };
     let local_addr = listeners[0].local_addr().map_err(|err| Error::Bind {
         addr: config.listen,
         err,
     })?;
+    let mut own: Vec<(OwnedFd, &'static str)> =
+        own.into_iter().map(|fd| (fd, LISTEN_NAME)).collect();
+    if let Some(m) = &metrics_listener {
+        let fd = m.try_clone().map_err(Error::Spawn)?;
+        own.push((OwnedFd::from(fd), METRICS_NAME));
+    }
     let config = Arc::new(config);
-    let (drain_tx, drain_rx) = watch::channel(Lifecycle::Serving);
-    let drain = Arc::new(drain_tx);
+    let (lifecycle, drain_rx) = watch::channel(Lifecycle::Serving);
+    let bells = (0..listeners.len())
+        .map(|_| Bell::new().map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Error::Spawn)?;
+    let control = Arc::new(Control {
+        lifecycle,
+        inherited: is_inherited,
+        successor: AtomicBool::new(false),
+        sockets: Mutex::new(own),
+        metrics: Mutex::new(None),
+        bells: Mutex::new(bells),
+        stopped: Arc::default(),
+    });
     let (done_tx, done) = mpsc::channel();
-    let (ready_tx, ready_rx) = mpsc::channel();
     let limit = Arc::new(crate::accept::Limit::new(config.max_connections));
+    worker::install_panic_hook();
     let mut stats = Vec::with_capacity(listeners.len());
+    let mut threads = Vec::with_capacity(listeners.len());
+    let mut readies = Vec::with_capacity(listeners.len());
+    let mut failure = None;
     for (id, listener) in listeners.into_iter().enumerate() {
         let worker_stats = Arc::new(WorkerStats::default());
-        stats.push(worker_stats.clone());
         let ctx = WorkerCtx {
             id,
             listener,
             config: config.clone(),
-            drain: drain_rx.clone(),
-            stats: worker_stats,
+            drain: Watch::new(
+                drain_rx.clone(),
+                lock(&control.bells)[id].clone(),
+                control.stopped.clone(),
+            ),
+            stats: worker_stats.clone(),
             limit: limit.clone(),
+            shared_listener,
         };
         let cpu = (!config.cpus.is_empty()).then(|| config.cpus[id % config.cpus.len()]);
-        let ready = ready_tx.clone();
-        let done = done_tx.clone();
-        thread::Builder::new()
-            .name(format!("ringd-w{id}"))
-            .spawn(move || worker_main(ctx, cpu, ready, done))
-            .map_err(Error::Spawn)?;
-    }
-    drop(ready_tx);
-    for _ in 0..stats.len() {
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                drain.send_replace(Lifecycle::Draining);
-                return Err(e);
+        let fault = config.test_fault.filter(|f| f.worker() == id);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let done_tx = done_tx.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("{}{id}", worker::THREAD_PREFIX))
+            .spawn(move || worker::main(ctx, cpu, ready_tx, fault, done_tx));
+        match spawned {
+            Ok(t) => {
+                stats.push(worker_stats);
+                threads.push(t);
+                readies.push(ready_rx);
             }
-            Err(_) => {
-                drain.send_replace(Lifecycle::Draining);
-                return Err(Error::Config("a worker exited while starting".into()));
+            Err(e) => {
+                failure = Some(Error::Spawn(e));
+                break;
             }
         }
     }
-    let metrics = match config.metrics {
-        Some(addr) => match MetricsServer::start(addr, stats.clone(), config.clone()) {
-            Ok(m) => Some(m),
-            Err(e) => {
-                drain.send_replace(Lifecycle::Draining);
-                return Err(e);
-            }
-        },
-        None => None,
+    drop(done_tx);
+    let mut server = ServerHandle {
+        local_addr,
+        control,
+        done,
+        threads,
+        stats,
+        config: config.clone(),
+        metrics_addr: None,
     };
+    if failure.is_none() {
+        failure = server.await_ready(readies);
+    }
+    if failure.is_none() {
+        if let Some(listener) = metrics_listener {
+            match MetricsServer::start_on(listener, server.stats.clone(), config.clone()) {
+                Ok(m) => {
+                    server.metrics_addr = Some(m.local_addr());
+                    *lock(&server.control.metrics) = Some(m);
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+    }
+    if let Some(e) = failure {
+        // A start that fails halfway leaves nothing running: the workers that did start are
+        // drained and joined, so none keeps holding the port.
+        server.control.drain();
+        let stopped = server.wait();
+        // A worker that died while starting says why in its own report.
+        return Err(match (e, stopped) {
+            (Error::Worker { .. }, Err(reported @ Error::Worker { .. })) => reported,
+            (e, _) => e,
+        });
+    }
     info!(
         addr = %local_addr,
         engine = %config.engine,
         protocol = %config.protocol.kind,
         threads = config.threads,
         pinned = !config.cpus.is_empty(),
+        inherited = is_inherited,
         buffer_size = config.buffer_size,
         max_connections = config.max_connections,
         idle_timeout = ?config.idle_timeout,
         header_timeout = ?config.header_timeout,
         "listening on {local_addr}"
     );
-    Ok(ServerHandle {
-        local_addr,
-        drain,
-        done,
-        stats,
-        config,
-        metrics,
-    })
+    Ok(server)
 }
 
-fn worker_main(
-    ctx: WorkerCtx,
-    cpu: Option<usize>,
-    ready: mpsc::Sender<Result<(), Error>>,
-    done: mpsc::Sender<(usize, std::io::Result<()>)>,
-) {
-    let id = ctx.id;
-    let _span = tracing::info_span!("worker", id).entered();
-    if let Some(cpu) = cpu {
-        if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
-            tracing::warn!("could not pin to CPU {cpu}; running unpinned");
+/// Descriptors of the listeners this process bound, kept for a successor.
+fn dup_all(listeners: &[TcpListener]) -> Result<Vec<OwnedFd>, Error> {
+    listeners
+        .iter()
+        .map(|l| l.try_clone().map(OwnedFd::from).map_err(Error::Spawn))
+        .collect()
+}
+
+/// An inherited metrics socket must be where `--metrics` says, if it says (port 0: any).
+fn check_metrics_addr(listener: &TcpListener, asked: Option<SocketAddr>) -> Result<(), Error> {
+    let got = listener
+        .local_addr()
+        .map_err(|e| Error::Inherited(format!("cannot read the metrics socket's address: {e}")))?;
+    match asked {
+        Some(a) if a.ip() != got.ip() || (a.port() != 0 && a.port() != got.port()) => {
+            Err(Error::Inherited(format!(
+                "the inherited metrics socket listens on {got}, not on --metrics {a}"
+            )))
         }
+        _ => Ok(()),
     }
-    let result = engine::run(ctx, ready);
-    if let Err(e) = &result {
-        error!("worker stopped: {e}");
-    }
-    let _ = done.send((id, result));
 }
 
 impl ServerHandle {
+    /// Waits for every worker's ready report; the first failure, if any.
+    fn await_ready(&self, readies: Vec<mpsc::Receiver<Result<(), Error>>>) -> Option<Error> {
+        for (id, ready) in readies.into_iter().enumerate() {
+            match ready.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Some(e),
+                Err(_) => {
+                    return Some(Error::Worker {
+                        worker: id,
+                        cause: "stopped while starting".into(),
+                    })
+                }
+            }
+        }
+        None
+    }
+
     /// The address the server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
@@ -192,12 +398,12 @@ impl ServerHandle {
 
     /// Where the metrics endpoint listens, if it runs.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics.as_ref().map(MetricsServer::local_addr)
+        self.metrics_addr
     }
 
     /// A handle that starts the drain from another thread.
     pub fn drain_trigger(&self) -> DrainTrigger {
-        DrainTrigger(self.drain.clone())
+        DrainTrigger(self.control.clone())
     }
 
     /// Starts the drain and waits for it (up to the shutdown timeout).
@@ -206,15 +412,17 @@ impl ServerHandle {
         self.wait()
     }
 
-    /// Waits until the server has been drained (by [`DrainTrigger::fire`]) and every worker
-    /// has stopped, or the shutdown timeout has passed since the drain began. A worker that
-    /// stops on its own before any drain is an error.
-    pub fn wait(self) -> Result<ShutdownReport, Error> {
-        let mut running = self.stats.len();
+    /// Waits until the server has been drained (by [`DrainTrigger::fire`] or
+    /// [`DrainTrigger::hand_over`]) and every worker has stopped, or the shutdown timeout has
+    /// passed since the drain began. A worker that stops on its own before any drain (an
+    /// error, a panic) makes the others drain, and is the error returned.
+    pub fn wait(mut self) -> Result<ShutdownReport, Error> {
+        let mut running = self.threads.len();
         let mut deadline: Option<Instant> = None;
         let mut failure = None;
+        let mut finished = Vec::with_capacity(running);
         while running > 0 {
-            if deadline.is_none() && self.drain.borrow().is_stopping() {
+            if deadline.is_none() && self.control.lifecycle.borrow().is_stopping() {
                 deadline = Some(Instant::now() + self.config.shutdown_timeout);
             }
             let tick = match deadline {
@@ -227,26 +435,43 @@ impl ServerHandle {
             match self.done.recv_timeout(tick) {
                 Ok((id, result)) => {
                     running -= 1;
-                    if deadline.is_none() && !self.drain.borrow().is_stopping() {
+                    finished.push(id);
+                    let stopping = self.control.lifecycle.borrow().is_stopping();
+                    match result {
+                        Err(cause) if failure.is_none() => {
+                            failure = Some(Error::Worker { worker: id, cause });
+                        }
+                        Ok(()) if !stopping && failure.is_none() => {
+                            failure = Some(Error::Worker {
+                                worker: id,
+                                cause: "stopped unexpectedly".into(),
+                            });
+                        }
+                        _ => {}
+                    }
+                    if failure.is_some() {
                         // A worker stopped without being asked: stop the rest too.
-                        let reason = match result {
-                            Err(e) => e.to_string(),
-                            Ok(()) => "stopped unexpectedly".into(),
-                        };
-                        failure
-                            .get_or_insert(Error::Config(format!("worker {id} failed: {reason}")));
-                        self.drain.send_replace(Lifecycle::Draining);
+                        self.control.drain();
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             }
         }
+        // Threads that reported are on their way out; one stuck past the deadline is left to
+        // the process's exit.
+        let threads = std::mem::take(&mut self.threads);
+        for (id, t) in threads.into_iter().enumerate() {
+            if finished.contains(&id) {
+                let _ = t.join();
+            }
+        }
+        drop(lock(&self.control.metrics).take());
         let cut: u64 = self.stats.iter().map(|s| s.active()).sum();
         let accepted = self
             .stats
             .iter()
-            .map(|s| s.accepted.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|s| s.accepted.load(Ordering::Relaxed))
             .sum();
         if cut > 0 {
             tracing::warn!(
@@ -257,7 +482,7 @@ impl ServerHandle {
         let rejected: u64 = self
             .stats
             .iter()
-            .map(|s| s.rejected.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|s| s.rejected.load(Ordering::Relaxed))
             .sum();
         info!(accepted, rejected, cut, "stopped");
         match failure {

@@ -34,6 +34,9 @@ pub struct WorkerCtx {
     pub stats: Arc<WorkerStats>,
     /// The process-wide connection limit.
     pub limit: Arc<Limit>,
+    /// Other workers accept on the same socket (one inherited socket served by all): an
+    /// engine must then accept so that the kernel spreads connections over them.
+    pub shared_listener: bool,
 }
 
 /// A worker's context without its listener, once the engine has taken that.
@@ -49,6 +52,8 @@ pub(crate) struct WorkerEnv {
     pub stats: Arc<WorkerStats>,
     /// The process-wide connection limit.
     pub limit: Arc<Limit>,
+    /// Other workers accept on the same socket (see [`WorkerCtx::shared_listener`]).
+    pub shared_listener: bool,
 }
 
 impl WorkerCtx {
@@ -61,6 +66,7 @@ impl WorkerCtx {
             drain,
             stats,
             limit,
+            shared_listener,
         } = self;
         let env = WorkerEnv {
             id,
@@ -68,6 +74,7 @@ impl WorkerCtx {
             drain,
             stats,
             limit,
+            shared_listener,
         };
         (listener, env)
     }

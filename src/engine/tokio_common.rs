@@ -164,6 +164,7 @@ async fn accept_until_stopped<L: Listener>(
                 if let Some(Ok((stream, peer))) = raced {
                     admit::<L>(shared, stream, peer);
                 }
+                drain.acknowledge();
                 return;
             }
             r = accept.as_mut() => r,

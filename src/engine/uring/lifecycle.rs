@@ -23,6 +23,7 @@ impl Worker {
     /// Stops accepting as `how` says and tells every connection the server drains.
     pub(super) fn begin_drain(&mut self, how: Lifecycle) {
         self.stopping = Some(how);
+        self.env.drain.acknowledge();
         match self.accept {
             AcceptState::Armed if how.keeps_listeners() => {
                 // A successor accepts on the same socket: cancel our accept (a connection it

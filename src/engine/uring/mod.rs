@@ -218,6 +218,7 @@ struct Worker {
 impl Worker {
     fn run(&mut self) -> io::Result<()> {
         self.arm_accept();
+        self.arm_bell();
         self.push(
             opcode::Timeout::new(&TICK)
                 .flags(types::TimeoutFlags::MULTISHOT)
@@ -308,10 +309,30 @@ impl Worker {
         }
     }
 
-    fn arm_accept(&mut self) {
-        let sqe = opcode::AcceptMulti::new(types::Fd(self.listener.as_raw_fd()))
-            .flags(libc::SOCK_CLOEXEC)
+    /// Wakes the loop when the lifecycle changes (a drain, a handover), instead of at the
+    /// next heartbeat.
+    fn arm_bell(&mut self) {
+        let fd = types::Fd(self.env.drain.bell().as_raw_fd());
+        let sqe = opcode::PollAdd::new(fd, libc::POLLIN as u32)
+            .multi(true)
             .build();
+        self.push(sqe, Op::Bell);
+    }
+
+    fn arm_accept(&mut self) {
+        // A multishot accept stays first in the socket's wait queue and the kernel wakes only
+        // the first waiter: on a socket that several workers share it would take every
+        // connection. A single accept re-armed after each completion queues up behind the
+        // other workers' instead, so connections go round.
+        let fd = types::Fd(self.listener.as_raw_fd());
+        let sqe = match self.env.shared_listener {
+            true => opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+                .flags(libc::SOCK_CLOEXEC)
+                .build(),
+            false => opcode::AcceptMulti::new(fd)
+                .flags(libc::SOCK_CLOEXEC)
+                .build(),
+        };
         self.push(sqe, Op::Accept);
         self.accept = AcceptState::Armed;
     }
@@ -334,6 +355,13 @@ impl Worker {
                 }
             }
             Op::AcceptCancel | Op::Teardown => {}
+            Op::Bell => {
+                // The lifecycle is looked at after this turn's completions.
+                self.env.drain.bell().clear();
+                if !cqueue::more(flags) && self.stopping.is_none() && res >= 0 {
+                    self.arm_bell();
+                }
+            }
             Op::Tick => {
                 if res == -libc::EINVAL {
                     // Multishot timeouts need Linux 6.4: bound each wait instead.

@@ -53,6 +53,8 @@ pub enum Op {
     Tick,
     /// The cancel of everything still in flight when the worker goes away.
     Teardown,
+    /// The multishot poll on the worker's lifecycle doorbell.
+    Bell,
     /// A connection's multishot recv.
     Recv(Token),
     /// A connection's send (of the front of its queue).
@@ -79,6 +81,7 @@ impl Op {
     const CLOSE: u64 = 9;
     const TEARDOWN: u64 = 10;
     const CONNECT: u64 = 11;
+    const BELL: u64 = 12;
 
     /// The `user_data` that stands for this operation.
     pub fn encode(self) -> u64 {
@@ -92,6 +95,7 @@ impl Op {
             Op::AcceptCancel => Self::ACCEPT_CANCEL,
             Op::Tick => Self::TICK,
             Op::Teardown => Self::TEARDOWN,
+            Op::Bell => Self::BELL,
             Op::Recv(t) => conn(Self::RECV, t),
             Op::Send(t) => conn(Self::SEND, t),
             Op::Fin(t) => conn(Self::FIN, t),
@@ -119,6 +123,7 @@ impl Op {
             Self::ACCEPT_CANCEL => worker_op(Op::AcceptCancel),
             Self::TICK => worker_op(Op::Tick),
             Self::TEARDOWN => worker_op(Op::Teardown),
+            Self::BELL => worker_op(Op::Bell),
             Self::RECV => Some(Op::Recv(token)),
             Self::SEND => Some(Op::Send(token)),
             Self::FIN => Some(Op::Fin(token)),
@@ -145,6 +150,7 @@ mod tests {
             Op::AcceptCancel,
             Op::Tick,
             Op::Teardown,
+            Op::Bell,
             Op::Recv(t),
             Op::Send(t),
             Op::Fin(t),
