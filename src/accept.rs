@@ -93,10 +93,11 @@ impl AcceptBackoff {
 }
 
 /// How long to stop accepting after an accept error; `None` for errors that concern only
-/// the one connection being accepted (it is skipped).
+/// the one connection being accepted (it is skipped). EINVAL means the socket no longer
+/// listens (another process shut it down): retrying at once would only spin.
 fn accept_pause(err: &io::Error, consecutive: u32) -> Option<Duration> {
     match err.raw_os_error() {
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM) => {
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM | libc::EINVAL) => {
             let ms = 10u64.saturating_mul(1 << consecutive.min(6)).min(500);
             Some(Duration::from_millis(ms))
         }

@@ -145,6 +145,11 @@ pub struct Args {
     #[arg(long, default_value = "64KiB", value_parser = parse_bytes)]
     pub max_pending_output: usize,
 
+    /// uring: keep connections in the process's descriptor table instead of the ring's own
+    /// (direct descriptors are the default; this is for comparison and debugging).
+    #[arg(long)]
+    pub no_direct_descriptors: bool,
+
     /// Serve Prometheus metrics on this address (GET /metrics), e.g. 127.0.0.1:9090.
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
@@ -202,6 +207,7 @@ impl Args {
             idle_timeout: self.idle_timeout,
             header_timeout: self.header_timeout,
             max_pending_output: self.max_pending_output,
+            direct_descriptors: !self.no_direct_descriptors,
             metrics: self.metrics,
             test_fault: match std::env::var(TestFault::VAR) {
                 Ok(v) if !v.is_empty() => Some(TestFault::parse(&v)?),

@@ -86,6 +86,8 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Stop reading from a connection while more than this much of its output is unsent.
     pub max_pending_output: usize,
+    /// `uring`: accept connections as direct descriptors (the ring's own file table).
+    pub direct_descriptors: bool,
     /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
     pub metrics: Option<SocketAddr>,
     /// A fault injected for tests of the worker lifecycle (`RINGD_TEST_FAULT`); `None` in
@@ -165,6 +167,7 @@ impl Config {
             idle_timeout: Duration::from_secs(60),
             header_timeout: Duration::from_secs(10),
             max_pending_output: 64 * 1024,
+            direct_descriptors: true,
             metrics: None,
             test_fault: None,
         }

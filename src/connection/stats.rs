@@ -81,6 +81,9 @@ pub struct WorkerStats {
     pub accept_backoffs: AtomicU64,
     /// Receives that found the provided buffer ring empty (`uring`).
     pub recv_enobufs: AtomicU64,
+    /// Times the `uring` direct descriptor table was full and accepting fell back to
+    /// ordinary descriptors.
+    pub fixed_fallbacks: AtomicU64,
     /// Receive buffers not back in the ring when the worker stopped (`uring`; 0 expected).
     pub leaked_buffers: AtomicU64,
     /// Connections still open when the worker stopped (`uring`; 0 expected).

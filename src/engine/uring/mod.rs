@@ -15,6 +15,7 @@
 
 mod bufring;
 mod conn;
+mod fixed;
 mod lifecycle;
 mod op;
 mod pair;
@@ -26,7 +27,6 @@ mod sock;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::mpsc;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -42,6 +42,7 @@ use crate::proxy::{ProxyConfig, Side};
 use crate::shutdown::Lifecycle;
 use bufring::BufRing;
 use conn::{Env, UConn};
+use fixed::{SockFd, Table};
 use op::{Op, Token};
 use proxying::PairSlot;
 use sock::{Pool, Submit};
@@ -66,7 +67,7 @@ const BGID: u16 = 0;
 #[derive(Debug)]
 struct Slot {
     /// The socket; taken out when its close is submitted.
-    fd: Option<OwnedFd>,
+    fd: Option<SockFd>,
     /// Its operations and state.
     uc: UConn,
 }
@@ -147,6 +148,8 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
         cqes: Vec::with_capacity(CQ_ENTRIES as usize),
         outstanding: 0,
         accept: AcceptState::Off,
+        accept_direct: false,
+        table: Table::default(),
         backoff: AcceptBackoff::default(),
         accept_retry: types::Timespec::new(),
         stopping: None,
@@ -154,6 +157,9 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
         listener,
         env,
     };
+    if w.proxy.is_none() && w.env.config.direct_descriptors {
+        w.register_table(reserved);
+    }
     // Ready only once set up in full: from here on the worker opens nothing but connections.
     let _ = ready.send(Ok(()));
     let result = w.run();
@@ -193,6 +199,10 @@ struct Worker {
     outstanding: usize,
     /// The multishot accept.
     accept: AcceptState,
+    /// The accept in flight takes direct descriptors.
+    accept_direct: bool,
+    /// The ring's file table (direct descriptors).
+    table: Table,
     /// Accept error backoff.
     backoff: AcceptBackoff,
     /// The timespec of a pending accept retry; must live until that timeout completes.
@@ -253,24 +263,24 @@ impl Worker {
             }
             self.feed_starved();
             for (key, side) in std::mem::take(&mut self.to_close) {
-                let fd = match self.proxy {
+                let sock = match self.proxy {
                     None => self.conns.get_mut(key).and_then(|s| s.fd.take()),
                     Some(_) => self
                         .pairs
                         .get_mut(key)
-                        .and_then(|s| s.fds[side.index()].take()),
+                        .and_then(|s| s.fds[side.index()].take())
+                        .map(SockFd::Os),
                 };
-                if let Some(fd) = fd {
+                if let Some(sock) = sock {
                     let token = Token::new(key, self.gens[key]).on(side);
-                    // The ring closes it; the slot is freed when that completes.
-                    let sqe = opcode::Close::new(types::Fd(fd.into_raw_fd())).build();
-                    self.push(sqe, Op::Close(token));
+                    self.push_close(sock, token);
                 }
             }
             let now = self.clock.advance();
             if now >= self.next_sweep {
                 self.next_sweep = now + self.limits.tick().as_millis() as u64;
                 self.sweep(now);
+                self.maybe_back_to_direct();
             }
             if self.stopping.is_none() {
                 let state = crate::shutdown::current(&self.env.drain);
@@ -317,24 +327,6 @@ impl Worker {
             .multi(true)
             .build();
         self.push(sqe, Op::Bell);
-    }
-
-    fn arm_accept(&mut self) {
-        // A multishot accept stays first in the socket's wait queue and the kernel wakes only
-        // the first waiter: on a socket that several workers share it would take every
-        // connection. A single accept re-armed after each completion queues up behind the
-        // other workers' instead, so connections go round.
-        let fd = types::Fd(self.listener.as_raw_fd());
-        let sqe = match self.env.shared_listener {
-            true => opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
-                .flags(libc::SOCK_CLOEXEC)
-                .build(),
-            false => opcode::AcceptMulti::new(fd)
-                .flags(libc::SOCK_CLOEXEC)
-                .build(),
-        };
-        self.push(sqe, Op::Accept);
-        self.accept = AcceptState::Armed;
     }
 
     fn handle(&mut self, cqe: cqueue::Entry) {
@@ -428,65 +420,15 @@ impl Worker {
             self.starved.push(key);
         }
         let token = Token::new(key, self.gens[key]);
-        let fd = self.conns[key].fd.as_ref().map(AsRawFd::as_raw_fd);
+        let target = self.conns[key].fd.as_ref().map(SockFd::target);
         for i in 0..self.submits.len() {
-            match (self.submits[i], fd) {
+            match (self.submits[i], target) {
                 (Submit::Close(_), _) => self.to_close.push((key, Side::Client)),
-                (sub, Some(fd)) => self.push_socket_op(sub, token, fd),
+                (sub, Some(target)) => self.push_socket_op(sub, token, target),
                 (_, None) => {}
             }
         }
         self.submits.clear();
-    }
-
-    /// Pushes the SQEs of a socket operation on `fd` (`token` names the socket).
-    fn push_socket_op(&mut self, sub: Submit, token: Token, fd: RawFd) {
-        let fd_ = types::Fd(fd);
-        match sub {
-            Submit::Recv(_) => {
-                let sqe = opcode::RecvMulti::new(fd_, BGID).build();
-                self.push(sqe, Op::Recv(token));
-            }
-            Submit::Send { ptr, len, fin, .. } => {
-                // A short send is no error on a stream socket and would not break a link;
-                // with MSG_WAITALL the kernel retries until all is sent, or fails the send
-                // and with it the link. So the FIN linked behind a last send follows its
-                // last byte, in the same submission, as the origin's reply-then-close did,
-                // and never runs early.
-                let flags = match fin {
-                    true => libc::MSG_NOSIGNAL | libc::MSG_WAITALL,
-                    false => libc::MSG_NOSIGNAL,
-                };
-                let mut sqe = opcode::Send::new(fd_, ptr, len).flags(flags).build();
-                if fin {
-                    sqe = sqe.flags(squeue::Flags::IO_LINK);
-                }
-                self.push(sqe, Op::Send(token));
-                if fin {
-                    self.push_fin(fd, token);
-                }
-            }
-            Submit::Fin(_) => self.push_fin(fd, token),
-            Submit::CancelRecv(_) => {
-                let sqe = opcode::AsyncCancel::new(Op::Recv(token).encode()).build();
-                self.push(sqe, Op::Cancel(token));
-            }
-            Submit::CancelAll(_) => {
-                let sqe = opcode::AsyncCancel2::new(types::CancelBuilder::fd(fd_).all()).build();
-                self.push(sqe, Op::Cancel(token));
-            }
-            Submit::CancelConnect => {
-                let sqe = opcode::AsyncCancel::new(Op::Connect(token).encode()).build();
-                self.push(sqe, Op::Cancel(token));
-            }
-            // The worker handles these itself (they change its table).
-            Submit::Close(_) | Submit::Connect => {}
-        }
-    }
-
-    fn push_fin(&mut self, fd: RawFd, token: Token) {
-        let sqe = opcode::Shutdown::new(types::Fd(fd), libc::SHUT_WR).build();
-        self.push(sqe, Op::Fin(token));
     }
 
     fn on_accept(&mut self, res: i32, more: bool) {
@@ -495,9 +437,10 @@ impl Worker {
         }
         if res >= 0 {
             self.backoff.on_success();
-            // SAFETY: a fresh descriptor from accept that nothing else owns.
-            let fd = unsafe { OwnedFd::from_raw_fd(res) };
-            self.admit(fd);
+            let sock = self.accepted(res);
+            self.admit(sock);
+        } else if res == -libc::ENFILE && self.accept_direct {
+            self.table_full();
         } else if self.stopping.is_none() && res != -libc::ECANCELED {
             let err = io::Error::from_raw_os_error(-res);
             if let Some(pause) = self.backoff.on_error(&err, &self.env.stats) {
@@ -518,11 +461,12 @@ impl Worker {
 
     /// Starts serving an accepted connection (or, over `--max-connections`, telling it so).
     /// A connection that raced the drain is served too, draining from the start.
-    fn admit(&mut self, fd: OwnedFd) {
+    fn admit(&mut self, sock: SockFd) {
         let now = self.clock.now();
-        if self.proxy.is_some() {
-            return self.admit_pair(fd);
-        }
+        let fd = match (sock, &self.proxy) {
+            (SockFd::Os(fd), Some(_)) => return self.admit_pair(fd),
+            (sock, _) => sock,
+        };
         let conn = if self.env.limit.try_admit() {
             WorkerStats::inc(&self.env.stats.accepted);
             Connection::new(&self.spec, now)

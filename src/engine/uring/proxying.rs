@@ -9,6 +9,7 @@ use socket2::{Domain, SockAddr, Socket, Type};
 use tracing::warn;
 
 use super::conn::Env;
+use super::fixed::Target;
 use super::op::{Op, Token};
 use super::pair::{UPair, Upstream};
 use super::sock::Submit;
@@ -196,7 +197,7 @@ impl Worker {
                         self.push(sqe, Op::Connect(tok));
                     }
                 }
-                (sub, Some(fd)) => self.push_socket_op(sub, tok, fd),
+                (sub, Some(fd)) => self.push_socket_op(sub, tok, Target::Raw(fd)),
             }
         }
         self.submits.clear();
