@@ -5,9 +5,9 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::client::http_get;
 use clap::Parser;
 use ringd::cli::{parse_bytes, parse_duration};
-use ringd::protocol::client::http_get;
 use ringd::protocol::{ProtocolKind, DEFAULT_GREETING};
 
 /// How requests are issued.

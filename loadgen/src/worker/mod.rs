@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 
+use crate::client::fill_pattern;
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use ringd::protocol::client::fill_pattern;
 use ringd::protocol::ProtocolKind;
 use slab::Slab;
 

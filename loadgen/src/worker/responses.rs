@@ -3,7 +3,7 @@
 
 use std::io::{self, Read};
 
-use ringd::protocol::client::{parse_http_response, pattern_mismatches};
+use crate::client::{parse_http_response, pattern_mismatches};
 use ringd::protocol::ProtocolKind;
 
 use super::{Mode, State, Worker, READS_PER_TURN};

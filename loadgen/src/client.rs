@@ -1,4 +1,4 @@
-//! The client halves of the protocols, used by `loadgen` and the tests: building requests,
+//! The client halves of ringd's protocols, as loadgen speaks them: building requests,
 //! recognising where a response ends, and the deterministic byte pattern that lets a client
 //! verify every echoed byte without keeping a copy of what it sent.
 
@@ -144,7 +144,7 @@ pub fn pattern_mismatches(seed: u64, offset: u64, buf: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{ProtocolKind, ProtocolSpec};
+    use ringd::protocol::{ProtocolKind, ProtocolSpec};
 
     #[test]
     fn server_responses_parse_at_every_length() {
