@@ -231,9 +231,9 @@ impl Worker<'_> {
 
     pub(super) fn close(&mut self, key: usize) {
         let c = &mut self.conns[key];
-        if let Some(mut s) = c.stream.take() {
-            let _ = self.poll.registry().deregister(&mut s);
-        }
+        // Closing the socket takes it out of the epoll set (nothing else holds it), so no
+        // epoll_ctl is spent on it: this is on every reconnect's path.
+        drop(c.stream.take());
         c.state = State::Closed;
         c.out.clear();
         c.out_pos = 0;
