@@ -219,6 +219,10 @@ impl Worker<'_> {
     pub(super) fn end_transaction(&mut self, key: usize, now: u64) {
         self.close(key);
         self.conns[key].failures = 0;
+        if self.stopping || self.quota_reached() {
+            // What is left in the backlog is reported as unsent at the end.
+            return;
+        }
         if let Some(iv) = self.interval_ns {
             let next = self.conns[key].backlog.pop(iv);
             if next.is_some() {
