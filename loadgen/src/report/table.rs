@@ -242,7 +242,14 @@ mod tests {
             .row("request")
         };
         let width = 2 + 12 + 8 * COL;
-        for v in [1, 999, 105_500, 12_345_678, 1_500_000_000, 3_600_000_000_000] {
+        for v in [
+            1,
+            999,
+            105_500,
+            12_345_678,
+            1_500_000_000,
+            3_600_000_000_000,
+        ] {
             let r = row(v);
             assert_eq!(r.chars().count(), width, "{r:?}");
             // Every column keeps a space before it.
