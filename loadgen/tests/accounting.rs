@@ -157,7 +157,8 @@ fn turning_bad_server(good: u64) -> SocketAddr {
 #[test]
 fn a_thread_that_gives_up_keeps_what_it_measured() {
     // Thread 0 loads a good server; thread 1 a server that answers 300 requests and then
-    // only garbage, so that every connection of thread 1 fails until it gives up.
+    // only garbage, so that every connection of thread 1 fails until it gives up (after
+    // --timeout without a response).
     let good = ringd(ProtocolKind::Http);
     let bad = turning_bad_server(300);
     let (good_url, bad_url) = (url(good.local_addr(), "/"), url(bad, "/"));
@@ -175,7 +176,7 @@ fn a_thread_that_gives_up_keeps_what_it_measured() {
         "--warmup",
         "0s",
         "--timeout",
-        "500ms",
+        "1s",
     ];
     let plan = <loadgen::args::Args as clap::Parser>::try_parse_from(argv)
         .unwrap()
@@ -288,7 +289,7 @@ fn sigint_stops_the_run_and_it_reports() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    std::thread::sleep(Duration::from_millis(1500));
     // SAFETY: signalling a child we started and have not reaped.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let out = child.wait_with_output().unwrap();

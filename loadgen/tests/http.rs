@@ -276,7 +276,8 @@ fn chunked_responses_are_read_and_verified() {
 
 #[test]
 fn an_idle_connection_closed_by_the_server_is_reopened() {
-    // The server closes a keep-alive connection idle for 30 ms; requests come every 100 ms.
+    // The server closes a keep-alive connection idle for 30 ms after a response (as
+    // nginx's keepalive_timeout does); requests come every 100 ms.
     let addr = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
@@ -286,12 +287,12 @@ fn an_idle_connection_closed_by_the_server_is_reopened() {
                 let Ok(mut s) = s else { return };
                 std::thread::spawn(move || {
                     let mut buf = [0u8; 4096];
-                    s.set_read_timeout(Some(std::time::Duration::from_millis(30)))
-                        .unwrap();
                     while let Ok(n) = s.read(&mut buf) {
                         if n == 0 || s.write_all(&response("1.1", 200, &[], OK)).is_err() {
                             return;
                         }
+                        s.set_read_timeout(Some(std::time::Duration::from_millis(30)))
+                            .unwrap();
                     }
                     // Idle too long: close (no request is half-read, so a FIN).
                 });
