@@ -1,13 +1,11 @@
-//! The command line, checked into a [`Plan`] before any socket opens: every bad value is a
-//! one-line error that says what to change.
+//! The command line as clap parses it. [`Args::into_plan`](crate::plan) checks it into a
+//! [`Plan`](crate::plan::Plan) before any socket opens.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
 use ringd::cli::{parse_bytes, parse_duration};
-use ringd::protocol::client::http_get;
 use ringd::protocol::{ProtocolKind, DEFAULT_GREETING};
 
 /// How requests are issued.
@@ -39,16 +37,17 @@ impl Mode {
 #[command(
     name = "loadgen",
     version,
-    after_help = "Examples:\n  loadgen 127.0.0.1:8080 --connections 100 --duration 10s          # echo rr, closed loop\n  loadgen 127.0.0.1:8080 --protocol http --pipeline 16 --json r.json\n  loadgen 127.0.0.1:8080 --rate 50000 --hgrm out.hgrm --plot out.svg  # open loop\n  loadgen 127.0.0.1:8080 --protocol hello                            # crr (the default for hello)"
+    after_help = "Examples:\n  loadgen 127.0.0.1:8080 --connections 100 --duration 10s          # echo rr, closed loop\n  loadgen http://127.0.0.1:8080/ -c 10 --json r.json                 # HTTP GET\n  loadgen http://127.0.0.1:8080/api -X POST --body '{}' -H 'Content-Type: application/json'\n  loadgen 127.0.0.1:8080 --rate 50000 --hgrm out.hgrm --plot out.svg  # open loop\n  loadgen 127.0.0.1:8080 --protocol hello                            # crr (the default for hello)\n\nExit status: 0 the run measured requests within --max-error-rate; 1 it could not run,\nmeasured nothing, a thread gave up or a file could not be written; 2 bad arguments;\n3 failed requests above --max-error-rate."
 )]
 pub struct Args {
-    /// Targets, HOST:PORT; connections are spread over them round-robin.
+    /// Targets, HOST:PORT or http://HOST[:PORT]/PATH; connections are spread over them
+    /// round-robin.
     #[arg(default_value = "127.0.0.1:8080")]
     pub targets: Vec<String>,
 
-    /// Protocol the server speaks.
-    #[arg(long, value_enum, default_value_t = ProtocolKind::Echo)]
-    pub protocol: ProtocolKind,
+    /// Protocol the server speaks [default: http for URL targets, echo otherwise].
+    #[arg(long, value_enum)]
+    pub protocol: Option<ProtocolKind>,
 
     /// rr, crr or stream [default: crr for hello, rr otherwise].
     #[arg(long, value_enum)]
@@ -74,7 +73,7 @@ pub struct Args {
     #[arg(long, short = 'n')]
     pub requests: Option<u64>,
 
-    /// Warm-up before measuring (not counted; reported separately).
+    /// Warm-up before measuring: requests meant to be sent in it are not counted.
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub warmup: Duration,
 
@@ -91,28 +90,53 @@ pub struct Args {
     #[arg(long)]
     pub rate: Option<f64>,
 
-    /// Check every echoed byte (echo), the status and body length (http), the greeting (hello).
+    /// Check every echoed byte (echo), a 2xx status (or --expect-status) and the same body
+    /// length (http), the greeting (hello); what fails counts as failed.
     #[arg(long)]
     pub verify: bool,
 
     /// A request with no response for this long counts as a timeout and its connection is
-    /// reopened.
+    /// reopened; also how long the end of the run waits for responses still due.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub timeout: Duration,
 
-    /// HTTP request path.
-    #[arg(long, default_value = "/")]
-    pub path: String,
+    /// Most failed requests, as a fraction of those sent (`0.01` or `1%`), before the exit
+    /// status says the run failed (3).
+    #[arg(long, default_value = "1%", value_parser = parse_fraction)]
+    pub max_error_rate: f64,
 
-    /// Extra HTTP request header, `Name: value` (repeatable).
+    /// HTTP request path [default: the URL's path, or /].
+    #[arg(long)]
+    pub path: Option<String>,
+
+    /// HTTP method.
+    #[arg(long = "method", short = 'X')]
+    pub method: Option<String>,
+
+    /// Extra HTTP request header, `Name: value` (repeatable); `Host:` replaces the default.
     #[arg(long = "header", short = 'H')]
     pub headers: Vec<String>,
+
+    /// HTTP request body (sent with Content-Length).
+    #[arg(long, conflicts_with = "body_file")]
+    pub body: Option<String>,
+
+    /// HTTP request body read from a file.
+    #[arg(long)]
+    pub body_file: Option<PathBuf>,
+
+    /// HTTP statuses that count as success, e.g. `200`, `2xx,304` or `200-299`; others
+    /// count as failed. Without it every status is a response (counted by class), and
+    /// --verify wants a 2xx.
+    #[arg(long)]
+    pub expect_status: Option<String>,
 
     /// The greeting a `hello` server sends, checked with --verify.
     #[arg(long, default_value = DEFAULT_GREETING)]
     pub greeting: String,
 
-    /// Write the results as JSON (schema in the README).
+    /// Write the results as JSON (schema in the README); `-` for stdout (the table then
+    /// goes to stderr).
     #[arg(long)]
     pub json: Option<PathBuf>,
 
@@ -137,149 +161,6 @@ pub struct Args {
     pub quiet: bool,
 }
 
-/// A checked run plan.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Plan {
-    /// Resolved targets.
-    pub targets: Vec<SocketAddr>,
-    /// Protocol.
-    #[serde(serialize_with = "ser_display")]
-    pub protocol: ProtocolKind,
-    /// Mode.
-    pub mode: Mode,
-    /// Connections in total.
-    pub connections: usize,
-    /// Threads.
-    pub threads: usize,
-    /// CPUs to pin threads to (empty: no pinning).
-    pub pin: Vec<usize>,
-    /// Measured duration, unless `requests` is set.
-    #[serde(serialize_with = "ser_secs")]
-    pub duration: Duration,
-    /// Measured request count, if bounded by count.
-    pub requests: Option<u64>,
-    /// Warm-up.
-    #[serde(serialize_with = "ser_secs")]
-    pub warmup: Duration,
-    /// Echo request / stream chunk size.
-    pub size: usize,
-    /// Requests in flight per connection.
-    pub pipeline: usize,
-    /// Open-loop total rate, requests per second.
-    pub rate: Option<f64>,
-    /// Verify responses.
-    pub verify: bool,
-    /// Per-request timeout.
-    #[serde(serialize_with = "ser_secs")]
-    pub timeout: Duration,
-    /// The HTTP request bytes, or the hello message.
-    #[serde(skip)]
-    pub request: Vec<u8>,
-    /// Expected hello greeting.
-    #[serde(skip)]
-    pub greeting: Vec<u8>,
-}
-
-fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
-}
-
-fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
-}
-
-impl Args {
-    /// Checks the arguments and resolves the targets.
-    pub fn into_plan(self) -> Result<Plan, String> {
-        let mut targets = Vec::new();
-        for t in &self.targets {
-            let addr = t
-                .to_socket_addrs()
-                .map_err(|e| format!("cannot resolve target {t:?}: {e} (expected HOST:PORT)"))?
-                .next()
-                .ok_or_else(|| format!("target {t:?} resolves to no address"))?;
-            targets.push(addr);
-        }
-        if self.connections == 0 {
-            return Err("--connections must be at least 1".into());
-        }
-        let mode = self.mode.unwrap_or(match self.protocol {
-            ProtocolKind::Hello => Mode::Crr,
-            _ => Mode::Rr,
-        });
-        match (self.protocol, mode) {
-            (ProtocolKind::Hello, Mode::Rr | Mode::Stream) => return Err(
-                "the hello server closes after each reply: use --mode crr (the default for hello)"
-                    .into(),
-            ),
-            (ProtocolKind::Http, Mode::Stream) => {
-                return Err("stream mode needs --protocol echo".into())
-            }
-            _ => {}
-        }
-        if let Some(rate) = self.rate {
-            if !(rate.is_finite() && rate > 0.0) {
-                return Err(format!(
-                    "--rate must be a positive number of requests per second (got {rate}); omit it for closed-loop max throughput"
-                ));
-            }
-        }
-        if self.requests == Some(0) {
-            return Err("--requests must be at least 1".into());
-        }
-        if self.size == 0 {
-            return Err("--size must be at least 1 byte".into());
-        }
-        let pipeline = self
-            .pipeline
-            .unwrap_or(if mode == Mode::Stream { 16 } else { 1 });
-        if pipeline == 0 {
-            return Err("--pipeline must be at least 1".into());
-        }
-        if mode == Mode::Crr && pipeline != 1 {
-            return Err("--pipeline does not apply to crr (one request per connection)".into());
-        }
-        if self.timeout.is_zero() {
-            return Err("--timeout must be above 0".into());
-        }
-        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = self.threads.unwrap_or(available).min(self.connections);
-        if threads == 0 {
-            return Err("--threads must be at least 1".into());
-        }
-        let host = self.targets[0].clone();
-        let request = match self.protocol {
-            ProtocolKind::Http => {
-                let mut headers = self.headers.clone();
-                if mode == Mode::Crr {
-                    headers.push("Connection: close".into());
-                }
-                http_get(&host, &self.path, &headers)
-            }
-            ProtocolKind::Hello => b"hello".to_vec(),
-            ProtocolKind::Echo => Vec::new(),
-        };
-        Ok(Plan {
-            targets,
-            protocol: self.protocol,
-            mode,
-            connections: self.connections,
-            threads,
-            pin: self.pin.map(|l| l.0).unwrap_or_default(),
-            duration: self.duration,
-            requests: self.requests,
-            warmup: self.warmup,
-            size: self.size,
-            pipeline,
-            rate: self.rate,
-            verify: self.verify,
-            timeout: self.timeout,
-            request,
-            greeting: self.greeting.into_bytes(),
-        })
-    }
-}
-
 /// A list of CPU numbers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CpuList(pub Vec<usize>);
@@ -293,7 +174,7 @@ pub fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
             Some((a, b)) => {
                 let (a, b): (usize, usize) =
                     (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
-                if a > b {
+                if a > b || b - a > 65_536 {
                     return Err(bad());
                 }
                 cpus.extend(a..=b);
@@ -307,49 +188,126 @@ pub fn parse_cpu_list(s: &str) -> Result<CpuList, String> {
     Ok(CpuList(cpus))
 }
 
+/// Parses a fraction: `0.01` or `1%`, between 0 and 1.
+pub fn parse_fraction(s: &str) -> Result<f64, String> {
+    let t = s.trim();
+    let v = match t.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|v| v / 100.0),
+        None => t.parse::<f64>(),
+    }
+    .map_err(|_| format!("bad fraction {s:?} (try 0.01 or 1%)"))?;
+    if !(0.0..=1.0).contains(&v) {
+        return Err(format!("{s:?} is not between 0 and 1 (0% and 100%)"));
+    }
+    Ok(v)
+}
+
+/// A set of HTTP statuses, as `--expect-status` gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSet {
+    /// Inclusive ranges.
+    ranges: Vec<(u16, u16)>,
+    /// As typed.
+    text: String,
+}
+
+impl StatusSet {
+    /// Any 2xx.
+    pub fn success() -> Self {
+        StatusSet {
+            ranges: vec![(200, 299)],
+            text: "2xx".into(),
+        }
+    }
+
+    /// True when `status` is in the set.
+    pub fn contains(&self, status: u16) -> bool {
+        self.ranges.iter().any(|&(a, b)| (a..=b).contains(&status))
+    }
+}
+
+impl std::fmt::Display for StatusSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// Parses `200`, `2xx`, `200-299` or a comma-separated list of them.
+pub fn parse_status_set(s: &str) -> Result<StatusSet, String> {
+    let bad = || format!("bad --expect-status {s:?} (try 200, 2xx, 200-299 or 200,304)");
+    let code = |t: &str| -> Result<u16, String> {
+        t.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|c| (100..=999).contains(c))
+            .ok_or_else(bad)
+    };
+    let mut ranges = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let lower = part.to_ascii_lowercase();
+        if let Some(class) = lower.strip_suffix("xx") {
+            let c = class.parse::<u16>().ok().filter(|c| (1..=9).contains(c));
+            let c = c.ok_or_else(bad)?;
+            ranges.push((c * 100, c * 100 + 99));
+        } else if let Some((a, b)) = part.split_once('-') {
+            let (a, b) = (code(a)?, code(b)?);
+            if a > b {
+                return Err(bad());
+            }
+            ranges.push((a, b));
+        } else {
+            let c = code(part)?;
+            ranges.push((c, c));
+        }
+    }
+    if ranges.is_empty() {
+        return Err(bad());
+    }
+    Ok(StatusSet {
+        ranges,
+        text: s.trim().to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn plan(args: &[&str]) -> Result<Plan, String> {
-        Args::try_parse_from(std::iter::once("loadgen").chain(args.iter().copied()))
-            .map_err(|e| e.to_string())?
-            .into_plan()
-    }
-
-    #[test]
-    fn defaults() {
-        let p = plan(&[]).unwrap();
-        assert_eq!(p.mode, Mode::Rr);
-        assert_eq!(p.connections, 100);
-        assert_eq!(p.pipeline, 1);
-        assert_eq!(p.size, 64);
-        assert_eq!(p.targets, ["127.0.0.1:8080".parse().unwrap()]);
-        assert_eq!(plan(&["--protocol", "hello"]).unwrap().mode, Mode::Crr);
-        assert_eq!(plan(&["--mode", "stream"]).unwrap().pipeline, 16);
-    }
-
-    #[test]
-    fn bad_values_explain_themselves() {
-        for (args, needle) in [
-            (&["--rate", "0"][..], "--rate"),
-            (&["--connections", "0"], "--connections"),
-            (&["--protocol", "hello", "--mode", "rr"], "crr"),
-            (&["--protocol", "http", "--mode", "stream"], "echo"),
-            (&["--pipeline", "0"], "--pipeline"),
-            (&["nowhere"], "nowhere"),
-        ] {
-            let e = plan(args).unwrap_err();
-            assert!(e.contains(needle), "{args:?}: {e}");
-        }
-    }
 
     #[test]
     fn cpu_lists() {
         assert_eq!(parse_cpu_list("1"), Ok(CpuList(vec![1])));
         assert_eq!(parse_cpu_list("0,2-3"), Ok(CpuList(vec![0, 2, 3])));
-        assert_eq!(plan(&["--pin", "1-2"]).unwrap().pin, [1, 2]);
         assert!(parse_cpu_list("3-1").is_err());
         assert!(parse_cpu_list("x").is_err());
+        assert!(parse_cpu_list("0-99999999999").is_err());
+    }
+
+    #[test]
+    fn fractions() {
+        assert_eq!(parse_fraction("0.05"), Ok(0.05));
+        assert_eq!(parse_fraction("1%"), Ok(0.01));
+        assert_eq!(parse_fraction("0"), Ok(0.0));
+        assert!(parse_fraction("150%").is_err());
+        assert!(parse_fraction("-1").is_err());
+        assert!(parse_fraction("x").is_err());
+    }
+
+    #[test]
+    fn status_sets() {
+        let s = parse_status_set("2xx,304,400-404").unwrap();
+        for (code, yes) in [
+            (200, true),
+            (299, true),
+            (304, true),
+            (404, true),
+            (405, false),
+        ] {
+            assert_eq!(s.contains(code), yes, "{code}");
+        }
+        assert_eq!(s.to_string(), "2xx,304,400-404");
+        assert!(StatusSet::success().contains(204));
+        for bad in ["", "abc", "20", "0xx", "404-400", "1000"] {
+            assert!(parse_status_set(bad).is_err(), "{bad}");
+        }
     }
 }

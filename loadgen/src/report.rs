@@ -1,14 +1,16 @@
-//! The results: a [`Report`] with a stable JSON schema (`loadgen/1`, see the README) and the
-//! table people paste, both built from the same numbers.
-
-use std::fmt::Write as _;
+//! The results: a [`Report`] with a stable JSON schema (`loadgen/1`, see the README), the
+//! verdict and exit status, and (in `table`) the table people paste, all built from the
+//! same numbers.
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::args::{Mode, Plan};
+use crate::args::Mode;
+use crate::plan::Plan;
 use crate::run::RunResult;
 use crate::stats::ErrorKind;
+
+mod table;
 
 /// JSON schema identifier; bump on incompatible changes.
 pub const SCHEMA: &str = "loadgen/1";
@@ -59,21 +61,6 @@ impl Latency {
             },
         }
     }
-
-    fn row(&self, label: &str) -> String {
-        let us = |v: f64| format!("{:.1}", v / 1e3);
-        format!(
-            "  {label:<12}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>10}",
-            us(self.min as f64),
-            us(self.mean),
-            us(self.p50 as f64),
-            us(self.p90 as f64),
-            us(self.p99 as f64),
-            us(self.p99_9 as f64),
-            us(self.p99_99 as f64),
-            us(self.max as f64),
-        )
-    }
 }
 
 /// Open-loop schedule: asked versus achieved.
@@ -83,7 +70,9 @@ pub struct RateReport {
     pub target: f64,
     /// Requests per second completed.
     pub achieved: f64,
-    /// Achieved within 1% of the target.
+    /// Requests that fell due over the whole run, warm-up included (sent + unsent).
+    pub due: u64,
+    /// Achieved within 1% of the target, and nothing due left unsent.
     pub kept: bool,
 }
 
@@ -98,6 +87,58 @@ pub struct Cpu {
     pub us_per_request: f64,
 }
 
+/// What the run left unanswered when it ended. Each of these entered the corrected latency
+/// (`latency_ns`) aged from its intended send time to the end of the run: a lower bound,
+/// so that a server that stops answering at the end cannot hide behind it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EndOfRun {
+    /// Requests sent and not answered.
+    pub unfinished: u64,
+    /// Age of the oldest of them (ns).
+    pub unfinished_oldest_ns: u64,
+    /// Open loop: requests that fell due and were never sent.
+    pub unsent: u64,
+    /// Age of the oldest of them (ns).
+    pub unsent_oldest_ns: u64,
+}
+
+/// Measured HTTP responses by status class.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StatusClasses {
+    /// 1xx (only 101: other interim responses are skipped).
+    #[serde(rename = "1xx")]
+    pub informational: u64,
+    /// 2xx.
+    #[serde(rename = "2xx")]
+    pub success: u64,
+    /// 3xx.
+    #[serde(rename = "3xx")]
+    pub redirection: u64,
+    /// 4xx.
+    #[serde(rename = "4xx")]
+    pub client_error: u64,
+    /// 5xx.
+    #[serde(rename = "5xx")]
+    pub server_error: u64,
+    /// Anything else.
+    pub other: u64,
+}
+
+/// One second of the measured window.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Second {
+    /// Seconds since the end of the warm-up.
+    pub second: u64,
+    /// Measured requests completed in it.
+    pub completed: u64,
+    /// Error events in it.
+    pub errors: u64,
+    /// Corrected latency median of what completed in it (ns; 0 if nothing did).
+    pub p50_ns: u64,
+    /// Corrected latency 99th percentile (ns).
+    pub p99_ns: u64,
+}
+
 /// Everything a run reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -107,7 +148,7 @@ pub struct Report {
     pub version: &'static str,
     /// The plan that ran.
     pub config: Plan,
-    /// Warm-up completions (not in any figure below).
+    /// Completions of requests meant for the warm-up (not in any figure below).
     pub warmup_requests: u64,
     /// Measured window in seconds.
     pub duration_s: f64,
@@ -115,10 +156,16 @@ pub struct Report {
     pub requests: u64,
     /// Requests written, warm-up included.
     pub sent: u64,
-    /// Requests lost to errors.
+    /// Requests lost to errors or failed checks.
     pub failed: u64,
     /// Requests in flight when the run ended.
     pub unfinished: u64,
+    /// Open loop: requests due but never sent when the run ended.
+    pub unsent: u64,
+    /// What the end of the run left unanswered.
+    pub end_of_run: EndOfRun,
+    /// Failed requests over requests that ended (answered or failed), warm-up included.
+    pub error_rate: f64,
     /// Completed requests per second.
     pub throughput_rps: f64,
     /// MiB/s written.
@@ -127,9 +174,20 @@ pub struct Report {
     pub throughput_in_mib_s: f64,
     /// Connections opened per second (crr).
     pub connections_per_s: Option<f64>,
-    /// Latency: from intended send time in open loop (coordinated omission corrected).
+    /// Connections opened (crr: transactions started).
+    pub connects: u64,
+    /// Connections the server closed and loadgen reopened (not errors).
+    pub reconnects: u64,
+    /// Requests sent again on a new connection after the server closed theirs.
+    pub retried: u64,
+    /// Measured HTTP responses by status class (http only).
+    pub status: Option<StatusClasses>,
+    /// Measured HTTP responses by status code (http only).
+    pub status_codes: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Latency: from intended send time in open loop (coordinated omission corrected),
+    /// with what was never answered as lower bounds.
     pub latency_ns: Latency,
-    /// Latency from the actual send time (service time).
+    /// Latency from the actual send time (service time) of answered requests.
     pub latency_uncorrected_ns: Latency,
     /// Connect latency (crr).
     pub connect_latency_ns: Option<Latency>,
@@ -139,13 +197,28 @@ pub struct Report {
     pub mismatched_bytes: u64,
     /// Open-loop schedule.
     pub rate: Option<RateReport>,
+    /// Per second of the measured window.
+    pub timeseries: Vec<Second>,
     /// loadgen's own CPU.
     pub loadgen_cpu: Cpu,
     /// The server's CPU (with --server-pid).
     pub server_cpu: Option<Cpu>,
-    /// Threads that gave up.
+    /// Threads that gave up, and why.
     pub thread_errors: Vec<String>,
+    /// Stopped early by SIGINT or SIGTERM.
+    pub interrupted: bool,
+    /// The exit status, and why it is not 0.
+    pub exit_code: u8,
+    /// Why the run counts as failed (null when it did not).
+    pub exit_reason: Option<String>,
 }
+
+/// Exit status: the run could not run, measured nothing, or a thread gave up.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit status: bad arguments.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit status: more failed requests than `--max-error-rate` allows.
+pub const EXIT_ERRORS: u8 = 3;
 
 impl Report {
     /// Builds the report of a run.
@@ -160,12 +233,42 @@ impl Report {
                 0.0
             }
         };
-        let throughput = requests as f64 / secs;
+        let per_s = |n: f64| if secs > 0.0 { n / secs } else { 0.0 };
+        let throughput = per_s(requests as f64);
         let mut errors = serde_json::Map::new();
         for k in ErrorKind::ALL {
             errors.insert(k.name().into(), c.errors_of(k).into());
         }
-        Report {
+        let http = r.plan.protocol == ringd::ProtocolKind::Http;
+        let ended = c.warmup_completed + c.completed + c.failed;
+        let error_rate = if ended > 0 {
+            c.failed as f64 / ended as f64
+        } else {
+            0.0
+        };
+        let status_codes = http.then(|| {
+            c.status_codes
+                .iter()
+                .enumerate()
+                .filter(|(_, &n)| n > 0)
+                .map(|(code, &n)| (code.to_string(), n.into()))
+                .collect()
+        });
+        let s = &c.status_classes;
+        let timeseries = r
+            .intervals
+            .iter()
+            .zip(&r.per_second)
+            .enumerate()
+            .map(|(i, (h, &(completed, errors)))| Second {
+                second: i as u64,
+                completed,
+                errors,
+                p50_ns: quantile(h, 0.5),
+                p99_ns: quantile(h, 0.99),
+            })
+            .collect();
+        let mut report = Report {
             schema: SCHEMA,
             version: env!("CARGO_PKG_VERSION"),
             config: r.plan.clone(),
@@ -175,10 +278,30 @@ impl Report {
             sent: c.sent,
             failed: c.failed,
             unfinished: c.unfinished,
+            unsent: c.unsent,
+            end_of_run: EndOfRun {
+                unfinished: c.unfinished,
+                unfinished_oldest_ns: r.stats.oldest_unfinished_ns,
+                unsent: c.unsent,
+                unsent_oldest_ns: r.stats.oldest_unsent_ns,
+            },
+            error_rate,
             throughput_rps: throughput,
-            throughput_out_mib_s: c.bytes_sent as f64 / secs / (1 << 20) as f64,
-            throughput_in_mib_s: c.bytes_received as f64 / secs / (1 << 20) as f64,
-            connections_per_s: (r.plan.mode == Mode::Crr).then(|| requests as f64 / secs),
+            throughput_out_mib_s: per_s(c.bytes_sent as f64) / (1 << 20) as f64,
+            throughput_in_mib_s: per_s(c.bytes_received as f64) / (1 << 20) as f64,
+            connections_per_s: (r.plan.mode == Mode::Crr).then_some(throughput),
+            connects: c.connects,
+            reconnects: c.reconnects,
+            retried: c.retried,
+            status: http.then(|| StatusClasses {
+                informational: s[1],
+                success: s[2],
+                redirection: s[3],
+                client_error: s[4],
+                server_error: s[5],
+                other: s[0],
+            }),
+            status_codes,
             latency_ns: Latency::of(&r.stats.latency),
             latency_uncorrected_ns: Latency::of(&r.stats.service),
             connect_latency_ns: (r.plan.mode == Mode::Crr).then(|| Latency::of(&r.stats.connect)),
@@ -187,8 +310,10 @@ impl Report {
             rate: r.plan.rate.map(|target| RateReport {
                 target,
                 achieved: throughput,
-                kept: throughput >= target * 0.99,
+                due: c.sent + c.unsent,
+                kept: throughput >= target * 0.99 && c.unsent == 0,
             }),
+            timeseries,
             loadgen_cpu: Cpu {
                 pid: None,
                 cpu_s: r.loadgen_cpu,
@@ -200,118 +325,114 @@ impl Report {
                 us_per_request: per_req(cpu),
             }),
             thread_errors: r.thread_errors.clone(),
+            interrupted: r.interrupted,
+            exit_code: 0,
+            exit_reason: None,
+        };
+        if let Some((code, why)) = report.verdict() {
+            report.exit_code = code;
+            report.exit_reason = Some(why);
         }
+        report
     }
 
-    /// The table printed on stdout.
-    pub fn table(&self) -> String {
-        let p = &self.config;
-        let mut s = String::new();
-        let targets: Vec<String> = p.targets.iter().map(|t| t.to_string()).collect();
-        let shape = match p.rate {
-            Some(r) => format!("open loop at {r} req/s"),
-            None => "closed loop".into(),
-        };
-        let size = match p.protocol {
-            ringd::ProtocolKind::Echo => format!(", {} B requests", p.size),
-            _ => String::new(),
-        };
-        let _ = writeln!(
-            s,
-            "loadgen {} | {} {} {shape} | {} connections on {} thread(s){size}, pipeline {}{}",
-            self.version,
-            p.protocol,
-            p.mode.name(),
-            p.connections,
-            p.threads,
-            p.pipeline,
-            if p.verify { ", verified" } else { "" },
-        );
-        let _ = writeln!(
-            s,
-            "target {} | warm-up {:.2} s ({} requests), measured {:.2} s",
-            targets.join(", "),
-            p.warmup.as_secs_f64(),
-            self.warmup_requests,
-            self.duration_s
-        );
-        let _ = writeln!(s);
-        let _ = writeln!(
-            s,
-            "  Requests    {} ({:.1} req/s)   sent {}, failed {}, unfinished {}",
-            self.requests, self.throughput_rps, self.sent, self.failed, self.unfinished
-        );
-        let _ = writeln!(
-            s,
-            "  Bytes/s     out {:.2} MiB/s, in {:.2} MiB/s",
-            self.throughput_out_mib_s, self.throughput_in_mib_s
-        );
-        if let Some(cps) = self.connections_per_s {
-            let _ = writeln!(s, "  Connects    {cps:.1} connections/s");
-        }
-        if let Some(r) = &self.rate {
-            let _ = writeln!(
-                s,
-                "  Schedule    asked {:.1} req/s, achieved {:.1} req/s{}",
-                r.target,
-                r.achieved,
-                if r.kept {
-                    ""
-                } else {
-                    "  (NOT KEPT: the server or loadgen could not keep up)"
-                }
-            );
-        }
-        let _ = writeln!(s);
-        let _ = writeln!(
-            s,
-            "  Latency µs       min     mean      p50      p90      p99    p99.9   p99.99       max"
-        );
-        if p.rate.is_some() {
-            let _ = writeln!(s, "{}", self.latency_ns.row("corrected"));
-            let _ = writeln!(s, "{}", self.latency_uncorrected_ns.row("uncorrected"));
-        } else {
-            let _ = writeln!(s, "{}", self.latency_ns.row("request"));
-        }
-        if let Some(c) = &self.connect_latency_ns {
-            let _ = writeln!(s, "{}", c.row("connect"));
-        }
-        let _ = writeln!(s);
-        let errors: Vec<String> = self
-            .errors
-            .iter()
-            .filter(|(_, v)| v.as_u64().unwrap_or(0) > 0)
-            .map(|(k, v)| format!("{k} {v}"))
-            .collect();
-        let _ = writeln!(
-            s,
-            "  Errors      {}",
-            if errors.is_empty() {
-                "none".into()
+    /// Why the run failed, with its exit status; `None` when it measured requests within
+    /// the error budget and every thread ran to the end.
+    fn verdict(&self) -> Option<(u8, String)> {
+        let threads = self.config.threads;
+        let gave_up = self.thread_errors.len();
+        if self.requests == 0 {
+            let why = if let Some(e) = self.thread_errors.first() {
+                format!("nothing was measured: {e}")
+            } else if self.failed > 0 {
+                format!("nothing was measured: all {} requests failed", self.failed)
+            } else if self.duration_s == 0.0 {
+                "nothing was measured: the run stopped before the warm-up ended".into()
             } else {
-                errors.join(", ")
-            }
-        );
-        if self.mismatched_bytes > 0 {
-            let _ = writeln!(s, "  Mismatched  {} bytes", self.mismatched_bytes);
+                "nothing was measured: no response arrived".into()
+            };
+            return Some((EXIT_FAILED, why));
         }
-        let mut cpu = format!(
-            "loadgen {:.2} s ({:.2} µs/request)",
-            self.loadgen_cpu.cpu_s, self.loadgen_cpu.us_per_request
-        );
-        if let Some(sc) = &self.server_cpu {
-            let _ = write!(
-                cpu,
-                ", server pid {} {:.2} s ({:.2} µs/request)",
-                sc.pid.unwrap_or(0),
-                sc.cpu_s,
-                sc.us_per_request
-            );
+        if gave_up > 0 {
+            return Some((
+                EXIT_FAILED,
+                format!(
+                    "{gave_up} of {threads} thread(s) gave up: {}",
+                    self.thread_errors[0]
+                ),
+            ));
         }
-        let _ = writeln!(s, "  CPU         {cpu}");
-        for e in &self.thread_errors {
-            let _ = writeln!(s, "  Warning     a thread stopped early: {e}");
+        if self.error_rate > self.config.max_error_rate {
+            return Some((
+                EXIT_ERRORS,
+                format!(
+                    "{} of {} requests failed ({}), above --max-error-rate {}",
+                    self.failed,
+                    self.failed + self.requests + self.warmup_requests,
+                    percent(self.error_rate),
+                    percent(self.config.max_error_rate)
+                ),
+            ));
         }
-        s
+        None
+    }
+}
+
+/// A quantile of a histogram, 0 when it is empty.
+fn quantile(h: &Histogram<u64>, q: f64) -> u64 {
+    if h.is_empty() {
+        0
+    } else {
+        h.highest_equivalent(h.value_at_quantile(q))
+    }
+}
+
+/// `1.5%`, `0.013%`, `0%`.
+pub fn percent(f: f64) -> String {
+    let p = f * 100.0;
+    if p == 0.0 {
+        "0%".into()
+    } else if p >= 1.0 {
+        format!("{p:.1}%")
+    } else {
+        format!("{p:.3}%")
+    }
+}
+
+/// A latency in the unit that fits: `850ns`, `105.5µs`, `12.34ms`, `1.50s`, up to an hour
+/// (`3600.00s`) in at most 8 characters.
+pub fn fmt_ns(ns: u64) -> String {
+    let v = ns as f64;
+    if ns < 1_000 {
+        format!("{ns}ns")
+    } else if ns < 1_000_000 {
+        format!("{:.1}µs", v / 1e3)
+    } else if ns < 1_000_000_000 {
+        format!("{:.2}ms", v / 1e6)
+    } else {
+        format!("{:.2}s", v / 1e9)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_read_in_the_unit_that_fits() {
+        assert_eq!(fmt_ns(850), "850ns");
+        assert_eq!(fmt_ns(105_500), "105.5µs");
+        assert_eq!(fmt_ns(999_949), "999.9µs");
+        assert_eq!(fmt_ns(12_345_678), "12.35ms");
+        assert_eq!(fmt_ns(1_500_000_000), "1.50s");
+        assert_eq!(fmt_ns(crate::stats::MAX_LATENCY_NS), "3600.00s");
+        assert!(fmt_ns(crate::stats::MAX_LATENCY_NS).chars().count() <= 8);
+    }
+
+    #[test]
+    fn percentages() {
+        assert_eq!(percent(0.0), "0%");
+        assert_eq!(percent(0.25), "25.0%");
+        assert_eq!(percent(0.00013), "0.013%");
     }
 }

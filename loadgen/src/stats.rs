@@ -13,6 +13,9 @@ pub fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, MAX_LATENCY_NS, 3).expect("valid histogram bounds")
 }
 
+/// How many kinds of error there are.
+pub const ERROR_KINDS: usize = 8;
+
 /// Kinds of errors, counted per event; none of them stops the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -26,21 +29,24 @@ pub enum ErrorKind {
     Timeout,
     /// The connection closed before a complete response.
     ShortResponse,
-    /// The response could not be parsed or was not the expected one (bad status).
+    /// The response could not be parsed, or came when no request was waiting for it.
     UnexpectedResponse,
+    /// An HTTP status outside `--expect-status` (with `--verify`: outside 2xx).
+    UnexpectedStatus,
     /// Echoed bytes, body length or greeting differed.
     VerifyMismatch,
 }
 
 impl ErrorKind {
     /// All kinds, in report order.
-    pub const ALL: [ErrorKind; 7] = [
+    pub const ALL: [ErrorKind; ERROR_KINDS] = [
         ErrorKind::ConnectRefused,
         ErrorKind::ConnectFailed,
         ErrorKind::Reset,
         ErrorKind::Timeout,
         ErrorKind::ShortResponse,
         ErrorKind::UnexpectedResponse,
+        ErrorKind::UnexpectedStatus,
         ErrorKind::VerifyMismatch,
     ];
 
@@ -53,34 +59,52 @@ impl ErrorKind {
             ErrorKind::Timeout => "timeout",
             ErrorKind::ShortResponse => "short_response",
             ErrorKind::UnexpectedResponse => "unexpected_response",
+            ErrorKind::UnexpectedStatus => "unexpected_status",
             ErrorKind::VerifyMismatch => "verify_mismatch",
         }
     }
 }
 
-/// Counters of one thread (or, merged, of the run).
+/// Counters of one thread (or, merged, of the run). Every request sent ends exactly once:
+/// `sent = warmup_completed + completed + failed + unfinished`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Requests written (whole), warm-up included.
+    /// Requests written (whole), warm-up included; a retried request counts once.
     pub sent: u64,
-    /// Responses completed within the warm-up.
+    /// Requests sent whose intended send time is in the measured window.
+    pub sent_measured: u64,
+    /// Responses to requests meant to be sent in the warm-up.
     pub warmup_completed: u64,
-    /// Responses completed after the warm-up (the measured requests).
+    /// Responses to requests meant to be sent in the measured window (the measured
+    /// requests; non-2xx responses included unless a status is expected).
     pub completed: u64,
-    /// Requests lost to an error of their connection or a failed verification.
+    /// Requests lost to an error of their connection or a failed check.
     pub failed: u64,
-    /// Requests still in flight when the run ended.
+    /// Requests sent but not answered when the run ended.
     pub unfinished: u64,
-    /// Bytes written / read over the measured window.
+    /// Open loop: requests that fell due but were never sent before the run ended.
+    pub unsent: u64,
+    /// Bytes written over the measured window.
     pub bytes_sent: u64,
     /// Bytes read over the measured window.
     pub bytes_received: u64,
     /// Connections opened (crr: transactions started).
     pub connects: u64,
+    /// Connections the server closed (`Connection: close`, HTTP/1.0, an idle or a reused
+    /// connection closed) and loadgen opened again: not errors.
+    pub reconnects: u64,
+    /// Requests sent again on a new connection because the server closed the one they were
+    /// on before answering (pipelined past a closing response, or a reused connection
+    /// closed under them).
+    pub retried: u64,
     /// Error events by kind, in [`ErrorKind::ALL`] order.
-    pub errors: [u64; 7],
+    pub errors: [u64; ERROR_KINDS],
     /// Bytes that differed from what was sent (echo with --verify).
     pub mismatched_bytes: u64,
+    /// Measured HTTP responses by status class: index 1 to 5 for 1xx to 5xx, 0 for others.
+    pub status_classes: [u64; 6],
+    /// Measured HTTP responses by status code (index = code; empty until the first).
+    pub status_codes: Vec<u64>,
 }
 
 impl Counters {
@@ -94,18 +118,47 @@ impl Counters {
         self.errors[kind as usize]
     }
 
+    /// Error events of every kind.
+    pub fn errors_total(&self) -> u64 {
+        self.errors.iter().sum()
+    }
+
+    /// Counts one measured HTTP response.
+    pub fn status(&mut self, code: u16) {
+        let class = usize::from(code / 100);
+        self.status_classes[if (1..=5).contains(&class) { class } else { 0 }] += 1;
+        let code = usize::from(code).min(999);
+        if self.status_codes.len() <= code {
+            self.status_codes.resize(1000, 0);
+        }
+        self.status_codes[code] += 1;
+    }
+
     /// Adds another thread's counters.
     pub fn merge(&mut self, o: &Counters) {
         self.sent += o.sent;
+        self.sent_measured += o.sent_measured;
         self.warmup_completed += o.warmup_completed;
         self.completed += o.completed;
         self.failed += o.failed;
         self.unfinished += o.unfinished;
+        self.unsent += o.unsent;
         self.bytes_sent += o.bytes_sent;
         self.bytes_received += o.bytes_received;
         self.connects += o.connects;
+        self.reconnects += o.reconnects;
+        self.retried += o.retried;
         self.mismatched_bytes += o.mismatched_bytes;
         for (a, b) in self.errors.iter_mut().zip(o.errors) {
+            *a += b;
+        }
+        for (a, b) in self.status_classes.iter_mut().zip(o.status_classes) {
+            *a += b;
+        }
+        if self.status_codes.len() < o.status_codes.len() {
+            self.status_codes.resize(o.status_codes.len(), 0);
+        }
+        for (a, b) in self.status_codes.iter_mut().zip(&o.status_codes) {
             *a += b;
         }
     }
@@ -122,8 +175,14 @@ pub struct ThreadStats {
     pub connect: Histogram<u64>,
     /// Counters.
     pub counters: Counters,
-    /// When this thread's measured window ended (ns), for the run's duration.
-    pub end_ns: u64,
+    /// When this thread stopped sending new requests (ns; 0: never started).
+    pub stopped_ns: u64,
+    /// When its last measured request completed (ns; 0: none did).
+    pub last_completion_ns: u64,
+    /// Age of the oldest request unanswered at the end (ns).
+    pub oldest_unfinished_ns: u64,
+    /// Age of the oldest request due but unsent at the end (ns).
+    pub oldest_unsent_ns: u64,
 }
 
 impl ThreadStats {
@@ -134,7 +193,10 @@ impl ThreadStats {
             service: histogram(),
             connect: histogram(),
             counters: Counters::default(),
-            end_ns: 0,
+            stopped_ns: 0,
+            last_completion_ns: 0,
+            oldest_unfinished_ns: 0,
+            oldest_unsent_ns: 0,
         }
     }
 
@@ -145,7 +207,10 @@ impl ThreadStats {
         let _ = self.service.add(&o.service);
         let _ = self.connect.add(&o.connect);
         self.counters.merge(&o.counters);
-        self.end_ns = self.end_ns.max(o.end_ns);
+        self.stopped_ns = self.stopped_ns.max(o.stopped_ns);
+        self.last_completion_ns = self.last_completion_ns.max(o.last_completion_ns);
+        self.oldest_unfinished_ns = self.oldest_unfinished_ns.max(o.oldest_unfinished_ns);
+        self.oldest_unsent_ns = self.oldest_unsent_ns.max(o.oldest_unsent_ns);
     }
 }
 
@@ -168,10 +233,21 @@ mod tests {
         a.counters.sent = 2;
         b.counters.sent = 3;
         b.counters.error(ErrorKind::Reset);
+        a.counters.status(200);
+        b.counters.status(404);
+        b.counters.status(200);
+        b.counters.status(42);
+        b.oldest_unsent_ns = 7;
         a.merge(&b);
         assert_eq!(a.latency.len(), 2);
         assert_eq!(a.counters.sent, 5);
         assert_eq!(a.counters.errors_of(ErrorKind::Reset), 1);
+        assert_eq!(a.counters.status_classes, [1, 0, 2, 0, 1, 0]);
+        assert_eq!(
+            (a.counters.status_codes[200], a.counters.status_codes[404]),
+            (2, 1)
+        );
+        assert_eq!(a.oldest_unsent_ns, 7);
     }
 
     #[test]

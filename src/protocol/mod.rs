@@ -4,9 +4,9 @@
 //! bytes that arrived, it appends the bytes to send to an output buffer and reports how much
 //! input it consumed and whether the connection should close once that output is flushed.
 //! "Need more bytes" is simply `consumed < input.len()` with `close == false`, never an error.
-//! Every engine drives this same code, and `loadgen` uses the client halves in [`client`].
+//! Every engine drives this same code; the client halves (building requests, framing
+//! responses) live in the `loadgen` crate.
 
-pub mod client;
 mod echo;
 mod hello;
 mod http;

@@ -1,0 +1,11 @@
+//! The client halves of the protocols loadgen speaks: HTTP requests and response framing
+//! ([`http`]), and the echo stream's verification pattern ([`pattern`]). Pure code with no
+//! I/O, unit-tested on its own; the event loops in [`crate::worker`] drive it.
+
+pub mod http;
+pub mod pattern;
+
+pub use http::{
+    build_request, parse_header, parse_http_response, RequestSpec, Response, ResponseReader,
+};
+pub use pattern::{fill_pattern, pattern_byte, pattern_mismatches, pattern_window};

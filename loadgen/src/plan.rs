@@ -1,0 +1,575 @@
+//! The command line checked into a [`Plan`] before any socket opens: every bad value, absurd
+//! duration or rate, combination that makes no sense, CPU this process cannot use and
+//! request set that would not fit in memory is one line that says what to change.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ringd::protocol::ProtocolKind;
+
+use crate::args::{parse_status_set, Args, Mode, StatusSet};
+use crate::client::http::{build_request, is_token, parse_header, RequestSpec};
+use crate::target::{parse_target, Target};
+
+/// Longest measured duration.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+/// Longest warm-up, and longest request timeout.
+pub const MAX_WAIT: Duration = Duration::from_secs(3600);
+/// Highest open-loop rate, requests per second.
+pub const MAX_RATE: f64 = 100e6;
+/// Longest time between two requests of one connection in open loop.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+/// Largest echo request or stream chunk.
+pub const MAX_SIZE: usize = 1 << 30;
+/// Most connections, requests in flight per connection, and threads.
+const MAX_CONNECTIONS: usize = 1_000_000;
+const MAX_PIPELINE: usize = 65_536;
+const MAX_THREADS: usize = 1024;
+
+/// A checked run plan.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Plan {
+    /// Resolved targets.
+    pub targets: Vec<SocketAddr>,
+    /// The targets as given (HOST:PORT or URL).
+    pub target_names: Vec<String>,
+    /// Protocol.
+    #[serde(serialize_with = "ser_display")]
+    pub protocol: ProtocolKind,
+    /// Mode.
+    pub mode: Mode,
+    /// Connections in total.
+    pub connections: usize,
+    /// Threads.
+    pub threads: usize,
+    /// CPUs to pin threads to (empty: no pinning).
+    pub pin: Vec<usize>,
+    /// Measured duration, unless `requests` is set.
+    #[serde(serialize_with = "ser_secs")]
+    pub duration: Duration,
+    /// Measured request count, if bounded by count.
+    pub requests: Option<u64>,
+    /// Warm-up.
+    #[serde(serialize_with = "ser_secs")]
+    pub warmup: Duration,
+    /// Echo request / stream chunk size.
+    pub size: usize,
+    /// Requests in flight per connection.
+    pub pipeline: usize,
+    /// Open-loop total rate, requests per second.
+    pub rate: Option<f64>,
+    /// Verify responses.
+    pub verify: bool,
+    /// Per-request timeout, and how long the end of the run waits for responses.
+    #[serde(serialize_with = "ser_secs")]
+    pub timeout: Duration,
+    /// Failed requests, as a fraction of those that ended, above which the run fails.
+    pub max_error_rate: f64,
+    /// HTTP method (http only).
+    pub method: Option<String>,
+    /// HTTP path of the first target (http only).
+    pub path: Option<String>,
+    /// Statuses that count as success (http: `--expect-status`, or 2xx with --verify).
+    #[serde(serialize_with = "ser_opt_display")]
+    pub expect_status: Option<StatusSet>,
+    /// The request bytes for each target (http), or the hello message.
+    #[serde(skip)]
+    pub payloads: Vec<Vec<u8>>,
+    /// HTTP `HEAD`: responses carry no body.
+    #[serde(skip)]
+    pub head_request: bool,
+    /// Expected hello greeting.
+    #[serde(skip)]
+    pub greeting: Vec<u8>,
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn ser_opt_display<S: serde::Serializer, T: std::fmt::Display>(
+    v: &Option<T>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
+impl Plan {
+    /// Open loop: nanoseconds between two requests of one connection.
+    pub fn interval_ns(&self) -> Option<u64> {
+        self.rate
+            .map(|rate| ((self.connections as f64 / rate) * 1e9).max(1.0) as u64)
+    }
+}
+
+impl Args {
+    /// Checks the arguments and resolves the targets.
+    pub fn into_plan(self) -> Result<Plan, String> {
+        let targets: Vec<Target> = self
+            .targets
+            .iter()
+            .map(|t| parse_target(t))
+            .collect::<Result<_, _>>()?;
+        let has_url = targets.iter().any(Target::is_url);
+        let protocol = match (self.protocol, has_url) {
+            (Some(p), true) if p != ProtocolKind::Http => {
+                return Err(format!(
+                    "URL targets speak HTTP: drop --protocol {p} or give the target as HOST:PORT"
+                ))
+            }
+            (Some(p), _) => p,
+            (None, true) => ProtocolKind::Http,
+            (None, false) => ProtocolKind::Echo,
+        };
+        if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
+            return Err(format!(
+                "--connections must be between 1 and {MAX_CONNECTIONS} (got {})",
+                self.connections
+            ));
+        }
+        let mode = self.mode.unwrap_or(match protocol {
+            ProtocolKind::Hello => Mode::Crr,
+            _ => Mode::Rr,
+        });
+        check_mode(protocol, mode)?;
+        let http_only = [
+            ("--path", self.path.is_some()),
+            ("--method", self.method.is_some()),
+            ("--header", !self.headers.is_empty()),
+            ("--body", self.body.is_some()),
+            ("--body-file", self.body_file.is_some()),
+            ("--expect-status", self.expect_status.is_some()),
+        ];
+        if protocol != ProtocolKind::Http {
+            if let Some((name, _)) = http_only.iter().find(|(_, given)| *given) {
+                return Err(format!(
+                    "{name} applies to HTTP only (this run speaks {protocol}; add --protocol http)"
+                ));
+            }
+        }
+        self.check_times()?;
+        if self.requests == Some(0) {
+            return Err("--requests must be at least 1".into());
+        }
+        if !(1..=MAX_SIZE).contains(&self.size) {
+            return Err(format!(
+                "--size must be between 1 byte and 1 GiB (got {})",
+                self.size
+            ));
+        }
+        let pipeline = self
+            .pipeline
+            .unwrap_or(if mode == Mode::Stream { 16 } else { 1 });
+        if !(1..=MAX_PIPELINE).contains(&pipeline) {
+            return Err(format!(
+                "--pipeline must be between 1 and {MAX_PIPELINE} (got {pipeline})"
+            ));
+        }
+        if mode == Mode::Crr && pipeline != 1 {
+            return Err("--pipeline does not apply to crr (one request per connection)".into());
+        }
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = self
+            .threads
+            .unwrap_or(available.min(MAX_THREADS))
+            .min(self.connections);
+        if !(1..=MAX_THREADS).contains(&threads) {
+            return Err(format!("--threads must be between 1 and {MAX_THREADS}"));
+        }
+        let pin = self.pin.clone().map(|l| l.0).unwrap_or_default();
+        check_pin(&pin)?;
+
+        let (payloads, method, path, head_request) = match protocol {
+            ProtocolKind::Http => {
+                let (payloads, method, path) = self.http_requests(&targets, mode)?;
+                let head = method == "HEAD";
+                (payloads, Some(method), Some(path), head)
+            }
+            ProtocolKind::Hello => (vec![b"hello".to_vec(); targets.len()], None, None, false),
+            ProtocolKind::Echo => (vec![Vec::new(); targets.len()], None, None, false),
+        };
+        let expect_status = match &self.expect_status {
+            Some(s) => Some(parse_status_set(s)?),
+            None if self.verify && protocol == ProtocolKind::Http => Some(StatusSet::success()),
+            None => None,
+        };
+        // Each request in flight holds its bookkeeping, and for HTTP and hello its bytes
+        // until written (echo bytes come from a shared table).
+        let per_request = payloads.iter().map(Vec::len).max().unwrap_or(0) as u64 + 64;
+        check_memory(per_request * pipeline as u64 * self.connections as u64)?;
+        Ok(Plan {
+            targets: targets.iter().map(|t| t.addr).collect(),
+            target_names: targets.iter().map(|t| t.name.clone()).collect(),
+            protocol,
+            mode,
+            connections: self.connections,
+            threads,
+            pin,
+            duration: self.duration,
+            requests: self.requests,
+            warmup: self.warmup,
+            size: self.size,
+            pipeline,
+            rate: self.rate,
+            verify: self.verify,
+            timeout: self.timeout,
+            max_error_rate: self.max_error_rate,
+            method,
+            path,
+            expect_status,
+            payloads,
+            head_request,
+            greeting: self.greeting.into_bytes(),
+        })
+    }
+
+    fn check_times(&self) -> Result<(), String> {
+        if self.requests.is_none() && (self.duration.is_zero() || self.duration > MAX_DURATION) {
+            return Err(format!(
+                "--duration must be above 0 and at most 24h (got {:?})",
+                self.duration
+            ));
+        }
+        if self.warmup > MAX_WAIT {
+            return Err(format!(
+                "--warmup must be at most 1h (got {:?})",
+                self.warmup
+            ));
+        }
+        if self.timeout.is_zero() || self.timeout > MAX_WAIT {
+            return Err(format!(
+                "--timeout must be above 0 and at most 1h (got {:?})",
+                self.timeout
+            ));
+        }
+        if let Some(rate) = self.rate {
+            if !(rate.is_finite() && rate > 0.0 && rate <= MAX_RATE) {
+                return Err(format!(
+                    "--rate must be a number of requests per second above 0 and at most 100M (got {rate}); omit it for closed-loop max throughput"
+                ));
+            }
+            let interval = self.connections as f64 / rate;
+            if interval > MAX_INTERVAL.as_secs_f64() {
+                return Err(format!(
+                    "--rate {rate} over {} connections is one request per connection every {interval:.0} s: raise --rate to at least {:.3} or lower --connections",
+                    self.connections,
+                    self.connections as f64 / MAX_INTERVAL.as_secs_f64()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The request for each target, the method and the first target's path.
+    fn http_requests(
+        &self,
+        targets: &[Target],
+        mode: Mode,
+    ) -> Result<(Vec<Vec<u8>>, String, String), String> {
+        let method = self.method.clone().unwrap_or_else(|| "GET".into());
+        if !is_token(&method) {
+            return Err(format!(
+                "bad --method {method:?}: letters such as GET, POST or HEAD"
+            ));
+        }
+        if let Some(p) = &self.path {
+            check_path(p)?;
+        }
+        let headers: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .map(|h| parse_header(h))
+            .collect::<Result<_, _>>()?;
+        let body = match (&self.body, &self.body_file) {
+            (Some(b), _) => b.clone().into_bytes(),
+            (None, Some(f)) => {
+                std::fs::read(f).map_err(|e| format!("--body-file {}: {e}", f.display()))?
+            }
+            (None, None) => Vec::new(),
+        };
+        let payloads = targets
+            .iter()
+            .map(|t| {
+                let path = self.path.as_deref().or(t.path.as_deref()).unwrap_or("/");
+                build_request(&RequestSpec {
+                    method: &method,
+                    path,
+                    host: &t.host,
+                    headers: &headers,
+                    body: &body,
+                    close: mode == Mode::Crr,
+                })
+            })
+            .collect();
+        let path = self
+            .path
+            .clone()
+            .or_else(|| targets[0].path.clone())
+            .unwrap_or_else(|| "/".into());
+        Ok((payloads, method, path))
+    }
+}
+
+/// Rejects the mode × protocol combinations that make no sense.
+fn check_mode(protocol: ProtocolKind, mode: Mode) -> Result<(), String> {
+    match (protocol, mode) {
+        (ProtocolKind::Hello, Mode::Rr | Mode::Stream) => Err(format!(
+            "--mode {} does not fit hello: the server closes after each reply; use --mode crr (the default for hello)",
+            mode.name()
+        )),
+        (ProtocolKind::Http, Mode::Stream) => Err(
+            "--mode stream is bulk echo: it needs --protocol echo (for HTTP use rr or crr)".into(),
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn check_path(p: &str) -> Result<(), String> {
+    if !(p.starts_with('/') || p == "*") || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "bad --path {p:?}: it starts with / and has no spaces (encode them as %20)"
+        ));
+    }
+    Ok(())
+}
+
+/// Every CPU in `--pin` must be one this process may run on.
+fn check_pin(pin: &[usize]) -> Result<(), String> {
+    if pin.is_empty() {
+        return Ok(());
+    }
+    let allowed: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    if let Some(cpu) = pin.iter().find(|c| !allowed.contains(c)) {
+        return Err(format!(
+            "--pin: CPU {cpu} is not one this process can use (allowed: {})",
+            cpu_ranges(&allowed)
+        ));
+    }
+    Ok(())
+}
+
+/// `0-3,6` for a sorted list of CPUs.
+fn cpu_ranges(cpus: &[usize]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    let mut i = 0;
+    while i < cpus.len() {
+        let mut j = i;
+        while j + 1 < cpus.len() && cpus[j + 1] == cpus[j] + 1 {
+            j += 1;
+        }
+        out.push(if i == j {
+            cpus[i].to_string()
+        } else {
+            format!("{}-{}", cpus[i], cpus[j])
+        });
+        i = j + 1;
+    }
+    if out.is_empty() {
+        "none".into()
+    } else {
+        out.join(",")
+    }
+}
+
+/// The request bytes queued for sending must fit comfortably in the memory there is.
+fn check_memory(need: u64) -> Result<(), String> {
+    let Some(avail) = memory_available() else {
+        return Ok(());
+    };
+    if need > avail / 2 {
+        return Err(format!(
+            "the requests in flight would need {} of memory ({} available): lower --connections, --pipeline or the body size",
+            human_bytes(need),
+            human_bytes(avail)
+        ));
+    }
+    Ok(())
+}
+
+/// Memory this process can still use: the smaller of MemAvailable and RLIMIT_AS.
+fn memory_available() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok();
+    let avail = meminfo.as_deref().and_then(|m| {
+        m.lines()
+            .find(|l| l.starts_with("MemAvailable:"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map(|kib| kib * 1024)
+    });
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit.
+    let as_limit = (unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) } == 0
+        && lim.rlim_cur != libc::RLIM_INFINITY)
+        .then_some(lim.rlim_cur);
+    match (avail, as_limit) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// `1.5 GiB` and the like.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn plan(args: &[&str]) -> Result<Plan, String> {
+        Args::try_parse_from(std::iter::once("loadgen").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?
+            .into_plan()
+    }
+
+    #[test]
+    fn defaults() {
+        let p = plan(&[]).unwrap();
+        assert_eq!(p.protocol, ProtocolKind::Echo);
+        assert_eq!(p.mode, Mode::Rr);
+        assert_eq!(p.connections, 100);
+        assert_eq!(p.pipeline, 1);
+        assert_eq!(p.size, 64);
+        assert_eq!(p.max_error_rate, 0.01);
+        assert_eq!(p.targets, ["127.0.0.1:8080".parse().unwrap()]);
+        assert_eq!(plan(&["--protocol", "hello"]).unwrap().mode, Mode::Crr);
+        assert_eq!(plan(&["--mode", "stream"]).unwrap().pipeline, 16);
+        assert_eq!(plan(&["--pin", "0"]).unwrap().pin, [0]);
+    }
+
+    #[test]
+    fn urls_give_protocol_host_and_path() {
+        let p = plan(&["http://127.0.0.1:9/x?y", "-H", "host: example.com"]).unwrap();
+        assert_eq!(p.protocol, ProtocolKind::Http);
+        assert_eq!(p.path.as_deref(), Some("/x?y"));
+        let req = String::from_utf8(p.payloads[0].clone()).unwrap();
+        assert_eq!(req, "GET /x?y HTTP/1.1\r\nhost: example.com\r\n\r\n");
+        let p = plan(&[
+            "http://127.0.0.1:9/",
+            "--path",
+            "/p",
+            "-X",
+            "HEAD",
+            "--mode",
+            "crr",
+        ])
+        .unwrap();
+        let req = String::from_utf8(p.payloads[0].clone()).unwrap();
+        assert_eq!(
+            req,
+            "HEAD /p HTTP/1.1\r\nHost: 127.0.0.1:9\r\nConnection: close\r\n\r\n"
+        );
+        assert!(p.head_request);
+        let p = plan(&["--protocol", "http", "-X", "POST", "--body", "hi"]).unwrap();
+        assert!(String::from_utf8(p.payloads[0].clone())
+            .unwrap()
+            .ends_with("Content-Length: 2\r\n\r\nhi"));
+        assert_eq!(
+            plan(&["--protocol", "http", "--verify"])
+                .unwrap()
+                .expect_status,
+            Some(StatusSet::success())
+        );
+        assert_eq!(plan(&["--protocol", "http"]).unwrap().expect_status, None);
+    }
+
+    #[test]
+    fn bad_values_explain_themselves() {
+        for (args, needle) in [
+            (&["--rate", "0"][..], "--rate"),
+            (&["--rate", "1e-300"], "--rate"),
+            (&["--rate", "inf"], "--rate"),
+            (&["--rate", "1e12"], "--rate"),
+            (&["--connections", "0"], "--connections"),
+            (&["--protocol", "hello", "--mode", "rr"], "crr"),
+            (&["--protocol", "hello", "--mode", "stream"], "crr"),
+            (&["--protocol", "http", "--mode", "stream"], "echo"),
+            (&["--mode", "crr", "--pipeline", "2"], "crr"),
+            (&["--pipeline", "0"], "--pipeline"),
+            (&["--size", "0"], "--size"),
+            (&["--size", "2GiB"], "--size"),
+            (&["--duration", "0"], "--duration"),
+            (&["--duration", "1000d"], "--duration"),
+            (&["--timeout", "0"], "--timeout"),
+            (&["--warmup", "2h"], "--warmup"),
+            (&["--requests", "0"], "--requests"),
+            (&["--pin", "4095"], "CPU 4095"),
+            (&["--path", "/x"], "HTTP only"),
+            (&["-H", "X: y"], "HTTP only"),
+            (&["--protocol", "http", "-H", "nocolon"], "Name: value"),
+            (&["--protocol", "http", "-X", "G T"], "--method"),
+            (&["--protocol", "http", "--path", "x"], "--path"),
+            (
+                &["--protocol", "http", "--expect-status", "abc"],
+                "--expect-status",
+            ),
+            (
+                &["--protocol", "http", "--body-file", "/nonexistent/x"],
+                "--body-file",
+            ),
+            (&["http://127.0.0.1:1/", "--protocol", "echo"], "URL"),
+            (&["nowhere"], "nowhere"),
+        ] {
+            let e = plan(args).unwrap_err();
+            assert!(e.contains(needle), "{args:?}: {e}");
+            assert_eq!(e.lines().count(), 1, "{args:?}: {e}");
+        }
+        // --duration 0 is fine when a count bounds the run.
+        assert!(plan(&["-d", "0", "-n", "10"]).is_ok());
+    }
+
+    #[test]
+    fn requests_that_would_not_fit_in_memory_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = dir.path().join("body");
+        std::fs::write(&body, vec![b'x'; 1 << 20]).unwrap();
+        let body = body.to_str().unwrap();
+        let ok = ["--protocol", "http", "--body-file", body, "-c", "2"];
+        assert!(plan(&ok).is_ok());
+        let huge = [
+            "--protocol",
+            "http",
+            "--body-file",
+            body,
+            "-c",
+            "1000000",
+            "--pipeline",
+            "65536",
+        ];
+        let e = plan(&huge).unwrap_err();
+        assert!(e.contains("memory"), "{e}");
+    }
+
+    #[test]
+    fn cpu_ranges_read_well() {
+        assert_eq!(cpu_ranges(&[0, 1, 2, 5, 7, 8]), "0-2,5,7-8");
+        assert_eq!(cpu_ranges(&[]), "none");
+        assert_eq!(human_bytes(3 << 29), "1.5 GiB");
+    }
+}

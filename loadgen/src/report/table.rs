@@ -1,0 +1,259 @@
+//! The table printed at the end of a run: what ran, what it measured, how connections and
+//! statuses went, what the end of the run left unanswered, latency in the unit that fits,
+//! errors, CPU, and why the run failed if it did.
+
+use std::fmt::Write as _;
+
+use super::{fmt_ns, percent, Latency, Report};
+use crate::args::Mode;
+
+/// Width of one latency column.
+const COL: usize = 10;
+
+impl Latency {
+    fn row(&self, label: &str) -> String {
+        let mut s = format!("  {label:<12}");
+        for v in [
+            self.min,
+            self.mean as u64,
+            self.p50,
+            self.p90,
+            self.p99,
+            self.p99_9,
+            self.p99_99,
+            self.max,
+        ] {
+            let _ = write!(s, "{:>COL$}", fmt_ns(v));
+        }
+        s
+    }
+}
+
+impl Report {
+    /// The table printed at the end of a run.
+    pub fn table(&self) -> String {
+        let p = &self.config;
+        let mut s = String::new();
+        let shape = match p.rate {
+            Some(r) => format!("open loop at {r} req/s"),
+            None => "closed loop".into(),
+        };
+        let what = match (p.protocol, &p.method) {
+            (ringd::ProtocolKind::Echo, _) => format!(", {} B requests", p.size),
+            (_, Some(m)) => format!(", {m} {}", p.path.as_deref().unwrap_or("/")),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            s,
+            "loadgen {} | {} {} {shape} | {} connections on {} thread(s){what}, pipeline {}{}",
+            self.version,
+            p.protocol,
+            p.mode.name(),
+            p.connections,
+            p.threads,
+            p.pipeline,
+            if p.verify { ", verified" } else { "" },
+        );
+        let _ = writeln!(
+            s,
+            "target {} | warm-up {:.2} s ({} requests), measured {:.2} s{}",
+            p.target_names.join(", "),
+            p.warmup.as_secs_f64(),
+            self.warmup_requests,
+            self.duration_s,
+            if self.interrupted {
+                " (stopped by a signal)"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(s);
+        let _ = writeln!(
+            s,
+            "  Requests    {} ({:.1} req/s)   sent {}, failed {}, unfinished {}",
+            self.requests, self.throughput_rps, self.sent, self.failed, self.unfinished
+        );
+        self.status_line(&mut s);
+        if p.mode == Mode::Crr {
+            let _ = writeln!(
+                s,
+                "  Connects    {:.1} connections/s",
+                self.connections_per_s.unwrap_or(0.0)
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "  Connections {} opened, {} reopened after the server closed them ({} requests sent again)",
+                self.connects, self.reconnects, self.retried
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  Bytes/s     out {:.2} MiB/s, in {:.2} MiB/s",
+            self.throughput_out_mib_s, self.throughput_in_mib_s
+        );
+        if let Some(r) = &self.rate {
+            let _ = writeln!(
+                s,
+                "  Schedule    asked {:.1} req/s, achieved {:.1} req/s, {} fell due{}",
+                r.target,
+                r.achieved,
+                r.due,
+                if r.kept {
+                    ""
+                } else {
+                    "  (NOT KEPT: the server or loadgen could not keep up)"
+                }
+            );
+        }
+        let e = &self.end_of_run;
+        if e.unfinished > 0 || e.unsent > 0 {
+            let mut parts = Vec::new();
+            if e.unfinished > 0 {
+                parts.push(format!(
+                    "{} sent and unanswered (oldest {})",
+                    e.unfinished,
+                    fmt_ns(e.unfinished_oldest_ns)
+                ));
+            }
+            if e.unsent > 0 {
+                parts.push(format!(
+                    "{} due and never sent (oldest {})",
+                    e.unsent,
+                    fmt_ns(e.unsent_oldest_ns)
+                ));
+            }
+            let _ = writeln!(
+                s,
+                "  At the end  {}: in the latency below with their age, as lower bounds",
+                parts.join(", ")
+            );
+        }
+        let _ = writeln!(s);
+        let mut head = format!("  {:<12}", "Latency");
+        for h in ["min", "mean", "p50", "p90", "p99", "p99.9", "p99.99", "max"] {
+            let _ = write!(head, "{h:>COL$}");
+        }
+        let _ = writeln!(s, "{head}");
+        if p.rate.is_some() {
+            let _ = writeln!(s, "{}", self.latency_ns.row("corrected"));
+            let _ = writeln!(s, "{}", self.latency_uncorrected_ns.row("uncorrected"));
+        } else {
+            let _ = writeln!(s, "{}", self.latency_ns.row("request"));
+        }
+        if let Some(c) = &self.connect_latency_ns {
+            let _ = writeln!(s, "{}", c.row("connect"));
+        }
+        let _ = writeln!(s);
+        let errors: Vec<String> = self
+            .errors
+            .iter()
+            .filter(|(_, v)| v.as_u64().unwrap_or(0) > 0)
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  Errors      {}",
+            if errors.is_empty() {
+                "none".into()
+            } else {
+                format!(
+                    "{} (failed requests {} of those that ended)",
+                    errors.join(", "),
+                    percent(self.error_rate)
+                )
+            }
+        );
+        if self.mismatched_bytes > 0 {
+            let _ = writeln!(s, "  Mismatched  {} bytes", self.mismatched_bytes);
+        }
+        let mut cpu = format!(
+            "loadgen {:.2} s ({:.2} µs/request)",
+            self.loadgen_cpu.cpu_s, self.loadgen_cpu.us_per_request
+        );
+        if let Some(sc) = &self.server_cpu {
+            let _ = write!(
+                cpu,
+                ", server pid {} {:.2} s ({:.2} µs/request)",
+                sc.pid.unwrap_or(0),
+                sc.cpu_s,
+                sc.us_per_request
+            );
+        }
+        let _ = writeln!(s, "  CPU         {cpu}");
+        for e in &self.thread_errors {
+            let _ = writeln!(s, "  Warning     a thread stopped early: {e}");
+        }
+        if let Some(why) = &self.exit_reason {
+            let _ = writeln!(s, "  FAILED      {why}");
+        }
+        s
+    }
+
+    /// HTTP: responses by status class, and the codes when there is more than one.
+    fn status_line(&self, s: &mut String) {
+        let (Some(st), Some(codes)) = (&self.status, &self.status_codes) else {
+            return;
+        };
+        let classes: Vec<String> = [
+            ("1xx", st.informational),
+            ("2xx", st.success),
+            ("3xx", st.redirection),
+            ("4xx", st.client_error),
+            ("5xx", st.server_error),
+            ("other", st.other),
+        ]
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+        let mut line = if classes.is_empty() {
+            "none".to_string()
+        } else {
+            classes.join(", ")
+        };
+        if codes.len() > 1 || codes.keys().any(|c| !c.starts_with('2')) {
+            let list: Vec<String> = codes.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+            let _ = write!(line, "  ({})", list.join(", "));
+        }
+        let _ = writeln!(s, "  Status      {line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_rows_stay_aligned_from_nanoseconds_to_an_hour() {
+        let row = |v: u64| {
+            Latency {
+                count: 1,
+                min: v,
+                mean: v as f64,
+                stdev: 0.0,
+                p50: v,
+                p90: v,
+                p99: v,
+                p99_9: v,
+                p99_99: v,
+                max: v,
+            }
+            .row("request")
+        };
+        let width = 2 + 12 + 8 * COL;
+        for v in [
+            1,
+            999,
+            105_500,
+            12_345_678,
+            1_500_000_000,
+            3_600_000_000_000,
+        ] {
+            let r = row(v);
+            assert_eq!(r.chars().count(), width, "{r:?}");
+            // Every column keeps a space before it.
+            assert!(r[14..].split_whitespace().count() == 8, "{r:?}");
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Targets as people type them: `HOST:PORT`, or a URL `http://HOST[:PORT][/PATH]` as wrk
+//! and oha take it (the URL also gives the HTTP `Host` header and the request path).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+
+/// One target, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// What was typed.
+    pub name: String,
+    /// Where connections go.
+    pub addr: SocketAddr,
+    /// The `Host` header for it.
+    pub host: String,
+    /// The path a URL gave (`None` for `HOST:PORT`).
+    pub path: Option<String>,
+}
+
+impl Target {
+    /// True when given as a URL.
+    pub fn is_url(&self) -> bool {
+        self.path.is_some()
+    }
+}
+
+/// Parses and resolves one target.
+pub fn parse_target(s: &str) -> Result<Target, String> {
+    let lower = s.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Err(format!(
+            "{s}: https is not supported (loadgen speaks plain HTTP/1.1; use http://)"
+        ));
+    }
+    let (authority, path) = if lower.starts_with("http://") {
+        let rest = &s["http://".len()..];
+        let split = rest.find(['/', '?']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(split);
+        let path = match path {
+            "" => "/".to_string(),
+            p if p.starts_with('?') => format!("/{p}"),
+            p => p.to_string(),
+        };
+        if let Some(bad) = path.chars().find(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("bad URL {s:?}: {bad:?} in the path"));
+        }
+        (authority, Some(path))
+    } else if s.contains("://") {
+        return Err(format!("bad target {s:?}: only http:// URLs or HOST:PORT"));
+    } else {
+        (s, None)
+    };
+    if authority.is_empty() || authority.contains('@') {
+        return Err(format!(
+            "bad target {s:?}: expected HOST:PORT or http://HOST[:PORT]/PATH"
+        ));
+    }
+    // A port is needed for HOST:PORT; a URL defaults to 80. `[v6]` addresses keep brackets.
+    let has_port = match authority.rfind(']') {
+        Some(close) => authority[close..].contains(':'),
+        None => authority.contains(':'),
+    };
+    let with_port = match (has_port, path.is_some()) {
+        (true, _) => authority.to_string(),
+        (false, true) => format!("{authority}:80"),
+        (false, false) => {
+            return Err(format!(
+                "bad target {s:?}: expected HOST:PORT or http://HOST[:PORT]/PATH"
+            ))
+        }
+    };
+    let addr = with_port
+        .to_socket_addrs()
+        .map_err(|e| {
+            format!(
+                "cannot resolve target {s:?}: {e} (expected HOST:PORT or http://HOST[:PORT]/PATH)"
+            )
+        })?
+        .next()
+        .ok_or_else(|| format!("target {s:?} resolves to no address"))?;
+    Ok(Target {
+        name: s.to_string(),
+        addr,
+        host: authority.to_string(),
+        path,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_port_and_urls() {
+        let t = parse_target("127.0.0.1:8080").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!((t.host.as_str(), t.path), ("127.0.0.1:8080", None));
+        let t = parse_target("http://127.0.0.1:9000/a/b?c=d").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(t.host, "127.0.0.1:9000");
+        assert_eq!(t.path.as_deref(), Some("/a/b?c=d"));
+        let t = parse_target("HTTP://127.0.0.1").unwrap();
+        assert_eq!(t.addr.port(), 80);
+        assert_eq!(t.host, "127.0.0.1");
+        assert_eq!(t.path.as_deref(), Some("/"));
+        let t = parse_target("http://[::1]:81?x").unwrap();
+        assert_eq!(t.addr, "[::1]:81".parse().unwrap());
+        assert_eq!(t.path.as_deref(), Some("/?x"));
+        assert!(parse_target("http://localhost:8080/").is_ok());
+    }
+
+    #[test]
+    fn bad_targets_say_what_is_expected() {
+        for (t, needle) in [
+            ("https://127.0.0.1/", "https"),
+            ("ftp://127.0.0.1/", "http://"),
+            ("127.0.0.1", "HOST:PORT"),
+            ("http:///x", "HOST:PORT"),
+            ("http://u@127.0.0.1/", "HOST:PORT"),
+            ("http://127.0.0.1/a b", "path"),
+            ("127.0.0.1:99999", "cannot resolve"),
+        ] {
+            let e = parse_target(t).unwrap_err();
+            assert!(e.contains(needle), "{t}: {e}");
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Sending: opening connections (and crr transactions), queueing requests up to the
+//! pipeline depth, writing them, and ending a connection — with a failure, or because the
+//! server closed it, in which case it reopens at once and the requests the server left
+//! unanswered are sent again.
+
+use std::io::{self, Write};
+
+use mio::net::TcpStream;
+use mio::{Interest, Token};
+use ringd::protocol::ProtocolKind;
+
+use super::{Mode, Pending, State, Worker};
+use crate::client::pattern_window;
+use crate::stats::ErrorKind;
+
+/// Longest backoff before reconnecting a failing connection.
+const MAX_BACKOFF_MS: u64 = 1000;
+
+impl Worker<'_> {
+    /// Opens connection `key` (rr and stream).
+    pub(super) fn connect(&mut self, key: usize, now: u64) {
+        let head_request = self.plan.head_request;
+        let c = &mut self.conns[key];
+        c.connect_started = now;
+        c.reset_stream(head_request);
+        self.rec.stats.counters.connects += 1;
+        if std::mem::take(&mut c.reopen) {
+            self.rec.stats.counters.reconnects += 1;
+        }
+        match TcpStream::connect(c.addr) {
+            Ok(mut s) => {
+                if let Err(e) = self.poll.registry().register(
+                    &mut s,
+                    Token(key),
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
+                    self.fail(key, ErrorKind::ConnectFailed, &e, now);
+                    return;
+                }
+                let c = &mut self.conns[key];
+                c.stream = Some(s);
+                c.state = State::Connecting;
+            }
+            Err(e) => {
+                let kind = connect_error_kind(&e);
+                self.fail(key, kind, &e, now);
+            }
+        }
+    }
+
+    /// crr: starts one transaction on slot `key`.
+    pub(super) fn start_transaction(&mut self, key: usize, now: u64, intended: Option<u64>) {
+        if self.stopping || self.quota_reached() {
+            return;
+        }
+        self.connect(key, now);
+        if self.conns[key].state != State::Connecting {
+            return;
+        }
+        let intended = intended.unwrap_or(now);
+        self.count_sent(intended);
+        self.conns[key].inflight.push_back(Pending {
+            intended,
+            sent: now,
+            end_offset: self.plan.size as u64,
+        });
+    }
+
+    /// Queues as many requests as the pipeline allows (rr, stream) and writes them:
+    /// requests to send again first, then new ones.
+    pub(super) fn fill(&mut self, key: usize, now: u64) {
+        let plan = self.plan;
+        match self.conns[key].state {
+            State::Open => {}
+            // Closed by the server while idle, or failed and past its backoff: reopen for
+            // the requests now due (they are sent once it is open).
+            State::Closed if self.conns[key].retry_at <= now && self.has_work(key) => {
+                return self.connect(key, now)
+            }
+            _ => return,
+        }
+        while self.conns[key].inflight.len() < plan.pipeline {
+            let no_new = self.stopping || self.quota_reached();
+            let retried = self.conns[key].retry.pop_front();
+            let mut p = match retried {
+                Some(p) => p,
+                None => {
+                    if no_new {
+                        break;
+                    }
+                    let intended = match self.interval_ns {
+                        Some(iv) => match self.conns[key].backlog.pop(iv) {
+                            Some(t) => t,
+                            None => break,
+                        },
+                        None => now,
+                    };
+                    self.count_sent(intended);
+                    Pending {
+                        intended,
+                        sent: now,
+                        end_offset: 0,
+                    }
+                }
+            };
+            let c = &mut self.conns[key];
+            match plan.protocol {
+                ProtocolKind::Echo => {
+                    c.tx_queued += plan.size as u64;
+                    p.end_offset = c.tx_queued;
+                }
+                _ => c.out.extend_from_slice(&plan.payloads[c.target]),
+            }
+            c.inflight.push_back(p);
+        }
+        self.flush(key, now);
+    }
+
+    /// Writes pending output until done or the socket is full. Echo bytes are written
+    /// straight from the pattern table; HTTP and hello from the request buffer.
+    pub(super) fn flush(&mut self, key: usize, now: u64) {
+        let measured = now >= self.shared.warmup_end;
+        let c = &mut self.conns[key];
+        let Some(stream) = c.stream.as_mut() else {
+            return;
+        };
+        loop {
+            let from_out = c.out_pos < c.out.len();
+            let buf: &[u8] = if from_out {
+                &c.out[c.out_pos..]
+            } else if c.tx_written < c.tx_queued {
+                pattern_window(c.id, c.tx_written, c.tx_queued - c.tx_written)
+            } else {
+                break;
+            };
+            match stream.write(buf) {
+                Ok(0) => {
+                    let e = io::Error::from(io::ErrorKind::WriteZero);
+                    return self.fail(key, ErrorKind::Reset, &e, now);
+                }
+                Ok(n) => {
+                    if from_out {
+                        c.out_pos += n;
+                    } else {
+                        c.tx_written += n as u64;
+                    }
+                    if measured {
+                        self.rec.stats.counters.bytes_sent += n as u64;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.on_write_error(key, &e, now),
+            }
+        }
+        c.out.clear();
+        c.out_pos = 0;
+    }
+
+    /// A write failed: the server ended the connection. What it sent before that is read
+    /// first (it may complete responses); then the end is judged like any other: a reset
+    /// with no FIN before it fails the connection, a close (EPIPE: a FIN came first) is
+    /// handled as the server closing.
+    fn on_write_error(&mut self, key: usize, e: &io::Error, now: u64) {
+        let reset = e.kind() == io::ErrorKind::ConnectionReset;
+        if !reset && e.kind() != io::ErrorKind::BrokenPipe {
+            return self.fail(key, ErrorKind::Reset, e, now);
+        }
+        self.conns[key].write_reset = reset;
+        let generation = self.rec.stats.counters.connects;
+        self.on_readable(key, true);
+        // Still the same socket, and reading did not end it: nothing will.
+        let c = &self.conns[key];
+        if self.rec.stats.counters.connects == generation && c.state == State::Open {
+            self.fail(key, ErrorKind::Reset, e, now);
+        }
+    }
+
+    pub(super) fn on_writable(&mut self, key: usize) {
+        let now = crate::clock::now_ns();
+        let c = &mut self.conns[key];
+        if c.state == State::Connecting {
+            let Some(stream) = c.stream.as_ref() else {
+                return;
+            };
+            match stream.take_error() {
+                Ok(Some(e)) | Err(e) => {
+                    let kind = connect_error_kind(&e);
+                    return self.fail(key, kind, &e, now);
+                }
+                Ok(None) => {}
+            }
+            match stream.peer_addr() {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => return self.fail(key, ErrorKind::ConnectFailed, &e, now),
+            }
+            let _ = stream.set_nodelay(true);
+            c.state = State::Open;
+            if self.plan.mode != Mode::Crr {
+                return self.fill(key, now);
+            }
+            if now >= self.shared.warmup_end {
+                let _ = self
+                    .rec
+                    .stats
+                    .connect
+                    .record(now.saturating_sub(c.connect_started).max(1));
+            }
+            match self.plan.protocol {
+                ProtocolKind::Echo => c.tx_queued = self.plan.size as u64,
+                _ => c.out.extend_from_slice(&self.plan.payloads[c.target]),
+            }
+        }
+        self.flush(key, now);
+    }
+
+    /// crr: closes the finished transaction and starts the next one.
+    pub(super) fn end_transaction(&mut self, key: usize, now: u64) {
+        self.close(key);
+        self.conns[key].failures = 0;
+        if self.stopping || self.quota_reached() {
+            // What is left in the backlog is reported as unsent at the end.
+            return;
+        }
+        if let Some(iv) = self.interval_ns {
+            let next = self.conns[key].backlog.pop(iv);
+            if next.is_some() {
+                self.start_transaction(key, now, next);
+            }
+        } else {
+            self.start_transaction(key, now, None);
+        }
+    }
+
+    pub(super) fn close(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        // Closing the socket takes it out of the epoll set (nothing else holds it), so no
+        // epoll_ctl is spent on it: this is on every reconnect's path.
+        drop(c.stream.take());
+        c.state = State::Closed;
+        c.out.clear();
+        c.out_pos = 0;
+        c.rbuf.clear();
+    }
+
+    /// Counts an error, fails the connection's requests in flight and schedules a
+    /// reconnect after a backoff.
+    pub(super) fn fail(&mut self, key: usize, kind: ErrorKind, err: &io::Error, now: u64) {
+        self.rec.error(kind, now);
+        self.last_error = Some(format!("{}: {err}", self.conns[key].addr));
+        self.close(key);
+        let c = &mut self.conns[key];
+        self.rec.stats.counters.failed += c.inflight.len() as u64;
+        c.inflight.clear();
+        c.failures += 1;
+        c.retry_at = now + backoff_ms(c.failures) * 1_000_000;
+    }
+
+    /// The server closed the connection cleanly (a response that said so, HTTP/1.0, an
+    /// idle connection closed, or a reused one closed before a byte of the next response):
+    /// not an error. Requests it did not answer are sent again on a new connection, opened
+    /// at once when there is something to send, else when the next request falls due (a
+    /// connection opened only to idle would be closed again).
+    pub(super) fn server_closed(&mut self, key: usize, now: u64) {
+        if self.plan.mode == Mode::Crr {
+            return self.end_transaction(key, now);
+        }
+        self.close(key);
+        let c = &mut self.conns[key];
+        let retried = c.requeue_inflight();
+        c.reopen = true;
+        c.retry_at = now;
+        self.rec.stats.counters.retried += retried;
+        if self.has_work(key) {
+            self.connect(key, now);
+        }
+    }
+
+    /// Connection `key` has requests to send: some to send again, or (not stopping) new
+    /// ones — always in closed loop, due ones in open loop.
+    pub(super) fn has_work(&self, key: usize) -> bool {
+        let c = &self.conns[key];
+        !c.retry.is_empty()
+            || (!self.stopping
+                && !self.quota_reached()
+                && (self.interval_ns.is_none() || c.backlog.len > 0))
+    }
+}
+
+/// 20 ms, 40 ms, … up to a second.
+fn backoff_ms(failures: u32) -> u64 {
+    (10u64 << failures.min(7)).min(MAX_BACKOFF_MS)
+}
+
+pub(super) fn connect_error_kind(e: &io::Error) -> ErrorKind {
+    if e.kind() == io::ErrorKind::ConnectionRefused {
+        ErrorKind::ConnectRefused
+    } else {
+        ErrorKind::ConnectFailed
+    }
+}
