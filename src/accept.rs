@@ -44,7 +44,8 @@ impl Limit {
     /// Gives back the place of a closed connection.
     pub fn release(&self) {
         if self.max != 0 {
-            self.live.fetch_sub(1, Ordering::AcqRel);
+            let before = self.live.fetch_sub(1, Ordering::AcqRel);
+            debug_assert!(before > 0, "a place given back that was never taken");
         }
     }
 }

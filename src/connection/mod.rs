@@ -45,11 +45,9 @@ pub enum Input {
     /// Echo: the engine sends these very bytes back (from its own buffer); they count as
     /// unsent output from now on.
     Echo,
-    /// The protocol consumed it; any output is in [`Connection::take_output`].
-    Consumed {
-        /// Requests answered by this input.
-        answered: u64,
-    },
+    /// The protocol consumed it; any output is in [`Connection::take_output`], the requests
+    /// it answered in [`Connection::take_answered`].
+    Consumed,
     /// Not wanted any more (the connection is closing): dropped.
     Dropped,
 }
@@ -81,6 +79,13 @@ pub struct Connection {
     drain_since: Millis,
     /// When the lingering close ends.
     linger_until: Millis,
+    /// Requests answered and not yet reported by [`Connection::take_answered`].
+    answered: u64,
+    /// `pending` may hold whole requests the protocol left unanswered because the output was
+    /// over `--max-pending-output`: they are answered as the output drains.
+    held_back: bool,
+    /// Aborted with output still unsent: the peer must see a reset, not a clean end.
+    cut: bool,
 }
 
 impl Connection {
@@ -100,6 +105,9 @@ impl Connection {
             request_since: 0,
             drain_since: 0,
             linger_until: 0,
+            answered: 0,
+            held_back: false,
+            cut: false,
         }
     }
 
@@ -162,22 +170,37 @@ impl Connection {
             self.update_throttle(limits);
             return Input::Echo;
         }
+        self.feed(now, data, limits);
+        Input::Consumed
+    }
+
+    /// Requests answered since the last call (for the worker's counters).
+    pub fn take_answered(&mut self) -> u64 {
+        std::mem::take(&mut self.answered)
+    }
+
+    /// Hands `data` (after any pending input) to the protocol, which answers requests until
+    /// the output reaches `--max-pending-output`; what it leaves waits in `pending`.
+    fn feed(&mut self, now: Millis, data: &[u8], limits: &Limits) {
         let before = self.session.answered();
-        let close = if self.pending.is_empty() {
+        let limit = limits.max_pending.saturating_sub(self.unsent);
+        let o = if self.pending.is_empty() {
             // Fast path: whole requests in one read need no copy.
-            let o = self.session.on_input(data, &mut self.out);
+            let o = self.session.on_input_within(data, &mut self.out, limit);
             if !o.close && o.consumed < data.len() {
                 self.pending.extend_from_slice(&data[o.consumed..]);
             }
-            o.close
+            o
         } else {
             self.pending.extend_from_slice(data);
-            let o = self.session.on_input(&self.pending, &mut self.out);
+            let o = self.session.on_input_within(&self.pending, &mut self.out, limit);
             self.pending.drain(..o.consumed);
-            o.close
+            o
         };
         let answered = self.session.answered() - before;
-        if close {
+        self.answered += answered;
+        self.held_back = !self.pending.is_empty() && self.out.len() >= limit;
+        if o.close {
             self.pending = Vec::new();
             let reason = if self.drain_since > 0 {
                 CloseReason::Drain
@@ -192,7 +215,6 @@ impl Connection {
             self.request_since = now;
         }
         self.update_throttle(limits);
-        Input::Consumed { answered }
     }
 
     /// Output to send, in order after everything taken before; `None` when there is none.
@@ -218,6 +240,17 @@ impl Connection {
         self.unsent = self.unsent.saturating_sub(n);
         self.last_active = now;
         self.update_throttle(limits);
+        if self.phase != Phase::Open || self.throttled {
+            return;
+        }
+        if self.held_back {
+            // Requests that came in one read with others wait no more than their turn.
+            self.feed(now, &[], limits);
+        } else if self.queued() == 0 && self.request_since > 0 {
+            // The header clock counts only time in which the request could arrive: while
+            // output was queued the server was not reading it.
+            self.request_since = now;
+        }
     }
 
     /// The peer sent its FIN. Whatever the protocol still has to say (hello's greeting) is
@@ -247,9 +280,19 @@ impl Connection {
     /// Ends the connection at once, without flushing; `reason` says what cut it.
     pub fn abort(&mut self, reason: CloseReason) {
         if self.phase != Phase::Closed {
-            self.reason = Some(reason);
+            // A connection turned away stays counted as such, whatever ends it.
+            if self.reason != Some(CloseReason::Rejected) {
+                self.reason = Some(reason);
+            }
+            self.cut = self.queued() > 0;
             self.phase = Phase::Closed;
         }
+    }
+
+    /// True when it was aborted with output unsent: the engine resets the connection
+    /// (`SO_LINGER` 0) so that the peer cannot take a cut reply for a whole one.
+    pub fn was_cut(&self) -> bool {
+        self.cut
     }
 
     /// The engine sent the FIN at `now` (after [`Connection::wants_fin`]).
@@ -281,7 +324,7 @@ impl Connection {
         match self.phase {
             Phase::Open => {
                 let idle = after(self.last_active, limits.idle_ms);
-                let header = match self.session.is_http() {
+                let header = match self.session.is_http() && self.queued() == 0 {
                     true => after(self.request_since, limits.header_ms),
                     false => None,
                 };
@@ -305,7 +348,10 @@ impl Connection {
         let passed = |since: Millis, ms: Millis| since > 0 && ms > 0 && now >= since + ms;
         match self.phase {
             Phase::Open => {
-                if self.session.is_http() && passed(self.request_since, limits.header_ms) {
+                if self.session.is_http()
+                    && self.queued() == 0
+                    && passed(self.request_since, limits.header_ms)
+                {
                     self.pending = Vec::new();
                     self.session.on_header_timeout(&mut self.out);
                     self.close_after_flush(CloseReason::HeaderTimeout);
@@ -390,21 +436,19 @@ mod tests {
     fn keeps_partial_input_and_closes_after_flush() {
         let l = limits();
         let mut c = http();
-        assert_eq!(
-            c.on_input(5, b"GET / HT", &l),
-            Input::Consumed { answered: 0 }
-        );
+        assert_eq!(c.on_input(5, b"GET / HT", &l), Input::Consumed);
+        assert_eq!(c.take_answered(), 0);
         assert_eq!(c.take_output(), None);
         assert_eq!(c.poll_timeout(&l), Some(305), "header deadline");
-        assert_eq!(
-            c.on_input(6, b"TP/1.1\r\n\r\nGET", &l),
-            Input::Consumed { answered: 1 }
-        );
+        assert_eq!(c.on_input(6, b"TP/1.1\r\n\r\nGET", &l), Input::Consumed);
+        assert_eq!(c.take_answered(), 1);
+        assert_eq!(c.poll_timeout(&l), Some(1006), "idle: no header clock while output waits");
         assert!(flush(&mut c, 7).starts_with(b"HTTP/1.1 200 OK"));
-        // The header clock runs from the first byte of the second request.
-        assert_eq!(c.poll_timeout(&l), Some(306));
+        // The header clock of the second request runs from when the server reads again.
+        assert_eq!(c.poll_timeout(&l), Some(307));
         let fed = c.on_input(8, b" / HTTP/1.1\r\nConnection: close\r\n\r\n", &l);
-        assert_eq!(fed, Input::Consumed { answered: 1 });
+        assert_eq!(fed, Input::Consumed);
+        assert_eq!(c.take_answered(), 1);
         assert_eq!(c.phase(), Phase::Closing);
         assert!(!c.wants_fin(), "the response is not sent yet");
         let out = c.take_output().unwrap();
@@ -422,14 +466,19 @@ mod tests {
     }
 
     #[test]
-    fn header_timeout_queues_408_behind_a_blocked_response() {
+    fn header_timeout_waits_for_a_blocked_response_then_queues_408_behind_it() {
         let l = limits();
         let mut c = http();
         c.on_input(10, b"GET / HTTP/1.1\r\n\r\nGET /slow", &l);
         let first = c.take_output().unwrap();
-        // The peer reads nothing: the first response stays unsent past the header deadline.
-        assert_eq!(c.poll_timeout(&l), Some(310));
-        c.handle_timeout(310, &l);
+        // The peer reads nothing: the server does not read either, so the header clock of
+        // the second request does not run (only the idle one).
+        assert_eq!(c.poll_timeout(&l), Some(1010));
+        c.handle_timeout(900, &l);
+        assert_eq!(c.phase(), Phase::Open);
+        c.on_sent(400, first.len(), &l);
+        assert_eq!(c.poll_timeout(&l), Some(700), "the header clock starts when output drains");
+        c.handle_timeout(700, &l);
         assert_eq!(c.phase(), Phase::Closing);
         assert_eq!(c.close_reason(), CloseReason::HeaderTimeout);
         let second = c.take_output().unwrap();
@@ -439,8 +488,44 @@ mod tests {
             "{}",
             text(&second)
         );
-        c.on_sent(400, first.len() + second.len(), &l);
+        c.on_sent(701, second.len(), &l);
         assert!(c.wants_fin());
+    }
+
+    #[test]
+    fn pipelined_output_is_bounded_and_answered_as_it_drains() {
+        // 100-byte budget; each response is ~100 bytes: one read of 10 requests answers
+        // about one at a time.
+        let l = Limits::for_tests(0, 0, 100);
+        let mut c = http();
+        c.on_input(1, &b"GET / HTTP/1.1\r\n\r\n".repeat(10), &l);
+        let mut responses = 0;
+        let mut rounds = 0;
+        while let Some(out) = c.take_output() {
+            assert!(out.len() < 300, "{} bytes of output at once", out.len());
+            responses += text(&out).matches("HTTP/1.1 200").count();
+            c.on_sent(2, out.len(), &l);
+            rounds += 1;
+        }
+        assert_eq!(responses, 10, "every request answered in the end");
+        assert!(rounds >= 4, "answered in {rounds} rounds");
+        assert_eq!(c.take_answered(), 10);
+    }
+
+    #[test]
+    fn a_rejected_connection_stays_rejected() {
+        let l = limits();
+        let mut c = Connection::rejected(&ProtocolSpec::with_defaults(ProtocolKind::Http), 1);
+        c.on_error();
+        assert_eq!(c.close_reason(), CloseReason::Rejected);
+        assert!(c.was_cut(), "the 503 was not sent");
+        let mut c = http();
+        c.on_input(1, b"GET / HTTP/1.1\r\n\r\n", &l);
+        c.handle_timeout(5000, &l);
+        assert!(c.was_cut(), "the response was stuck");
+        let mut c = http();
+        c.handle_timeout(5000, &l);
+        assert!(!c.was_cut(), "nothing was queued");
     }
 
     #[test]

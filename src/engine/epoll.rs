@@ -69,7 +69,7 @@ impl Listener for EpollListener {
         Ok(EpollStream(sock))
     }
 
-    fn stop(&self, _how: Lifecycle) -> bool {
+    async fn stop(&self, _how: Lifecycle) -> bool {
         // Nothing is in flight: dropping the accept and then our descriptor is enough (a
         // successor keeps the socket open with its own).
         false
@@ -166,6 +166,10 @@ impl Stream for EpollStream {
         // Readiness futures hold nothing in the kernel, but a pump waiting to read from this
         // socket must see its end.
         crate::socket::shutdown_both(self.0.get_ref());
+    }
+
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.0.get_ref().as_raw_fd()
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -51,6 +51,17 @@ pub(super) trait Stream: 'static {
     /// operation stays in the kernel, holding the descriptor, until it does).
     fn end_pending(&self);
 
+    /// Makes the close a reset (`SO_LINGER` 0): what is unsent is dropped and the peer
+    /// learns the connection was cut.
+    fn reset(&self) {
+        // SAFETY: the socket object keeps the descriptor open for the duration of the call.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.raw_fd()) };
+        let _ = socket2::SockRef::from(&fd).set_linger(Some(std::time::Duration::ZERO));
+    }
+
+    /// The socket's descriptor.
+    fn raw_fd(&self) -> std::os::fd::RawFd;
+
     /// The address the peer connected to.
     fn local_addr(&self) -> io::Result<SocketAddr>;
 }
@@ -66,10 +77,10 @@ pub(super) trait Listener {
     /// Takes over a connected socket (proxy mode's upstream connection).
     fn adopt(stream: std::net::TcpStream) -> io::Result<Self::Stream>;
 
-    /// Stops accepting as `how` says. Returns true when an accept in flight will complete
-    /// because of it (and must be awaited: it may bring one more connection), false when
-    /// the accept can simply be dropped.
-    fn stop(&self, how: Lifecycle) -> bool;
+    /// Stops accepting as `how` says, with an accept in flight. Resolves to true when that
+    /// accept will complete because of it (and must be awaited: it may bring one more
+    /// connection), false when it can simply be dropped.
+    fn stop(&self, how: Lifecycle) -> impl Future<Output = bool>;
 }
 
 /// What every connection task of a worker reads.
@@ -153,13 +164,24 @@ async fn accept_until_stopped<L: Listener>(
                 // Poll the accept once, so that it is in flight (or done) before the stop.
                 let polled = std::future::poll_fn(|cx| Poll::Ready(accept.as_mut().poll(cx)));
                 let raced = match polled.await {
-                    Poll::Ready(r) => {
-                        listener.stop(how);
-                        Some(r)
-                    }
+                    Poll::Ready(r) => Some(r),
                     // One more connection may race the stop: serve it, never drop it.
-                    Poll::Pending if listener.stop(how) => Some(accept.as_mut().await),
-                    Poll::Pending => None,
+                    Poll::Pending => {
+                        let mut stop = pin!(listener.stop(how));
+                        let mut stopping = true;
+                        loop {
+                            tokio::select! {
+                                biased;
+                                r = accept.as_mut() => break Some(r),
+                                keep = stop.as_mut(), if stopping => {
+                                    stopping = false;
+                                    if !keep {
+                                        break None;
+                                    }
+                                }
+                            }
+                        }
+                    }
                 };
                 if let Some(Ok((stream, peer))) = raced {
                     admit::<L>(shared, stream, peer);
@@ -195,12 +217,12 @@ fn admit<L: Listener>(shared: &Rc<Shared>, stream: L::Stream, peer: SocketAddr) 
             let shared = shared.clone();
             tokio::task::spawn_local(
                 async move {
+                    let end = Ending::new(&shared, true);
                     let reason =
                         super::tokio_proxy::relay::<L>(&stream, peer, &registered, &shared).await;
                     drop(registered);
                     drop(stream);
-                    shared.stats.close(reason);
-                    shared.limit.release();
+                    end.done(reason);
                 }
                 .instrument(tracing::debug_span!("proxy", %peer)),
             );
@@ -211,20 +233,62 @@ fn admit<L: Listener>(shared: &Rc<Shared>, stream: L::Stream, peer: SocketAddr) 
         WorkerStats::inc(&shared.stats.rejected);
         Connection::rejected(&shared.spec, now)
     };
+    let admitted = conn.close_reason() != CloseReason::Rejected;
     let registered = shared.registry.insert();
     let shared = shared.clone();
     tokio::task::spawn_local(
         async move {
+            let end = Ending::new(&shared, admitted);
             let reason = connection(&stream, conn, &registered, &shared).await;
             drop(registered);
             drop(stream);
-            shared.stats.close(reason);
-            if reason.admitted() {
-                shared.limit.release();
-            }
+            end.done(reason);
         }
         .instrument(tracing::debug_span!("conn", %peer)),
     );
+}
+
+/// A connection task's end, counted exactly once: its close reason, and its place under
+/// `--max-connections` given back if it held one, even when the task panics.
+struct Ending<'a> {
+    /// The worker.
+    shared: &'a Shared,
+    /// It holds a place.
+    admitted: bool,
+    /// Counted already.
+    done: bool,
+}
+
+impl<'a> Ending<'a> {
+    fn new(shared: &'a Shared, admitted: bool) -> Self {
+        Ending {
+            shared,
+            admitted,
+            done: false,
+        }
+    }
+
+    /// The connection ended for `reason`.
+    fn done(mut self, reason: CloseReason) {
+        self.count(reason);
+    }
+
+    fn count(&mut self, reason: CloseReason) {
+        if !self.done {
+            self.done = true;
+            if self.admitted {
+                self.shared.stats.close(reason);
+                self.shared.limit.release();
+            }
+        }
+    }
+}
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        // Only reached without `done` when the task panicked.
+        self.count(CloseReason::Error);
+    }
 }
 
 /// Serves one connection until it is closed; returns why.
@@ -242,6 +306,7 @@ async fn connection<S: Stream>(
     loop {
         wake(&mut conn, entry, clock, limits);
         if let Some(out) = conn.take_output() {
+            WorkerStats::add(&stats.requests, conn.take_answered());
             let len = out.len();
             match send(sock, out, 0..len, &mut conn, entry, shared).await {
                 Some(out) => conn.recycle(out),
@@ -301,12 +366,11 @@ async fn connection<S: Stream>(
                 Some(b) => buf = Some(b),
                 None => abandoned = true,
             },
-            Input::Consumed { answered } => {
-                WorkerStats::add(&stats.requests, answered);
-                buf = Some(b);
-            }
-            Input::Dropped => buf = Some(b),
+            Input::Consumed | Input::Dropped => buf = Some(b),
         }
+    }
+    if conn.was_cut() {
+        sock.reset();
     }
     if abandoned {
         sock.end_pending();

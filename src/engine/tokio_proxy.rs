@@ -70,12 +70,18 @@ pub(super) async fn relay<L: Listener>(
                 .on_input(Side::Client, clock.now(), first.len(), limits);
         }
     }
+    let pair = Pair {
+        relay: &relay,
+        shared,
+        upstream: stats,
+        alarm: &entry.alarm,
+    };
     let pump = |from: Side, first: Vec<u8>| {
         let (src, dst) = match from {
             Side::Client => (client as &L::Stream, &upstream),
             Side::Upstream => (&upstream, client as &L::Stream),
         };
-        pump::<L::Stream>(src, dst, from, first, &relay, shared, stats)
+        pump::<L::Stream>(src, dst, from, first, &pair)
     };
     // A third party to the two pumps: the deadlines (idle) and nothing else; both pumps end
     // by themselves on EOF or error.
@@ -106,6 +112,10 @@ pub(super) async fn relay<L: Listener>(
         relay.borrow_mut().on_error();
     }
     let reason = relay.borrow().close_reason();
+    if reason == CloseReason::Error {
+        client.reset();
+        upstream.reset();
+    }
     if reason != CloseReason::Peer {
         // Operations may still be in flight on either socket (abandoned, or the other pump's):
         // end them, so that both descriptors are released now.
@@ -127,17 +137,28 @@ async fn connect(addr: SocketAddr) -> io::Result<std::net::TcpStream> {
     socket.connect(addr).await?.into_std()
 }
 
+/// What both pumps of a pair share.
+#[derive(Clone, Copy)]
+struct Pair<'a> {
+    /// The state machine.
+    relay: &'a RefCell<Relay>,
+    /// The worker.
+    shared: &'a Shared,
+    /// The upstream's counters.
+    upstream: &'a crate::proxy::UpstreamStats,
+    /// Wakes the watcher.
+    alarm: &'a crate::connection::Alarm,
+}
+
 /// Moves bytes from `src` to `dst` until `src`'s EOF (passed on as a FIN) or an error (which
 /// ends the relay and makes the other pump stop too).
-async fn pump<S: Stream>(
-    src: &S,
-    dst: &S,
-    from: Side,
-    first: Vec<u8>,
-    relay: &RefCell<Relay>,
-    shared: &Shared,
-    upstream: &crate::proxy::UpstreamStats,
-) {
+async fn pump<S: Stream>(src: &S, dst: &S, from: Side, first: Vec<u8>, pair: &Pair<'_>) {
+    let Pair {
+        relay,
+        shared,
+        upstream,
+        alarm,
+    } = *pair;
     let (clock, limits) = (&shared.clock, &shared.limits);
     let to = from.other();
     let mut buf = first;
@@ -157,7 +178,7 @@ async fn pump<S: Stream>(
                             Side::Upstream => WorkerStats::add(&upstream.bytes_sent, n as u64),
                         };
                     }
-                    Ok(_) | Err(_) => return fail(relay, src, dst),
+                    Ok(_) | Err(_) => return fail(relay, src, dst, alarm),
                 }
             }
         }
@@ -176,7 +197,7 @@ async fn pump<S: Stream>(
                 if r.wants_fin(to) {
                     if dst.shutdown_write().is_err() {
                         drop(r);
-                        return fail(relay, src, dst);
+                        return fail(relay, src, dst, alarm);
                     }
                     r.on_fin(to);
                 }
@@ -198,16 +219,19 @@ async fn pump<S: Stream>(
             }
             Err(e) => {
                 debug!("{from:?} read failed: {e}");
-                return fail(relay, src, dst);
+                return fail(relay, src, dst, alarm);
             }
         }
     }
 }
 
-/// An error on either socket ends the relay; both sockets are shut down so that the other
-/// direction's operations end too.
-fn fail<S: Stream>(relay: &RefCell<Relay>, src: &S, dst: &S) {
+/// An error on either socket ends the relay: both sockets are reset and shut down so that
+/// the other direction's operations end too, and the watcher is woken to stop the pumps.
+fn fail<S: Stream>(relay: &RefCell<Relay>, src: &S, dst: &S, alarm: &crate::connection::Alarm) {
     relay.borrow_mut().on_error();
+    src.reset();
+    dst.reset();
     src.end_pending();
     dst.end_pending();
+    alarm.ring();
 }

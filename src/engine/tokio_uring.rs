@@ -86,21 +86,30 @@ impl Listener for UringListener {
         Ok(UringStream(TcpStream::from_std(stream)))
     }
 
-    fn stop(&self, how: Lifecycle) -> bool {
+    async fn stop(&self, how: Lifecycle) -> bool {
         let fd = self.inner.as_raw_fd();
         if !how.keeps_listeners() {
             // Fails the accept in flight (EINVAL) and stops the kernel queueing connections.
             socket_shutdown(fd);
             return true;
         }
-        match self.ring.map(|ring| cancel_ops_on(ring, fd)) {
-            Some(Ok(())) => true,
-            Some(Err(e)) => {
-                warn!("cannot cancel the accept on the hand-over: {e}; it ends at exit");
-                false
+        let Some(ring) = self.ring else {
+            return false;
+        };
+        // The accept may not have reached the kernel yet (tokio-uring submits when the
+        // runtime next waits): cancel until the kernel has found it.
+        for _ in 0..1000 {
+            match cancel_ops_on(ring, fd) {
+                Ok(true) => return true,
+                Ok(false) => tokio::time::sleep(std::time::Duration::from_millis(1)).await,
+                Err(e) => {
+                    warn!("cannot cancel the accept on the hand-over: {e}; it ends at exit");
+                    return false;
+                }
             }
-            None => false,
         }
+        warn!("the accept to cancel on the hand-over was never found; it ends at exit");
+        false
     }
 }
 
@@ -131,8 +140,9 @@ const IORING_ASYNC_CANCEL_ALL: u32 = 1 << 0;
 const IORING_ASYNC_CANCEL_FD: u32 = 1 << 1;
 
 /// Cancels every operation on `fd` in the ring `ring`, synchronously: once this returns,
-/// each has completed (with a connection it had already taken, or `ECANCELED`).
-fn cancel_ops_on(ring: RawFd, fd: RawFd) -> io::Result<()> {
+/// each has completed (with a connection it had already taken, or `ECANCELED`). False when
+/// there was none.
+fn cancel_ops_on(ring: RawFd, fd: RawFd) -> io::Result<bool> {
     let reg = SyncCancelReg {
         addr: 0,
         fd,
@@ -155,11 +165,12 @@ fn cancel_ops_on(ring: RawFd, fd: RawFd) -> io::Result<()> {
             1,
         )
     };
+    // With IORING_ASYNC_CANCEL_ALL the kernel answers how many it cancelled (0: none).
     match r {
-        r if r >= 0 => Ok(()),
+        r if r >= 0 => Ok(r > 0),
         _ => match io::Error::last_os_error() {
             // Nothing was in flight.
-            e if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            e if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
             e => Err(e),
         },
     }
@@ -186,6 +197,10 @@ impl Stream for UringStream {
 
     fn end_pending(&self) {
         let _ = self.0.shutdown(Shutdown::Both);
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        self.0.as_raw_fd()
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -136,7 +136,7 @@ impl Http {
         self.closing = true;
     }
 
-    pub(super) fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Outcome {
+    pub(super) fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, limit: usize) -> Outcome {
         let mut pos = 0;
         loop {
             if self.skip > 0 {
@@ -148,7 +148,7 @@ impl Http {
                 }
             }
             let rest = &input[pos..];
-            if rest.is_empty() {
+            if rest.is_empty() || out.len() >= limit {
                 return Outcome::keep(pos);
             }
             match parse(rest) {

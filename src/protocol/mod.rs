@@ -129,10 +129,17 @@ impl Session {
 
     /// Hands the session the bytes received so far (including any not consumed last time).
     pub fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>) -> Outcome {
+        self.on_input_within(input, out, usize::MAX)
+    }
+
+    /// Like [`Session::on_input`], but once `out` holds `limit` bytes no further request is
+    /// answered: the rest of the input is left unconsumed, to be handed in again when the
+    /// output has drained. Bounds the output one read can produce (pipelined requests).
+    pub fn on_input_within(&mut self, input: &[u8], out: &mut Vec<u8>, limit: usize) -> Outcome {
         match self {
             Session::Echo => echo::on_input(input, out),
             Session::Hello(s) => s.on_input(input, out),
-            Session::Http(s) => s.on_input(input, out),
+            Session::Http(s) => s.on_input(input, out, limit),
         }
     }
 

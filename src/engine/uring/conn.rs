@@ -90,11 +90,7 @@ impl UConn {
                 .on_input(env.now, env.pool.bytes(bid, n), env.limits)
             {
                 Input::Echo => self.sock.push_received(bid, n, env.pool),
-                Input::Consumed { answered } => {
-                    WorkerStats::add(&env.stats.requests, answered);
-                    env.pool.give(bid);
-                }
-                Input::Dropped => env.pool.give(bid),
+                Input::Consumed | Input::Dropped => env.pool.give(bid),
             }
         } else if res == 0 {
             self.conn.on_eof();
@@ -184,6 +180,7 @@ impl UConn {
             return self.tear_down(env);
         }
         if let Some(data) = self.conn.take_output() {
+            WorkerStats::add(&env.stats.requests, self.conn.take_answered());
             self.sock.push_owned(data);
         }
         let closing = self.conn.phase() == Phase::Closing;
@@ -213,7 +210,10 @@ impl UConn {
         }
         if self.teardown == Teardown::Cancelled && !self.busy() {
             self.sock.clear(env.pool);
-            env.submit.push(Submit::Close(SIDE));
+            env.submit.push(Submit::Close {
+                side: SIDE,
+                reset: self.conn.was_cut(),
+            });
             self.teardown = Teardown::Closing;
         }
     }

@@ -19,6 +19,13 @@ use super::op::{Op, Token};
 use super::sock::Submit;
 use super::{AcceptState, Worker, BGID};
 
+/// `SO_LINGER` on, 0 seconds: a close resets the connection. Static: the kernel reads it
+/// while the operation runs.
+static LINGER_RESET: libc::linger = libc::linger {
+    l_onoff: 1,
+    l_linger: 0,
+};
+
 /// A connection's socket.
 #[derive(Debug)]
 pub(super) enum SockFd {
@@ -166,7 +173,21 @@ impl Worker {
     }
 
     /// Submits the close of a connection's socket; its slot is freed when that completes.
-    pub(super) fn push_close(&mut self, sock: SockFd, token: Token) {
+    /// `reset`: `SO_LINGER` 0 first (hard-linked: the close runs whatever the setsockopt
+    /// says), so the close sends a reset and drops what is unsent.
+    pub(super) fn push_close(&mut self, sock: SockFd, token: Token, reset: bool) {
+        if reset {
+            let linger: *const libc::linger = &LINGER_RESET;
+            let sqe = on!(sock.target(), |f| opcode::SetSockOpt::new(
+                f,
+                libc::SOL_SOCKET as u32,
+                libc::SO_LINGER as u32,
+                linger.cast(),
+                std::mem::size_of::<libc::linger>() as u32
+            )
+            .build());
+            self.push(sqe.flags(squeue::Flags::IO_HARDLINK), Op::Linger(token));
+        }
         let sqe = match sock {
             SockFd::Os(fd) => opcode::Close::new(types::Fd(fd.into_raw_fd())).build(),
             SockFd::Fixed(i) => {
@@ -225,7 +246,9 @@ impl Worker {
                 self.push(sqe, Op::Cancel(token));
             }
             // The worker handles these itself (they change its table).
-            Submit::Close(_) | Submit::Connect => warn!("{sub:?} is not a socket operation"),
+            Submit::Close { .. } | Submit::Connect => {
+                warn!("{sub:?} is not a socket operation")
+            }
         }
     }
 }

@@ -24,19 +24,15 @@ impl Worker {
     pub(super) fn begin_drain(&mut self, how: Lifecycle) {
         self.stopping = Some(how);
         self.env.drain.acknowledge();
-        match self.accept {
-            AcceptState::Armed if how.keeps_listeners() => {
-                // A successor accepts on the same socket: cancel our accept (a connection it
-                // already took is still served), leave the socket and its queue be.
-                let sqe = opcode::AsyncCancel::new(Op::Accept.encode()).build();
-                self.push(sqe, Op::AcceptCancel);
-            }
-            AcceptState::Armed => {
-                // Fails the multishot accept and stops the kernel queueing connections here.
-                crate::socket::shutdown_both(&self.listener);
-            }
-            // A retry timeout completes by itself and then arms nothing.
-            AcceptState::Retrying | AcceptState::Off => {}
+        if !how.keeps_listeners() {
+            // Fails the multishot accept and stops the kernel queueing connections here, also
+            // while accepting pauses after an error (a retry timeout then arms nothing).
+            crate::socket::shutdown_both(&self.listener);
+        } else if self.accept == AcceptState::Armed {
+            // A successor accepts on the same socket: cancel our accept (a connection it
+            // already took is still served), leave the socket and its queue be.
+            let sqe = opcode::AsyncCancel::new(Op::Accept.encode()).build();
+            self.push(sqe, Op::AcceptCancel);
         }
         // Proxied connections are served on until their peers close them.
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();

@@ -24,6 +24,7 @@ mod proxying;
 mod sendq;
 mod sock;
 
+use std::collections::VecDeque;
 use std::io;
 use std::mem::ManuallyDrop;
 use std::net::TcpListener;
@@ -135,7 +136,7 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
             Some(_) => 0,
         }),
         gens: Vec::new(),
-        starved: Vec::new(),
+        starved: VecDeque::new(),
         pairs: Slab::with_capacity(match env.config.proxy {
             Some(_) => reserved,
             None => 0,
@@ -179,7 +180,7 @@ struct Worker {
     /// Generation of each slot (how many connections used it).
     gens: Vec<u32>,
     /// Connections whose recv ran out of buffers, re-armed as buffers come back.
-    starved: Vec<usize>,
+    starved: VecDeque<Token>,
     /// Proxied connections by slot (proxy mode uses these instead of `conns`).
     pairs: Slab<PairSlot>,
     /// Proxy mode.
@@ -188,7 +189,7 @@ struct Worker {
     cursor: usize,
     /// Sockets to close once this turn's other submissions are in: a close costs the kernel
     /// more than a send, and nobody waits for it.
-    to_close: Vec<(usize, Side)>,
+    to_close: Vec<(usize, Side, bool)>,
     /// Scratch: what a connection asked to submit.
     submits: Vec<Submit>,
     /// Scratch: connections whose deadline passed.
@@ -262,7 +263,7 @@ impl Worker {
                 self.handle(cqe);
             }
             self.feed_starved();
-            for (key, side) in std::mem::take(&mut self.to_close) {
+            for (key, side, reset) in std::mem::take(&mut self.to_close) {
                 let sock = match self.proxy {
                     None => self.conns.get_mut(key).and_then(|s| s.fd.take()),
                     Some(_) => self
@@ -273,7 +274,7 @@ impl Worker {
                 };
                 if let Some(sock) = sock {
                     let token = Token::new(key, self.gens[key]).on(side);
-                    self.push_close(sock, token);
+                    self.push_close(sock, token, reset);
                 }
             }
             let now = self.clock.advance();
@@ -346,7 +347,7 @@ impl Worker {
                     self.arm_accept();
                 }
             }
-            Op::AcceptCancel | Op::Teardown => {}
+            Op::AcceptCancel | Op::Teardown | Op::Linger(_) => {}
             Op::Bell => {
                 // The lifecycle is looked at after this turn's completions.
                 self.env.drain.bell().clear();
@@ -417,13 +418,13 @@ impl Worker {
         };
         f(&mut slot.uc, &mut env);
         if slot.uc.sock.starved && !was_starved {
-            self.starved.push(key);
+            self.starved.push_back(Token::new(key, self.gens[key]));
         }
         let token = Token::new(key, self.gens[key]);
         let target = self.conns[key].fd.as_ref().map(SockFd::target);
         for i in 0..self.submits.len() {
             match (self.submits[i], target) {
-                (Submit::Close(_), _) => self.to_close.push((key, Side::Client)),
+                (Submit::Close { reset, .. }, _) => self.to_close.push((key, Side::Client, reset)),
                 (sub, Some(target)) => self.push_socket_op(sub, token, target),
                 (_, None) => {}
             }
@@ -495,17 +496,23 @@ impl Worker {
     }
 
     /// Re-arms connections whose recv ran out of buffers, as buffers come back.
+    /// Oldest first, and no more connections than there are buffers to fill: re-arming one
+    /// takes no buffer yet, so waking every starved connection for one free buffer would
+    /// only starve them all again.
     fn feed_starved(&mut self) {
-        while self.bufs.available() > 0 {
-            let Some(key) = self.starved.pop() else {
+        for _ in 0..self.bufs.available() {
+            let Some(t) = self.starved.pop_front() else {
                 return;
             };
-            let t = Token::new(key, self.gens[key]);
+            let key = t.slot as usize;
+            let current = self.gens.get(key) == Some(&t.gen);
             match self.proxy {
-                Some(_) if self.pairs.contains(key) => {
+                Some(_) if current && self.pairs.contains(key) => {
                     self.with_pair(t, |p, env, _| p.on_buffers(env))
                 }
-                None if self.conns.contains(key) => self.with_conn(t, |uc, env| uc.on_buffers(env)),
+                None if current && self.conns.contains(key) => {
+                    self.with_conn(t, |uc, env| uc.on_buffers(env))
+                }
                 _ => {}
             }
         }

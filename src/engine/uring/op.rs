@@ -67,6 +67,8 @@ pub enum Op {
     Close(Token),
     /// A proxied connection's connect to its upstream.
     Connect(Token),
+    /// The `SO_LINGER` 0 before a connection's close (a reset).
+    Linger(Token),
 }
 
 impl Op {
@@ -82,6 +84,7 @@ impl Op {
     const TEARDOWN: u64 = 10;
     const CONNECT: u64 = 11;
     const BELL: u64 = 12;
+    const LINGER: u64 = 13;
 
     /// The `user_data` that stands for this operation.
     pub fn encode(self) -> u64 {
@@ -102,6 +105,7 @@ impl Op {
             Op::Cancel(t) => conn(Self::CANCEL, t),
             Op::Close(t) => conn(Self::CLOSE, t),
             Op::Connect(t) => conn(Self::CONNECT, t),
+            Op::Linger(t) => conn(Self::LINGER, t),
         }
     }
 
@@ -130,6 +134,7 @@ impl Op {
             Self::CANCEL => Some(Op::Cancel(token)),
             Self::CLOSE => Some(Op::Close(token)),
             Self::CONNECT => Some(Op::Connect(token)),
+            Self::LINGER => Some(Op::Linger(token)),
             _ => None,
         }
     }
@@ -158,6 +163,7 @@ mod tests {
             Op::Close(Token::new(u32::MAX as usize, Token::GEN_MASK)),
             Op::Recv(u),
             Op::Connect(u),
+            Op::Linger(u),
             Op::Close(Token::new(u32::MAX as usize, Token::GEN_MASK).on(Side::Upstream)),
         ] {
             assert_eq!(Op::decode(op.encode()), Some(op), "{op:?}");

@@ -70,6 +70,9 @@ pub struct UPair {
     cancels: u8,
     /// The end.
     pub teardown: Teardown,
+    /// `reset[side]`: close `side` with a reset (it had bytes unsent when the pair ended, or
+    /// the pair ended on an error).
+    reset: [bool; 2],
 }
 
 impl UPair {
@@ -86,6 +89,7 @@ impl UPair {
             header,
             cancels: 0,
             teardown: Teardown::No,
+            reset: [false; 2],
         }
     }
 
@@ -320,6 +324,12 @@ impl UPair {
 
     /// The pair is over: cancel what is in flight on either socket, then close both.
     fn tear_down<P: Pool>(&mut self, env: &mut Env<P>) {
+        if self.teardown == Teardown::No {
+            let error = self.relay.close_reason() == crate::connection::CloseReason::Error;
+            for (i, s) in self.socks.iter().enumerate() {
+                self.reset[i] = error || s.has_unsent();
+            }
+        }
         for s in &mut self.socks {
             s.drop_unsent(env.pool);
         }
@@ -338,10 +348,16 @@ impl UPair {
             for s in &mut self.socks {
                 s.clear(env.pool);
             }
-            env.submit.push(Submit::Close(Side::Client));
+            env.submit.push(Submit::Close {
+                side: Side::Client,
+                reset: self.reset[0],
+            });
             let mut closes = 1;
             if self.upstream_socket {
-                env.submit.push(Submit::Close(Side::Upstream));
+                env.submit.push(Submit::Close {
+                    side: Side::Upstream,
+                    reset: self.reset[1],
+                });
                 closes += 1;
             }
             self.teardown = Teardown::Closing(closes);

@@ -165,7 +165,7 @@ impl Worker {
         }
         let slot = &self.pairs[key];
         if slot.up.socks.iter().any(|s| s.starved) && !was_starved {
-            self.starved.push(key);
+            self.starved.push_back(Token::new(key, self.gens[key]));
         }
         let fds = slot
             .fds
@@ -182,14 +182,14 @@ impl Worker {
                 | Submit::Fin(s)
                 | Submit::CancelRecv(s)
                 | Submit::CancelAll(s)
-                | Submit::Close(s) => s,
+                | Submit::Close { side: s, .. } => s,
                 Submit::Connect | Submit::CancelConnect => Side::Upstream,
             };
             let tok = token.on(side);
             match (sub, fds[side.index()]) {
-                (Submit::Close(_), Some(_)) => self.to_close.push((key, side)),
+                (Submit::Close { reset, .. }, Some(_)) => self.to_close.push((key, side, reset)),
                 // A socket that could not be made has nothing to close.
-                (Submit::Close(_), None) => closed_already += 1,
+                (Submit::Close { .. }, None) => closed_already += 1,
                 (_, None) => {}
                 (Submit::Connect, Some(fd)) => {
                     if let Some((ptr, len)) = target {

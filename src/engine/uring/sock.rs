@@ -54,8 +54,14 @@ pub enum Submit {
     CancelRecv(Side),
     /// Cancel everything in flight on the socket (the connection is over).
     CancelAll(Side),
-    /// Close the socket.
-    Close(Side),
+    /// Close the socket; `reset`: with `SO_LINGER` 0 first, so the peer sees a reset (the
+    /// connection was cut with output unsent, or its other side was reset).
+    Close {
+        /// The socket.
+        side: Side,
+        /// Reset instead of ending cleanly.
+        reset: bool,
+    },
     /// Proxy: connect the upstream socket.
     Connect,
     /// Proxy: cancel the connect in flight (it took too long).
@@ -129,6 +135,11 @@ impl SockOps {
         self.recv != RecvState::Off
             || self.send == SendState::InFlight
             || self.fin == FinState::InFlight
+    }
+
+    /// True while output waits to be sent.
+    pub fn has_unsent(&self) -> bool {
+        !self.queue.is_empty()
     }
 
     /// Received bytes (`n` in buffer `bid`) to send on this socket: the buffer itself, no

@@ -162,7 +162,7 @@ impl Sim {
                 }
                 Submit::CancelRecv(_) | Submit::CancelAll(_) => self.cancels.push(s),
                 Submit::Connect | Submit::CancelConnect => panic!("{s:?} on a protocol connection"),
-                Submit::Close(_) => {
+                Submit::Close { .. } => {
                     assert!(
                         !self.recv_armed && self.send.is_none() && !self.fin_alone,
                         "close with operations in flight"
@@ -459,11 +459,13 @@ fn http_responses_whole_and_in_order_before_the_fin() {
         if rng.gen_bool(0.2) {
             input.extend_from_slice(b"GET /never-ends HTTP/1.1\r\nX: ");
         }
-        let (sent, fin, at_fin, _) = run(seed, ProtocolKind::Http, input);
+        let (sent, fin, at_fin, sim) = run(seed, ProtocolKind::Http, input);
         // Responses in order: 200s, then at most one closing response.
         let mut rest = &sent[..];
+        let mut oks = 0u64;
         while rest.starts_with(OK) {
             rest = &rest[OK.len()..];
+            oks += 1;
         }
         let close_ok = b"HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: close\r\n\r\nHello, World!";
         let timeout = b"HTTP/1.1 408 Request Timeout\r\n";
@@ -475,6 +477,10 @@ fn http_responses_whole_and_in_order_before_the_fin() {
                 "seed {seed}: output before the FIN is not whole responses: {:?}",
                 String::from_utf8_lossy(rest)
             );
+            // Every request the connection answered went out before its FIN.
+            let answered = sim.stats.requests.load(std::sync::atomic::Ordering::Relaxed);
+            let closing = u64::from(rest == &close_ok[..]);
+            assert_eq!(oks + closing, answered, "seed {seed}: responses lost before the FIN");
         } else {
             // Cut short: a prefix of the same sequence.
             let full_408 = error_response(ErrorStatus::RequestTimeout);
