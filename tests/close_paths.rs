@@ -244,6 +244,53 @@ fn header_timeout_behind_a_blocked_response(engine: EngineKind) {
     shutdown_clean(server);
 }
 
+/// The rest of a second request arrives while the first response waits on a slow reader:
+/// the server is not reading then, so its header clock does not run, and both requests are
+/// answered (no 408).
+fn no_header_timeout_while_not_reading(engine: EngineKind) {
+    let body = payload(120_000);
+    let server = small_buffer_server(engine, ProtocolKind::Http, &body, |c| {
+        c.header_timeout = Duration::from_millis(300);
+    });
+    let mut s = small_client(server.local_addr());
+    s.write_all(b"GET / HTTP/1.1\r\n\r\nGET / HT").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    s.write_all(b"TP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+    // Read slowly: the first response takes longer than the header timeout.
+    std::thread::sleep(Duration::from_millis(600));
+    let mut got = Vec::new();
+    s.read_to_end(&mut got)
+        .expect("read to EOF without a reset");
+    let want = [ok_keep(&body), ok_close(&body)].concat();
+    assert_same(&got, &want, "two responses, no 408");
+    shutdown_clean(server);
+}
+
+/// A reply cut by the idle timeout (the peer stopped reading) ends in a reset, so that the
+/// peer cannot take the part it got for the whole reply.
+fn cut_reply_resets(engine: EngineKind) {
+    let greeting = payload(100_000);
+    let server = small_buffer_server(engine, ProtocolKind::Hello, &greeting, |c| {
+        c.idle_timeout = Duration::from_millis(400);
+    });
+    let mut s = small_client(server.local_addr());
+    s.write_all(b"hi").unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut got = Vec::new();
+    let end = s.read_to_end(&mut got);
+    assert!(
+        got.len() < greeting.len(),
+        "the whole greeting fit in the buffers"
+    );
+    assert_eq!(
+        end.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset),
+        "a cut reply after {} bytes must end in a reset",
+        got.len()
+    );
+    shutdown_clean(server);
+}
+
 macro_rules! close_path_tests {
     ($($name:ident => $engine:expr),* $(,)?) => {$(
         mod $name {
@@ -267,6 +314,16 @@ macro_rules! close_path_tests {
             #[test]
             fn slow_download_outlasts_the_idle_timeout() {
                 slow_download_is_not_idle($engine);
+            }
+
+            #[test]
+            fn no_header_timeout_while_the_server_is_not_reading() {
+                no_header_timeout_while_not_reading($engine);
+            }
+
+            #[test]
+            fn a_cut_reply_ends_in_a_reset() {
+                cut_reply_resets($engine);
             }
 
             #[test]

@@ -289,6 +289,80 @@ async fn readers_that_never_read_cannot_starve_others(engine: EngineKind) {
     shutdown_clean(server);
 }
 
+/// `--max-connections 2`, both places held, then 200 clients turned away that reset at once:
+/// nobody is admitted over the limit meanwhile, and once everyone left, new clients are
+/// served (a rejected connection never gives back a place it did not hold).
+fn limit_survives_rejected_resets(engine: EngineKind) {
+    let p = ringd_proc(engine, "http", None, &["--max-connections", "2"]);
+    let get = |s: &mut TcpStream| -> Vec<u8> {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        let mut buf = [0u8; 12];
+        match s.read_exact(&mut buf) {
+            Ok(()) => buf.to_vec(),
+            Err(_) => Vec::new(),
+        }
+    };
+    let mut held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(p.addr).unwrap())
+        .collect();
+    for s in &mut held {
+        assert_eq!(get(s), b"HTTP/1.1 200");
+    }
+    for _ in 0..200 {
+        let s = TcpStream::connect(p.addr).unwrap();
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..5 {
+        let mut s = TcpStream::connect(p.addr).unwrap();
+        assert_ne!(get(&mut s), b"HTTP/1.1 200", "admitted over the limit");
+    }
+    drop(held);
+    std::thread::sleep(Duration::from_millis(500));
+    for i in 0..5 {
+        let mut s = TcpStream::connect(p.addr).unwrap();
+        assert_eq!(
+            get(&mut s),
+            b"HTTP/1.1 200",
+            "client {i} after everyone left"
+        );
+    }
+    assert_eq!(p.stop(), 0);
+}
+
+/// Clients that pipeline 36 KB of GETs for a 100 KB body each and never read: the output
+/// the server holds stays bounded by --max-pending-output per connection (one read of small
+/// requests could otherwise queue hundreds of responses).
+fn pipelined_output_is_bounded(engine: EngineKind) {
+    let body = "x".repeat(100_000);
+    let p = ringd_proc(engine, "http", None, &["--http-body", &body]);
+    let warm = TcpStream::connect(p.addr).unwrap();
+    drop(warm);
+    std::thread::sleep(Duration::from_millis(100));
+    let before = p.rss_kib();
+    let req = b"GET / HTTP/1.1\r\n\r\n".repeat(2000);
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_recv_buffer_size(4096).unwrap();
+        s.connect(&p.addr.into()).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.send(&req);
+        clients.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    let grew = p.rss_kib().saturating_sub(before);
+    assert!(
+        grew < 32 * 1024,
+        "{grew} KiB held for 20 clients that do not read"
+    );
+    drop(clients);
+    assert_eq!(p.stop(), 0);
+}
+
 macro_rules! reliability_tests {
     ($module:ident, $engine:expr) => {
         mod $module {
@@ -327,6 +401,16 @@ macro_rules! reliability_tests {
             #[test]
             fn chaos_leaves_no_descriptor_behind() {
                 chaos($engine);
+            }
+
+            #[test]
+            fn rejected_clients_that_reset_do_not_break_the_limit() {
+                limit_survives_rejected_resets($engine);
+            }
+
+            #[test]
+            fn pipelined_output_stays_bounded() {
+                pipelined_output_is_bounded($engine);
             }
 
             #[test]

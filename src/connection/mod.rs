@@ -193,7 +193,9 @@ impl Connection {
             o
         } else {
             self.pending.extend_from_slice(data);
-            let o = self.session.on_input_within(&self.pending, &mut self.out, limit);
+            let o = self
+                .session
+                .on_input_within(&self.pending, &mut self.out, limit);
             self.pending.drain(..o.consumed);
             o
         };
@@ -442,7 +444,11 @@ mod tests {
         assert_eq!(c.poll_timeout(&l), Some(305), "header deadline");
         assert_eq!(c.on_input(6, b"TP/1.1\r\n\r\nGET", &l), Input::Consumed);
         assert_eq!(c.take_answered(), 1);
-        assert_eq!(c.poll_timeout(&l), Some(1006), "idle: no header clock while output waits");
+        assert_eq!(
+            c.poll_timeout(&l),
+            Some(1006),
+            "idle: no header clock while output waits"
+        );
         assert!(flush(&mut c, 7).starts_with(b"HTTP/1.1 200 OK"));
         // The header clock of the second request runs from when the server reads again.
         assert_eq!(c.poll_timeout(&l), Some(307));
@@ -477,7 +483,11 @@ mod tests {
         c.handle_timeout(900, &l);
         assert_eq!(c.phase(), Phase::Open);
         c.on_sent(400, first.len(), &l);
-        assert_eq!(c.poll_timeout(&l), Some(700), "the header clock starts when output drains");
+        assert_eq!(
+            c.poll_timeout(&l),
+            Some(700),
+            "the header clock starts when output drains"
+        );
         c.handle_timeout(700, &l);
         assert_eq!(c.phase(), Phase::Closing);
         assert_eq!(c.close_reason(), CloseReason::HeaderTimeout);

@@ -478,9 +478,16 @@ fn http_responses_whole_and_in_order_before_the_fin() {
                 String::from_utf8_lossy(rest)
             );
             // Every request the connection answered went out before its FIN.
-            let answered = sim.stats.requests.load(std::sync::atomic::Ordering::Relaxed);
+            let answered = sim
+                .stats
+                .requests
+                .load(std::sync::atomic::Ordering::Relaxed);
             let closing = u64::from(rest == &close_ok[..]);
-            assert_eq!(oks + closing, answered, "seed {seed}: responses lost before the FIN");
+            assert_eq!(
+                oks + closing,
+                answered,
+                "seed {seed}: responses lost before the FIN"
+            );
         } else {
             // Cut short: a prefix of the same sequence.
             let full_408 = error_response(ErrorStatus::RequestTimeout);
