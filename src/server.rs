@@ -421,6 +421,7 @@ impl ServerHandle {
         let mut deadline: Option<Instant> = None;
         let mut failure = None;
         let mut finished = Vec::with_capacity(running);
+        let mut timed_out = false;
         while running > 0 {
             if deadline.is_none() && self.control.lifecycle.borrow().is_stopping() {
                 deadline = Some(Instant::now() + self.config.shutdown_timeout);
@@ -428,7 +429,10 @@ impl ServerHandle {
             let tick = match deadline {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
                     Some(left) => left.min(Duration::from_millis(100)),
-                    None => break,
+                    None => {
+                        timed_out = true;
+                        break;
+                    }
                 },
                 None => Duration::from_millis(100),
             };
@@ -473,11 +477,13 @@ impl ServerHandle {
             .iter()
             .map(|s| s.accepted.load(Ordering::Relaxed))
             .sum();
-        if cut > 0 {
+        if cut > 0 && timed_out {
             tracing::warn!(
                 "shutdown timeout ({:?}) passed: cutting {cut} connection(s)",
                 self.config.shutdown_timeout
             );
+        } else if cut > 0 {
+            tracing::warn!("{cut} connection(s) ended with the worker that failed");
         }
         let rejected: u64 = self
             .stats
