@@ -150,6 +150,20 @@ pub struct Args {
     #[arg(long)]
     pub no_direct_descriptors: bool,
 
+    /// uring: wait for up to this many completions at once (Linux 6.12; 1: wake for each).
+    #[arg(long, default_value_t = 1)]
+    pub uring_wait_batch: u32,
+
+    /// uring: with --uring-wait-batch above 1, how long to wait for the rest of a batch once
+    /// one completion is there.
+    #[arg(long, default_value = "50us", value_parser = parse_duration)]
+    pub uring_min_wait: Duration,
+
+    /// uring: a kernel thread polls the submission queue (IORING_SETUP_SQPOLL; it needs a
+    /// CPU of its own to pay off).
+    #[arg(long)]
+    pub uring_sqpoll: bool,
+
     /// Serve Prometheus metrics on this address (GET /metrics), e.g. 127.0.0.1:9090.
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
@@ -208,6 +222,11 @@ impl Args {
             header_timeout: self.header_timeout,
             max_pending_output: self.max_pending_output,
             direct_descriptors: !self.no_direct_descriptors,
+            uring: crate::config::UringTuning {
+                wait_batch: self.uring_wait_batch.max(1),
+                min_wait_us: u32::try_from(self.uring_min_wait.as_micros()).unwrap_or(u32::MAX),
+                sqpoll: self.uring_sqpoll,
+            },
             metrics: self.metrics,
             test_fault: match std::env::var(TestFault::VAR) {
                 Ok(v) if !v.is_empty() => Some(TestFault::parse(&v)?),

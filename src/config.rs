@@ -51,6 +51,28 @@ impl std::fmt::Display for EngineKind {
     }
 }
 
+/// How the `uring` loop waits; the defaults are what measured best (see the README).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UringTuning {
+    /// Completions to wait for at once (1: wake for each).
+    pub wait_batch: u32,
+    /// With `wait_batch` > 1: once one completion is there, wait at most this long (µs)
+    /// for the rest of the batch.
+    pub min_wait_us: u32,
+    /// A kernel thread polls the submission queue (`IORING_SETUP_SQPOLL`).
+    pub sqpoll: bool,
+}
+
+impl Default for UringTuning {
+    fn default() -> Self {
+        UringTuning {
+            wait_batch: 1,
+            min_wait_us: 50,
+            sqpoll: false,
+        }
+    }
+}
+
 /// Largest `--send-buffer` / `--recv-buffer` (the kernel caps them lower anyway, at
 /// `net.core.wmem_max` / `rmem_max`).
 const MAX_SOCKET_BUFFER: usize = 1 << 30;
@@ -88,6 +110,8 @@ pub struct Config {
     pub max_pending_output: usize,
     /// `uring`: accept connections as direct descriptors (the ring's own file table).
     pub direct_descriptors: bool,
+    /// `uring`: how the loop waits for completions.
+    pub uring: UringTuning,
     /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
     pub metrics: Option<SocketAddr>,
     /// A fault injected for tests of the worker lifecycle (`RINGD_TEST_FAULT`); `None` in
@@ -168,6 +192,7 @@ impl Config {
             header_timeout: Duration::from_secs(10),
             max_pending_output: 64 * 1024,
             direct_descriptors: true,
+            uring: UringTuning::default(),
             metrics: None,
             test_fault: None,
         }

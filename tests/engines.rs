@@ -341,3 +341,33 @@ macro_rules! engine_tests {
 engine_tests!(uring, EngineKind::Uring);
 engine_tests!(tokio_uring, EngineKind::TokioUring);
 engine_tests!(epoll, EngineKind::Epoll);
+
+/// The `uring` loop's other ways of waiting and of holding sockets serve the same: ordinary
+/// descriptors, completions waited for in batches, a submission-polling kernel thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uring_tunings_serve_the_same() {
+    type Setup = fn(&mut ringd::Config);
+    let tunings: [(&str, Setup); 3] = [
+        ("ordinary descriptors", |c| c.direct_descriptors = false),
+        ("wait batch 8", |c| c.uring.wait_batch = 8),
+        ("sqpoll", |c| c.uring.sqpoll = true),
+    ];
+    for (name, setup) in tunings {
+        let server = server_with(EngineKind::Uring, ProtocolKind::Echo, 1, setup);
+        let addr = server.local_addr();
+        let mut tasks = Vec::new();
+        for i in 0..20u8 {
+            tasks.push(tokio::spawn(async move {
+                let mut s = connect(addr).await;
+                for round in 0..20u8 {
+                    let payload = vec![i ^ round; 1000 + usize::from(i) * 37];
+                    assert_eq!(echo_round_trip(&mut s, &payload).await, payload);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        shutdown_clean(server);
+    }
+}

@@ -86,7 +86,8 @@ enum AcceptState {
 
 /// Runs one worker on its own ring.
 pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result<()> {
-    let ring = match probe::build_ring(SQ_ENTRIES, CQ_ENTRIES) {
+    let sqpoll = ctx.config.uring.sqpoll.then_some(1000);
+    let ring = match probe::build_ring(SQ_ENTRIES, CQ_ENTRIES, sqpoll) {
         Ok(r) => r,
         Err(e) => {
             let _ = ready.send(Err(e));
@@ -238,9 +239,17 @@ impl Worker {
         );
         loop {
             self.bufs.publish();
+            let batch = &self.env.config.uring;
             let waited = if self.timed_wait {
                 let args = types::SubmitArgs::new().timespec(&TICK);
                 self.ring.submitter().submit_with_args(1, &args)
+            } else if batch.wait_batch > 1 {
+                // Wait for a batch of completions, but no longer than `min_wait` once one
+                // is there (Linux 6.12).
+                let args = types::SubmitArgs::new().min_wait_usec(batch.min_wait_us);
+                self.ring
+                    .submitter()
+                    .submit_with_args(batch.wait_batch as usize, &args)
             } else {
                 self.ring.submit_and_wait(1)
             };

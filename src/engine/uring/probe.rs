@@ -9,14 +9,21 @@ use crate::error::Error;
 use crate::probe::{explain, kernel_release};
 
 /// Builds a ring with the engine's setup flags. COOP_TASKRUN is an optimisation, dropped if
-/// the kernel refuses it together with DEFER_TASKRUN.
-pub fn build_ring(sq: u32, cq: u32) -> Result<IoUring, Error> {
+/// the kernel refuses it together with DEFER_TASKRUN. With `sqpoll` (an idle time in ms), a
+/// kernel thread polls the submission queue instead (DEFER_TASKRUN cannot go with it).
+pub fn build_ring(sq: u32, cq: u32, sqpoll: Option<u32>) -> Result<IoUring, Error> {
     let _setup = crate::probe::ring_setup_lock();
     let build = |coop: bool| {
         let mut b = IoUring::builder();
-        b.setup_single_issuer()
-            .setup_defer_taskrun()
-            .setup_cqsize(cq);
+        b.setup_single_issuer().setup_cqsize(cq);
+        match sqpoll {
+            Some(idle) => {
+                b.setup_sqpoll(idle);
+            }
+            None => {
+                b.setup_defer_taskrun();
+            }
+        }
         if coop {
             b.setup_coop_taskrun();
         }
@@ -33,7 +40,7 @@ pub fn build_ring(sq: u32, cq: u32) -> Result<IoUring, Error> {
 
 /// Checks everything the engine needs, on a throwaway ring.
 pub fn check() -> Result<(), Error> {
-    let ring = build_ring(8, 16)?;
+    let ring = build_ring(8, 16, None)?;
     let mut probe = Probe::new();
     ring.submitter()
         .register_probe(&mut probe)
