@@ -207,10 +207,9 @@ def headline(s):
             m = sc["results"][row]["median"]
             cells.append(f"{row} {m['throughput_rps']:,.0f}/s {m.get('server_us_per_request', 0):.2f}µs")
         out.append(f"{sc['name']}: " + ", ".join(cells))
+        names = {"throughput_rps": "req/s", "server_us_per_request": "CPU/req", "p99_us": "p99", "rss_kb": "RSS"}
         for c in sc["comparisons"]:
-            if c["metric"] in ("throughput_rps", "server_us_per_request"):
-                what = "req/s" if c["metric"] == "throughput_rps" else "CPU/req"
-                out.append(f"    {subject}/{c['against']} {what}: {stats.fmt_ratio(c)}")
+            out.append(f"    {subject}/{c['against']} {names.get(c['metric'], c['metric'])}: {stats.fmt_ratio(c)}")
     for t in s["targets"]:
         out.append(f"target (issue {t['issue']}) {t['scenario']}: {t['what']}: {fmt_value(t)} → {t['status']}")
     return "\n".join(out)
