@@ -5,7 +5,8 @@
 //! (threads, CPU sampling, progress, signals) → [`worker`] (one event loop per pinned
 //! thread: connect, write, read, record) using [`client`] (requests, response framing, the
 //! echo pattern) → [`stats`] (per-thread histograms and counters) → [`report`], [`hdr`] and
-//! [`plot`] (the table, JSON, .hgrm, .hlog and SVG).
+//! [`plot`] (the table, JSON, .hgrm, .hlog and SVG). [`source`] binds connections to a pool
+//! of source addresses.
 
 pub mod app;
 pub mod args;
@@ -16,6 +17,7 @@ pub mod plan;
 pub mod plot;
 pub mod report;
 pub mod run;
+pub mod source;
 pub mod stats;
 pub mod target;
 pub mod worker;

@@ -2,13 +2,14 @@
 //! duration or rate, combination that makes no sense, CPU this process cannot use and
 //! request set that would not fit in memory is one line that says what to change.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use ringd::protocol::ProtocolKind;
 
 use crate::args::{parse_status_set, Args, Mode, StatusSet};
 use crate::client::http::{build_request, is_token, parse_header, RequestSpec};
+use crate::source;
 use crate::target::{parse_target, Target};
 
 /// Longest measured duration.
@@ -33,6 +34,9 @@ pub struct Plan {
     pub targets: Vec<SocketAddr>,
     /// The targets as given (HOST:PORT or URL).
     pub target_names: Vec<String>,
+    /// Source addresses connections are bound to (empty: the kernel chooses).
+    #[serde(default)]
+    pub sources: Vec<IpAddr>,
     /// Protocol.
     #[serde(serialize_with = "ser_display")]
     pub protocol: ProtocolKind,
@@ -118,6 +122,23 @@ impl Args {
             .map(|t| parse_target(t))
             .collect::<Result<_, _>>()?;
         let has_url = targets.iter().any(Target::is_url);
+        let mut sources = Vec::new();
+        for pool in &self.sources {
+            for ip in source::parse_pool(pool)? {
+                if !sources.contains(&ip) {
+                    sources.push(ip);
+                }
+            }
+        }
+        if sources.len() > source::MAX_SOURCES {
+            return Err(format!(
+                "--source gives {} addresses; a pool holds at most {}",
+                sources.len(),
+                source::MAX_SOURCES
+            ));
+        }
+        let addrs: Vec<SocketAddr> = targets.iter().map(|t| t.addr).collect();
+        source::check(&sources, &addrs)?;
         let protocol = match (self.protocol, has_url) {
             (Some(p), true) if p != ProtocolKind::Http => {
                 return Err(format!(
@@ -205,7 +226,8 @@ impl Args {
         let per_request = payloads.iter().map(Vec::len).max().unwrap_or(0) as u64 + 64;
         check_memory(per_request * pipeline as u64 * self.connections as u64)?;
         Ok(Plan {
-            targets: targets.iter().map(|t| t.addr).collect(),
+            targets: addrs,
+            sources,
             target_names: targets.iter().map(|t| t.name.clone()).collect(),
             protocol,
             mode,
@@ -464,6 +486,23 @@ mod tests {
     }
 
     #[test]
+    fn source_pools_add_up_without_repeats() {
+        assert!(plan(&[]).unwrap().sources.is_empty());
+        let p = plan(&[
+            "--source",
+            "127.0.0.2-127.0.0.3",
+            "--source",
+            "127.0.0.3,127.0.0.4",
+        ])
+        .unwrap();
+        let want: Vec<IpAddr> = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(p.sources, want);
+    }
+
+    #[test]
     fn urls_give_protocol_host_and_path() {
         let p = plan(&["http://127.0.0.1:9/x?y", "-H", "host: example.com"]).unwrap();
         assert_eq!(p.protocol, ProtocolKind::Http);
@@ -535,6 +574,9 @@ mod tests {
             ),
             (&["http://127.0.0.1:1/", "--protocol", "echo"], "URL"),
             (&["nowhere"], "nowhere"),
+            (&["--source", "203.0.113.7"], "--source 203.0.113.7"),
+            (&["--source", "::1"], "IPv6"),
+            (&["--source", "127.0.0.2-x"], "--source"),
         ] {
             let e = plan(args).unwrap_err();
             assert!(e.contains(needle), "{args:?}: {e}");
