@@ -158,6 +158,8 @@ fn write_files(outputs: &Outputs, result: &RunResult, report: &Report) -> Vec<St
         let r = hdr::write_hlog(
             path,
             result.started,
+            result.started,
+            result.measured,
             Duration::from_secs(1),
             &result.intervals,
         );

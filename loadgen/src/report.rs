@@ -6,6 +6,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::args::Mode;
+use crate::hdr;
 use crate::plan::Plan;
 use crate::run::RunResult;
 use crate::stats::ErrorKind;
@@ -139,6 +140,39 @@ pub struct Second {
     pub p99_ns: u64,
 }
 
+/// How [`Histograms`] are encoded: HdrHistogram's V2 format, deflate-compressed, in
+/// base64, as each line of a `.hlog` carries one.
+pub const HISTOGRAM_ENCODING: &str = "hdrhistogram-v2-deflate-base64";
+
+/// The whole run's histograms (values in ns), so that reports can be merged exactly.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Histograms {
+    /// [`HISTOGRAM_ENCODING`].
+    pub encoding: String,
+    /// Corrected latency (`latency_ns`).
+    pub latency_ns: String,
+    /// Service time (`latency_uncorrected_ns`).
+    pub latency_uncorrected_ns: Option<String>,
+    /// Connect latency (crr; else null).
+    pub connect_latency_ns: Option<String>,
+}
+
+impl Histograms {
+    /// Encodes a run's histograms; `None` if one cannot be encoded.
+    pub fn encode(
+        latency: &Histogram<u64>,
+        uncorrected: Option<&Histogram<u64>>,
+        connect: Option<&Histogram<u64>>,
+    ) -> Option<Self> {
+        Some(Histograms {
+            encoding: HISTOGRAM_ENCODING.into(),
+            latency_ns: hdr::encode(latency).ok()?,
+            latency_uncorrected_ns: uncorrected.map(hdr::encode).transpose().ok()?,
+            connect_latency_ns: connect.map(hdr::encode).transpose().ok()?,
+        })
+    }
+}
+
 /// Everything a run reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -148,6 +182,8 @@ pub struct Report {
     pub version: &'static str,
     /// The plan that ran.
     pub config: Plan,
+    /// Wall-clock start of the measured window, seconds since the Unix epoch.
+    pub started_unix_s: Option<f64>,
     /// Completions of requests meant for the warm-up (not in any figure below).
     pub warmup_requests: u64,
     /// Measured window in seconds.
@@ -211,6 +247,8 @@ pub struct Report {
     pub exit_code: u8,
     /// Why the run counts as failed (null when it did not).
     pub exit_reason: Option<String>,
+    /// The whole run's histograms, so that runs can be merged exactly.
+    pub histograms: Option<Histograms>,
 }
 
 /// Exit status: the run could not run, measured nothing, or a thread gave up.
@@ -268,10 +306,16 @@ impl Report {
                 p99_ns: quantile(h, 0.99),
             })
             .collect();
+        let crr = r.plan.mode == Mode::Crr;
+        let started_unix_s = r
+            .started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         let mut report = Report {
             schema: SCHEMA,
             version: env!("CARGO_PKG_VERSION"),
             config: r.plan.clone(),
+            started_unix_s: Some(started_unix_s),
             warmup_requests: c.warmup_completed,
             duration_s: secs,
             requests,
@@ -328,6 +372,11 @@ impl Report {
             interrupted: r.interrupted,
             exit_code: 0,
             exit_reason: None,
+            histograms: Histograms::encode(
+                &r.stats.latency,
+                Some(&r.stats.service),
+                crr.then_some(&r.stats.connect),
+            ),
         };
         if let Some((code, why)) = report.verdict() {
             report.exit_code = code;
