@@ -50,7 +50,7 @@ impl Outputs {
 
 /// A file can be written at `path`: it is a writable file, or a new one in a writable
 /// directory. Nothing is created.
-fn check_writable(path: &Path) -> Result<(), String> {
+pub(crate) fn check_writable(path: &Path) -> Result<(), String> {
     let writable = |p: &Path, mode| {
         CString::new(p.as_os_str().as_bytes())
             // SAFETY: `c` is a valid NUL-terminated path; access only reads it.

@@ -12,6 +12,8 @@ use crate::client::http::{build_request, is_token, parse_header, RequestSpec};
 use crate::source;
 use crate::target::{parse_target, Target};
 
+mod json;
+
 /// Longest measured duration.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 /// Longest warm-up, and longest request timeout.
@@ -27,8 +29,8 @@ const MAX_CONNECTIONS: usize = 1_000_000;
 const MAX_PIPELINE: usize = 65_536;
 const MAX_THREADS: usize = 1024;
 
-/// A checked run plan.
-#[derive(Debug, Clone, serde::Serialize)]
+/// A checked run plan. It is also the `config` of the JSON report, read back by `merge`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     /// Resolved targets.
     pub targets: Vec<SocketAddr>,
@@ -38,7 +40,10 @@ pub struct Plan {
     #[serde(default)]
     pub sources: Vec<IpAddr>,
     /// Protocol.
-    #[serde(serialize_with = "ser_display")]
+    #[serde(
+        serialize_with = "json::ser_display",
+        deserialize_with = "json::de_protocol"
+    )]
     pub protocol: ProtocolKind,
     /// Mode.
     pub mode: Mode,
@@ -49,12 +54,12 @@ pub struct Plan {
     /// CPUs to pin threads to (empty: no pinning).
     pub pin: Vec<usize>,
     /// Measured duration, unless `requests` is set.
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "json::ser_secs", deserialize_with = "json::de_secs")]
     pub duration: Duration,
     /// Measured request count, if bounded by count.
     pub requests: Option<u64>,
     /// Warm-up.
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "json::ser_secs", deserialize_with = "json::de_secs")]
     pub warmup: Duration,
     /// Echo request / stream chunk size.
     pub size: usize,
@@ -65,7 +70,7 @@ pub struct Plan {
     /// Verify responses.
     pub verify: bool,
     /// Per-request timeout, and how long the end of the run waits for responses.
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "json::ser_secs", deserialize_with = "json::de_secs")]
     pub timeout: Duration,
     /// Failed requests, as a fraction of those that ended, above which the run fails.
     pub max_error_rate: f64,
@@ -74,7 +79,10 @@ pub struct Plan {
     /// HTTP path of the first target (http only).
     pub path: Option<String>,
     /// Statuses that count as success (http: `--expect-status`, or 2xx with --verify).
-    #[serde(serialize_with = "ser_opt_display")]
+    #[serde(
+        serialize_with = "json::ser_opt_display",
+        deserialize_with = "json::de_status"
+    )]
     pub expect_status: Option<StatusSet>,
     /// The request bytes for each target (http), or the hello message.
     #[serde(skip)]
@@ -85,24 +93,6 @@ pub struct Plan {
     /// Expected hello greeting.
     #[serde(skip)]
     pub greeting: Vec<u8>,
-}
-
-fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
-}
-
-fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
-}
-
-fn ser_opt_display<S: serde::Serializer, T: std::fmt::Display>(
-    v: &Option<T>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(v) => s.collect_str(v),
-        None => s.serialize_none(),
-    }
 }
 
 impl Plan {
@@ -122,21 +112,7 @@ impl Args {
             .map(|t| parse_target(t))
             .collect::<Result<_, _>>()?;
         let has_url = targets.iter().any(Target::is_url);
-        let mut sources = Vec::new();
-        for pool in &self.sources {
-            for ip in source::parse_pool(pool)? {
-                if !sources.contains(&ip) {
-                    sources.push(ip);
-                }
-            }
-        }
-        if sources.len() > source::MAX_SOURCES {
-            return Err(format!(
-                "--source gives {} addresses; a pool holds at most {}",
-                sources.len(),
-                source::MAX_SOURCES
-            ));
-        }
+        let sources = source::parse_pools(&self.sources)?;
         let addrs: Vec<SocketAddr> = targets.iter().map(|t| t.addr).collect();
         source::check(&sources, &addrs)?;
         let protocol = match (self.protocol, has_url) {

@@ -57,6 +57,25 @@ pub fn parse_pool(s: &str) -> Result<Vec<IpAddr>, String> {
     Ok(pool)
 }
 
+/// The pool of every `--source` given, duplicates dropped, order kept.
+pub fn parse_pools(pools: &[String]) -> Result<Vec<IpAddr>, String> {
+    let mut all: Vec<IpAddr> = Vec::new();
+    for pool in pools {
+        for ip in parse_pool(pool)? {
+            if !all.contains(&ip) {
+                all.push(ip);
+            }
+        }
+    }
+    if all.len() > MAX_SOURCES {
+        return Err(format!(
+            "--source gives {} addresses; a pool holds at most {MAX_SOURCES}",
+            all.len()
+        ));
+    }
+    Ok(all)
+}
+
 /// The first and last address of one part of a pool, as numbers.
 fn span(part: &str) -> Result<(u128, u128), String> {
     let bad = || {
