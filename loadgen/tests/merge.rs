@@ -225,6 +225,10 @@ fn inputs_that_cannot_be_merged_are_one_line_and_exit_2() {
     let late = variant("late.json", &|v| {
         v["started_unix_s"] = (v["started_unix_s"].as_f64().unwrap() + 100.0).into();
     });
+    let empty = variant("empty.json", &|v| {
+        v["duration_s"] = 0.0.into();
+        v["started_unix_s"] = (v["started_unix_s"].as_f64().unwrap() + 0.002).into();
+    });
     let old = variant("old.json", &|v| {
         v.as_object_mut().unwrap().remove("histograms");
     });
@@ -237,6 +241,7 @@ fn inputs_that_cannot_be_merged_are_one_line_and_exit_2() {
         (vec![a, &http], "different plans (protocol echo vs http)"),
         (vec![a, &late], "never all measured at the same time"),
         (vec![a, &old], "no histograms"),
+        (vec![a, &empty], "no measured window"),
         (vec![a, a_log], "interval log and"),
         (vec![a, a], "same run"),
         (vec![a, garbage.to_str().unwrap()], "interval log"),

@@ -135,6 +135,12 @@ fn merge(files: &[PathBuf], want_log: bool) -> Result<Merged, String> {
                 .into(),
         );
     }
+    if let Some(empty) = inputs.iter().find(|i| i.span.end <= i.span.start) {
+        return Err(format!(
+            "{} has no measured window (the run stopped before its warm-up ended): leave it out",
+            empty.file
+        ));
+    }
     let spans: Vec<_> = inputs.iter().map(|i| i.span.clone()).collect();
     let Some(w) = window::common(&spans) else {
         let t0 = spans.iter().map(|s| s.start).fold(f64::MAX, f64::min);
