@@ -50,7 +50,7 @@ impl Outputs {
 
 /// A file can be written at `path`: it is a writable file, or a new one in a writable
 /// directory. Nothing is created.
-fn check_writable(path: &Path) -> Result<(), String> {
+pub(crate) fn check_writable(path: &Path) -> Result<(), String> {
     let writable = |p: &Path, mode| {
         CString::new(p.as_os_str().as_bytes())
             // SAFETY: `c` is a valid NUL-terminated path; access only reads it.
@@ -158,6 +158,8 @@ fn write_files(outputs: &Outputs, result: &RunResult, report: &Report) -> Vec<St
         let r = hdr::write_hlog(
             path,
             result.started,
+            result.started,
+            result.measured,
             Duration::from_secs(1),
             &result.intervals,
         );

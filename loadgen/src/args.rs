@@ -9,7 +9,9 @@ use ringd::cli::{parse_bytes, parse_duration};
 use ringd::protocol::{ProtocolKind, DEFAULT_GREETING};
 
 /// How requests are issued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Request/response on persistent connections.
@@ -37,13 +39,20 @@ impl Mode {
 #[command(
     name = "loadgen",
     version,
-    after_help = "Examples:\n  loadgen 127.0.0.1:8080 --connections 100 --duration 10s          # echo rr, closed loop\n  loadgen http://127.0.0.1:8080/ -c 10 --json r.json                 # HTTP GET\n  loadgen http://127.0.0.1:8080/api -X POST --body '{}' -H 'Content-Type: application/json'\n  loadgen 127.0.0.1:8080 --rate 50000 --hgrm out.hgrm --plot out.svg  # open loop\n  loadgen 127.0.0.1:8080 --protocol hello                            # crr (the default for hello)\n\nExit status: 0 the run measured requests within --max-error-rate; 1 it could not run,\nmeasured nothing, a thread gave up or a file could not be written; 2 bad arguments;\n3 failed requests above --max-error-rate."
+    after_help = "Examples:\n  loadgen 127.0.0.1:8080 --connections 100 --duration 10s          # echo rr, closed loop\n  loadgen http://127.0.0.1:8080/ -c 10 --json r.json                 # HTTP GET\n  loadgen http://127.0.0.1:8080/api -X POST --body '{}' -H 'Content-Type: application/json'\n  loadgen 127.0.0.1:8080 --rate 50000 --hgrm out.hgrm --plot out.svg  # open loop\n  loadgen 127.0.0.1:8080 --protocol hello                            # crr (the default for hello)\n  loadgen 127.0.0.1:8080 -c 50000 --source 127.0.0.2-127.0.0.4       # past one source's ports\n  loadgen merge --json all.json host1.json host2.json                # one report from several hosts\n\nExit status: 0 the run measured requests within --max-error-rate; 1 it could not run,\nmeasured nothing, a thread gave up or a file could not be written; 2 bad arguments;\n3 failed requests above --max-error-rate."
 )]
 pub struct Args {
     /// Targets, HOST:PORT or http://HOST[:PORT]/PATH; connections are spread over them
     /// round-robin.
     #[arg(default_value = "127.0.0.1:8080")]
     pub targets: Vec<String>,
+
+    /// Source addresses to connect from, as a pool: `127.0.0.2-127.0.0.9`, `127.0.0.0/29`
+    /// or `127.0.0.2,127.0.0.3` (repeatable). Connections take them round-robin and keep
+    /// theirs when they reconnect; each source has its own ephemeral ports per target
+    /// [default: the kernel's choice].
+    #[arg(long = "source", value_name = "POOL")]
+    pub sources: Vec<String>,
 
     /// Protocol the server speaks [default: http for URL targets, echo otherwise].
     #[arg(long, value_enum)]

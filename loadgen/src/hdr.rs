@@ -1,14 +1,18 @@
 //! Standard latency files: the `.hgrm` percentile distribution as HdrHistogram and wrk2 print
 //! it (readable by hdr-plot), and the `.hlog` interval log (V2 compressed histograms, base64,
-//! one per second) that HdrHistogram's log readers take.
+//! one per second) that HdrHistogram's log readers take — written, and read back for
+//! `merge`, with the same encoding the JSON report carries its histograms in.
 
 use std::fmt::Write as _;
 use std::io;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use hdrhistogram::serialization::interval_log::IntervalLogWriterBuilder;
-use hdrhistogram::serialization::V2DeflateSerializer;
+use base64::Engine as _;
+use hdrhistogram::serialization::interval_log::{
+    IntervalLogIterator, IntervalLogWriterBuilder, LogEntry,
+};
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 
 /// Nanoseconds per microsecond: `.hgrm` values are in microseconds.
@@ -109,11 +113,19 @@ pub fn parse_hgrm(text: &str) -> Result<(Vec<HgrmRow>, u64), String> {
     Ok((rows, total.ok_or("no '#[Max' footer")?))
 }
 
-/// Writes an interval log: one histogram per entry of `intervals`, each `INTERVAL` long,
-/// starting at `start` (wall clock of the end of the warm-up).
+/// The comment that gives a loadgen interval log's measured window, which the intervals
+/// alone overstate (the last one holds the responses that came after the window closed).
+const WINDOW_COMMENT: &str = "loadgen measured window: ";
+
+/// Writes an interval log: one histogram per entry of `intervals`, each `interval` long,
+/// the first at `base` (wall clock of the end of the warm-up); the measured window starts
+/// at `start` and lasts `measured` (a merge's window can start later than its first
+/// interval).
 pub fn write_hlog(
     path: &Path,
+    base: SystemTime,
     start: SystemTime,
+    measured: Duration,
     interval: Duration,
     intervals: &[Histogram<u64>],
 ) -> io::Result<()> {
@@ -122,8 +134,9 @@ pub fn write_hlog(
     {
         let mut w = IntervalLogWriterBuilder::new()
             .add_comment("loadgen interval log: latency in nanoseconds, one histogram per second")
+            .add_comment(&format!("{WINDOW_COMMENT}{:.6} s", measured.as_secs_f64()))
             .with_start_time(start)
-            .with_base_time(start)
+            .with_base_time(base)
             .with_max_value_divisor(1e6)
             .begin_log_with(&mut buf, &mut serializer)?;
         for (i, h) in intervals.iter().enumerate() {
@@ -132,6 +145,107 @@ pub fn write_hlog(
         }
     }
     std::fs::write(path, buf)
+}
+
+/// One histogram of an interval log, placed in wall-clock time.
+#[derive(Debug, Clone)]
+pub struct LogInterval {
+    /// Start, seconds since the Unix epoch.
+    pub start: f64,
+    /// Length in seconds.
+    pub len: f64,
+    /// What it recorded.
+    pub hist: Histogram<u64>,
+}
+
+/// An interval log read back.
+#[derive(Debug, Clone)]
+pub struct IntervalLog {
+    /// Its StartTime (seconds since the Unix epoch), if it has one.
+    pub start_time: Option<f64>,
+    /// The measured window a loadgen log states, in seconds.
+    pub measured: Option<f64>,
+    /// The histograms, in file order.
+    pub intervals: Vec<LogInterval>,
+}
+
+/// Reads an interval log, placing each interval in wall-clock time as HdrHistogram's own
+/// reader does: after BaseTime when there is one; with only a StartTime, after it when the
+/// timestamps are too small to be dates (more than a year before it); else as dates.
+pub fn read_hlog(bytes: &[u8]) -> Result<IntervalLog, String> {
+    const YEAR_S: f64 = 365.0 * 24.0 * 3600.0;
+    let measured = String::from_utf8_lossy(bytes).lines().find_map(|l| {
+        l.strip_prefix('#')?
+            .strip_prefix(WINDOW_COMMENT)?
+            .trim_end_matches(" s")
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+    });
+    let mut start_time = None;
+    let mut base_time = None;
+    let mut raw = Vec::new();
+    let mut deserializer = Deserializer::new();
+    for entry in IntervalLogIterator::new(bytes) {
+        let entry = entry.map_err(|e| {
+            let hdrhistogram::serialization::interval_log::LogIteratorError::ParseError { offset } =
+                e;
+            format!("not an HdrHistogram interval log (cannot parse it at byte {offset})")
+        })?;
+        match entry {
+            LogEntry::StartTime(t) => start_time = Some(t.as_secs_f64()),
+            LogEntry::BaseTime(t) => base_time = Some(t.as_secs_f64()),
+            LogEntry::Interval(iv) => {
+                let hist = decode_with(&mut deserializer, iv.encoded_histogram())?;
+                raw.push((
+                    iv.start_timestamp().as_secs_f64(),
+                    iv.duration().as_secs_f64(),
+                    hist,
+                ));
+            }
+        }
+    }
+    let offset = match (base_time, start_time) {
+        (Some(base), _) => base,
+        (None, Some(start)) if raw.first().is_some_and(|r| r.0 < start - YEAR_S) => start,
+        _ => 0.0,
+    };
+    let intervals = raw
+        .into_iter()
+        .map(|(ts, len, hist)| LogInterval {
+            start: offset + ts,
+            len,
+            hist,
+        })
+        .collect();
+    Ok(IntervalLog {
+        start_time,
+        measured,
+        intervals,
+    })
+}
+
+/// Encodes a histogram in HdrHistogram's V2 format, deflate-compressed, in base64: as
+/// `.hlog` lines carry histograms.
+pub fn encode(h: &Histogram<u64>) -> Result<String, String> {
+    let mut bytes = Vec::new();
+    V2DeflateSerializer::new()
+        .serialize(h, &mut bytes)
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+}
+
+/// Decodes a histogram [`encode`] wrote (or any V2 histogram, compressed or not).
+pub fn decode(text: &str) -> Result<Histogram<u64>, String> {
+    decode_with(&mut Deserializer::new(), text)
+}
+
+fn decode_with(d: &mut Deserializer, text: &str) -> Result<Histogram<u64>, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| format!("a histogram is not valid base64 ({e})"))?;
+    d.deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("a histogram does not decode ({e:?})"))
 }
 
 #[cfg(test)]
@@ -153,5 +267,42 @@ mod tests {
         assert_eq!(rows.last().unwrap().quantile, 1.0);
         let median = rows.iter().find(|r| r.quantile >= 0.5).unwrap();
         assert!((median.value - 5000.0).abs() < 10.0, "{median:?}");
+    }
+
+    #[test]
+    fn histograms_and_interval_logs_round_trip() {
+        let mut h = histogram();
+        for v in [1u64, 999, 12_345, 7_000_000_000] {
+            h.record_n(v, v % 7 + 1).unwrap();
+        }
+        assert_eq!(decode(&encode(&h).unwrap()).unwrap(), h);
+        assert!(decode("not base64!").unwrap_err().contains("base64"));
+        assert!(decode("AAAA").unwrap_err().contains("decode"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.hlog");
+        let base = std::time::UNIX_EPOCH + Duration::from_millis(1_700_000_000_250);
+        let start = base + Duration::from_millis(500);
+        let intervals = [h.clone(), histogram(), h.clone()];
+        let second = Duration::from_secs(1);
+        write_hlog(
+            &path,
+            base,
+            start,
+            Duration::from_millis(2500),
+            second,
+            &intervals,
+        )
+        .unwrap();
+        let log = read_hlog(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(log.measured, Some(2.5));
+        assert!((log.start_time.unwrap() - 1_700_000_000.75).abs() < 1e-6);
+        assert_eq!(log.intervals.len(), 3);
+        for (i, iv) in log.intervals.iter().enumerate() {
+            assert!((iv.start - (1_700_000_000.25 + i as f64)).abs() < 1e-6);
+            assert_eq!(iv.len, 1.0);
+            assert_eq!(iv.hist, intervals[i]);
+        }
+        assert!(read_hlog(b"garbage\n").is_err());
     }
 }

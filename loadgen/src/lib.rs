@@ -5,17 +5,20 @@
 //! (threads, CPU sampling, progress, signals) → [`worker`] (one event loop per pinned
 //! thread: connect, write, read, record) using [`client`] (requests, response framing, the
 //! echo pattern) → [`stats`] (per-thread histograms and counters) → [`report`], [`hdr`] and
-//! [`plot`] (the table, JSON, .hgrm, .hlog and SVG).
+//! [`plot`] (the table, JSON, .hgrm, .hlog and SVG). [`source`] binds connections to a pool
+//! of source addresses; [`merge`] is `loadgen merge`, one report from several runs.
 
 pub mod app;
 pub mod args;
 pub mod client;
 pub mod clock;
 pub mod hdr;
+pub mod merge;
 pub mod plan;
 pub mod plot;
 pub mod report;
 pub mod run;
+pub mod source;
 pub mod stats;
 pub mod target;
 pub mod worker;

@@ -2,14 +2,17 @@
 //! duration or rate, combination that makes no sense, CPU this process cannot use and
 //! request set that would not fit in memory is one line that says what to change.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use ringd::protocol::ProtocolKind;
 
 use crate::args::{parse_status_set, Args, Mode, StatusSet};
 use crate::client::http::{build_request, is_token, parse_header, RequestSpec};
+use crate::source;
 use crate::target::{parse_target, Target};
+
+mod json;
 
 /// Longest measured duration.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
@@ -26,15 +29,21 @@ const MAX_CONNECTIONS: usize = 1_000_000;
 const MAX_PIPELINE: usize = 65_536;
 const MAX_THREADS: usize = 1024;
 
-/// A checked run plan.
-#[derive(Debug, Clone, serde::Serialize)]
+/// A checked run plan. It is also the `config` of the JSON report, read back by `merge`.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
     /// Resolved targets.
     pub targets: Vec<SocketAddr>,
     /// The targets as given (HOST:PORT or URL).
     pub target_names: Vec<String>,
+    /// Source addresses connections are bound to (empty: the kernel chooses).
+    #[serde(default)]
+    pub sources: Vec<IpAddr>,
     /// Protocol.
-    #[serde(serialize_with = "ser_display")]
+    #[serde(
+        serialize_with = "json::ser_display",
+        deserialize_with = "json::de_protocol"
+    )]
     pub protocol: ProtocolKind,
     /// Mode.
     pub mode: Mode,
@@ -45,12 +54,12 @@ pub struct Plan {
     /// CPUs to pin threads to (empty: no pinning).
     pub pin: Vec<usize>,
     /// Measured duration, unless `requests` is set.
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "json::ser_secs", deserialize_with = "json::de_secs")]
     pub duration: Duration,
     /// Measured request count, if bounded by count.
     pub requests: Option<u64>,
     /// Warm-up.
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "json::ser_secs", deserialize_with = "json::de_secs")]
     pub warmup: Duration,
     /// Echo request / stream chunk size.
     pub size: usize,
@@ -61,7 +70,7 @@ pub struct Plan {
     /// Verify responses.
     pub verify: bool,
     /// Per-request timeout, and how long the end of the run waits for responses.
-    #[serde(serialize_with = "ser_secs")]
+    #[serde(serialize_with = "json::ser_secs", deserialize_with = "json::de_secs")]
     pub timeout: Duration,
     /// Failed requests, as a fraction of those that ended, above which the run fails.
     pub max_error_rate: f64,
@@ -70,7 +79,10 @@ pub struct Plan {
     /// HTTP path of the first target (http only).
     pub path: Option<String>,
     /// Statuses that count as success (http: `--expect-status`, or 2xx with --verify).
-    #[serde(serialize_with = "ser_opt_display")]
+    #[serde(
+        serialize_with = "json::ser_opt_display",
+        deserialize_with = "json::de_status"
+    )]
     pub expect_status: Option<StatusSet>,
     /// The request bytes for each target (http), or the hello message.
     #[serde(skip)]
@@ -81,24 +93,6 @@ pub struct Plan {
     /// Expected hello greeting.
     #[serde(skip)]
     pub greeting: Vec<u8>,
-}
-
-fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_f64(d.as_secs_f64())
-}
-
-fn ser_display<S: serde::Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_str(v)
-}
-
-fn ser_opt_display<S: serde::Serializer, T: std::fmt::Display>(
-    v: &Option<T>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(v) => s.collect_str(v),
-        None => s.serialize_none(),
-    }
 }
 
 impl Plan {
@@ -118,6 +112,9 @@ impl Args {
             .map(|t| parse_target(t))
             .collect::<Result<_, _>>()?;
         let has_url = targets.iter().any(Target::is_url);
+        let sources = source::parse_pools(&self.sources)?;
+        let addrs: Vec<SocketAddr> = targets.iter().map(|t| t.addr).collect();
+        source::check(&sources, &addrs)?;
         let protocol = match (self.protocol, has_url) {
             (Some(p), true) if p != ProtocolKind::Http => {
                 return Err(format!(
@@ -205,7 +202,8 @@ impl Args {
         let per_request = payloads.iter().map(Vec::len).max().unwrap_or(0) as u64 + 64;
         check_memory(per_request * pipeline as u64 * self.connections as u64)?;
         Ok(Plan {
-            targets: targets.iter().map(|t| t.addr).collect(),
+            targets: addrs,
+            sources,
             target_names: targets.iter().map(|t| t.name.clone()).collect(),
             protocol,
             mode,
@@ -464,6 +462,23 @@ mod tests {
     }
 
     #[test]
+    fn source_pools_add_up_without_repeats() {
+        assert!(plan(&[]).unwrap().sources.is_empty());
+        let p = plan(&[
+            "--source",
+            "127.0.0.2-127.0.0.3",
+            "--source",
+            "127.0.0.3,127.0.0.4",
+        ])
+        .unwrap();
+        let want: Vec<IpAddr> = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(p.sources, want);
+    }
+
+    #[test]
     fn urls_give_protocol_host_and_path() {
         let p = plan(&["http://127.0.0.1:9/x?y", "-H", "host: example.com"]).unwrap();
         assert_eq!(p.protocol, ProtocolKind::Http);
@@ -535,6 +550,9 @@ mod tests {
             ),
             (&["http://127.0.0.1:1/", "--protocol", "echo"], "URL"),
             (&["nowhere"], "nowhere"),
+            (&["--source", "203.0.113.7"], "--source 203.0.113.7"),
+            (&["--source", "::1"], "IPv6"),
+            (&["--source", "127.0.0.2-x"], "--source"),
         ] {
             let e = plan(args).unwrap_err();
             assert!(e.contains(needle), "{args:?}: {e}");

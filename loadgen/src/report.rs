@@ -3,9 +3,10 @@
 //! same numbers.
 
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::args::Mode;
+use crate::hdr;
 use crate::plan::Plan;
 use crate::run::RunResult;
 use crate::stats::ErrorKind;
@@ -16,7 +17,7 @@ mod table;
 pub const SCHEMA: &str = "loadgen/1";
 
 /// Latency summary in nanoseconds.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Latency {
     /// Samples.
     pub count: u64,
@@ -64,7 +65,7 @@ impl Latency {
 }
 
 /// Open-loop schedule: asked versus achieved.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct RateReport {
     /// Requests per second asked for.
     pub target: f64,
@@ -77,7 +78,7 @@ pub struct RateReport {
 }
 
 /// CPU time of a process over the measured window.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Cpu {
     /// Process id (the server's), if another process.
     pub pid: Option<u32>,
@@ -90,7 +91,7 @@ pub struct Cpu {
 /// What the run left unanswered when it ended. Each of these entered the corrected latency
 /// (`latency_ns`) aged from its intended send time to the end of the run: a lower bound,
 /// so that a server that stops answering at the end cannot hide behind it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct EndOfRun {
     /// Requests sent and not answered.
     pub unfinished: u64,
@@ -103,7 +104,7 @@ pub struct EndOfRun {
 }
 
 /// Measured HTTP responses by status class.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StatusClasses {
     /// 1xx (only 101: other interim responses are skipped).
     #[serde(rename = "1xx")]
@@ -125,29 +126,95 @@ pub struct StatusClasses {
 }
 
 /// One second of the measured window.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Second {
-    /// Seconds since the end of the warm-up.
+    /// Seconds since the end of the warm-up (merged: since the earliest run's).
     pub second: u64,
     /// Measured requests completed in it.
     pub completed: u64,
     /// Error events in it.
     pub errors: u64,
-    /// Corrected latency median of what completed in it (ns; 0 if nothing did).
-    pub p50_ns: u64,
-    /// Corrected latency 99th percentile (ns).
-    pub p99_ns: u64,
+    /// Corrected latency median of what completed in it (ns; 0 if nothing did; null in a
+    /// merge of JSON reports, which carry no per-second histograms).
+    pub p50_ns: Option<u64>,
+    /// Corrected latency 99th percentile (ns; as `p50_ns`).
+    pub p99_ns: Option<u64>,
+}
+
+/// How [`Histograms`] are encoded: HdrHistogram's V2 format, deflate-compressed, in
+/// base64, as each line of a `.hlog` carries one.
+pub const HISTOGRAM_ENCODING: &str = "hdrhistogram-v2-deflate-base64";
+
+/// The whole run's histograms (values in ns), so that reports can be merged exactly.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Histograms {
+    /// [`HISTOGRAM_ENCODING`].
+    pub encoding: String,
+    /// Corrected latency (`latency_ns`).
+    pub latency_ns: String,
+    /// Service time (`latency_uncorrected_ns`; null in a merge of interval logs).
+    pub latency_uncorrected_ns: Option<String>,
+    /// Connect latency (crr; else null).
+    pub connect_latency_ns: Option<String>,
+}
+
+impl Histograms {
+    /// Encodes a run's histograms; `None` if one cannot be encoded.
+    pub fn encode(
+        latency: &Histogram<u64>,
+        uncorrected: Option<&Histogram<u64>>,
+        connect: Option<&Histogram<u64>>,
+    ) -> Option<Self> {
+        Some(Histograms {
+            encoding: HISTOGRAM_ENCODING.into(),
+            latency_ns: hdr::encode(latency).ok()?,
+            latency_uncorrected_ns: uncorrected.map(hdr::encode).transpose().ok()?,
+            connect_latency_ns: connect.map(hdr::encode).transpose().ok()?,
+        })
+    }
+}
+
+/// One run in a merged report.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MergedRun {
+    /// The file it was read from.
+    pub file: String,
+    /// Wall-clock start of its measured window (seconds since the Unix epoch).
+    pub started_unix_s: f64,
+    /// Length of its measured window.
+    pub duration_s: f64,
+    /// Its measured requests (from an interval log: its histogram entries).
+    pub requests: u64,
+}
+
+/// What a merged report combines: the runs, and the window all of them were measuring,
+/// over which its rates are counted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MergeInfo {
+    /// The runs, in the order given.
+    pub runs: Vec<MergedRun>,
+    /// Start of the common window (seconds since the Unix epoch).
+    pub window_start_unix_s: f64,
+    /// Length of the common window.
+    pub window_s: f64,
+    /// Where `timeseries` seconds count from: the earliest run's start (seconds since the
+    /// Unix epoch).
+    pub timeseries_start_unix_s: f64,
 }
 
 /// Everything a run reports.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     /// Schema identifier.
-    pub schema: &'static str,
+    pub schema: String,
     /// loadgen's version.
-    pub version: &'static str,
+    pub version: String,
     /// The plan that ran.
     pub config: Plan,
+    /// Wall-clock start of the measured window, seconds since the Unix epoch (merged: of
+    /// the window common to every run).
+    #[serde(default)]
+    pub started_unix_s: Option<f64>,
     /// Completions of requests meant for the warm-up (not in any figure below).
     pub warmup_requests: u64,
     /// Measured window in seconds.
@@ -211,6 +278,12 @@ pub struct Report {
     pub exit_code: u8,
     /// Why the run counts as failed (null when it did not).
     pub exit_reason: Option<String>,
+    /// The whole run's histograms, for `loadgen merge`.
+    #[serde(default)]
+    pub histograms: Option<Histograms>,
+    /// Set by `loadgen merge`: the runs it combines (null for a single run).
+    #[serde(default)]
+    pub merged: Option<MergeInfo>,
 }
 
 /// Exit status: the run could not run, measured nothing, or a thread gave up.
@@ -264,14 +337,20 @@ impl Report {
                 second: i as u64,
                 completed,
                 errors,
-                p50_ns: quantile(h, 0.5),
-                p99_ns: quantile(h, 0.99),
+                p50_ns: Some(quantile(h, 0.5)),
+                p99_ns: Some(quantile(h, 0.99)),
             })
             .collect();
+        let crr = r.plan.mode == Mode::Crr;
+        let started_unix_s = r
+            .started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
         let mut report = Report {
-            schema: SCHEMA,
-            version: env!("CARGO_PKG_VERSION"),
+            schema: SCHEMA.into(),
+            version: env!("CARGO_PKG_VERSION").into(),
             config: r.plan.clone(),
+            started_unix_s: Some(started_unix_s),
             warmup_requests: c.warmup_completed,
             duration_s: secs,
             requests,
@@ -328,12 +407,25 @@ impl Report {
             interrupted: r.interrupted,
             exit_code: 0,
             exit_reason: None,
+            histograms: Histograms::encode(
+                &r.stats.latency,
+                Some(&r.stats.service),
+                crr.then_some(&r.stats.connect),
+            ),
+            merged: None,
         };
-        if let Some((code, why)) = report.verdict() {
-            report.exit_code = code;
-            report.exit_reason = Some(why);
-        }
+        report.judge();
         report
+    }
+
+    /// Sets the exit status and its reason from the figures.
+    pub fn judge(&mut self) {
+        self.exit_code = 0;
+        self.exit_reason = None;
+        if let Some((code, why)) = self.verdict() {
+            self.exit_code = code;
+            self.exit_reason = Some(why);
+        }
     }
 
     /// Why the run failed, with its exit status; `None` when it measured requests within

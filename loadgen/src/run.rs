@@ -3,7 +3,7 @@
 //! stop, and merges what every thread recorded, including threads that gave up.
 
 use std::io::{IsTerminal, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, SystemTime};
@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 
 use crate::clock::{now_ns, pid_cpu_secs, process_cpu_secs, tighten_timer_slack};
 use crate::plan::Plan;
+use crate::source;
 use crate::stats::{histogram, ThreadStats};
 use crate::worker::{self, Interval, Shared, ThreadPlan};
 
@@ -70,13 +71,7 @@ pub struct RunOptions {
 pub fn run(plan: Plan, opts: &RunOptions) -> anyhow::Result<RunResult> {
     let server_pid = opts.server_pid;
     ensure_fd_limit(plan.connections).map_err(anyhow::Error::msg)?;
-    for t in &plan.targets {
-        TcpStream::connect_timeout(t, Duration::from_secs(3)).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot connect to {t}: {e} (is the server running and listening there?)"
-            )
-        })?;
-    }
+    check_reachable(&plan)?;
     if let Some(pid) = server_pid {
         pid_cpu_secs(pid).map_err(|e| {
             anyhow::anyhow!("--server-pid {pid}: cannot read /proc/{pid}/stat: {e}")
@@ -222,6 +217,29 @@ pub fn run(plan: Plan, opts: &RunOptions) -> anyhow::Result<RunResult> {
         thread_errors,
         interrupted,
     })
+}
+
+/// Every target answers a connect, from the first source; and every source reaches the
+/// first target (sources × targets connects would be too many to try).
+fn check_reachable(plan: &Plan) -> anyhow::Result<()> {
+    let first_source = plan.sources.first().copied();
+    let mut pairs: Vec<(Option<IpAddr>, SocketAddr)> =
+        plan.targets.iter().map(|&t| (first_source, t)).collect();
+    pairs.extend(
+        plan.sources
+            .iter()
+            .skip(1)
+            .map(|&s| (Some(s), plan.targets[0])),
+    );
+    for (src, t) in pairs {
+        source::connect_timeout(src, t, Duration::from_secs(3)).map_err(|e| {
+            let from = src.map(|s| format!(" from {s}")).unwrap_or_default();
+            anyhow::anyhow!(
+                "cannot connect to {t}{from}: {e} (is the server running and listening there?)"
+            )
+        })?;
+    }
+    Ok(())
 }
 
 /// The threads' intervals, merged second by second.

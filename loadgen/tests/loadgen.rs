@@ -362,6 +362,24 @@ fn files_round_trip_through_hdrhistogram_readers() {
     assert!(intervals >= 2, "{intervals} intervals");
     assert_eq!(counted, requests);
 
+    // The JSON carries the whole histograms, encoded as .hlog lines are, and when its
+    // window started.
+    let h = &report["histograms"];
+    assert_eq!(h["encoding"], "hdrhistogram-v2-deflate-base64");
+    let bytes = base64_decode(h["latency_ns"].as_str().unwrap());
+    let latency: hdrhistogram::Histogram<u64> =
+        deserializer.deserialize(&mut bytes.as_slice()).unwrap();
+    assert_eq!(latency.len(), requests);
+    assert_eq!(
+        latency.highest_equivalent(latency.value_at_quantile(0.99)),
+        report["latency_ns"]["p99"].as_u64().unwrap()
+    );
+    assert!(h["latency_uncorrected_ns"].is_string());
+    assert!(h["connect_latency_ns"].is_null());
+    assert!(report["started_unix_s"].as_f64().unwrap() > 1e9);
+    let log = loadgen::hdr::read_hlog(&text).unwrap();
+    assert_eq!(log.measured, report["duration_s"].as_f64());
+
     // The SVG is a real SVG with both charts.
     let svg = std::fs::read_to_string(&svg).unwrap();
     assert!(

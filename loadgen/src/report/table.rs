@@ -4,14 +4,24 @@
 
 use std::fmt::Write as _;
 
-use super::{fmt_ns, percent, Latency, Report};
+use super::{fmt_ns, percent, Latency, MergeInfo, Report};
 use crate::args::Mode;
 
 /// Width of one latency column.
 const COL: usize = 10;
 
 impl Latency {
-    fn row(&self, label: &str) -> String {
+    /// The header of the latency rows.
+    pub(crate) fn header() -> String {
+        let mut head = format!("  {:<12}", "Latency");
+        for h in ["min", "mean", "p50", "p90", "p99", "p99.9", "p99.99", "max"] {
+            let _ = write!(head, "{h:>COL$}");
+        }
+        head
+    }
+
+    /// One latency row.
+    pub(crate) fn row(&self, label: &str) -> String {
         let mut s = format!("  {label:<12}");
         for v in [
             self.min,
@@ -67,6 +77,9 @@ impl Report {
                 ""
             }
         );
+        if let Some(m) = &self.merged {
+            let _ = writeln!(s, "{}", m.describe());
+        }
         let _ = writeln!(s);
         let _ = writeln!(
             s,
@@ -130,11 +143,7 @@ impl Report {
             );
         }
         let _ = writeln!(s);
-        let mut head = format!("  {:<12}", "Latency");
-        for h in ["min", "mean", "p50", "p90", "p99", "p99.9", "p99.99", "max"] {
-            let _ = write!(head, "{h:>COL$}");
-        }
-        let _ = writeln!(s, "{head}");
+        let _ = writeln!(s, "{}", Latency::header());
         if p.rate.is_some() {
             let _ = writeln!(s, "{}", self.latency_ns.row("corrected"));
             let _ = writeln!(s, "{}", self.latency_uncorrected_ns.row("uncorrected"));
@@ -217,6 +226,28 @@ impl Report {
             let _ = write!(line, "  ({})", list.join(", "));
         }
         let _ = writeln!(s, "  Status      {line}");
+    }
+}
+
+impl MergeInfo {
+    /// One line: how many runs, the window they measured together, how far apart they
+    /// started.
+    pub fn describe(&self) -> String {
+        let starts = self.runs.iter().map(|r| r.started_unix_s);
+        let (first, last) = starts.fold((f64::MAX, f64::MIN), |(a, b), t| (a.min(t), b.max(t)));
+        let lens = self.runs.iter().map(|r| r.duration_s);
+        let (short, long) = lens.fold((f64::MAX, f64::MIN), |(a, b), d| (a.min(d), b.max(d)));
+        let each = if long - short < 0.005 {
+            format!("{long:.2} s")
+        } else {
+            format!("{short:.2}-{long:.2} s")
+        };
+        format!(
+            "merged {} run(s): measured together {:.2} s (each measured {each}, starting up to {:.3} s apart); rates over that window",
+            self.runs.len(),
+            self.window_s,
+            last - first
+        )
     }
 }
 

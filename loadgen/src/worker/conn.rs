@@ -3,7 +3,7 @@
 //! response being read.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use mio::net::TcpStream;
 
@@ -69,6 +69,8 @@ pub(super) struct Conn {
     /// Index of its target in the plan.
     pub target: usize,
     pub addr: SocketAddr,
+    /// The address it connects from (`--source`), the same on every reconnect.
+    pub source: Option<IpAddr>,
     pub stream: Option<TcpStream>,
     pub state: State,
     pub connect_started: u64,
@@ -114,6 +116,7 @@ impl Conn {
             id,
             target,
             addr,
+            source: None,
             stream: None,
             state: State::Closed,
             connect_started: 0,

@@ -23,6 +23,7 @@ use slab::Slab;
 use crate::args::Mode;
 use crate::clock::{now_ns, Timer};
 use crate::plan::Plan;
+use crate::source;
 use crate::stats::{histogram, ErrorKind, ThreadStats};
 
 mod conn;
@@ -152,6 +153,7 @@ impl<'a> Worker<'a> {
         for &id in &tp.conn_ids {
             let target = id as usize % plan.targets.len();
             let mut c = Conn::new(id, target, plan.targets[target], plan.head_request, now);
+            c.source = source::of_connection(&plan.sources, plan.targets.len(), id);
             // One schedule for the whole run, spread over one interval so connections do
             // not fire in lockstep: exactly rate × time requests fall due.
             c.next_due = tp.interval_ns.map_or(0, |iv| {

@@ -5,12 +5,12 @@
 
 use std::io::{self, Write};
 
-use mio::net::TcpStream;
 use mio::{Interest, Token};
 use ringd::protocol::ProtocolKind;
 
 use super::{Mode, Pending, State, Worker};
 use crate::client::pattern_window;
+use crate::source;
 use crate::stats::ErrorKind;
 
 /// Longest backoff before reconnecting a failing connection.
@@ -27,7 +27,7 @@ impl Worker<'_> {
         if std::mem::take(&mut c.reopen) {
             self.rec.stats.counters.reconnects += 1;
         }
-        match TcpStream::connect(c.addr) {
+        match source::connect(c.source, c.addr) {
             Ok(mut s) => {
                 if let Err(e) = self.poll.registry().register(
                     &mut s,
@@ -248,7 +248,11 @@ impl Worker<'_> {
     /// reconnect after a backoff.
     pub(super) fn fail(&mut self, key: usize, kind: ErrorKind, err: &io::Error, now: u64) {
         self.rec.error(kind, now);
-        self.last_error = Some(format!("{}: {err}", self.conns[key].addr));
+        let c = &self.conns[key];
+        self.last_error = Some(match c.source {
+            Some(src) => format!("{src} to {}: {err}", c.addr),
+            None => format!("{}: {err}", c.addr),
+        });
         self.close(key);
         let c = &mut self.conns[key];
         self.rec.stats.counters.failed += c.inflight.len() as u64;
