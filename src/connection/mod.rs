@@ -86,6 +86,8 @@ pub struct Connection {
     held_back: bool,
     /// Aborted with output still unsent: the peer must see a reset, not a clean end.
     cut: bool,
+    /// Input came that the protocol did not take (beyond a close, or after it).
+    extra_input: bool,
 }
 
 impl Connection {
@@ -108,6 +110,7 @@ impl Connection {
             answered: 0,
             held_back: false,
             cut: false,
+            extra_input: false,
         }
     }
 
@@ -162,6 +165,7 @@ impl Connection {
     /// Bytes arrived at `now`.
     pub fn on_input(&mut self, now: Millis, data: &[u8], limits: &Limits) -> Input {
         if self.phase != Phase::Open {
+            self.extra_input |= !data.is_empty();
             return Input::Dropped;
         }
         self.last_active = now;
@@ -187,7 +191,7 @@ impl Connection {
         let o = if self.pending.is_empty() {
             // Fast path: whole requests in one read need no copy.
             let o = self.session.on_input_within(data, &mut self.out, limit);
-            if !o.close && o.consumed < data.len() {
+            if o.consumed < data.len() {
                 self.pending.extend_from_slice(&data[o.consumed..]);
             }
             o
@@ -203,6 +207,7 @@ impl Connection {
         self.answered += answered;
         self.held_back = !self.pending.is_empty() && self.out.len() >= limit;
         if o.close {
+            self.extra_input |= !self.pending.is_empty();
             self.pending = Vec::new();
             let reason = if self.drain_since > 0 {
                 CloseReason::Drain
@@ -302,12 +307,25 @@ impl Connection {
         if self.phase != Phase::Closing {
             return;
         }
-        if self.peer_done {
-            self.phase = Phase::Closed;
-        } else {
+        if self.lingers() {
             self.phase = Phase::Lingering;
             self.linger_until = now + limits.linger_ms;
+        } else {
+            self.phase = Phase::Closed;
         }
+    }
+
+    /// True when, after its FIN, the connection must read on until the peer's EOF (a
+    /// lingering close) before closing: unless the peer already sent its FIN, or the
+    /// protocol closed after a whole exchange and nothing more came (hello's reply, an HTTP
+    /// request that said close). Closing while the peer may still send would answer its
+    /// bytes with a reset, which can destroy the reply it has not read yet; an engine whose
+    /// read is still armed may end it with the FIN (`SHUT_RDWR`) when this is false.
+    pub fn lingers(&self) -> bool {
+        let clean = self.reason == Some(CloseReason::Protocol)
+            && !self.extra_input
+            && self.session.clean_close();
+        !self.peer_done && !clean
     }
 
     /// The server drains, from `now`: `http` answers its next request with
@@ -462,13 +480,50 @@ mod tests {
         assert!(!c.wants_fin(), "one byte is not sent yet");
         c.on_sent(9, 1, &l);
         assert!(c.wants_fin());
+        assert!(!c.lingers(), "a whole exchange, nothing more came");
         c.on_fin(9, &l);
-        assert_eq!(c.phase(), Phase::Lingering);
-        assert!(c.reading());
-        assert_eq!(c.on_input(10, b"more", &l), Input::Dropped);
-        c.on_eof();
         assert_eq!(c.phase(), Phase::Closed);
         assert_eq!(c.close_reason(), CloseReason::Protocol);
+    }
+
+    #[test]
+    fn lingers_when_the_peer_may_still_send() {
+        let l = limits();
+        // Bytes after the request that said close.
+        let mut c = http();
+        c.on_input(
+            1,
+            b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET /next",
+            &l,
+        );
+        flush(&mut c, 2);
+        assert!(c.lingers());
+        c.on_fin(2, &l);
+        assert_eq!(c.phase(), Phase::Lingering);
+        assert!(c.reading());
+        assert_eq!(c.on_input(3, b"more", &l), Input::Dropped);
+        c.on_eof();
+        assert_eq!(c.phase(), Phase::Closed);
+        // Bytes after the close decision.
+        let mut c = http();
+        c.on_input(1, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &l);
+        assert_eq!(c.on_input(2, b"late", &l), Input::Dropped);
+        assert!(c.lingers());
+        // A body still to come, an error, a drain, a timeout: the peer may be sending.
+        let mut c = http();
+        c.on_input(
+            1,
+            b"POST / HTTP/1.1\r\nConnection: close\r\nContent-Length: 9\r\n\r\n",
+            &l,
+        );
+        assert!(c.lingers());
+        let mut c = http();
+        c.on_input(1, b"BAD\r\n\r\n", &l);
+        assert!(c.lingers());
+        let mut c = http();
+        c.drain(1);
+        c.handle_timeout(5000, &l);
+        assert!(c.lingers());
     }
 
     #[test]
@@ -653,7 +708,8 @@ mod tests {
     fn lingering_ends_at_its_deadline() {
         let l = limits();
         let mut c = Connection::new(&ProtocolSpec::with_defaults(ProtocolKind::Hello), 1);
-        c.on_input(1, b"hi", &l);
+        // More than the one message hello reads: the rest may still be coming.
+        c.on_input(1, &[b'x'; 1500], &l);
         flush(&mut c, 2);
         c.on_fin(3, &l);
         assert_eq!(c.poll_timeout(&l), Some(2003));

@@ -315,7 +315,12 @@ async fn connection<S: Stream>(
             continue;
         }
         if conn.wants_fin() {
-            match sock.shutdown_write() {
+            // Without a lingering close, the close right after sends the FIN.
+            let fin = match conn.lingers() {
+                true => sock.shutdown_write(),
+                false => Ok(()),
+            };
+            match fin {
                 Ok(()) => conn.on_fin(clock.now(), limits),
                 Err(e) => {
                     debug!("shutdown failed: {e}");

@@ -89,6 +89,9 @@ pub struct Http {
     /// The server is draining: the next response says `Connection: close` and ends the
     /// connection.
     closing: bool,
+    /// It closed after a whole request and its response (not an error, no body still to
+    /// come): the client has nothing more to send.
+    clean_close: bool,
 }
 
 /// What one parsed request asks of us.
@@ -127,7 +130,13 @@ impl Http {
             skip: 0,
             answered: 0,
             closing: false,
+            clean_close: false,
         }
+    }
+
+    /// True when it closed after a whole request and its response.
+    pub(super) fn clean_close(&self) -> bool {
+        self.clean_close
     }
 
     /// The server drains: answer the request in progress (or the next one), with
@@ -158,6 +167,7 @@ impl Http {
                     req.keep_alive &= !self.closing;
                     self.respond(&req, out);
                     if !req.keep_alive {
+                        self.clean_close = self.skip == 0;
                         return Outcome::close(pos);
                     }
                 }

@@ -157,6 +157,18 @@ impl Session {
         matches!(self, Session::Http(_))
     }
 
+    /// After the protocol closed: true when the peer has nothing more to send (hello's one
+    /// message was read; an HTTP request that said close was whole, with its body), so the
+    /// connection may close at once after its reply instead of reading on until the peer's
+    /// EOF. Extra bytes seen are the connection's to notice.
+    pub fn clean_close(&self) -> bool {
+        match self {
+            Session::Echo => false,
+            Session::Hello(_) => true,
+            Session::Http(s) => s.clean_close(),
+        }
+    }
+
     /// The server drains. `http` answers the request in progress or the next one with
     /// `Connection: close` and closes after it; `echo` and `hello` go on until their peer or
     /// the protocol ends them.

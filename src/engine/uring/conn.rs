@@ -184,8 +184,17 @@ impl UConn {
             self.sock.push_owned(data);
         }
         let closing = self.conn.phase() == Phase::Closing;
-        self.sock.start_send(SIDE, env.pool, closing, env.submit);
+        // A connection that reads nothing more after its reply needs no FIN of its own: the
+        // close sends it, right after the last byte. (IORING_OP_SHUTDOWN cannot complete
+        // inline and goes through an io-wq thread: a wake-up and two context switches.)
+        let lingers = self.conn.lingers();
+        self.sock
+            .start_send(SIDE, env.pool, closing && lingers, env.submit);
         if self.conn.wants_fin() {
+            if !lingers {
+                self.conn.on_fin(env.now, env.limits);
+                return self.tear_down(env);
+            }
             self.sock.start_fin(SIDE, env.submit);
         }
         let pause = self.conn.phase() == Phase::Open && !self.conn.reading();

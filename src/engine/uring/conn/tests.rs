@@ -109,6 +109,8 @@ struct Sim {
     sent: Vec<u8>,
     fin_done: bool,
     closed: bool,
+    /// A close without a FIN before it and without a reset: the close's FIN ends the output.
+    clean_close_at: Option<usize>,
 }
 
 impl Sim {
@@ -135,6 +137,7 @@ impl Sim {
             sent: Vec::new(),
             fin_done: false,
             closed: false,
+            clean_close_at: None,
             rng,
         }
     }
@@ -162,11 +165,15 @@ impl Sim {
                 }
                 Submit::CancelRecv(_) | Submit::CancelAll(_) => self.cancels.push(s),
                 Submit::Connect | Submit::CancelConnect => panic!("{s:?} on a protocol connection"),
-                Submit::Close { .. } => {
+                Submit::Close { reset, .. } => {
                     assert!(
                         !self.recv_armed && self.send.is_none() && !self.fin_alone,
                         "close with operations in flight"
                     );
+                    if !reset && !self.fin_done {
+                        // A clean close sends the FIN itself.
+                        self.clean_close_at = Some(self.sent.len());
+                    }
                     self.close_submitted = true;
                     self.posted.push_back(Cqe::Close);
                 }
@@ -403,7 +410,8 @@ fn run(seed: u64, kind: ProtocolKind, input: Vec<u8>) -> (Vec<u8>, bool, usize, 
         "seed {seed}: operations in flight after the close"
     );
     let sent = std::mem::take(&mut sim.sent);
-    (sent, sent_at_fin.is_some(), sent_at_fin.unwrap_or(0), sim)
+    let end = sent_at_fin.or(sim.clean_close_at);
+    (sent, end.is_some(), end.unwrap_or(0), sim)
 }
 
 #[test]
