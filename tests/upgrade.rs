@@ -101,7 +101,7 @@ fn upgrades_with_late_requests(engine: &str) {
 /// Replaces `path` atomically (as a build or a deployment does) with a shell script.
 fn install_script(path: &Path, body: &str) {
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::write(&tmp, format!("#!/bin/bash\n{body}\n")).unwrap();
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::rename(&tmp, path).unwrap();
 }
@@ -280,7 +280,13 @@ fn sigusr2_during_an_upgrade_is_ignored_and_sigterm_stops_both() {
     let dir = temp_dir("upgrade-twice");
     let exe = dir.join("ringd");
     let real = lineage::ringd_bin();
-    install_script(&exe, &format!("sleep 1; exec {} \"$@\"", real.display()));
+    // bash's `exec -a` keeps the wrapper as argv[0], so every successor (which ringd starts
+    // from its argv[0]) goes through the same one-second sleep: the signals below always land
+    // while a successor is starting, however fast the machine.
+    install_script(
+        &exe,
+        &format!("sleep 1\nexec -a \"$0\" {} \"$@\"", real.display()),
+    );
     let mut start = Start::new(&dir, &args("uring", &[]));
     start.exe = exe.clone();
     let mut l = Lineage::start(start);
