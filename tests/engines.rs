@@ -121,8 +121,16 @@ async fn http_behaviour(engine: EngineKind) {
 }
 
 /// A peer that resets in the middle of a request affects only its own connection.
+///
+/// The header timeout is short because the kernel can lose the reset: on Linux 6.18, about
+/// one run in a hundred on a loaded machine leaves a multishot recv armed on a socket that is
+/// already in TCP_CLOSE with ECONNRESET pending (seen with ordinary and direct descriptors
+/// alike). The connection's own timers are then what ends it, and the drain must still find
+/// nothing to cut.
 async fn reset_mid_request_is_isolated(engine: EngineKind, protocol: ProtocolKind) {
-    let server = server(engine, protocol, 1);
+    let server = server_with(engine, protocol, 1, |c| {
+        c.header_timeout = Duration::from_secs(1)
+    });
     let addr = server.local_addr();
     let (request, expected): (&[u8], &[u8]) = match protocol {
         ProtocolKind::Http => (b"GET / HTTP/1.1\r\n\r\n", OK),
