@@ -205,7 +205,7 @@ pub fn render(stats: &[Arc<WorkerStats>], config: &Config) -> String {
         a.load(Ordering::Relaxed)
     }
     type Get = fn(&WorkerStats) -> u64;
-    let series: [(&str, &str, &str, Get); 10] = [
+    let series: [(&str, &str, &str, Get); 11] = [
         (
             "ringd_connections_accepted_total",
             "counter",
@@ -250,6 +250,12 @@ pub fn render(stats: &[Arc<WorkerStats>], config: &Config) -> String {
             "counter",
             "Accept pauses after EMFILE/ENFILE/ENOBUFS/ENOMEM.",
             |s| load(&s.accept_backoffs),
+        ),
+        (
+            "ringd_direct_descriptor_fallbacks_total",
+            "counter",
+            "Times the uring direct descriptor table was full and accepting fell back to ordinary descriptors.",
+            |s| load(&s.fixed_fallbacks),
         ),
         (
             "ringd_recv_enobufs_total",

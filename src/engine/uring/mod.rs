@@ -13,6 +13,20 @@
 //! the connection table, and on every way out (return, error, panic) cancels whatever is
 //! still in flight and reaps it before any memory the kernel might touch is freed.
 
+/// What a connection's events need from the worker `$w`, borrowed field by field (so that a
+/// connection in the worker's table can be borrowed beside it).
+macro_rules! env {
+    ($w:ident) => {
+        Env {
+            now: $w.clock.now(),
+            limits: &$w.limits,
+            pool: &mut *$w.bufs,
+            stats: &$w.env.stats,
+            submit: &mut $w.submits,
+        }
+    };
+}
+
 mod bufring;
 mod conn;
 mod fixed;
@@ -418,13 +432,7 @@ impl Worker {
         }
         let slot = &mut self.conns[key];
         let was_starved = slot.uc.sock.starved;
-        let mut env = Env {
-            now: self.clock.now(),
-            limits: &self.limits,
-            pool: &mut *self.bufs,
-            stats: &self.env.stats,
-            submit: &mut self.submits,
-        };
+        let mut env = env!(self);
         f(&mut slot.uc, &mut env);
         if slot.uc.sock.starved && !was_starved {
             self.starved.push_back(Token::new(key, self.gens[key]));

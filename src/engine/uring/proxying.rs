@@ -17,6 +17,17 @@ use super::{BufRing, Worker};
 use crate::connection::{CloseReason, WorkerStats};
 use crate::proxy::{header, Relay, Side};
 
+/// The upstreams as a pair's events need them, from the worker `$w` and its proxy config.
+macro_rules! upstream {
+    ($w:ident, $proxy:ident) => {
+        Upstream {
+            ups: &$proxy.upstreams,
+            cursor: &mut $w.cursor,
+            connect_ms: $proxy.connect_timeout.as_millis() as u64,
+        }
+    };
+}
+
 /// A proxied connection in the worker's table.
 #[derive(Debug)]
 pub(super) struct PairSlot {
@@ -112,19 +123,7 @@ impl Worker {
         let Some(proxy) = &self.proxy else { return };
         let slot = &mut self.pairs[key];
         let was_starved = slot.up.socks.iter().any(|s| s.starved);
-        let mut env = Env {
-            now: self.clock.now(),
-            limits: &self.limits,
-            pool: &mut *self.bufs,
-            stats: &self.env.stats,
-            submit: &mut self.submits,
-        };
-        let mut up = Upstream {
-            ups: &proxy.upstreams,
-            cursor: &mut self.cursor,
-            connect_ms: proxy.connect_timeout.as_millis() as u64,
-        };
-        f(&mut slot.up, &mut env, &mut up);
+        f(&mut slot.up, &mut env!(self), &mut upstream!(self, proxy));
         // A connect that cannot even start (no descriptor, no address family) fails at
         // once, as a refused one would: the next upstream is tried.
         let mut i = 0;
@@ -146,20 +145,9 @@ impl Worker {
                 }
                 Err(e) => {
                     self.submits.remove(i);
-                    let mut env = Env {
-                        now: self.clock.now(),
-                        limits: &self.limits,
-                        pool: &mut *self.bufs,
-                        stats: &self.env.stats,
-                        submit: &mut self.submits,
-                    };
-                    let mut up = Upstream {
-                        ups: &proxy.upstreams,
-                        cursor: &mut self.cursor,
-                        connect_ms: proxy.connect_timeout.as_millis() as u64,
-                    };
                     let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                    slot.up.on_connect(-errno, &mut env, &mut up);
+                    slot.up
+                        .on_connect(-errno, &mut env!(self), &mut upstream!(self, proxy));
                 }
             }
         }
