@@ -168,6 +168,35 @@ fn hello_closes(engine: EngineKind) {
     }
 }
 
+/// The client's message comes in two writes, the second while the greeting (1 MiB) is still
+/// going out to a slow reader: however the engine closes, those late bytes must not turn the
+/// close into a reset that cuts the greeting.
+fn hello_late_input(engine: EngineKind) {
+    let greeting = payload(1 << 20);
+    let server = small_buffer_server(engine, ProtocolKind::Hello, &greeting, |_| {});
+    let mut s = small_client(server.local_addr());
+    s.write_all(b"hel").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(b"lo").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1500];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!(
+                "{engine}: {e} after {} of {} bytes",
+                got.len(),
+                greeting.len()
+            ),
+        }
+    }
+    assert_same(&got, &greeting, "greeting with late input");
+    drop(s);
+    shutdown_clean(server);
+}
+
 fn echo_half_close(engine: EngineKind) {
     let server = small_buffer_server(engine, ProtocolKind::Echo, b"", |_| {});
     let addr = server.local_addr();
@@ -304,6 +333,11 @@ macro_rules! close_path_tests {
             #[test]
             fn hello_greeting_arrives_whole_before_eof() {
                 hello_closes($engine);
+            }
+
+            #[test]
+            fn hello_late_input_does_not_cut_the_greeting() {
+                hello_late_input($engine);
             }
 
             #[test]

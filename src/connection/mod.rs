@@ -88,6 +88,10 @@ pub struct Connection {
     cut: bool,
     /// Input came that the protocol did not take (beyond a close, or after it).
     extra_input: bool,
+    /// The engine reads on while the output of a closing connection goes out, so input that
+    /// comes after the close decision reaches [`Connection::on_input`] (see
+    /// [`Connection::sees_late_input`]).
+    reads_while_closing: bool,
 }
 
 impl Connection {
@@ -111,6 +115,7 @@ impl Connection {
             held_back: false,
             cut: false,
             extra_input: false,
+            reads_while_closing: false,
         }
     }
 
@@ -322,10 +327,26 @@ impl Connection {
     /// bytes with a reset, which can destroy the reply it has not read yet; an engine whose
     /// read is still armed may end it with the FIN (`SHUT_RDWR`) when this is false.
     pub fn lingers(&self) -> bool {
-        let clean = self.reason == Some(CloseReason::Protocol)
+        let clean = self.reads_while_closing
+            && self.reason == Some(CloseReason::Protocol)
             && !self.extra_input
             && self.session.clean_close();
         !self.peer_done && !clean
+    }
+
+    /// Declares that the engine keeps reading while a closing connection's output goes out
+    /// (uring's multishot recv stays armed), so that bytes the peer sends after the close
+    /// decision are seen, and a whole exchange with nothing after it may close without a
+    /// lingering read. An engine that stops reading while closing never calls this: bytes it
+    /// did not read would turn its close into a reset, so it always lingers.
+    pub fn sees_late_input(&mut self) {
+        self.reads_while_closing = true;
+    }
+
+    /// Input is waiting that the engine could not read (a closing connection's recv found no
+    /// buffer): the close must linger, as after any extra input.
+    pub fn on_input_unread(&mut self) {
+        self.extra_input = true;
     }
 
     /// The server drains, from `now`: `http` answers its next request with
@@ -480,6 +501,11 @@ mod tests {
         assert!(!c.wants_fin(), "one byte is not sent yet");
         c.on_sent(9, 1, &l);
         assert!(c.wants_fin());
+        assert!(
+            c.lingers(),
+            "an engine that stopped reading cannot know nothing came"
+        );
+        c.sees_late_input();
         assert!(!c.lingers(), "a whole exchange, nothing more came");
         c.on_fin(9, &l);
         assert_eq!(c.phase(), Phase::Closed);

@@ -56,7 +56,9 @@ const SIDE: Side = Side::Client;
 
 impl UConn {
     /// A connection that has nothing in flight yet; call [`UConn::step`] to start it.
-    pub fn new(conn: Connection) -> Self {
+    pub fn new(mut conn: Connection) -> Self {
+        // The recv stays armed until the close, so late input is seen.
+        conn.sees_late_input();
         UConn {
             conn,
             sock: SockOps::default(),
@@ -97,6 +99,10 @@ impl UConn {
         } else if res == -libc::ENOBUFS {
             WorkerStats::inc(&env.stats.recv_enobufs);
             self.sock.starved = true;
+            if self.conn.phase() != Phase::Open {
+                // Bytes are waiting that a closing connection will not read now.
+                self.conn.on_input_unread();
+            }
         } else if res != -libc::ECANCELED {
             tracing::debug!("recv failed: {}", std::io::Error::from_raw_os_error(-res));
             self.conn.on_error();
