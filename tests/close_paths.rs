@@ -320,6 +320,32 @@ fn cut_reply_resets(engine: EngineKind) {
     shutdown_clean(server);
 }
 
+/// A `400` whose FIN is linked behind its send, queued after a 100 kB response to a slow
+/// reader, with SQPOLL (whose thread may take a half-published link): the send and its FIN
+/// reach the kernel together, so the `400` is never cut.
+#[test]
+fn uring_linked_fin_under_sqpoll_follows_the_last_byte() {
+    let body = payload(100_000);
+    let server = small_buffer_server(EngineKind::Uring, ProtocolKind::Http, &body, |c| {
+        c.uring.sqpoll = true;
+    });
+    let mut want = ok_keep(&body);
+    want.extend_from_slice(&ringd::protocol::error_response(
+        ringd::protocol::ErrorStatus::BadRequest,
+    ));
+    for round in 0..300 {
+        let mut s = small_client(server.local_addr());
+        s.write_all(b"GET / HTTP/1.1\r\n\r\n\x00garbage\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2));
+        let mut got = Vec::new();
+        let r = s.read_to_end(&mut got);
+        assert!(r.is_ok(), "round {round}: {r:?} after {} bytes", got.len());
+        assert_same(&got, &want, &format!("round {round}"));
+    }
+    shutdown_clean(server);
+}
+
 macro_rules! close_path_tests {
     ($($name:ident => $engine:expr),* $(,)?) => {$(
         mod $name {

@@ -312,6 +312,11 @@ impl Connection {
         if self.phase != Phase::Closing {
             return;
         }
+        if self.queued() > 0 {
+            // The FIN ran ahead of output it was to follow: the peer must not take what it
+            // got for the whole reply.
+            return self.abort(CloseReason::Error);
+        }
         if self.lingers() {
             self.phase = Phase::Lingering;
             self.linger_until = now + limits.linger_ms;
@@ -510,6 +515,21 @@ mod tests {
         c.on_fin(9, &l);
         assert_eq!(c.phase(), Phase::Closed);
         assert_eq!(c.close_reason(), CloseReason::Protocol);
+    }
+
+    #[test]
+    fn a_fin_ahead_of_output_is_a_cut() {
+        let l = limits();
+        let mut c = http();
+        c.on_input(1, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &l);
+        let out = c.take_output().unwrap();
+        c.on_sent(2, out.len() - 1, &l);
+        c.on_fin(3, &l);
+        assert_eq!(c.phase(), Phase::Closed);
+        assert!(
+            c.was_cut(),
+            "one byte never went out: a reset, not a clean end"
+        );
     }
 
     #[test]

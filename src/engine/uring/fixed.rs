@@ -218,12 +218,14 @@ impl Worker {
                 let mut sqe = on!(target, |f| opcode::Send::new(f, ptr, len)
                     .flags(flags)
                     .build());
-                if fin {
-                    sqe = sqe.flags(squeue::Flags::IO_LINK);
-                }
-                self.push(sqe, Op::Send(token));
-                if fin {
-                    self.push_socket_op(Submit::Fin(token.side), token, target);
+                match fin {
+                    true => {
+                        sqe = sqe.flags(squeue::Flags::IO_LINK);
+                        let shutdown =
+                            on!(target, |f| opcode::Shutdown::new(f, libc::SHUT_WR).build());
+                        self.push_chain(&[(sqe, Op::Send(token)), (shutdown, Op::Fin(token))]);
+                    }
+                    false => self.push(sqe, Op::Send(token)),
                 }
             }
             Submit::Fin(_) => {

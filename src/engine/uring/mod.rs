@@ -324,19 +324,36 @@ impl Worker {
 
     /// Pushes an SQE for `op`, submitting first if the queue is full.
     fn push(&mut self, sqe: squeue::Entry, op: Op) {
-        let sqe = sqe.user_data(op.encode());
+        self.push_chain(&[(sqe, op)]);
+    }
+
+    /// Pushes SQEs that must reach the kernel together (a send and the FIN linked behind
+    /// it): room for all of them is made first, and the queue's tail is published once,
+    /// after the last, so that neither a submit for room nor an SQPOLL thread can take the
+    /// head of a link without the rest.
+    fn push_chain(&mut self, chain: &[(squeue::Entry, Op)]) {
         loop {
-            // SAFETY: every SQE built by this engine points only at memory that outlives the
-            // operation: provided buffers (owned by `self.bufs`, returned to the ring only
-            // after the send completes), `Out::Owned` vectors (kept in the connection's queue
-            // until their send completes; a Vec's heap buffer does not move when the Vec
-            // does), `self.accept_retry` (rewritten only once the previous retry completed)
-            // and the static `TICK`. On every way out of the worker, `Drop` cancels and reaps
-            // what is in flight before any of that memory is freed.
-            if unsafe { self.ring.submission().push(&sqe) }.is_ok() {
-                self.outstanding += 1;
+            let mut sq = self.ring.submission();
+            if sq.capacity() - sq.len() >= chain.len() {
+                for (sqe, op) in chain {
+                    let sqe = sqe.clone().user_data(op.encode());
+                    // SAFETY: every SQE built by this engine points only at memory that
+                    // outlives the operation: provided buffers (owned by `self.bufs`,
+                    // returned to the ring only after the send completes), `Out::Owned`
+                    // vectors (kept in the connection's queue until their send completes; a
+                    // Vec's heap buffer does not move when the Vec does),
+                    // `self.accept_retry` (rewritten only once the previous retry completed)
+                    // and the static `TICK`. On every way out of the worker, `Drop` cancels
+                    // and reaps what is in flight before any of that memory is freed. The
+                    // push cannot fail: room was checked above.
+                    let _ = unsafe { sq.push(&sqe) };
+                }
+                // Dropping the queue publishes its tail: the whole chain at once.
+                drop(sq);
+                self.outstanding += chain.len();
                 return;
             }
+            drop(sq);
             if let Err(e) = self.ring.submit() {
                 warn!("io_uring submit failed: {e}");
             }
