@@ -446,7 +446,9 @@ impl Connection {
 
     fn update_throttle(&mut self, limits: &Limits) {
         let queued = self.queued();
-        if !self.throttled && queued > limits.max_pending {
+        // At the bound the protocol answers nothing more (it stops at `>=`): reading on would
+        // only pile input up in `pending`.
+        if !self.throttled && queued >= limits.max_pending {
             self.throttled = true;
         } else if self.throttled && queued <= limits.max_pending / 2 {
             self.throttled = false;
@@ -515,6 +517,22 @@ mod tests {
         c.on_fin(9, &l);
         assert_eq!(c.phase(), Phase::Closed);
         assert_eq!(c.close_reason(), CloseReason::Protocol);
+    }
+
+    #[test]
+    fn reading_pauses_when_output_is_exactly_at_the_bound() {
+        // The bound is exactly two responses to `GET /`.
+        let get = b"GET / HTTP/1.1\r\n\r\n";
+        let mut probe = http();
+        probe.on_input(1, get, &limits());
+        let one = probe.take_output().unwrap().len();
+        let l = Limits::for_tests(0, 0, 2 * one);
+        let mut c = http();
+        c.on_input(1, &get.repeat(3), &l);
+        assert_eq!(c.take_output().unwrap().len(), 2 * one);
+        // The peer reads nothing: the output stays unsent, at the bound.
+        assert!(!c.reading(), "nothing more can be answered: stop reading");
+        assert!(c.pending.len() <= get.len());
     }
 
     #[test]
