@@ -379,3 +379,49 @@ async fn uring_tunings_serve_the_same() {
         shutdown_clean(server);
     }
 }
+
+/// One `uring` worker, `--max-connections 10`: its direct descriptor table has room for the
+/// connections turned away too, and once it is nearly full accepting goes on with ordinary
+/// descriptors. Every connection over the limit gets its 503, none is dropped without a
+/// word (a direct accept that finds the table full loses its connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uring_every_excess_connection_gets_its_503_while_the_table_fills() {
+    use tokio::io::AsyncReadExt;
+    let server = server_with(EngineKind::Uring, ProtocolKind::Http, 1, |c| {
+        c.max_connections = 10;
+    });
+    let addr = server.local_addr();
+    let mut admitted = Vec::new();
+    for _ in 0..10 {
+        let mut s = connect(addr).await;
+        s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert_eq!(read_n(&mut s, OK.len()).await, OK);
+        admitted.push(s);
+    }
+    // Turned-away connections hold their slot while they linger: more of them than the
+    // table has room for once they are counted in.
+    let mut excess = Vec::new();
+    for _ in 0..90 {
+        excess.push(connect(addr).await);
+    }
+    for (i, mut s) in excess.into_iter().enumerate() {
+        let mut head = [0u8; 12];
+        let r = tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head)).await;
+        assert!(
+            matches!(r, Ok(Ok(_))) && &head == b"HTTP/1.1 503",
+            "excess connection {i}: {r:?} {:?}",
+            String::from_utf8_lossy(&head)
+        );
+    }
+    let sum = |f: fn(&ringd::connection::WorkerStats) -> u64| {
+        server.stats().iter().map(|s| f(s)).sum::<u64>()
+    };
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(sum(|s| s.rejected.load(Relaxed)), 90);
+    assert!(
+        sum(|s| s.fixed_fallbacks.load(Relaxed)) >= 1,
+        "the table never filled: the test does not exercise the fallback"
+    );
+    drop(admitted);
+    shutdown_clean(server);
+}

@@ -77,8 +77,12 @@ pub(super) struct Table {
     pub size: u32,
     /// Slots holding a connection (or whose close is in flight).
     pub used: u32,
-    /// Accept into the table (false after it filled up, until half is free).
+    /// Accept into the table (false once it is nearly full, until half is free).
     pub direct: bool,
+    /// Slots kept free: accepting leaves the table when no more than this many are left,
+    /// because a direct accept that finds the table full loses its connection (the kernel
+    /// closes it) and accepts already under way still take slots.
+    pub headroom: u32,
 }
 
 impl Worker {
@@ -93,6 +97,9 @@ impl Worker {
             0 => lim.rlim_cur as usize,
             _ => 1024,
         };
+        // Room beyond the connections wanted, for those turned away with a 503 and those
+        // whose close is under way.
+        let wanted = wanted + (wanted / 8).max(64);
         let size = wanted.min(nofile).min(u32::MAX as usize / 2) as u32;
         match self.ring.submitter().register_files_sparse(size) {
             Ok(()) => {
@@ -100,6 +107,7 @@ impl Worker {
                     size,
                     used: 0,
                     direct: true,
+                    headroom: (size / 8).max(32).min(size / 4),
                 };
             }
             Err(e) => debug!("no direct descriptors: registering {size} slots failed: {e}"),
@@ -135,6 +143,10 @@ impl Worker {
     pub(super) fn accepted(&mut self, res: i32) -> SockFd {
         if self.accept_direct {
             self.table.used += 1;
+            let t = &self.table;
+            if t.direct && t.used + t.headroom >= t.size {
+                self.leave_direct();
+            }
             SockFd::Fixed(res as u32)
         } else {
             // SAFETY: a fresh descriptor from accept that nothing else owns.
@@ -142,8 +154,18 @@ impl Worker {
         }
     }
 
-    /// A direct accept failed with ENFILE: the table is full. Ordinary descriptors until
-    /// half of it is free again.
+    /// The table is nearly full: the accept in flight is cancelled and re-armed for ordinary
+    /// descriptors, until half the table is free again.
+    fn leave_direct(&mut self) {
+        self.table_full();
+        if self.accept == AcceptState::Armed {
+            let sqe = opcode::AsyncCancel::new(Op::Accept.encode()).build();
+            self.push(sqe, Op::AcceptCancel);
+        }
+    }
+
+    /// A direct accept failed with ENFILE (the table is full), or the table is nearly full.
+    /// Ordinary descriptors until half of it is free again.
     pub(super) fn table_full(&mut self) {
         self.table.direct = false;
         self.env
