@@ -367,6 +367,42 @@ fn many_pairs(engine: &str) {
     shutdown_clean(backend);
 }
 
+/// Descriptors run out during a burst of clients (the proxy runs with `nofile` 40): those
+/// clients fail, but a local shortage is no sign of a sick upstream, so it is not marked
+/// down and the first client after the burst is served.
+fn descriptor_shortage_spares_the_upstream(engine: &str) {
+    let backend = server(EngineKind::Epoll, ProtocolKind::Echo, 1);
+    let up = backend.local_addr().to_string();
+    let p = RingdProcess::start(
+        &[
+            "--protocol",
+            "proxy",
+            "--upstream",
+            &up,
+            "--engine",
+            engine,
+            "--threads",
+            "1",
+        ],
+        Some(40),
+    );
+    let burst: Vec<TcpStream> = (0..60)
+        .filter_map(|_| TcpStream::connect_timeout(&p.addr, Duration::from_secs(2)).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(burst);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = blocking_connect(p.addr);
+    c.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    c.read_exact(&mut back)
+        .expect("served right after the burst (upstream not marked down)");
+    assert_eq!(&back, b"ping");
+    drop(c);
+    assert_eq!(p.stop(), 0);
+    shutdown_clean(backend);
+}
+
 /// A client that sends 64 MiB and reads nothing until it is done: the proxy stops reading
 /// where the bytes cannot go on (its memory stays flat), and once the client reads, every
 /// byte comes back in order. Then a pair with no bytes either way is closed after the idle
@@ -489,6 +525,11 @@ macro_rules! proxy_tests {
             #[test]
             fn backpressure_bounds_memory_then_idle_pairs_close() {
                 backpressure_and_idle($cli);
+            }
+
+            #[test]
+            fn a_descriptor_shortage_does_not_mark_the_upstream_down() {
+                descriptor_shortage_spares_the_upstream($cli);
             }
 
             #[test]

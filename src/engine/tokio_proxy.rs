@@ -44,7 +44,16 @@ pub(super) async fn relay<L: Listener>(
         tried |= 1 << i;
         relay.borrow_mut().connecting(clock.now() + connect_ms);
         let addr = ups.get(i).addr;
-        match tokio::time::timeout(proxy.connect_timeout, connect(addr)).await {
+        let socket = match upstream_socket(addr) {
+            Ok(s) => s,
+            Err(e) => {
+                // A local shortage (no descriptor, no memory) fails this client alone: it
+                // says nothing of the upstream's health.
+                debug!("cannot open a socket for the upstream: {e}");
+                return CloseReason::Error;
+            }
+        };
+        match tokio::time::timeout(proxy.connect_timeout, connect(socket, addr)).await {
             Ok(Ok(s)) => match L::adopt(s) {
                 Ok(s) => break (i, s),
                 Err(e) => {
@@ -128,12 +137,20 @@ pub(super) async fn relay<L: Listener>(
 }
 
 /// Connects to `addr` (a non-blocking connect, cancelled by dropping: the socket is closed).
-async fn connect(addr: SocketAddr) -> io::Result<std::net::TcpStream> {
+/// A socket for a connection to `addr`.
+fn upstream_socket(addr: SocketAddr) -> io::Result<tokio::net::TcpSocket> {
     let socket = match addr {
         SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
         SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
     socket.set_nodelay(true)?;
+    Ok(socket)
+}
+
+async fn connect(
+    socket: tokio::net::TcpSocket,
+    addr: SocketAddr,
+) -> io::Result<std::net::TcpStream> {
     socket.connect(addr).await?.into_std()
 }
 

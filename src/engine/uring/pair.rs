@@ -7,7 +7,7 @@
 
 use super::conn::Env;
 use super::sock::{FinState, Pool, RecvState, SendState, SockOps, Submit};
-use crate::connection::WorkerStats;
+use crate::connection::{CloseReason, WorkerStats};
 use crate::proxy::relay::{Phase, Timeout};
 use crate::proxy::{Relay, Side, Upstreams};
 
@@ -156,6 +156,15 @@ impl UPair {
             up.ups.connect_failed(i);
             self.connect_next(env, up);
         }
+        self.step(env);
+    }
+
+    /// The upstream socket could not be opened (no descriptor, no memory): the client is
+    /// closed, and the upstream is not marked down for what is a local shortage.
+    pub fn on_local_failure<P: Pool>(&mut self, err: &std::io::Error, env: &mut Env<P>) {
+        tracing::debug!("cannot open a socket for the upstream: {err}");
+        self.connect = ConnectState::Idle;
+        self.relay.abort(CloseReason::Error);
         self.step(env);
     }
 

@@ -124,8 +124,8 @@ impl Worker {
         let slot = &mut self.pairs[key];
         let was_starved = slot.up.socks.iter().any(|s| s.starved);
         f(&mut slot.up, &mut env!(self), &mut upstream!(self, proxy));
-        // A connect that cannot even start (no descriptor, no address family) fails at
-        // once, as a refused one would: the next upstream is tried.
+        // A connect that cannot even start (no descriptor, no memory) fails this client
+        // alone: a local shortage says nothing of the upstream's health.
         let mut i = 0;
         while i < self.submits.len() {
             if self.submits[i] != Submit::Connect {
@@ -145,9 +145,8 @@ impl Worker {
                 }
                 Err(e) => {
                     self.submits.remove(i);
-                    let errno = e.raw_os_error().unwrap_or(libc::EIO);
-                    slot.up
-                        .on_connect(-errno, &mut env!(self), &mut upstream!(self, proxy));
+                    slot.up.upstream_socket = slot.fds[Side::Upstream.index()].is_some();
+                    slot.up.on_local_failure(&e, &mut env!(self));
                 }
             }
         }
