@@ -225,6 +225,13 @@ impl Config {
                 return Err(format!("{name} must be from 1 byte to 1 GiB"));
             }
         }
+        if self.uring.wait_batch > 1 && self.uring.min_wait_us == 0 {
+            return Err(
+                "--uring-min-wait must be above 0 with --uring-wait-batch above 1 (else every \
+                 completion waits for a whole batch)"
+                    .into(),
+            );
+        }
         if self.listen_options.backlog == 0 {
             return Err("--backlog must be at least 1".into());
         }

@@ -191,7 +191,7 @@ pub fn start_with(
         probe::check_io_uring()?;
     }
     if config.engine == crate::engine::EngineKind::Uring {
-        crate::engine::uring::check_features()?;
+        crate::engine::uring::check_features(&config.uring)?;
     }
     let is_inherited = inherited.is_some();
     let mut shared_listener = false;

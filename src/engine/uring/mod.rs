@@ -259,8 +259,12 @@ impl Worker {
                 self.ring.submitter().submit_with_args(1, &args)
             } else if batch.wait_batch > 1 {
                 // Wait for a batch of completions, but no longer than `min_wait` once one
-                // is there (Linux 6.12).
-                let args = types::SubmitArgs::new().min_wait_usec(batch.min_wait_us);
+                // is there (Linux 6.12). Without a timeout the kernel would end every wait
+                // at `min_wait`, completions or not: a spin while idle. With one, an idle
+                // wait lasts until the first completion (or the heartbeat's period).
+                let args = types::SubmitArgs::new()
+                    .min_wait_usec(batch.min_wait_us)
+                    .timespec(&TICK);
                 self.ring
                     .submitter()
                     .submit_with_args(batch.wait_batch as usize, &args)

@@ -38,9 +38,15 @@ pub fn build_ring(sq: u32, cq: u32, sqpoll: Option<u32>) -> Result<IoUring, Erro
     }
 }
 
-/// Checks everything the engine needs, on a throwaway ring.
-pub fn check() -> Result<(), Error> {
+/// Checks everything the engine needs, on a throwaway ring, including what `tuning` asks
+/// for.
+pub fn check(tuning: &crate::config::UringTuning) -> Result<(), Error> {
     let ring = build_ring(8, 16, None)?;
+    if tuning.wait_batch > 1 && !ring.params().is_feature_min_timeout() {
+        return Err(missing(
+            "IORING_FEAT_MIN_TIMEOUT for --uring-wait-batch (Linux 6.12)",
+        ));
+    }
     let mut probe = Probe::new();
     ring.submitter()
         .register_probe(&mut probe)
