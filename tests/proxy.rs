@@ -208,6 +208,42 @@ fn connect_timeout(engine: EngineKind) {
     drop(sock);
 }
 
+/// A client that half-closes at once, sending nothing, while its upstream is still being
+/// connected (the first upstream times out): the FIN is passed on once connected, and the
+/// upstream, which speaks first, is heard.
+fn half_close_while_connecting(engine: EngineKind) {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    sock.listen(0).unwrap();
+    let hole: SocketAddr = sock.local_addr().unwrap().as_socket().unwrap();
+    let _fill: Vec<_> = (0..2)
+        .filter_map(|_| TcpStream::connect_timeout(&hole, Duration::from_millis(300)).ok())
+        .collect();
+    let up = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up_addr = up.local_addr().unwrap();
+    let upstream = std::thread::spawn(move || {
+        let (mut s, _) = up.accept().unwrap();
+        s.write_all(b"banner").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut rest = Vec::new();
+        s.read_to_end(&mut rest).map(|_| rest)
+    });
+    let server = proxy(engine, &[hole, up_addr], |_, o| {
+        o.connect_timeout = Duration::from_millis(200);
+    });
+    let mut c = blocking_connect(server.local_addr());
+    c.shutdown(Shutdown::Write).unwrap();
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    assert_eq!(got, b"banner");
+    let heard = upstream.join().unwrap();
+    assert_eq!(heard.unwrap(), b"", "the upstream got the client's FIN");
+    drop(c);
+    shutdown_clean(server);
+    drop(sock);
+}
+
 /// No upstream reachable: the client is closed at once (not left hanging), counted.
 fn no_upstream(engine: EngineKind) {
     let server = proxy(engine, &[refused_addr()], |_, _| {});
@@ -530,6 +566,11 @@ macro_rules! proxy_tests {
             #[test]
             fn a_descriptor_shortage_does_not_mark_the_upstream_down() {
                 descriptor_shortage_spares_the_upstream($cli);
+            }
+
+            #[test]
+            fn a_half_close_while_connecting_is_passed_on() {
+                half_close_while_connecting($engine);
             }
 
             #[test]

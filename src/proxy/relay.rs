@@ -172,13 +172,12 @@ impl Relay {
     }
 
     /// `side` sent its FIN.
+    ///
+    /// A client's FIN while the upstream is still being connected, even with nothing sent
+    /// before it, is passed on once connected: it may be waiting for the upstream to speak
+    /// first (a banner), and a half-closed client can still read the answer.
     pub fn on_eof(&mut self, side: Side) {
         self.flows[side.index()].eof = true;
-        if self.phase == Phase::Connecting && side == Side::Client && self.queued(side) == 0 {
-            // The client left before anything could be relayed.
-            self.phase = Phase::Closed;
-            self.reason.get_or_insert(CloseReason::Peer);
-        }
     }
 
     /// True when the engine should send a FIN to `to`: the other side sent its own and
@@ -305,10 +304,21 @@ mod tests {
     }
 
     #[test]
-    fn client_gone_while_connecting() {
+    fn client_fin_while_connecting_is_passed_on() {
         let mut r = Relay::new(1, 500);
         r.on_eof(Side::Client);
+        assert_eq!(r.phase(), Phase::Connecting);
+        assert!(!r.wants_fin(Side::Upstream), "not connected yet");
+        r.on_connected(2);
+        assert!(r.wants_fin(Side::Upstream));
+        r.on_fin(Side::Upstream);
+        assert!(r.reading(Side::Upstream), "the upstream may still answer");
+        r.on_input(Side::Upstream, 3, 6, &limits());
+        r.on_sent(Side::Client, 3, 6, &limits());
+        r.on_eof(Side::Upstream);
+        r.on_fin(Side::Client);
         assert_eq!(r.phase(), Phase::Closed);
+        assert_eq!(r.close_reason(), CloseReason::Peer);
         let mut r = Relay::new(1, 500);
         r.no_upstream();
         assert_eq!(r.close_reason(), CloseReason::NoUpstream);

@@ -95,7 +95,8 @@ mod tests {
 
     #[test]
     fn this_kernel_has_what_the_engine_needs() {
-        check().expect("the uring engine must be usable on the test hosts");
+        check(&crate::config::UringTuning::default())
+            .expect("the uring engine must be usable on the test hosts");
         assert!(kernel_version() >= (6, 1));
     }
 
