@@ -282,11 +282,15 @@ impl Worker {
             }
             self.cqes.clear();
             self.cqes.extend(self.ring.completion());
+            // Operations that ended are counted before any is handled: should handling one
+            // panic, `Drop` still knows exactly what the kernel holds.
+            self.outstanding -= self
+                .cqes
+                .iter()
+                .filter(|c| !cqueue::more(c.flags()))
+                .count();
             for i in 0..self.cqes.len() {
                 let cqe = self.cqes[i].clone();
-                if !cqueue::more(cqe.flags()) {
-                    self.outstanding -= 1;
-                }
                 self.handle(cqe);
             }
             self.feed_starved();
