@@ -298,9 +298,20 @@ fn no_header_timeout_while_not_reading(engine: EngineKind) {
 /// A reply cut by the idle timeout (the peer stopped reading) ends in a reset, so that the
 /// peer cannot take the part it got for the whole reply.
 fn cut_reply_resets(engine: EngineKind) {
+    cut_reply_resets_with(engine, |_| {});
+}
+
+/// The same with `uring` on ordinary descriptors (reset by setsockopt(2), not by the ring).
+#[test]
+fn uring_ordinary_descriptors_cut_reply_ends_in_a_reset() {
+    cut_reply_resets_with(EngineKind::Uring, |c| c.direct_descriptors = false);
+}
+
+fn cut_reply_resets_with(engine: EngineKind, setup: impl FnOnce(&mut ringd::Config)) {
     let greeting = payload(100_000);
     let server = small_buffer_server(engine, ProtocolKind::Hello, &greeting, |c| {
         c.idle_timeout = Duration::from_millis(400);
+        setup(c);
     });
     let mut s = small_client(server.local_addr());
     s.write_all(b"hi").unwrap();

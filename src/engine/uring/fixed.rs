@@ -11,6 +11,7 @@
 
 use std::os::fd::{AsRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use io_uring::{opcode, squeue, types};
 use tracing::{debug, info, warn};
@@ -198,26 +199,37 @@ impl Worker {
     /// `reset`: `SO_LINGER` 0 first (hard-linked: the close runs whatever the setsockopt
     /// says), so the close sends a reset and drops what is unsent.
     pub(super) fn push_close(&mut self, sock: SockFd, token: Token, reset: bool) {
-        if reset {
-            let linger: *const libc::linger = &LINGER_RESET;
-            let sqe = on!(sock.target(), |f| opcode::SetSockOpt::new(
-                f,
-                libc::SOL_SOCKET as u32,
-                libc::SO_LINGER as u32,
-                linger.cast(),
-                std::mem::size_of::<libc::linger>() as u32
-            )
-            .build());
-            self.push(sqe.flags(squeue::Flags::IO_HARDLINK), Op::Linger(token));
-        }
-        let sqe = match sock {
-            SockFd::Os(fd) => opcode::Close::new(types::Fd(fd.into_raw_fd())).build(),
+        match sock {
+            SockFd::Os(fd) => {
+                if reset {
+                    // A rare path: set directly, which works on every kernel.
+                    let _ = socket2::SockRef::from(&fd).set_linger(Some(Duration::ZERO));
+                }
+                let sqe = opcode::Close::new(types::Fd(fd.into_raw_fd())).build();
+                self.push(sqe, Op::Close(token));
+            }
             SockFd::Fixed(i) => {
                 self.table.used -= 1;
-                opcode::Close::new(types::Fixed(i)).build()
+                let close = opcode::Close::new(types::Fixed(i)).build();
+                if !reset {
+                    return self.push(close, Op::Close(token));
+                }
+                // A table slot has no descriptor for setsockopt(2): the ring sets it
+                // (Linux 6.7, which direct descriptors require), and the two go to the
+                // kernel together so that the close cannot run first.
+                let linger: *const libc::linger = &LINGER_RESET;
+                let set = opcode::SetSockOpt::new(
+                    types::Fixed(i),
+                    libc::SOL_SOCKET as u32,
+                    libc::SO_LINGER as u32,
+                    linger.cast(),
+                    std::mem::size_of::<libc::linger>() as u32,
+                )
+                .build()
+                .flags(squeue::Flags::IO_HARDLINK);
+                self.push_chain(&[(set, Op::Linger(token)), (close, Op::Close(token))]);
             }
-        };
-        self.push(sqe, Op::Close(token));
+        }
     }
 
     /// Pushes the SQEs of a socket operation on `target` (`token` names the socket).

@@ -173,7 +173,9 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
         listener,
         env,
     };
-    if w.proxy.is_none() && w.env.config.direct_descriptors {
+    // A cut connection on a table slot is reset with IORING_OP_URING_CMD's setsockopt
+    // (Linux 6.7); older kernels keep ordinary descriptors, which are reset directly.
+    if w.proxy.is_none() && w.env.config.direct_descriptors && probe::kernel_version() >= (6, 7) {
         w.register_table(reserved);
     }
     // Ready only once set up in full: from here on the worker opens nothing but connections.

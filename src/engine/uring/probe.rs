@@ -80,7 +80,7 @@ fn missing(what: &str) -> Error {
 }
 
 /// The running kernel's (major, minor).
-fn kernel_version() -> (u32, u32) {
+pub(super) fn kernel_version() -> (u32, u32) {
     let release = kernel_release();
     let mut parts = release
         .split(|c: char| !c.is_ascii_digit())
