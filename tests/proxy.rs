@@ -358,24 +358,34 @@ fn parse_proxy_header(b: &[u8]) -> Option<(SocketAddr, SocketAddr, &[u8])> {
     Some((src, dst, &rest[4 + len..]))
 }
 
+/// A `ringd --protocol proxy` process on `engine` (one worker, under `nofile` if given) in
+/// front of an in-process echo backend.
+fn proxy_process(
+    engine: &str,
+    extra: &[&str],
+    nofile: Option<u32>,
+) -> (ServerHandle, RingdProcess) {
+    let backend = server(EngineKind::Epoll, ProtocolKind::Echo, 1);
+    let up = backend.local_addr().to_string();
+    let mut args = vec![
+        "--protocol",
+        "proxy",
+        "--upstream",
+        &up,
+        "--engine",
+        engine,
+        "--threads",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    let p = RingdProcess::start(&args, nofile);
+    (backend, p)
+}
+
 /// Many concurrent pairs (two descriptors each in the proxy), all open at once, then closed:
 /// the proxy process's descriptors are exactly what they were before.
 fn many_pairs(engine: &str) {
-    let backend = server(EngineKind::Epoll, ProtocolKind::Echo, 1);
-    let up = backend.local_addr().to_string();
-    let p = RingdProcess::start(
-        &[
-            "--protocol",
-            "proxy",
-            "--upstream",
-            &up,
-            "--engine",
-            engine,
-            "--threads",
-            "1",
-        ],
-        None,
-    );
+    let (backend, p) = proxy_process(engine, &[], None);
     let before = p.fds();
     let mut clients = Vec::new();
     for i in 0..3000u32 {
@@ -407,21 +417,7 @@ fn many_pairs(engine: &str) {
 /// clients fail, but a local shortage is no sign of a sick upstream, so it is not marked
 /// down and the first client after the burst is served.
 fn descriptor_shortage_spares_the_upstream(engine: &str) {
-    let backend = server(EngineKind::Epoll, ProtocolKind::Echo, 1);
-    let up = backend.local_addr().to_string();
-    let p = RingdProcess::start(
-        &[
-            "--protocol",
-            "proxy",
-            "--upstream",
-            &up,
-            "--engine",
-            engine,
-            "--threads",
-            "1",
-        ],
-        Some(40),
-    );
+    let (backend, p) = proxy_process(engine, &[], Some(40));
     let burst: Vec<TcpStream> = (0..60)
         .filter_map(|_| TcpStream::connect_timeout(&p.addr, Duration::from_secs(2)).ok())
         .collect();
@@ -444,28 +440,17 @@ fn descriptor_shortage_spares_the_upstream(engine: &str) {
 /// byte comes back in order. Then a pair with no bytes either way is closed after the idle
 /// timeout.
 fn backpressure_and_idle(engine: &str) {
-    let backend = server(EngineKind::Epoll, ProtocolKind::Echo, 1);
-    let up = backend.local_addr().to_string();
-    let p = RingdProcess::start(
-        &[
-            "--protocol",
-            "proxy",
-            "--upstream",
-            &up,
-            "--engine",
-            engine,
-            "--threads",
-            "1",
-            "--idle-timeout",
-            "1s",
-        ],
-        None,
-    );
-    // Warm the proxy (buffer pool, allocator) before the baseline.
+    let (backend, p) = proxy_process(engine, &["--idle-timeout", "1s"], None);
+    // Warm the proxy before the baseline: the allocator, and every buffer of the pool (the
+    // ring hands them out in turn, so twice the pool's bytes through it touch them all; the
+    // pool is a fixed cost of the worker, not of a connection).
     let mut warm = blocking_connect(p.addr);
-    warm.write_all(&[1; 100_000]).unwrap();
-    let mut back = vec![0u8; 100_000];
+    let mut w = warm.try_clone().unwrap();
+    let warm_bytes = 2 * 1024 * 16 * 1024;
+    let writer = std::thread::spawn(move || w.write_all(&vec![1; warm_bytes]).unwrap());
+    let mut back = vec![0u8; warm_bytes];
     warm.read_exact(&mut back).unwrap();
+    writer.join().unwrap();
     drop(warm);
     let before = p.rss_kib();
     let c = blocking_connect(p.addr);
