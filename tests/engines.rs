@@ -386,7 +386,6 @@ async fn uring_tunings_serve_the_same() {
 /// word (a direct accept that finds the table full loses its connection).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uring_every_excess_connection_gets_its_503_while_the_table_fills() {
-    use tokio::io::AsyncReadExt;
     let server = server_with(EngineKind::Uring, ProtocolKind::Http, 1, |c| {
         c.max_connections = 10;
     });
@@ -398,21 +397,38 @@ async fn uring_every_excess_connection_gets_its_503_while_the_table_fills() {
         assert_eq!(read_n(&mut s, OK.len()).await, OK);
         admitted.push(s);
     }
-    // Turned-away connections hold their slot while they linger: more of them than the
-    // table has room for once they are counted in.
-    let mut excess = Vec::new();
-    for _ in 0..90 {
-        excess.push(connect(addr).await);
-    }
-    for (i, mut s) in excess.into_iter().enumerate() {
-        let mut head = [0u8; 12];
-        let r = tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut head)).await;
-        assert!(
-            matches!(r, Ok(Ok(_))) && &head == b"HTTP/1.1 503",
-            "excess connection {i}: {r:?} {:?}",
-            String::from_utf8_lossy(&head)
-        );
-    }
+    // A burst from several threads at once: a multishot accept can take all of it into the
+    // table in one pass, before the worker sees any.
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let socks: Vec<_> = (0..15)
+                    .map(|_| std::net::TcpStream::connect(addr).unwrap())
+                    .collect();
+                socks
+                    .into_iter()
+                    .map(|mut s| {
+                        use std::io::Read;
+                        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                        let mut head = [0u8; 12];
+                        match s.read_exact(&mut head) {
+                            Ok(()) => String::from_utf8_lossy(&head).into_owned(),
+                            Err(e) => format!("{e}"),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let answers: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    let bad: Vec<_> = answers.iter().filter(|a| *a != "HTTP/1.1 503").collect();
+    assert!(bad.is_empty(), "{} of 90 not a 503: {bad:?}", bad.len());
     let sum = |f: fn(&ringd::connection::WorkerStats) -> u64| {
         server.stats().iter().map(|s| f(s)).sum::<u64>()
     };

@@ -78,12 +78,22 @@ pub(super) struct Table {
     pub size: u32,
     /// Slots holding a connection (or whose close is in flight).
     pub used: u32,
-    /// Accept into the table (false once it is nearly full, until half is free).
+    /// Accept into the table (false once it is nearly full, until its usable part is half free).
     pub direct: bool,
     /// Slots kept free: accepting leaves the table when no more than this many are left,
     /// because a direct accept that finds the table full loses its connection (the kernel
     /// closes it) and accepts already under way still take slots.
     pub headroom: u32,
+}
+
+/// How many connections a listener with `backlog` can queue: the kernel caps it at
+/// `net.core.somaxconn`.
+fn listen_queue(backlog: usize) -> usize {
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(4096);
+    backlog.min(somaxconn) + 1
 }
 
 impl Worker {
@@ -98,17 +108,27 @@ impl Worker {
             0 => lim.rlim_cur as usize,
             _ => 1024,
         };
-        // Room beyond the connections wanted, for those turned away with a 503 and those
-        // whose close is under way.
-        let wanted = wanted + (wanted / 8).max(64);
-        let size = wanted.min(nofile).min(u32::MAX as usize / 2) as u32;
+        // A multishot accept can take a listener's whole accept queue into the table in one
+        // pass, before the worker sees any of it: the table keeps that much free (plus some)
+        // beyond the connections wanted, and accepting leaves it before less is left. The
+        // slots beyond also hold connections turned away with a 503 and closes under way.
+        let queue = listen_queue(self.env.config.listen_options.backlog as usize);
+        let headroom = queue + 64;
+        let size = (wanted + headroom).min(nofile).min(u32::MAX as usize / 2) as u32;
+        if size as usize <= headroom {
+            debug!(
+                size,
+                headroom, "no direct descriptors: the table would be too small"
+            );
+            return;
+        }
         match self.ring.submitter().register_files_sparse(size) {
             Ok(()) => {
                 self.table = Table {
                     size,
                     used: 0,
                     direct: true,
-                    headroom: (size / 8).max(32).min(size / 4),
+                    headroom: headroom as u32,
                 };
             }
             Err(e) => debug!("no direct descriptors: registering {size} slots failed: {e}"),
@@ -166,7 +186,7 @@ impl Worker {
     }
 
     /// A direct accept failed with ENFILE (the table is full), or the table is nearly full.
-    /// Ordinary descriptors until half of it is free again.
+    /// Ordinary descriptors until the usable part of it is half free again.
     pub(super) fn table_full(&mut self) {
         self.table.direct = false;
         self.env
@@ -179,13 +199,13 @@ impl Worker {
         );
     }
 
-    /// Back to direct accepts once half the table is free (the accept is cancelled and
-    /// re-armed).
+    /// Back to direct accepts once the table's usable part (what the headroom leaves) is
+    /// half free (the accept is cancelled and re-armed).
     pub(super) fn maybe_back_to_direct(&mut self) {
         let t = &self.table;
         if t.size > 0
             && !t.direct
-            && t.used < t.size / 2
+            && t.used < (t.size - t.headroom) / 2
             && self.accept == AcceptState::Armed
             && self.stopping.is_none()
         {
