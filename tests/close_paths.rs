@@ -168,6 +168,37 @@ fn hello_closes(engine: EngineKind) {
     }
 }
 
+/// Two pipelined requests, the second saying close, to a slow reader, with output bounded at
+/// one 1 MiB response: reading pauses after the first, and the close decision is taken while
+/// it is paused. One more byte arrives then: it must not turn the close into a reset that
+/// cuts the second response.
+fn http_late_byte_while_paused(engine: EngineKind) {
+    let body = payload(1 << 20);
+    let server = small_buffer_server(engine, ProtocolKind::Http, &body, |c| {
+        c.max_pending_output = 1 << 20;
+    });
+    let mut s = small_client(server.local_addr());
+    s.write_all(b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(b"X").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut want = ok_keep(&body);
+    want.extend_from_slice(&ok_close(&body));
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1500];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("{engine}: {e} after {} of {} bytes", got.len(), want.len()),
+        }
+    }
+    assert_same(&got, &want, "two responses with a late byte");
+    drop(s);
+    shutdown_clean(server);
+}
+
 /// The client's message comes in two writes, the second while the greeting (1 MiB) is still
 /// going out to a slow reader: however the engine closes, those late bytes must not turn the
 /// close into a reset that cuts the greeting.
@@ -370,6 +401,11 @@ macro_rules! close_path_tests {
             #[test]
             fn hello_greeting_arrives_whole_before_eof() {
                 hello_closes($engine);
+            }
+
+            #[test]
+            fn http_late_byte_while_reading_is_paused() {
+                http_late_byte_while_paused($engine);
             }
 
             #[test]

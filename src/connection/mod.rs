@@ -348,8 +348,8 @@ impl Connection {
         self.reads_while_closing = true;
     }
 
-    /// Input is waiting that the engine could not read (a closing connection's recv found no
-    /// buffer): the close must linger, as after any extra input.
+    /// Input may be waiting that the engine did not read (a closing connection whose recv
+    /// is paused or found no buffer): the close must linger, as after any extra input.
     pub fn on_input_unread(&mut self) {
         self.extra_input = true;
     }

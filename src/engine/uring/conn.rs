@@ -190,6 +190,11 @@ impl UConn {
             self.sock.push_owned(data);
         }
         let closing = self.conn.phase() == Phase::Closing;
+        if closing && self.sock.recv != super::sock::RecvState::Armed {
+            // The recv was paused (output at its bound) or starved: bytes may be waiting
+            // unread, and a close without lingering would answer them with a reset.
+            self.conn.on_input_unread();
+        }
         // A connection that reads nothing more after its reply needs no FIN of its own: the
         // close sends it, right after the last byte. (IORING_OP_SHUTDOWN cannot complete
         // inline and goes through an io-wq thread: a wake-up and two context switches.)
