@@ -110,8 +110,9 @@ pub struct Args {
     #[arg(long, value_parser = parse_bytes)]
     pub recv_buffer: Option<usize>,
 
-    /// Receive buffer size per read [default: 4KiB; 16KiB with --protocol proxy, where bulk
-    /// transfers then take a quarter of the operations for the same CPU per small request].
+    /// Receive buffer size per read [default: 4KiB; 16KiB for --protocol proxy on the uring
+    /// engine, where bulk transfers then take a quarter of the operations for the same CPU
+    /// per small request].
     #[arg(long, value_parser = parse_bytes)]
     pub buffer_size: Option<usize>,
 
@@ -203,10 +204,15 @@ impl Args {
         if proxy.is_none() && !self.upstream.is_empty() {
             return Err("--upstream is for --protocol proxy".into());
         }
-        let buffer_size = self.buffer_size.unwrap_or(match proxy {
-            Some(_) => 16 * 1024,
-            None => 4 * 1024,
-        });
+        // The uring proxy receives into a shared pool, so larger buffers cost no memory per
+        // idle pair and take a quarter of the operations on bulk transfers; the tokio pumps
+        // hold one buffer per direction per pair, and keep 4 KiB.
+        let large = proxy.is_some()
+            && self.engine == EngineKind::Uring
+            && self.max_pending_output >= 16 * 1024;
+        let buffer_size = self
+            .buffer_size
+            .unwrap_or(if large { 16 * 1024 } else { 4 * 1024 });
         let config = Config {
             listen: self.listen.unwrap_or(DEFAULT_LISTEN),
             protocol: ProtocolSpec::new(kind, self.greeting.as_bytes(), self.http_body.as_bytes()),
@@ -308,6 +314,18 @@ mod tests {
             .into_config()
             .unwrap();
         assert_eq!(p.buffer_size, 16384);
+        let small = ["ringd", "--protocol", "proxy", "--upstream", "127.0.0.1:1"];
+        let e = Args::parse_from(small.iter().chain(&["--engine", "epoll"]))
+            .into_config()
+            .unwrap();
+        assert_eq!(
+            e.buffer_size, 4096,
+            "a tokio pump holds its buffer per pair"
+        );
+        let m = Args::parse_from(small.iter().chain(&["--max-pending-output", "8KiB"]))
+            .into_config()
+            .unwrap();
+        assert_eq!(m.buffer_size, 4096, "within a smaller --max-pending-output");
         assert_eq!(c.listen_options.backlog, 4096);
         assert_eq!(c.listen_options.send_buffer, None);
         assert_eq!(c.shutdown_timeout, Duration::from_secs(5));
