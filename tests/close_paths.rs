@@ -168,6 +168,19 @@ fn hello_closes(engine: EngineKind) {
     }
 }
 
+/// Reads until EOF; a reset fails the test, saying how much of `expected` bytes came.
+fn read_to_eof(s: &mut TcpStream, engine: EngineKind, expected: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1500];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("{engine}: {e} after {} of {expected} bytes", got.len()),
+        }
+    }
+}
+
 /// Two pipelined requests, the second saying close, to a slow reader, with output bounded at
 /// one 1 MiB response: reading pauses after the first, and the close decision is taken while
 /// it is paused. One more byte arrives then: it must not turn the close into a reset that
@@ -185,15 +198,7 @@ fn http_late_byte_while_paused(engine: EngineKind) {
     std::thread::sleep(Duration::from_millis(100));
     let mut want = ok_keep(&body);
     want.extend_from_slice(&ok_close(&body));
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1500];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) => panic!("{engine}: {e} after {} of {} bytes", got.len(), want.len()),
-        }
-    }
+    let got = read_to_eof(&mut s, engine, want.len());
     assert_same(&got, &want, "two responses with a late byte");
     drop(s);
     shutdown_clean(server);
@@ -210,19 +215,7 @@ fn hello_late_input(engine: EngineKind) {
     std::thread::sleep(Duration::from_millis(300));
     s.write_all(b"lo").unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    let mut got = Vec::new();
-    let mut buf = [0u8; 1500];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e) => panic!(
-                "{engine}: {e} after {} of {} bytes",
-                got.len(),
-                greeting.len()
-            ),
-        }
-    }
+    let got = read_to_eof(&mut s, engine, greeting.len());
     assert_same(&got, &greeting, "greeting with late input");
     drop(s);
     shutdown_clean(server);

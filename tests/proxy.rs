@@ -181,19 +181,25 @@ fn failover(engine: EngineKind) {
     shutdown_clean(backend);
 }
 
-/// An upstream that never answers the handshake (its accept queue is full): after
-/// `--connect-timeout` the next one is tried and the client is served.
-fn connect_timeout(engine: EngineKind) {
-    let backend = server(EngineKind::Epoll, ProtocolKind::Echo, 1);
-    // Backlog 0 holds one connection; two fill it, and further SYNs are dropped.
+/// A listener that never answers a handshake: backlog 0 holds one connection, two fill it,
+/// and further SYNs are dropped. Keep all three alive while it is in use.
+fn silent_upstream() -> (socket2::Socket, SocketAddr, Vec<TcpStream>) {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
         .unwrap();
     sock.listen(0).unwrap();
     let hole: SocketAddr = sock.local_addr().unwrap().as_socket().unwrap();
-    let _fill: Vec<_> = (0..2)
+    let fill: Vec<_> = (0..2)
         .filter_map(|_| TcpStream::connect_timeout(&hole, Duration::from_millis(300)).ok())
         .collect();
+    (sock, hole, fill)
+}
+
+/// An upstream that never answers the handshake (its accept queue is full): after
+/// `--connect-timeout` the next one is tried and the client is served.
+fn connect_timeout(engine: EngineKind) {
+    let backend = server(EngineKind::Epoll, ProtocolKind::Echo, 1);
+    let (sock, hole, _fill) = silent_upstream();
     let server = proxy(engine, &[hole, backend.local_addr()], |_, o| {
         o.connect_timeout = Duration::from_millis(200);
     });
@@ -212,14 +218,7 @@ fn connect_timeout(engine: EngineKind) {
 /// connected (the first upstream times out): the FIN is passed on once connected, and the
 /// upstream, which speaks first, is heard.
 fn half_close_while_connecting(engine: EngineKind) {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    sock.listen(0).unwrap();
-    let hole: SocketAddr = sock.local_addr().unwrap().as_socket().unwrap();
-    let _fill: Vec<_> = (0..2)
-        .filter_map(|_| TcpStream::connect_timeout(&hole, Duration::from_millis(300)).ok())
-        .collect();
+    let (sock, hole, _fill) = silent_upstream();
     let up = TcpListener::bind("127.0.0.1:0").unwrap();
     let up_addr = up.local_addr().unwrap();
     let upstream = std::thread::spawn(move || {
