@@ -116,18 +116,7 @@ pub fn main(args: Args) -> u8 {
         print!("{}", report.table());
     }
     let write_errors = write_files(&outputs, &result, &report);
-    for e in &write_errors {
-        eprintln!("loadgen: error: {e}");
-    }
-    if let Some(why) = &report.exit_reason {
-        eprintln!("loadgen: {why}");
-        return report.exit_code;
-    }
-    if write_errors.is_empty() {
-        0
-    } else {
-        EXIT_FAILED
-    }
+    crate::report::finish("loadgen", &write_errors, Some(&report))
 }
 
 /// Writes every file asked for, each even if another failed; returns what failed.

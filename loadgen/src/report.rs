@@ -288,6 +288,25 @@ pub struct Report {
 
 /// Exit status: the run could not run, measured nothing, or a thread gave up.
 pub const EXIT_FAILED: u8 = 1;
+
+/// The exit status once the report is out and the files are written: each write error and
+/// the report's own reason (if any) on stderr, prefixed with `prog`; the report's status
+/// when it has a reason, else 0, or [`EXIT_FAILED`] when a file could not be written.
+pub fn finish(prog: &str, write_errors: &[String], report: Option<&Report>) -> u8 {
+    for e in write_errors {
+        eprintln!("{prog}: error: {e}");
+    }
+    if let Some(r) = report {
+        if let Some(why) = &r.exit_reason {
+            eprintln!("{prog}: {why}");
+            return r.exit_code;
+        }
+    }
+    match write_errors.is_empty() {
+        true => 0,
+        false => EXIT_FAILED,
+    }
+}
 /// Exit status: bad arguments.
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status: more failed requests than `--max-error-rate` allows.

@@ -15,7 +15,7 @@ use clap::Parser;
 
 use crate::app::check_writable;
 use crate::hdr;
-use crate::report::{EXIT_FAILED, EXIT_USAGE};
+use crate::report::EXIT_USAGE;
 
 pub mod input;
 pub mod logs;
@@ -79,20 +79,11 @@ pub fn main(args: MergeArgs) -> u8 {
         print!("{table}");
     }
     let errors = write_files(&args, &merged, to_stdout);
-    for e in &errors {
-        eprintln!("loadgen merge: error: {e}");
-    }
-    if let Merged::Reports(r) = &merged {
-        if let Some(why) = &r.exit_reason {
-            eprintln!("loadgen merge: {why}");
-            return r.exit_code;
-        }
-    }
-    if errors.is_empty() {
-        0
-    } else {
-        EXIT_FAILED
-    }
+    let report = match &merged {
+        Merged::Reports(r) => Some(&**r),
+        Merged::Logs(_) => None,
+    };
+    crate::report::finish("loadgen merge", &errors, report)
 }
 
 /// Output paths are writable before anything is read.

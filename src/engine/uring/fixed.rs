@@ -247,7 +247,7 @@ impl Worker {
                 )
                 .build()
                 .flags(squeue::Flags::IO_HARDLINK);
-                self.push_chain(&[(set, Op::Linger(token)), (close, Op::Close(token))]);
+                self.push_chain([(set, Op::Linger(token)), (close, Op::Close(token))]);
             }
         }
     }
@@ -277,7 +277,7 @@ impl Worker {
                         sqe = sqe.flags(squeue::Flags::IO_LINK);
                         let shutdown =
                             on!(target, |f| opcode::Shutdown::new(f, libc::SHUT_WR).build());
-                        self.push_chain(&[(sqe, Op::Send(token)), (shutdown, Op::Fin(token))]);
+                        self.push_chain([(sqe, Op::Send(token)), (shutdown, Op::Fin(token))]);
                     }
                     false => self.push(sqe, Op::Send(token)),
                 }

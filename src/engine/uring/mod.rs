@@ -334,19 +334,19 @@ impl Worker {
 
     /// Pushes an SQE for `op`, submitting first if the queue is full.
     fn push(&mut self, sqe: squeue::Entry, op: Op) {
-        self.push_chain(&[(sqe, op)]);
+        self.push_chain([(sqe, op)]);
     }
 
     /// Pushes SQEs that must reach the kernel together (a send and the FIN linked behind
     /// it): room for all of them is made first, and the queue's tail is published once,
     /// after the last, so that neither a submit for room nor an SQPOLL thread can take the
     /// head of a link without the rest.
-    fn push_chain(&mut self, chain: &[(squeue::Entry, Op)]) {
+    fn push_chain<const N: usize>(&mut self, chain: [(squeue::Entry, Op); N]) {
         loop {
             let mut sq = self.ring.submission();
-            if sq.capacity() - sq.len() >= chain.len() {
+            if sq.capacity() - sq.len() >= N {
                 for (sqe, op) in chain {
-                    let sqe = sqe.clone().user_data(op.encode());
+                    let sqe = sqe.user_data(op.encode());
                     // SAFETY: every SQE built by this engine points only at memory that
                     // outlives the operation: provided buffers (owned by `self.bufs`,
                     // returned to the ring only after the send completes), `Out::Owned`
@@ -360,7 +360,7 @@ impl Worker {
                 }
                 // Dropping the queue publishes its tail: the whole chain at once.
                 drop(sq);
-                self.outstanding += chain.len();
+                self.outstanding += N;
                 return;
             }
             drop(sq);
