@@ -148,6 +148,26 @@ fn http_closes(engine: EngineKind) {
     }
 }
 
+/// A client that pipelines requests and half-closes at once is owed every response, also
+/// those the server holds back while its output is at `--max-pending-output`: a thousand
+/// small ones (over the 64 KiB bound), and three of 70 KB.
+fn http_half_close_after_pipelining(engine: EngineKind) {
+    for (n, size) in [(1000, 13), (3, 70_000)] {
+        let body = payload(size);
+        let server = small_buffer_server(engine, ProtocolKind::Http, &body, |_| {});
+        let addr = server.local_addr();
+        let requests = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n".repeat(n);
+        for round in 0..5 {
+            assert_same(
+                &slow_exchange(addr, requests.clone(), true),
+                &ok_keep(&body).repeat(n),
+                &format!("{n} pipelined GETs of {size} B and a half-close, round {round}"),
+            );
+        }
+        shutdown_clean(server);
+    }
+}
+
 fn hello_closes(engine: EngineKind) {
     for n in SIZES {
         let greeting = payload(n);
@@ -389,6 +409,11 @@ macro_rules! close_path_tests {
             #[test]
             fn http_responses_arrive_whole_before_eof() {
                 http_closes($engine);
+            }
+
+            #[test]
+            fn http_half_close_gets_every_pipelined_response() {
+                http_half_close_after_pipelining($engine);
             }
 
             #[test]

@@ -488,6 +488,53 @@ fn backpressure_and_idle(engine: &str) {
     shutdown_clean(backend);
 }
 
+/// Two hundred clients that send and never read, each pair paused both ways in the end: a
+/// pair holds no more than `--max-pending-output` (64 KiB) and one 16 KiB receive buffer per
+/// direction, with room for the allocator's share; the pool is warmed first.
+fn never_reading_clients_stay_within_the_bound(engine: &str) {
+    const CLIENTS: u64 = 200;
+    let small = ["--send-buffer", "16KiB", "--recv-buffer", "16KiB"];
+    let (backend, p) = proxy_process(engine, &small, None);
+    warm_through(p.addr, 2 * 1024 * 16 * 1024);
+    std::thread::sleep(Duration::from_millis(100));
+    let before = p.rss_kib();
+    let clients = flood_without_reading(p.addr, CLIENTS as usize, 2.0);
+    std::thread::sleep(Duration::from_millis(300));
+    let per_pair = p.rss_kib().saturating_sub(before) / CLIENTS;
+    assert!(
+        per_pair <= 2 * (64 + 16) + 32,
+        "{engine}: {per_pair} KiB held per pair whose client does not read"
+    );
+    drop(clients);
+    assert_eq!(p.stop(), 0);
+    shutdown_clean(backend);
+}
+
+/// A thousand pipelined requests and a half-close, through the proxy to an HTTP server on the
+/// same engine: every response comes back before the EOF.
+fn pipelined_half_close_through(engine: EngineKind) {
+    let backend = server(engine, ProtocolKind::Http, 1);
+    let server = proxy(engine, &[backend.local_addr()], |_, _| {});
+    for round in 0..3 {
+        let mut c = blocking_connect(server.local_addr());
+        let mut w = c.try_clone().unwrap();
+        let writer = std::thread::spawn(move || {
+            w.write_all(&b"GET / HTTP/1.1\r\nHost: t\r\n\r\n".repeat(1000))
+                .unwrap();
+            w.shutdown(Shutdown::Write).unwrap();
+        });
+        let got = read_to_end_or_reset(&mut c).expect("EOF, not a reset");
+        writer.join().unwrap();
+        let oks = got.windows(12).filter(|w| w == b"HTTP/1.1 200").count();
+        assert_eq!(
+            oks, 1000,
+            "{engine}, round {round}: responses before the EOF"
+        );
+    }
+    shutdown_clean(server);
+    shutdown_clean(backend);
+}
+
 /// Reads until EOF (retrying interrupted reads); a reset is returned as the error.
 fn read_to_end_or_reset(c: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let mut got = Vec::new();
@@ -555,6 +602,16 @@ macro_rules! proxy_tests {
             #[test]
             fn a_half_close_while_connecting_is_passed_on() {
                 half_close_while_connecting($engine);
+            }
+
+            #[test]
+            fn never_reading_clients_stay_within_the_output_bound() {
+                never_reading_clients_stay_within_the_bound($cli);
+            }
+
+            #[test]
+            fn pipelined_requests_and_a_half_close_all_answered() {
+                pipelined_half_close_through($engine);
             }
 
             #[test]

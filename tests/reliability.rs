@@ -247,6 +247,48 @@ async fn idle_timeout(engine: EngineKind) {
     shutdown_clean(server);
 }
 
+/// An HTTP connection that never sends a byte is closed after the header timeout, not the
+/// idle one, and without a `408` (it asked nothing); one that began a request gets its 408.
+async fn silent_http_connection_closes_at_the_header_timeout(engine: EngineKind) {
+    let mut config = Config::new("127.0.0.1:0".parse().unwrap(), ProtocolKind::Http, engine);
+    config.header_timeout = Duration::from_millis(500);
+    config.idle_timeout = Duration::from_secs(60);
+    let server = ringd::start(config).unwrap();
+    let addr = server.local_addr();
+    let started = Instant::now();
+    let mut silent = connect(addr).await;
+    let mut partial = connect(addr).await;
+    partial.write_all(b"GET / HT").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(20), read_to_eof(&mut silent))
+        .await
+        .expect("a silent connection is closed long before the idle timeout");
+    assert!(
+        got.is_empty(),
+        "{engine}: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    let got = tokio::time::timeout(Duration::from_secs(20), read_to_eof(&mut partial))
+        .await
+        .expect("a partial request times out");
+    assert!(got.starts_with(b"HTTP/1.1 408 "), "{engine}: {got:?}");
+    // Our EOFs end the server's lingering closes; then both are counted.
+    drop((silent, partial));
+    let counted = || -> u64 {
+        server
+            .stats()
+            .iter()
+            .map(|s| s.closed_for(ringd::connection::CloseReason::HeaderTimeout))
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while counted() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(counted(), 2, "{engine}: closes counted as header timeouts");
+    shutdown_clean(server);
+}
+
 /// Peers that send but never read hold what they sent in the server; with a small buffer pool
 /// (`--buffers 16`, 4 KiB each), 40 of them each pushing 128 KiB must not starve a normal
 /// client of receive buffers: its echoes keep coming.
@@ -363,6 +405,27 @@ fn pipelined_output_is_bounded(engine: EngineKind) {
     assert_eq!(p.stop(), 0);
 }
 
+/// Two hundred peers that send and never read: a connection holds no more than
+/// `--max-pending-output` (64 KiB) and one 4 KiB receive buffer, with room for the
+/// allocator's share; the worker's buffer pool is warmed first (a fixed cost, not a
+/// connection's).
+fn never_reading_peers_stay_within_the_bound(engine: EngineKind) {
+    const PEERS: u64 = 200;
+    let p = ringd_proc(engine, "echo", None, &[]);
+    warm_through(p.addr, 8 << 20);
+    std::thread::sleep(Duration::from_millis(100));
+    let before = p.rss_kib();
+    let peers = flood_without_reading(p.addr, PEERS as usize, 2.0);
+    std::thread::sleep(Duration::from_millis(300));
+    let per_peer = p.rss_kib().saturating_sub(before) / PEERS;
+    assert!(
+        per_peer <= 64 + 4 + 28,
+        "{engine}: {per_peer} KiB held per peer that does not read"
+    );
+    drop(peers);
+    assert_eq!(p.stop(), 0);
+}
+
 macro_rules! reliability_tests {
     ($module:ident, $engine:expr) => {
         mod $module {
@@ -381,6 +444,11 @@ macro_rules! reliability_tests {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn slowloris_gets_408_and_normal_clients_are_served() {
                 slowloris($engine).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn a_silent_http_connection_closes_at_the_header_timeout() {
+                silent_http_connection_closes_at_the_header_timeout($engine).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -406,6 +474,11 @@ macro_rules! reliability_tests {
             #[test]
             fn rejected_clients_that_reset_do_not_break_the_limit() {
                 limit_survives_rejected_resets($engine);
+            }
+
+            #[test]
+            fn never_reading_peers_stay_within_the_output_bound() {
+                never_reading_peers_stay_within_the_bound($engine);
             }
 
             #[test]

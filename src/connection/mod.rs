@@ -98,8 +98,12 @@ impl Connection {
     /// A new connection speaking `spec`, accepted at `now`. Its buffers allocate on first
     /// use, so an idle echo connection costs only this struct.
     pub fn new(spec: &ProtocolSpec, now: Millis) -> Self {
+        let session = spec.session();
+        // An HTTP client must begin its first request within the header timeout, or a
+        // connection that never says a word is kept for the whole idle timeout.
+        let request_since = if session.is_http() { now } else { 0 };
         Connection {
-            session: spec.session(),
+            session,
             pending: Vec::new(),
             out: Vec::new(),
             unsent: 0,
@@ -108,7 +112,7 @@ impl Connection {
             peer_done: false,
             throttled: false,
             last_active: now,
-            request_since: 0,
+            request_since,
             drain_since: 0,
             linger_until: 0,
             answered: 0,
@@ -150,14 +154,32 @@ impl Connection {
         self.unsent + self.out.len()
     }
 
-    /// True while the engine should read: open and not paused, or lingering.
+    /// Input received and not answered yet (an incomplete request, or requests held back
+    /// while the output is at its bound).
+    #[inline]
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// True while the engine should read: open, not paused and before the peer's FIN, or
+    /// lingering.
     #[inline]
     pub fn reading(&self) -> bool {
         match self.phase {
-            Phase::Open => !self.throttled,
+            Phase::Open => !self.throttled && !self.peer_done,
             Phase::Lingering => true,
             Phase::Closing | Phase::Closed => false,
         }
+    }
+
+    /// Bytes the connection may still take in before it holds `--max-pending-output`
+    /// (unsent output plus unanswered input): an engine that can cap a read at this (uring's
+    /// multishot recv with a total length) never holds more than the bound and one buffer.
+    #[inline]
+    pub fn room(&self, limits: &Limits) -> usize {
+        limits
+            .max_pending
+            .saturating_sub(self.queued() + self.pending.len())
     }
 
     /// True when the engine should send the FIN (`shutdown(SHUT_WR)`) now: closing, and
@@ -220,6 +242,9 @@ impl Connection {
                 CloseReason::Protocol
             };
             self.close_after_flush(reason);
+        } else if self.peer_done && !self.held_back {
+            // Every request that came before the peer's FIN is answered.
+            self.end_of_input();
         } else if self.pending.is_empty() {
             self.request_since = 0;
         } else if self.request_since == 0 || answered > 0 {
@@ -265,16 +290,14 @@ impl Connection {
         }
     }
 
-    /// The peer sent its FIN. Whatever the protocol still has to say (hello's greeting) is
-    /// sent, then the connection closes.
+    /// The peer sent its FIN. A half-closed peer may still read: the requests it sent
+    /// before are answered first (those held back while output was at its bound too), then
+    /// whatever the protocol still has to say (hello's greeting), then the connection closes.
     pub fn on_eof(&mut self) {
         self.peer_done = true;
         match self.phase {
-            Phase::Open => {
-                self.session.on_eof(&mut self.out);
-                self.pending = Vec::new();
-                self.close_after_flush(CloseReason::Peer);
-            }
+            Phase::Open if self.held_back => {}
+            Phase::Open => self.end_of_input(),
             Phase::Lingering => self.phase = Phase::Closed,
             Phase::Closing | Phase::Closed => {}
         }
@@ -398,8 +421,13 @@ impl Connection {
                     && self.queued() == 0
                     && passed(self.request_since, limits.header_ms)
                 {
-                    self.pending = Vec::new();
-                    self.session.on_header_timeout(&mut self.out);
+                    if !self.pending.is_empty() {
+                        // A request began and did not end in time. A connection that
+                        // never began one is closed without a word, as nginx does: a 408
+                        // there would only confuse a client that opened it in advance.
+                        self.pending = Vec::new();
+                        self.session.on_header_timeout(&mut self.out);
+                    }
                     self.close_after_flush(CloseReason::HeaderTimeout);
                 } else if passed(self.last_active, limits.idle_ms) {
                     if self.queued() == 0 {
@@ -434,6 +462,14 @@ impl Connection {
             && self.session.is_http()
             && self.pending.is_empty()
             && self.queued() == 0
+    }
+
+    /// No more input will come and none is left to answer: an incomplete request is
+    /// dropped, the protocol says its last word, and the connection closes after the flush.
+    fn end_of_input(&mut self) {
+        self.session.on_eof(&mut self.out);
+        self.pending = Vec::new();
+        self.close_after_flush(CloseReason::Peer);
     }
 
     fn close_after_flush(&mut self, reason: CloseReason) {
@@ -487,7 +523,11 @@ mod tests {
         assert_eq!(c.on_input(5, b"GET / HT", &l), Input::Consumed);
         assert_eq!(c.take_answered(), 0);
         assert_eq!(c.take_output(), None);
-        assert_eq!(c.poll_timeout(&l), Some(305), "header deadline");
+        assert_eq!(
+            c.poll_timeout(&l),
+            Some(301),
+            "header deadline of the first request: from the accept"
+        );
         assert_eq!(c.on_input(6, b"TP/1.1\r\n\r\nGET", &l), Input::Consumed);
         assert_eq!(c.take_answered(), 1);
         assert_eq!(
@@ -639,6 +679,53 @@ mod tests {
         assert_eq!(responses, 10, "every request answered in the end");
         assert!(rounds >= 4, "answered in {rounds} rounds");
         assert_eq!(c.take_answered(), 10);
+    }
+
+    #[test]
+    fn a_half_closed_peer_gets_the_requests_held_back() {
+        // One read of ten requests against a bound of about one response, then the FIN.
+        let l = Limits::for_tests(0, 0, 100);
+        let mut c = http();
+        c.on_input(1, &b"GET / HTTP/1.1\r\n\r\n".repeat(10), &l);
+        c.on_eof();
+        assert_eq!(c.phase(), Phase::Open, "requests are still owed");
+        assert!(!c.reading(), "nothing more comes after the FIN");
+        let mut responses = 0;
+        while let Some(out) = c.take_output() {
+            responses += text(&out).matches("HTTP/1.1 200").count();
+            c.on_sent(2, out.len(), &l);
+        }
+        assert_eq!(responses, 10);
+        assert!(c.wants_fin(), "closes once all are answered");
+        assert_eq!(c.close_reason(), CloseReason::Peer);
+    }
+
+    #[test]
+    fn a_silent_http_connection_closes_at_the_header_timeout_without_a_word() {
+        let l = limits();
+        let mut c = http();
+        assert_eq!(c.poll_timeout(&l), Some(301), "from the accept");
+        c.handle_timeout(301, &l);
+        assert_eq!(c.phase(), Phase::Closing);
+        assert_eq!(c.take_output(), None, "it asked nothing: no 408");
+        assert_eq!(c.close_reason(), CloseReason::HeaderTimeout);
+        // Echo waits for its peer as long as the idle timeout allows.
+        let e = Connection::new(&ProtocolSpec::with_defaults(ProtocolKind::Echo), 1);
+        assert_eq!(e.poll_timeout(&l), Some(1001));
+    }
+
+    #[test]
+    fn room_is_what_is_left_of_the_bound() {
+        let l = Limits::for_tests(0, 0, 100);
+        let mut c = Connection::new(&ProtocolSpec::with_defaults(ProtocolKind::Echo), 1);
+        assert_eq!(c.room(&l), 100);
+        c.on_input(1, &[0; 70], &l);
+        assert_eq!(c.room(&l), 30);
+        c.on_input(1, &[0; 50], &l);
+        assert_eq!(c.room(&l), 0, "over the bound: nothing, not a wrap");
+        let mut h = http();
+        h.on_input(1, b"GET / HTTP/1.1\r\nX: ", &l);
+        assert_eq!(h.room(&l), 100 - 19, "unanswered input counts");
     }
 
     #[test]

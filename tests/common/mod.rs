@@ -235,3 +235,46 @@ impl RingdProcess {
         (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / hz
     }
 }
+
+/// Echoes `bytes` through one connection to `addr` (written from another thread while
+/// reading), so that a uring worker has handed out every buffer of its pool once: the pool
+/// is a fixed cost of the worker, and a memory baseline taken after this leaves it out.
+pub fn warm_through(addr: SocketAddr, bytes: usize) {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(addr).expect("connect");
+    let mut w = c.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&vec![7u8; bytes]).unwrap());
+    let mut back = vec![0u8; bytes];
+    c.read_exact(&mut back).expect("echoed back");
+    writer.join().unwrap();
+}
+
+/// `n` peers that send 64 KiB writes to `addr` for `secs` and never read (4 KiB receive
+/// and 64 KiB send buffers, so the kernel holds little of it): what the server takes in it
+/// cannot send back. Returned open, to be dropped after the server's memory is read.
+pub fn flood_without_reading(addr: SocketAddr, n: usize, secs: f64) -> Vec<socket2::Socket> {
+    use socket2::{Domain, Socket, Type};
+    let peers: Vec<Socket> = (0..n)
+        .map(|_| {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+            s.set_recv_buffer_size(4096).unwrap();
+            s.set_send_buffer_size(64 * 1024).unwrap();
+            s.connect_timeout(&addr.into(), Duration::from_secs(5))
+                .expect("connect");
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let chunk = vec![1u8; 64 * 1024];
+    let end = std::time::Instant::now() + Duration::from_secs_f64(secs);
+    while std::time::Instant::now() < end {
+        let mut moved = false;
+        for s in &peers {
+            moved |= s.send(&chunk).is_ok_and(|k| k > 0);
+        }
+        if !moved {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    peers
+}

@@ -209,9 +209,10 @@ impl UConn {
             self.sock.start_fin(SIDE, env.submit);
         }
         let pause = self.conn.phase() == Phase::Open && !self.conn.reading();
+        let room = self.conn.room(env.limits);
         if self
             .sock
-            .steer_recv(SIDE, self.conn.reading(), pause, env.submit)
+            .steer_recv(SIDE, self.conn.reading(), pause, room, env.submit)
         {
             self.cancels += 1;
         }

@@ -255,8 +255,13 @@ impl Worker {
     /// Pushes the SQEs of a socket operation on `target` (`token` names the socket).
     pub(super) fn push_socket_op(&mut self, sub: Submit, token: Token, target: Target) {
         match sub {
-            Submit::Recv(_) => {
-                let sqe = on!(target, |f| opcode::RecvMulti::new(f, BGID).build());
+            Submit::Recv { room, .. } => {
+                let mut sqe = on!(target, |f| opcode::RecvMulti::new(f, BGID).build());
+                if self.recv_cap {
+                    // 0 would mean no cap: a connection with no room left reads one buffer.
+                    let room = u32::try_from(room).unwrap_or(u32::MAX).max(1);
+                    sqe = super::probe::with_total_len(sqe, room);
+                }
                 self.push(sqe, Op::Recv(token));
             }
             Submit::Send { ptr, len, fin, .. } => {

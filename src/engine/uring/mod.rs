@@ -101,13 +101,14 @@ enum AcceptState {
 /// Runs one worker on its own ring.
 pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result<()> {
     let sqpoll = ctx.config.uring.sqpoll.then_some(1000);
-    let ring = match probe::build_ring(SQ_ENTRIES, CQ_ENTRIES, sqpoll) {
+    let mut ring = match probe::build_ring(SQ_ENTRIES, CQ_ENTRIES, sqpoll) {
         Ok(r) => r,
         Err(e) => {
             let _ = ready.send(Err(e));
             return Ok(());
         }
     };
+    let recv_cap = probe::recv_total_limit(&mut ring);
     let entries = u16::try_from(ctx.config.buffers).unwrap_or(u16::MAX);
     let bufs = match BufRing::new(&ring, BGID, entries, ctx.config.buffer_size) {
         Ok(b) => b,
@@ -124,10 +125,11 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
         let p = ring.params();
         info!(
             kernel = %crate::probe::kernel_release(),
-            "io_uring: SQ {} / CQ {} entries, SINGLE_ISSUER {}, DEFER_TASKRUN, multishot accept and recv, {} provided buffers of {} bytes per worker",
+            "io_uring: SQ {} / CQ {} entries, SINGLE_ISSUER {}, DEFER_TASKRUN, multishot accept and recv (capped at the output bound: {}), {} provided buffers of {} bytes per worker",
             p.sq_entries(),
             p.cq_entries(),
             p.is_setup_single_issuer(),
+            if recv_cap { "yes" } else { "no, Linux < 6.17" },
             bufs.entries(),
             ctx.config.buffer_size,
         );
@@ -170,6 +172,7 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
         accept_retry: types::Timespec::new(),
         stopping: None,
         timed_wait: false,
+        recv_cap,
         listener,
         env,
     };
@@ -237,6 +240,10 @@ struct Worker {
     stopping: Option<Lifecycle>,
     /// Bound every wait by `TICK` (kernels without multishot timeouts).
     timed_wait: bool,
+    /// The kernel ends a multishot recv once it has delivered the room its connection has
+    /// left (Linux 6.17); older kernels rely on the cancel alone, and a connection may take
+    /// in one batch of buffers more before the cancel lands.
+    recv_cap: bool,
     /// The worker's listener.
     listener: TcpListener,
     /// Configuration, counters, limit, lifecycle.

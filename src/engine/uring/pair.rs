@@ -325,7 +325,11 @@ impl UPair {
             if wants_fin {
                 sock.start_fin(side, env.submit);
             }
-            if sock.steer_recv(side, reading, !reading, env.submit) {
+            let room = env
+                .limits
+                .max_pending
+                .saturating_sub(self.relay.queued(side));
+            if sock.steer_recv(side, reading, !reading, room, env.submit) {
                 self.cancels += 1;
             }
         }

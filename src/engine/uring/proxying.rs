@@ -164,7 +164,7 @@ impl Worker {
         for i in 0..self.submits.len() {
             let sub = self.submits[i];
             let side = match sub {
-                Submit::Recv(s)
+                Submit::Recv { side: s, .. }
                 | Submit::Send { side: s, .. }
                 | Submit::Fin(s)
                 | Submit::CancelRecv(s)

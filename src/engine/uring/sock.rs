@@ -33,8 +33,16 @@ pub trait Pool {
 /// one socket is the client's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Submit {
-    /// A multishot recv into the provided buffers.
-    Recv(Side),
+    /// A multishot recv into the provided buffers that ends by itself once it has
+    /// delivered `room` bytes (where the kernel can cap it), so a peer that sends faster
+    /// than it reads cannot make the socket hold more than its bound between the decision to
+    /// pause and the cancel.
+    Recv {
+        /// The socket.
+        side: Side,
+        /// Bytes the socket may still take in.
+        room: usize,
+    },
     /// A send of `len` bytes at `ptr` (the front of the queue, which stays put until the
     /// send completes); `fin`: a FIN linked behind it, which must run only if the send
     /// succeeded in full (`MSG_WAITALL`: the kernel sends all of it or fails the link).
@@ -230,18 +238,19 @@ impl SockOps {
         }
     }
 
-    /// Keeps the recv armed while `want`, and (`pause`) cancels it while reading must pause.
-    /// Returns true when it submitted a cancel.
+    /// Keeps the recv armed while `want` (taking in at most `room` bytes), and (`pause`)
+    /// cancels it while reading must pause. Returns true when it submitted a cancel.
     pub fn steer_recv(
         &mut self,
         side: Side,
         want: bool,
         pause: bool,
+        room: usize,
         submit: &mut Vec<Submit>,
     ) -> bool {
         match self.recv {
             RecvState::Off if want && !self.starved => {
-                submit.push(Submit::Recv(side));
+                submit.push(Submit::Recv { side, room });
                 self.recv = RecvState::Armed;
                 false
             }
