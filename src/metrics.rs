@@ -1,6 +1,9 @@
 //! `--metrics ADDR`: the workers' counters in the Prometheus text exposition format over
-//! HTTP (`GET /metrics`). Served by a thread of its own, off the data path; it reads the
-//! counters the workers keep, so every figure is exact at the moment of the scrape.
+//! HTTP (`GET /metrics`). Served by a thread of its own, off the data path, on a tokio
+//! current-thread runtime with one task per connection: a connection that sends nothing (a
+//! TCP health check, a port scan) waits out its own timeout without delaying anyone else's
+//! scrape. It reads the counters the workers keep, so every figure is exact at the moment of
+//! the scrape.
 //!
 //! Two series describe the process rather than the workers: `ringd_start_time_seconds`
 //! (when this process started) and `ringd_upgrades_total` (live upgrades in this process's
@@ -8,17 +11,28 @@
 //! one, and a process that hands over counts that handover too).
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{oneshot, Semaphore};
 use tracing::{debug, info};
 
 use crate::config::Config;
 use crate::connection::{CloseReason, WorkerStats};
 use crate::error::Error;
+
+/// Connections served at once; one accepted beyond them is closed at once.
+const MAX_CONNECTIONS: usize = 64;
+/// How long a client has to send its whole request.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a client has to take the whole response.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request read, headers included; a request not complete by then gets a `400`.
+const MAX_REQUEST: usize = 4096;
 
 /// When this process started, as Unix time in seconds: taken at the first call, which the
 /// binary makes first thing in `main`.
@@ -54,8 +68,8 @@ pub fn count_upgrade() -> u64 {
 pub struct MetricsServer {
     /// The address it serves.
     addr: SocketAddr,
-    /// Set to stop the thread.
-    stop: Arc<AtomicBool>,
+    /// Dropped with the server: its receiver, on the metrics thread, then stops serving.
+    _stop: oneshot::Sender<()>,
 }
 
 impl MetricsServer {
@@ -78,20 +92,31 @@ impl MetricsServer {
         let addr = listener
             .local_addr()
             .map_err(|err| Error::Config(format!("cannot read the metrics address: {err}")))?;
-        let addr = listener
-            .local_addr()
-            .map_err(|err| Error::Bind { addr, err })?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|err| Error::Bind { addr, err })?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let bind_err = |err| Error::Bind { addr, err };
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(bind_err)?;
+        let listener = {
+            let _context = runtime.enter();
+            tokio::net::TcpListener::from_std(listener).map_err(bind_err)?
+        };
+        let (stop, stopped) = oneshot::channel();
+        let page = Arc::new(Page { stats, config });
         std::thread::Builder::new()
             .name("ringd-metrics".into())
-            .spawn(move || serve(listener, &stats, &config, &flag))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    tokio::select! {
+                        _ = stopped => {}
+                        () = serve(listener, page) => {}
+                    }
+                });
+            })
             .map_err(Error::Spawn)?;
         info!("metrics on http://{addr}/metrics");
-        Ok(MetricsServer { addr, stop })
+        Ok(MetricsServer { addr, _stop: stop })
     }
 
     /// The address it serves.
@@ -110,65 +135,84 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
     })
 }
 
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
+/// What every connection's task renders.
+struct Page {
+    /// The workers' counters.
+    stats: Vec<Arc<WorkerStats>>,
+    /// The configuration the build info names.
+    config: Arc<Config>,
 }
 
-fn serve(listener: TcpListener, stats: &[Arc<WorkerStats>], config: &Config, stop: &AtomicBool) {
-    while !stop.load(Ordering::Relaxed) {
-        match listener.accept() {
-            Ok((s, _)) => {
-                if let Err(e) = answer(s, stats, config) {
-                    debug!("metrics request failed: {e}");
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+/// Accepts connections and answers each in a task of its own, at most [`MAX_CONNECTIONS`]
+/// at once. Never returns: the thread drops it when the server stops.
+async fn serve(listener: tokio::net::TcpListener, page: Arc<Page>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (s, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
+                // Out of descriptors, most likely: pause rather than spin.
                 debug!("metrics accept failed: {e}");
-                std::thread::sleep(Duration::from_millis(50));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
             }
-        }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            debug!(%peer, "metrics: {MAX_CONNECTIONS} connections open already, closing");
+            continue;
+        };
+        let page = page.clone();
+        tokio::spawn(async move {
+            if let Err(e) = answer(s, &page).await {
+                debug!(%peer, "metrics request failed: {e}");
+            }
+            drop(slot);
+        });
     }
 }
 
-fn answer(mut s: TcpStream, stats: &[Arc<WorkerStats>], config: &Config) -> std::io::Result<()> {
-    s.set_nonblocking(false)?;
-    s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut buf = [0u8; 4096];
+/// Reads one request and answers it, then closes.
+async fn answer(mut s: tokio::net::TcpStream, page: &Page) -> io::Result<()> {
+    let request = tokio::time::timeout(READ_TIMEOUT, read_request(&mut s))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no whole request in time"))??;
+    let (status, body) = match request {
+        Some((true, path)) if path == "/metrics" || path.starts_with("/metrics?") => {
+            ("200 OK", render(&page.stats, &page.config))
+        }
+        Some(_) => ("404 Not Found", "not found: try GET /metrics\n".to_string()),
+        None => ("400 Bad Request", String::new()),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    tokio::time::timeout(WRITE_TIMEOUT, s.write_all(response.as_bytes()))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "response not taken in time"))?
+}
+
+/// Reads until a whole request head: `Some((is GET, path))`, or `None` when the bytes are
+/// not HTTP, the head is over [`MAX_REQUEST`], or the peer ends it early.
+async fn read_request(s: &mut tokio::net::TcpStream) -> io::Result<Option<(bool, String)>> {
+    let mut buf = [0u8; MAX_REQUEST];
     let mut len = 0;
-    let complete = loop {
-        let n = s.read(&mut buf[len..])?;
+    loop {
+        let n = s.read(&mut buf[len..]).await?;
         len += n;
         let mut headers = [httparse::EMPTY_HEADER; 32];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&buf[..len]) {
             Ok(httparse::Status::Complete(_)) => {
-                break Some((
+                return Ok(Some((
                     req.method == Some("GET"),
                     req.path.unwrap_or("").to_string(),
-                ))
+                )))
             }
             Ok(httparse::Status::Partial) if n > 0 && len < buf.len() => continue,
-            _ => break None,
+            _ => return Ok(None),
         }
-    };
-    let (status, body) = match complete {
-        Some((true, path)) if path == "/metrics" || path.starts_with("/metrics?") => {
-            ("200 OK", render(stats, config))
-        }
-        Some(_) => ("404 Not Found", "not found: try GET /metrics\n".to_string()),
-        None => ("400 Bad Request", String::new()),
-    };
-    let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes())?;
-    s.write_all(body.as_bytes())
+    }
 }
 
 /// The exposition text for `stats` (one series per worker).
@@ -375,8 +419,96 @@ pub fn sum_metric(text: &str, name: &str, label_filter: &str) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+
     use super::*;
     use crate::{EngineKind, ProtocolKind};
+
+    /// An endpoint on 127.0.0.1:0 over one worker's counters.
+    fn endpoint() -> MetricsServer {
+        let config = Config::new(
+            "127.0.0.1:0".parse().unwrap(),
+            ProtocolKind::Http,
+            EngineKind::Epoll,
+        );
+        let stats = vec![Arc::new(WorkerStats::default())];
+        MetricsServer::start("127.0.0.1:0".parse().unwrap(), stats, Arc::new(config)).unwrap()
+    }
+
+    /// Sends `request` on a new connection and reads until EOF (10 s at most).
+    fn exchange(addr: SocketAddr, request: &[u8]) -> io::Result<Vec<u8>> {
+        let mut s = TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        s.write_all(request)?;
+        let mut out = Vec::new();
+        s.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    const SCRAPE: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    #[test]
+    fn idle_connections_do_not_delay_a_scrape() {
+        let m = endpoint();
+        let mut idle: Vec<TcpStream> = (0..10)
+            .map(|_| TcpStream::connect(m.local_addr()).unwrap())
+            .collect();
+        // Time for the server to accept them all: the scrape comes after every idle one.
+        std::thread::sleep(Duration::from_millis(200));
+        let began = Instant::now();
+        let scraped = exchange(m.local_addr(), SCRAPE);
+        let took = began.elapsed();
+        assert!(
+            took < Duration::from_millis(1500),
+            "a scrape behind 10 idle connections took {took:?}: {scraped:?}"
+        );
+        let text = String::from_utf8(scraped.unwrap()).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(text.contains("\nringd_workers 1\n"), "{text}");
+        // Each idle connection is closed by its own read timeout.
+        for (i, s) in idle.iter_mut().enumerate() {
+            s.set_read_timeout(Some(READ_TIMEOUT + Duration::from_secs(8)))
+                .unwrap();
+            let mut rest = Vec::new();
+            let read = s.read_to_end(&mut rest);
+            assert!(
+                matches!(read, Ok(0)),
+                "idle connection {i} not closed by the server: {read:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_requests_get_a_400_or_a_close_and_the_endpoint_serves_on() {
+        let m = endpoint();
+        let oversized = [b"GET /metrics HTTP/1.1\r\nX: ".as_slice(), &[b'a'; 5000]].concat();
+        for request in [
+            &b"\x00\xff\x16\x03\x01 not http\r\n\r\n"[..],
+            b"GET /metrics HTTP/1.1\r\n",
+            &oversized,
+        ] {
+            let mut s = TcpStream::connect(m.local_addr()).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(request).unwrap();
+            // An incomplete request is ended by its sender.
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut out = Vec::new();
+            // A close with bytes unread may be a reset: a close all the same.
+            if s.read_to_end(&mut out).is_ok() {
+                assert!(
+                    out.is_empty() || out.starts_with(b"HTTP/1.1 400 Bad Request\r\n"),
+                    "{}",
+                    String::from_utf8_lossy(&out)
+                );
+            }
+        }
+        let other = exchange(m.local_addr(), b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        assert!(other.starts_with(b"HTTP/1.1 404 Not Found\r\n"));
+        let text = exchange(m.local_addr(), SCRAPE).unwrap();
+        assert!(text.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    }
 
     #[test]
     fn exposition_has_every_series_per_worker() {

@@ -1,6 +1,8 @@
 //! The workers' lifecycle as a whole, every engine: a worker that panics makes the server
 //! drain the others and exit non-zero with one line naming the worker and the cause; a start
-//! that fails halfway drains and joins the workers that did start, so none keeps the port.
+//! that fails halfway drains and joins the workers that did start, so none keeps the port; a
+//! drain (SIGTERM, or a handover on SIGUSR2) closes idle keep-alive connections after its
+//! grace, not at the shutdown timeout.
 //! Faults are injected with `RINGD_TEST_FAULT` (the binary) or `Config::test_fault`.
 
 mod lineage;
@@ -8,7 +10,7 @@ mod lineage;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lineage::{temp_dir, Lineage, Start};
 use ringd::config::TestFault;
@@ -77,6 +79,60 @@ fn a_panicking_worker(engine: &str) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Two idle keep-alive connections (one `GET` each) when the drain begins, by SIGTERM or by a
+/// handover (SIGUSR2): both see EOF once the drain's grace (1 s) has passed, far below the
+/// 20 s shutdown timeout, and the process exits 0 with nothing cut.
+fn idle_keep_alive_closes_after_the_grace(engine: &str, sig: i32) {
+    let dir = temp_dir("lifecycle-idle-drain");
+    let mut l = Lineage::start(Start::new(
+        &dir,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--engine",
+            engine,
+            "--protocol",
+            "http",
+            "--threads",
+            "1",
+            "--shutdown-timeout",
+            "20s",
+        ],
+    ));
+    let mut held: Vec<TcpStream> = (0..2)
+        .map(|_| served_connection(l.addr).expect("a response on a keep-alive connection"))
+        .collect();
+    let old = l.current();
+    let from = l.log.len();
+    if sig == libc::SIGUSR2 {
+        l.upgrade();
+    } else {
+        l.signal(old, sig);
+    }
+    // The drain began (at the latest) now; the grace is 1 s, the rest is margin.
+    let deadline = Instant::now() + Duration::from_secs(4);
+    for (i, s) in held.iter_mut().enumerate() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        let mut rest = Vec::new();
+        let read = s.read_to_end(&mut rest);
+        assert!(
+            read.is_ok(),
+            "{engine}: idle connection {i} not closed within 4 s of the drain: {read:?}"
+        );
+    }
+    assert_eq!(l.exit_code(old, Duration::from_secs(10)), 0, "{engine}");
+    let stopped = l
+        .log
+        .wait_for("stopped accepted=", from, Duration::from_secs(5));
+    assert!(stopped.contains(" cut=0"), "{engine}: {stopped}");
+    if sig == libc::SIGUSR2 {
+        assert_eq!(l.stop(), 0);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A port nobody holds now.
 fn free_port() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -131,6 +187,14 @@ macro_rules! every_engine {
             #[test]
             fn a_panicking_worker_drains_the_others_and_exits_non_zero() {
                 super::a_panicking_worker($name);
+            }
+            #[test]
+            fn sigterm_closes_idle_keep_alive_after_the_grace() {
+                super::idle_keep_alive_closes_after_the_grace($name, libc::SIGTERM);
+            }
+            #[test]
+            fn sigusr2_closes_idle_keep_alive_after_the_grace() {
+                super::idle_keep_alive_closes_after_the_grace($name, libc::SIGUSR2);
             }
             #[test]
             fn a_start_that_fails_halfway_releases_the_port() {

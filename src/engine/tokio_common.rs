@@ -332,7 +332,6 @@ async fn connection<S: Stream>(
         if conn.phase() == Phase::Closed {
             break;
         }
-        entry.set_deadline(conn.poll_timeout(limits));
         if !conn.reading() {
             // Nothing to read or send until the time or the drain changes something.
             entry.alarm.wait().await;
@@ -396,7 +395,7 @@ async fn send<S: Stream>(
     let (clock, limits) = (&shared.clock, &shared.limits);
     let mut pos = range.start;
     while pos < range.end {
-        entry.set_deadline(conn.poll_timeout(limits));
+        publish(conn, entry, limits);
         let write = until_woken(sock.write(buf, pos..range.end), &entry.alarm, || {
             wake(conn, entry, clock, limits);
             conn.phase() == Phase::Closed
@@ -423,7 +422,11 @@ async fn send<S: Stream>(
     Some(buf)
 }
 
-/// Tells the connection what changed while it waited: the drain, a deadline that passed.
+/// Tells the connection what changed while it waited (the drain, a deadline that passed),
+/// then publishes its next deadline. Called at every turn of the task's loops and on every
+/// ring of its alarm, so the deadline the ticker watches is always the connection's own: a
+/// drain that begins during a read sets the grace's deadline, which no other call would
+/// publish before the read ends.
 fn wake(conn: &mut Connection, entry: &crate::connection::Entry, clock: &Clock, limits: &Limits) {
     let now = clock.now();
     if entry.drain.get() {
@@ -432,6 +435,12 @@ fn wake(conn: &mut Connection, entry: &crate::connection::Entry, clock: &Clock, 
     if conn.poll_timeout(limits).is_some_and(|d| d <= now) {
         conn.handle_timeout(now, limits);
     }
+    publish(conn, entry, limits);
+}
+
+/// Publishes the connection's next deadline for the ticker.
+fn publish(conn: &Connection, entry: &crate::connection::Entry, limits: &Limits) {
+    entry.set_deadline(conn.poll_timeout(limits));
 }
 
 /// Runs `op` to completion, calling `woken` each time `alarm` rings; stops early (`None`,
