@@ -291,12 +291,20 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
     usize::try_from(n).map_err(|_| "size too large".to_string())
 }
 
-/// Parses a duration such as `10s`, `500ms`, `1m30s` or `0`.
+/// Longest duration accepted: deadlines are instants and milliseconds in `u64`, which a
+/// duration of centuries would overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses a duration such as `10s`, `500ms`, `1m30s` or `0`, up to [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if s.trim() == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(s).map_err(|e| format!("{e} (try e.g. 10s, 500ms, 1m)"))
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try e.g. 10s, 500ms, 1m)"))?;
+    if d > MAX_DURATION {
+        return Err("longer than the longest duration accepted, 365 days".into());
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -341,6 +349,8 @@ mod tests {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+        assert!(parse_duration("366d").is_err());
         assert!(parse_duration("soon").is_err());
     }
 

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ringd::cli::Args;
+use ringd::Error;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -16,9 +17,17 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringd: error: {e:#}");
-            ExitCode::FAILURE
+            match e {
+                Error::Usage(_) => usage(),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
+}
+
+/// The exit code of arguments that cannot be used, the same as clap's.
+fn usage() -> ExitCode {
+    ExitCode::from(2)
 }
 
 fn init_logging(level: &str) {

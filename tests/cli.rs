@@ -4,8 +4,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::RingdProcess;
 
@@ -40,20 +40,78 @@ fn help_lists_every_option_with_defaults() {
     }
 }
 
+/// Runs ringd (on 127.0.0.1:0 unless `args` say where) where it must refuse to start: exit
+/// code 2 without a panic. Its stderr. A ringd that starts anyway is stopped after 5 s and
+/// fails the test.
+fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = ringd();
+    if !args.contains(&"--listen") {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    let mut child = cmd
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} {env:?} was accepted");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?} {env:?}: {err}");
+    assert!(err.contains("error"), "{args:?} {env:?}: {err}");
+    err
+}
+
 #[test]
 fn bad_arguments_fail_without_panic() {
     for args in [
         &["--listen", "not-an-address"][..],
         &["--buffer-size", "lots"],
         &["--engine", "kqueue"],
-        &["--threads", "0"],
         &["--shutdown-timeout", "soon"],
+        &["--upgrade-timeout", "500000000000y"],
+        &["--idle-timeout", "100000y"],
     ] {
-        let out = ringd().args(args).output().unwrap();
-        assert!(!out.status.success(), "{args:?} was accepted");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
-        assert!(err.contains("error"), "{args:?}: {err}");
+        refused(args, &[]);
+    }
+}
+
+#[test]
+fn bad_values_are_one_line_and_exit_2() {
+    for (args, names) in [
+        (&["--threads", "0"][..], "--threads"),
+        (&["--threads", "100000"], "--threads"),
+        (&["--buffer-size", "0"], "--buffer-size"),
+        (&["--backlog", "0"], "--backlog"),
+        (&["--max-pending-output", "0"], "--max-pending-output"),
+        (&["--buffers", "3"], "--buffers"),
+        (&["--send-buffer", "0"], "--send-buffer"),
+        (&["--upstream", "127.0.0.1:1"], "--upstream"),
+        (
+            &[
+                "--protocol",
+                "proxy",
+                "--upstream",
+                "127.0.0.1:1",
+                "--connect-timeout",
+                "0",
+            ],
+            "--connect-timeout",
+        ),
+    ] {
+        let err = refused(args, &[]);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(names), "{args:?}: {err}");
     }
 }
 
