@@ -1,10 +1,12 @@
 //! The command line: clap derive arguments, turned into a checked [`Config`] before anything
 //! starts. Sizes parse as `4KiB`, `1MB`, `512`; durations as `10s`, `500ms`, `1m`.
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use tracing_subscriber::EnvFilter;
 
 use crate::config::{allowed_cpus, Config, TestFault};
 use crate::engine::EngineKind;
@@ -39,7 +41,8 @@ Signals:
                    process stops accepting, drains and exits 0 (on failure it keeps serving)
 
 Sockets passed by a service manager (systemd socket activation: LISTEN_FDS, LISTEN_PID) are
-served instead of --listen. Logs go to stderr; RUST_LOG overrides --log-level.";
+served instead of --listen. Logs go to stderr; RUST_LOG, a filter such as ringd=debug, overrides
+--log-level unless empty; a level or filter that does not parse is refused.";
 
 /// ringd: a per-core io_uring TCP server (echo, hello, HTTP/1.1) with an epoll baseline.
 #[derive(Debug, Parser)]
@@ -184,8 +187,8 @@ pub struct Args {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub upgrade_timeout: Duration,
 
-    /// Log level (error, warn, info, debug, trace); RUST_LOG takes precedence.
-    #[arg(long, default_value = "info")]
+    /// Log level; RUST_LOG takes precedence.
+    #[arg(long, default_value = "info", ignore_case = true, value_parser = LOG_LEVELS)]
     pub log_level: String,
 }
 
@@ -279,6 +282,28 @@ impl Args {
     }
 }
 
+/// What `--log-level` takes.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// The log filter: `rust_log` (the value of `RUST_LOG`) unless it is unset or empty, else
+/// `level`. A filter that does not parse is an error: tracing-subscriber's lossy parse would
+/// drop it and log less than asked, or nothing.
+pub fn log_filter(level: &str, rust_log: Option<&OsStr>) -> Result<EnvFilter, String> {
+    match rust_log.filter(|v| !v.is_empty()) {
+        Some(v) => {
+            let v = v
+                .to_str()
+                .ok_or("RUST_LOG is not valid UTF-8: unset it or use --log-level")?;
+            EnvFilter::builder().parse(v).map_err(|e| {
+                format!("RUST_LOG={v}: {e} (try e.g. RUST_LOG=info or RUST_LOG=ringd=debug)")
+            })
+        }
+        None => EnvFilter::builder()
+            .parse(level)
+            .map_err(|e| format!("--log-level {level}: {e}")),
+    }
+}
+
 /// The address listened on when neither `--listen` nor inherited sockets say otherwise.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     std::net::Ipv4Addr::LOCALHOST,
@@ -352,6 +377,21 @@ mod tests {
         assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
         assert!(parse_duration("366d").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn log_levels_and_filters() {
+        for level in LOG_LEVELS {
+            assert!(log_filter(level, None).is_ok(), "{level}");
+        }
+        let args = Args::try_parse_from(["ringd", "--log-level", "DEBUG"]).unwrap();
+        assert!(log_filter(&args.log_level, None).is_ok());
+        assert!(Args::try_parse_from(["ringd", "--log-level", "bogus"]).is_err());
+        let env = |v: &str| log_filter("info", Some(OsStr::new(v)));
+        assert!(env("").is_ok(), "an empty RUST_LOG is unset");
+        assert!(env("ringd=debug,warn").is_ok());
+        let e = env("ringd=bogus").unwrap_err();
+        assert!(e.starts_with("RUST_LOG=ringd=bogus: "), "{e}");
     }
 
     #[test]

@@ -116,6 +116,15 @@ fn bad_values_are_one_line_and_exit_2() {
 }
 
 #[test]
+fn an_invalid_log_filter_is_refused() {
+    let err = refused(&["--log-level", "bogus"], &[]);
+    assert!(err.contains("--log-level"), "{err}");
+    let err = refused(&[], &[("RUST_LOG", "ringd=bogus")]);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("RUST_LOG"), "{err}");
+}
+
+#[test]
 fn port_in_use_is_one_clear_line() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = held.local_addr().unwrap().to_string();
