@@ -40,6 +40,9 @@ Signals:
                    the same arguments, on the same listening sockets; once it is ready, this
                    process stops accepting, drains and exits 0 (on failure it keeps serving)
 
+A host name (--listen, --metrics, --upstream) is resolved once, at start, to its first IPv4
+address, else to its first IPv6 one.
+
 Sockets passed by a service manager (systemd socket activation: LISTEN_FDS, LISTEN_PID) are
 served instead of --listen. Logs go to stderr; RUST_LOG, a filter such as ringd=debug, overrides
 --log-level unless empty; a level or filter that does not parse is refused.";
@@ -52,9 +55,9 @@ served instead of --listen. Logs go to stderr; RUST_LOG, a filter such as ringd=
     after_help = AFTER_HELP
 )]
 pub struct Args {
-    /// Address to listen on (every worker binds it with SO_REUSEPORT; port 0 picks one)
-    /// [default: 127.0.0.1:8080]. Not with sockets passed by a service manager.
-    #[arg(long)]
+    /// Address to listen on, HOST:PORT (every worker binds it with SO_REUSEPORT; port 0
+    /// picks one) [default: 127.0.0.1:8080]. Not with sockets passed by a service manager.
+    #[arg(long, value_name = "HOST:PORT", value_parser = resolve)]
     pub listen: Option<SocketAddr>,
 
     /// Protocol to speak; `proxy` forwards each connection to an upstream (--upstream).
@@ -170,7 +173,7 @@ pub struct Args {
     pub uring_sqpoll: bool,
 
     /// Serve Prometheus metrics on this address (GET /metrics), e.g. 127.0.0.1:9090.
-    #[arg(long)]
+    #[arg(long, value_name = "HOST:PORT", value_parser = resolve)]
     pub metrics: Option<SocketAddr>,
 
     /// How long SIGINT/SIGTERM waits for connections to finish before cutting them.
@@ -260,11 +263,7 @@ impl Args {
         }
         let mut addrs = Vec::new();
         for u in &self.upstream {
-            let resolved = std::net::ToSocketAddrs::to_socket_addrs(u.as_str())
-                .map_err(|e| format!("--upstream {u}: {e} (expected HOST:PORT)"))?
-                .next()
-                .ok_or_else(|| format!("--upstream {u}: the name has no address"))?;
-            addrs.push(resolved);
+            addrs.push(resolve(u).map_err(|e| format!("--upstream {u}: {e}"))?);
         }
         if addrs.len() > MAX_UPSTREAMS {
             return Err(format!("at most {MAX_UPSTREAMS} upstreams"));
@@ -280,6 +279,28 @@ impl Args {
             self.send_proxy,
         ))
     }
+}
+
+/// Resolves `HOST:PORT`, a name or an IP address, to one address: the first IPv4 address
+/// of a name, else its first one (the resolver may well list `::1` before `127.0.0.1` for
+/// `localhost`, while most servers listen on IPv4 only).
+pub fn resolve(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(s)
+        .map_err(|e| format!("{e} (expected HOST:PORT)"))?
+        .collect();
+    first_ipv4(&addrs).ok_or_else(|| "the name has no address".to_string())
+}
+
+/// The first IPv4 address of `addrs`, else the first.
+fn first_ipv4(addrs: &[SocketAddr]) -> Option<SocketAddr> {
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
 }
 
 /// What `--log-level` takes.
@@ -377,6 +398,28 @@ mod tests {
         assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
         assert!(parse_duration("366d").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn names_resolve_to_their_first_ipv4_address() {
+        let v6: SocketAddr = "[::1]:80".parse().unwrap();
+        let v4: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        assert_eq!(first_ipv4(&[v6, v4]), Some(v4));
+        assert_eq!(first_ipv4(&[v6]), Some(v6));
+        assert_eq!(first_ipv4(&[]), None);
+        assert_eq!(resolve("localhost:80"), Ok(v4));
+        assert_eq!(resolve("[::1]:80"), Ok(v6));
+        assert!(resolve("localhost").is_err(), "no port");
+        let args = [
+            "ringd",
+            "--listen",
+            "localhost:1",
+            "--metrics",
+            "localhost:2",
+        ];
+        let c = Args::parse_from(args).into_config().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(c.metrics, Some("127.0.0.1:2".parse().unwrap()));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{Ipv4Addr, TcpStream};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -122,6 +122,46 @@ fn an_invalid_log_filter_is_refused() {
     let err = refused(&[], &[("RUST_LOG", "ringd=bogus")]);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.contains("RUST_LOG"), "{err}");
+}
+
+/// One echo round trip on a new connection to `addr`.
+fn echo_once(addr: std::net::SocketAddr) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"ping");
+}
+
+#[test]
+fn listen_and_metrics_take_host_names() {
+    let args = [
+        "--listen",
+        "localhost:0",
+        "--metrics",
+        "localhost:0",
+        "--threads",
+        "1",
+    ];
+    let p = RingdProcess::start(&args, None);
+    assert_eq!(p.addr.ip(), Ipv4Addr::LOCALHOST, "the first IPv4 address");
+    echo_once(p.addr);
+    let metrics: std::net::SocketAddr = p
+        .start_log
+        .iter()
+        .find_map(|l| l.split("metrics on http://").nth(1)?.split('/').next())
+        .expect("a metrics line")
+        .parse()
+        .unwrap();
+    assert_eq!(metrics.ip(), Ipv4Addr::LOCALHOST);
+    let mut s = TcpStream::connect(metrics).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert_eq!(p.stop(), 0);
 }
 
 #[test]
