@@ -261,9 +261,29 @@ impl Args {
         if self.upstream.is_empty() {
             return Err("--protocol proxy needs --upstream HOST:PORT[,HOST:PORT…]".into());
         }
-        let mut addrs = Vec::new();
+        let mut addrs: Vec<SocketAddr> = Vec::new();
         for u in &self.upstream {
-            addrs.push(resolve(u).map_err(|e| format!("--upstream {u}: {e}"))?);
+            let addr = resolve(u).map_err(|e| format!("--upstream {u}: {e}"))?;
+            if addr.port() == 0 {
+                return Err(format!(
+                    "--upstream {u}: port 0 cannot be connected to: give the upstream's port"
+                ));
+            }
+            if addr.ip().is_unspecified() {
+                return Err(format!(
+                    "--upstream {u}: {} means any address when listening, none to connect to: give the upstream's address",
+                    addr.ip()
+                ));
+            }
+            // Each upstream is a set of metric series and a share of the balancing: a
+            // second entry for one address would double both.
+            if let Some(i) = addrs.iter().position(|a| *a == addr) {
+                return Err(format!(
+                    "--upstream {u}: {addr} is already listed as {}: list each upstream once",
+                    self.upstream[i]
+                ));
+            }
+            addrs.push(addr);
         }
         if addrs.len() > MAX_UPSTREAMS {
             return Err(format!("at most {MAX_UPSTREAMS} upstreams"));
@@ -468,5 +488,27 @@ mod tests {
         let p = c.proxy.expect("proxy mode");
         assert_eq!(p.upstreams.list().len(), 2);
         assert_eq!(p.upstreams.get(1).addr.port(), 2);
+    }
+
+    #[test]
+    fn upstreams_are_checked() {
+        let upstream = |list: &str| {
+            Args::parse_from(["ringd", "--protocol", "proxy", "--upstream", list]).into_config()
+        };
+        for (list, says) in [
+            ("127.0.0.1:1,127.0.0.1:1", "already listed as 127.0.0.1:1"),
+            (
+                "127.0.0.1:1,localhost:1",
+                "--upstream localhost:1: 127.0.0.1:1 is already",
+            ),
+            ("[::1]:1,[::1]:1", "already listed"),
+            ("127.0.0.1:0", "port 0"),
+            ("0.0.0.0:1", "0.0.0.0 means any address"),
+            ("[::]:1", ":: means any address"),
+        ] {
+            let e = upstream(list).unwrap_err();
+            assert!(e.contains(says), "{list}: {e}");
+        }
+        assert!(upstream("127.0.0.1:1,127.0.0.1:2,[::1]:1").is_ok());
     }
 }

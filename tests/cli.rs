@@ -124,6 +124,24 @@ fn an_invalid_log_filter_is_refused() {
     assert!(err.contains("RUST_LOG"), "{err}");
 }
 
+#[test]
+fn upstreams_are_distinct_and_connectable() {
+    for (list, says) in [
+        ("127.0.0.1:9001,127.0.0.1:9001", "once"),
+        ("localhost:9001,127.0.0.1:9001", "once"),
+        ("127.0.0.1:0", "port"),
+        ("0.0.0.0:9001", "0.0.0.0"),
+        ("[::]:9001", "[::]"),
+    ] {
+        let err = refused(&["--protocol", "proxy", "--upstream", list], &[]);
+        assert_eq!(err.lines().count(), 1, "{list}: {err}");
+        assert!(
+            err.contains("--upstream") && err.contains(says),
+            "{list}: {err}"
+        );
+    }
+}
+
 /// One echo round trip on a new connection to `addr`.
 fn echo_once(addr: std::net::SocketAddr) {
     let mut s = TcpStream::connect(addr).unwrap();
