@@ -56,7 +56,8 @@ served instead of --listen. Logs go to stderr; RUST_LOG, a filter such as ringd=
 )]
 pub struct Args {
     /// Address to listen on, HOST:PORT (every worker binds it with SO_REUSEPORT; port 0
-    /// picks one) [default: 127.0.0.1:8080]. Not with sockets passed by a service manager.
+    /// picks one; [::]:PORT takes IPv4 connections too) [default: 127.0.0.1:8080]. Not with
+    /// sockets passed by a service manager.
     #[arg(long, value_name = "HOST:PORT", value_parser = resolve)]
     pub listen: Option<SocketAddr>,
 

@@ -232,6 +232,7 @@ pub fn start_with(
         addr: config.listen,
         err,
     })?;
+    let reach = reach(&listeners[0], local_addr);
     let mut own: Vec<(OwnedFd, &'static str)> =
         own.into_iter().map(|fd| (fd, LISTEN_NAME)).collect();
     if let Some(m) = &metrics_listener {
@@ -340,9 +341,22 @@ pub fn start_with(
         max_connections = config.max_connections,
         idle_timeout = ?config.idle_timeout,
         header_timeout = ?config.header_timeout,
-        "listening on {local_addr}"
+        "listening on {local_addr}{reach}"
     );
     Ok(server)
+}
+
+/// What the start-up line adds to an IPv6 wildcard address: whether IPv4 clients reach it.
+/// A socket bound here is dual-stack; an inherited one is as its creator set it.
+fn reach(listener: &TcpListener, addr: SocketAddr) -> &'static str {
+    if !(addr.is_ipv6() && addr.ip().is_unspecified()) {
+        return "";
+    }
+    match socket2::SockRef::from(listener).only_v6() {
+        Ok(false) => " (IPv4 too)",
+        Ok(true) => " (IPv6 only)",
+        Err(_) => "",
+    }
 }
 
 /// Descriptors of the listeners this process bound, kept for a successor.

@@ -183,6 +183,20 @@ fn listen_and_metrics_take_host_names() {
 }
 
 #[test]
+fn the_ipv6_wildcard_accepts_ipv4_too() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        println!("skipped: this host has no IPv6 on loopback");
+        return;
+    }
+    let p = RingdProcess::start(&["--listen", "[::]:0", "--threads", "1"], None);
+    let line = p.start_log.last().unwrap();
+    assert!(line.contains("IPv4 too"), "{line}");
+    echo_once((Ipv4Addr::LOCALHOST, p.addr.port()).into());
+    echo_once((std::net::Ipv6Addr::LOCALHOST, p.addr.port()).into());
+    assert_eq!(p.stop(), 0);
+}
+
+#[test]
 fn port_in_use_is_one_clear_line() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = held.local_addr().unwrap().to_string();
