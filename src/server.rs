@@ -27,6 +27,7 @@ use crate::error::Error;
 use crate::listener::bind_workers;
 use crate::metrics::MetricsServer;
 use crate::probe;
+use crate::protocol::ProtocolKind;
 use crate::shutdown::{Bell, Lifecycle, Watch};
 use crate::worker::{self, Done};
 
@@ -330,20 +331,46 @@ pub fn start_with(
             (e, _) => e,
         });
     }
+    log_start(&config, local_addr, is_inherited, reach);
+    Ok(server)
+}
+
+/// The start-up line: what the server does, with the settings that apply to it (a field
+/// that is `None` is left out).
+fn log_start(config: &Config, local_addr: SocketAddr, inherited: bool, reach: &str) {
+    use tracing::field::{debug, display};
+    let proxy = config.proxy.as_ref();
+    let protocol = match proxy {
+        Some(_) => "proxy",
+        None => config.protocol.kind.name(),
+    };
+    let upstreams = proxy.map(|p| {
+        let addrs: Vec<String> = p
+            .upstreams
+            .list()
+            .iter()
+            .map(|u| u.addr.to_string())
+            .collect();
+        display(addrs.join(","))
+    });
+    let header_timeout = (proxy.is_none() && config.protocol.kind == ProtocolKind::Http)
+        .then(|| debug(config.header_timeout));
     info!(
         addr = %local_addr,
         engine = %config.engine,
-        protocol = %config.protocol.kind,
+        protocol = %protocol,
+        upstreams,
+        connect_timeout = proxy.map(|p| debug(p.connect_timeout)),
+        send_proxy = proxy.and_then(|p| p.send_proxy).map(debug),
         threads = config.threads,
         pinned = !config.cpus.is_empty(),
-        inherited = is_inherited,
+        inherited,
         buffer_size = config.buffer_size,
         max_connections = config.max_connections,
         idle_timeout = ?config.idle_timeout,
-        header_timeout = ?config.header_timeout,
+        header_timeout,
         "listening on {local_addr}{reach}"
     );
-    Ok(server)
 }
 
 /// What the start-up line adds to an IPv6 wildcard address: whether IPv4 clients reach it.

@@ -197,6 +197,43 @@ fn the_ipv6_wildcard_accepts_ipv4_too() {
 }
 
 #[test]
+fn the_start_up_line_describes_a_proxy_as_a_proxy() {
+    let upstreams = "127.0.0.1:9001,127.0.0.1:9002";
+    let args = [
+        "--protocol",
+        "proxy",
+        "--upstream",
+        upstreams,
+        "--threads",
+        "1",
+    ];
+    let p = RingdProcess::start(&args, None);
+    let line = p.start_log.last().unwrap();
+    for says in [
+        "protocol=proxy",
+        &format!("upstreams={upstreams}"),
+        "connect_timeout=2s",
+    ] {
+        assert!(line.contains(says), "lacks {says}: {line}");
+    }
+    for not in ["protocol=echo", "header_timeout"] {
+        assert!(!line.contains(not), "says {not}: {line}");
+    }
+    assert_eq!(p.stop(), 0);
+    for (protocol, header_timeout) in [("http", true), ("echo", false)] {
+        let p = RingdProcess::start(&["--protocol", protocol, "--threads", "1"], None);
+        let line = p.start_log.last().unwrap();
+        assert!(!line.contains("upstreams"), "{line}");
+        assert_eq!(
+            line.contains("header_timeout=10s"),
+            header_timeout,
+            "{line}"
+        );
+        assert_eq!(p.stop(), 0);
+    }
+}
+
+#[test]
 fn port_in_use_is_one_clear_line() {
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = held.local_addr().unwrap().to_string();
