@@ -211,6 +211,10 @@ impl Args {
         if proxy.is_none() && !self.upstream.is_empty() {
             return Err("--upstream is for --protocol proxy".into());
         }
+        if self.upgrade_timeout.is_zero() {
+            // No successor is ready at once: every SIGUSR2 would fail.
+            return Err("--upgrade-timeout must be above 0".into());
+        }
         // The uring proxy receives into a shared pool, so larger buffers cost no memory per
         // idle pair and take a quarter of the operations on bulk transfers; the tokio pumps
         // hold one buffer per direction per pair, and keep 4 KiB.

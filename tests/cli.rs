@@ -96,6 +96,7 @@ fn bad_values_are_one_line_and_exit_2() {
         (&["--max-pending-output", "0"], "--max-pending-output"),
         (&["--buffers", "3"], "--buffers"),
         (&["--send-buffer", "0"], "--send-buffer"),
+        (&["--upgrade-timeout", "0"], "--upgrade-timeout"),
         (&["--upstream", "127.0.0.1:1"], "--upstream"),
         (
             &[
