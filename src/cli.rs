@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{allowed_cpus, Config, TestFault};
@@ -191,8 +192,9 @@ pub struct Args {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub upgrade_timeout: Duration,
 
-    /// Log level; RUST_LOG takes precedence.
-    #[arg(long, default_value = "info", ignore_case = true, value_parser = LOG_LEVELS)]
+    /// Log level (off, error, warn, info, debug, trace), or levels by target such as
+    /// warn,ringd::server=info; RUST_LOG takes precedence.
+    #[arg(long, default_value = "info", value_name = "LEVEL", value_parser = parse_log_level)]
     pub log_level: String,
 }
 
@@ -328,8 +330,21 @@ fn first_ipv4(addrs: &[SocketAddr]) -> Option<SocketAddr> {
         .copied()
 }
 
-/// What `--log-level` takes.
-const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+/// Checks `--log-level`: a filter in which every directive names a level, `LEVEL` or
+/// `TARGET=LEVEL`. A filter also takes a bare target (all of its levels), which turns a
+/// misspelt level such as `bogus` into a filter that logs nothing of ringd.
+pub fn parse_log_level(s: &str) -> Result<String, String> {
+    for directive in s.split(',').filter(|d| !d.is_empty()) {
+        if !directive.contains('=') && directive.parse::<LevelFilter>().is_err() {
+            return Err(format!(
+                "{directive} is not a level: use off, error, warn, info, debug or trace, \
+                 or TARGET=LEVEL"
+            ));
+        }
+    }
+    EnvFilter::builder().parse(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
+}
 
 /// The log filter: `rust_log` (the value of `RUST_LOG`) unless it is unset or empty, else
 /// `level`. A filter that does not parse is an error: tracing-subscriber's lossy parse would
@@ -449,12 +464,20 @@ mod tests {
 
     #[test]
     fn log_levels_and_filters() {
-        for level in LOG_LEVELS {
-            assert!(log_filter(level, None).is_ok(), "{level}");
+        let level = |s: &str| Args::try_parse_from(["ringd", "--log-level", s]);
+        for ok in [
+            "off",
+            "trace",
+            "DEBUG",
+            "warn,ringd::server=info",
+            "ringd=debug",
+        ] {
+            let args = level(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert!(log_filter(&args.log_level, None).is_ok(), "{ok}");
         }
-        let args = Args::try_parse_from(["ringd", "--log-level", "DEBUG"]).unwrap();
-        assert!(log_filter(&args.log_level, None).is_ok());
-        assert!(Args::try_parse_from(["ringd", "--log-level", "bogus"]).is_err());
+        for bad in ["bogus", "warn,bogus", "ringd=bogus", "ringd=info=debug"] {
+            assert!(level(bad).is_err(), "{bad}");
+        }
         let env = |v: &str| log_filter("info", Some(OsStr::new(v)));
         assert!(env("").is_ok(), "an empty RUST_LOG is unset");
         assert!(env("ringd=debug,warn").is_ok());
