@@ -538,3 +538,35 @@ impl ServerHandle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socket2::{Domain, Socket, Type};
+
+    /// A listening socket on `addr` with IPV6_V6ONLY as given, as a socket unit may pass it.
+    fn listening(addr: &str, only_v6: Option<bool>) -> TcpListener {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
+        if let Some(v) = only_v6 {
+            s.set_only_v6(v).unwrap();
+        }
+        s.bind(&addr.into()).unwrap();
+        s.listen(1).unwrap();
+        s.into()
+    }
+
+    #[test]
+    fn the_start_up_line_says_whether_ipv4_reaches_an_ipv6_wildcard() {
+        let v4 = listening("127.0.0.1:0", None);
+        assert_eq!(reach(&v4, v4.local_addr().unwrap()), "");
+        if std::net::TcpListener::bind("[::1]:0").is_err() {
+            println!("skipped: this host has no IPv6 on loopback");
+            return;
+        }
+        for (only_v6, says) in [(true, " (IPv6 only)"), (false, " (IPv4 too)")] {
+            let l = listening("[::]:0", Some(only_v6));
+            assert_eq!(reach(&l, l.local_addr().unwrap()), says);
+        }
+    }
+}
