@@ -1,10 +1,13 @@
 //! The command line: clap derive arguments, turned into a checked [`Config`] before anything
 //! starts. Sizes parse as `4KiB`, `1MB`, `512`; durations as `10s`, `500ms`, `1m`.
 
+use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Parser;
+use tracing_subscriber::filter::LevelFilter;
+use tracing_subscriber::EnvFilter;
 
 use crate::config::{allowed_cpus, Config, TestFault};
 use crate::engine::EngineKind;
@@ -38,8 +41,12 @@ Signals:
                    the same arguments, on the same listening sockets; once it is ready, this
                    process stops accepting, drains and exits 0 (on failure it keeps serving)
 
+A host name (--listen, --metrics, --upstream) is resolved once, at start, to its first IPv4
+address, else to its first IPv6 one.
+
 Sockets passed by a service manager (systemd socket activation: LISTEN_FDS, LISTEN_PID) are
-served instead of --listen. Logs go to stderr; RUST_LOG overrides --log-level.";
+served instead of --listen. Logs go to stderr; RUST_LOG, a filter such as ringd=debug, overrides
+--log-level unless empty; a level or filter that does not parse is refused.";
 
 /// ringd: a per-core io_uring TCP server (echo, hello, HTTP/1.1) with an epoll baseline.
 #[derive(Debug, Parser)]
@@ -49,9 +56,10 @@ served instead of --listen. Logs go to stderr; RUST_LOG overrides --log-level.";
     after_help = AFTER_HELP
 )]
 pub struct Args {
-    /// Address to listen on (every worker binds it with SO_REUSEPORT; port 0 picks one)
-    /// [default: 127.0.0.1:8080]. Not with sockets passed by a service manager.
-    #[arg(long)]
+    /// Address to listen on, HOST:PORT (every worker binds it with SO_REUSEPORT; port 0
+    /// picks one; [::]:PORT takes IPv4 connections too) [default: 127.0.0.1:8080]. Not with
+    /// sockets passed by a service manager.
+    #[arg(long, value_name = "HOST:PORT", value_parser = resolve)]
     pub listen: Option<SocketAddr>,
 
     /// Protocol to speak; `proxy` forwards each connection to an upstream (--upstream).
@@ -167,7 +175,7 @@ pub struct Args {
     pub uring_sqpoll: bool,
 
     /// Serve Prometheus metrics on this address (GET /metrics), e.g. 127.0.0.1:9090.
-    #[arg(long)]
+    #[arg(long, value_name = "HOST:PORT", value_parser = resolve)]
     pub metrics: Option<SocketAddr>,
 
     /// How long SIGINT/SIGTERM waits for connections to finish before cutting them.
@@ -184,8 +192,9 @@ pub struct Args {
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub upgrade_timeout: Duration,
 
-    /// Log level (error, warn, info, debug, trace); RUST_LOG takes precedence.
-    #[arg(long, default_value = "info")]
+    /// Log level (off, error, warn, info, debug, trace), or levels by target such as
+    /// warn,ringd::server=info; RUST_LOG takes precedence.
+    #[arg(long, default_value = "info", value_name = "LEVEL", value_parser = parse_log_level)]
     pub log_level: String,
 }
 
@@ -203,6 +212,10 @@ impl Args {
         };
         if proxy.is_none() && !self.upstream.is_empty() {
             return Err("--upstream is for --protocol proxy".into());
+        }
+        if self.upgrade_timeout.is_zero() {
+            // No successor is ready at once: every SIGUSR2 would fail.
+            return Err("--upgrade-timeout must be above 0".into());
         }
         // The uring proxy receives into a shared pool, so larger buffers cost no memory per
         // idle pair and take a quarter of the operations on bulk transfers; the tokio pumps
@@ -255,13 +268,29 @@ impl Args {
         if self.upstream.is_empty() {
             return Err("--protocol proxy needs --upstream HOST:PORT[,HOST:PORT…]".into());
         }
-        let mut addrs = Vec::new();
+        let mut addrs: Vec<SocketAddr> = Vec::new();
         for u in &self.upstream {
-            let resolved = std::net::ToSocketAddrs::to_socket_addrs(u.as_str())
-                .map_err(|e| format!("--upstream {u}: {e} (expected HOST:PORT)"))?
-                .next()
-                .ok_or_else(|| format!("--upstream {u}: the name has no address"))?;
-            addrs.push(resolved);
+            let addr = resolve(u).map_err(|e| format!("--upstream {u}: {e}"))?;
+            if addr.port() == 0 {
+                return Err(format!(
+                    "--upstream {u}: port 0 cannot be connected to: give the upstream's port"
+                ));
+            }
+            if addr.ip().is_unspecified() {
+                return Err(format!(
+                    "--upstream {u}: {} means any address when listening, none to connect to: give the upstream's address",
+                    addr.ip()
+                ));
+            }
+            // Each upstream is a set of metric series and a share of the balancing: a
+            // second entry for one address would double both.
+            if let Some(i) = addrs.iter().position(|a| *a == addr) {
+                return Err(format!(
+                    "--upstream {u}: {addr} is already listed as {}: list each upstream once",
+                    self.upstream[i]
+                ));
+            }
+            addrs.push(addr);
         }
         if addrs.len() > MAX_UPSTREAMS {
             return Err(format!("at most {MAX_UPSTREAMS} upstreams"));
@@ -279,6 +308,63 @@ impl Args {
     }
 }
 
+/// Resolves `HOST:PORT`, a name or an IP address, to one address: the first IPv4 address
+/// of a name, else its first one (the resolver may well list `::1` before `127.0.0.1` for
+/// `localhost`, while most servers listen on IPv4 only).
+pub fn resolve(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(s)
+        .map_err(|e| format!("{e} (expected HOST:PORT)"))?
+        .collect();
+    first_ipv4(&addrs).ok_or_else(|| "the name has no address".to_string())
+}
+
+/// The first IPv4 address of `addrs`, else the first.
+fn first_ipv4(addrs: &[SocketAddr]) -> Option<SocketAddr> {
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+}
+
+/// Checks `--log-level`: a filter in which every directive names a level, `LEVEL` or
+/// `TARGET=LEVEL`. A filter also takes a bare target (all of its levels), which turns a
+/// misspelt level such as `bogus` into a filter that logs nothing of ringd.
+pub fn parse_log_level(s: &str) -> Result<String, String> {
+    for directive in s.split(',').filter(|d| !d.is_empty()) {
+        if !directive.contains('=') && directive.parse::<LevelFilter>().is_err() {
+            return Err(format!(
+                "{directive} is not a level: use off, error, warn, info, debug or trace, \
+                 or TARGET=LEVEL"
+            ));
+        }
+    }
+    EnvFilter::builder().parse(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
+}
+
+/// The log filter: `rust_log` (the value of `RUST_LOG`) unless it is unset or empty, else
+/// `level`. A filter that does not parse is an error: tracing-subscriber's lossy parse would
+/// drop it and log less than asked, or nothing.
+pub fn log_filter(level: &str, rust_log: Option<&OsStr>) -> Result<EnvFilter, String> {
+    match rust_log.filter(|v| !v.is_empty()) {
+        Some(v) => {
+            let v = v
+                .to_str()
+                .ok_or("RUST_LOG is not valid UTF-8: unset it or use --log-level")?;
+            EnvFilter::builder().parse(v).map_err(|e| {
+                format!("RUST_LOG={v}: {e} (try e.g. RUST_LOG=info or RUST_LOG=ringd=debug)")
+            })
+        }
+        None => EnvFilter::builder()
+            .parse(level)
+            .map_err(|e| format!("--log-level {level}: {e}")),
+    }
+}
+
 /// The address listened on when neither `--listen` nor inherited sockets say otherwise.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
     std::net::Ipv4Addr::LOCALHOST,
@@ -291,12 +377,20 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
     usize::try_from(n).map_err(|_| "size too large".to_string())
 }
 
-/// Parses a duration such as `10s`, `500ms`, `1m30s` or `0`.
+/// Longest duration accepted: deadlines are instants and milliseconds in `u64`, which a
+/// duration of centuries would overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses a duration such as `10s`, `500ms`, `1m30s` or `0`, up to [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if s.trim() == "0" {
         return Ok(Duration::ZERO);
     }
-    humantime::parse_duration(s).map_err(|e| format!("{e} (try e.g. 10s, 500ms, 1m)"))
+    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try e.g. 10s, 500ms, 1m)"))?;
+    if d > MAX_DURATION {
+        return Err("longer than the longest duration accepted, 365 days".into());
+    }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -341,7 +435,54 @@ mod tests {
         assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
+        assert!(parse_duration("366d").is_err());
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn names_resolve_to_their_first_ipv4_address() {
+        let v6: SocketAddr = "[::1]:80".parse().unwrap();
+        let v4: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        assert_eq!(first_ipv4(&[v6, v4]), Some(v4));
+        assert_eq!(first_ipv4(&[v6]), Some(v6));
+        assert_eq!(first_ipv4(&[]), None);
+        assert_eq!(resolve("localhost:80"), Ok(v4));
+        assert_eq!(resolve("[::1]:80"), Ok(v6));
+        assert!(resolve("localhost").is_err(), "no port");
+        let args = [
+            "ringd",
+            "--listen",
+            "localhost:1",
+            "--metrics",
+            "localhost:2",
+        ];
+        let c = Args::parse_from(args).into_config().unwrap();
+        assert_eq!(c.listen, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(c.metrics, Some("127.0.0.1:2".parse().unwrap()));
+    }
+
+    #[test]
+    fn log_levels_and_filters() {
+        let level = |s: &str| Args::try_parse_from(["ringd", "--log-level", s]);
+        for ok in [
+            "off",
+            "trace",
+            "DEBUG",
+            "warn,ringd::server=info",
+            "ringd=debug",
+        ] {
+            let args = level(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert!(log_filter(&args.log_level, None).is_ok(), "{ok}");
+        }
+        for bad in ["bogus", "warn,bogus", "ringd=bogus", "ringd=info=debug"] {
+            assert!(level(bad).is_err(), "{bad}");
+        }
+        let env = |v: &str| log_filter("info", Some(OsStr::new(v)));
+        assert!(env("").is_ok(), "an empty RUST_LOG is unset");
+        assert!(env("ringd=debug,warn").is_ok());
+        let e = env("ringd=bogus").unwrap_err();
+        assert!(e.starts_with("RUST_LOG=ringd=bogus: "), "{e}");
     }
 
     #[test]
@@ -375,5 +516,27 @@ mod tests {
         let p = c.proxy.expect("proxy mode");
         assert_eq!(p.upstreams.list().len(), 2);
         assert_eq!(p.upstreams.get(1).addr.port(), 2);
+    }
+
+    #[test]
+    fn upstreams_are_checked() {
+        let upstream = |list: &str| {
+            Args::parse_from(["ringd", "--protocol", "proxy", "--upstream", list]).into_config()
+        };
+        for (list, says) in [
+            ("127.0.0.1:1,127.0.0.1:1", "already listed as 127.0.0.1:1"),
+            (
+                "127.0.0.1:1,localhost:1",
+                "--upstream localhost:1: 127.0.0.1:1 is already",
+            ),
+            ("[::1]:1,[::1]:1", "already listed"),
+            ("127.0.0.1:0", "port 0"),
+            ("0.0.0.0:1", "0.0.0.0 means any address"),
+            ("[::]:1", ":: means any address"),
+        ] {
+            let e = upstream(list).unwrap_err();
+            assert!(e.contains(says), "{list}: {e}");
+        }
+        assert!(upstream("127.0.0.1:1,127.0.0.1:2,[::1]:1").is_ok());
     }
 }

@@ -11,6 +11,10 @@ use crate::proxy::ProxyConfig;
 /// Smallest receive buffer accepted: below this a request line would not fit.
 pub const MIN_BUFFER_SIZE: usize = 64;
 
+/// Most workers: each holds a thread, a listening socket and a ring, so a number far above
+/// any CPU count is a typo that would end in a descriptor limit.
+pub const MAX_THREADS: usize = 1024;
+
 /// The I/O engine a server runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, clap::ValueEnum)]
 pub enum EngineKind {
@@ -200,8 +204,8 @@ impl Config {
 
     /// Checks the values that the type does not.
     pub fn validate(&self) -> Result<(), String> {
-        if self.threads == 0 {
-            return Err("--threads must be at least 1".into());
+        if self.threads == 0 || self.threads > MAX_THREADS {
+            return Err(format!("--threads must be from 1 to {MAX_THREADS}"));
         }
         if self.buffer_size < MIN_BUFFER_SIZE {
             return Err(format!(

@@ -51,6 +51,10 @@ pub enum Error {
     /// Invalid configuration.
     #[error("{0}")]
     Config(String),
+    /// Command-line arguments that cannot be used: the binary exits with code 2, as for
+    /// arguments clap refuses.
+    #[error("{0}")]
+    Usage(String),
     /// Inherited sockets (socket activation, a live upgrade) that cannot be used.
     #[error("{0}")]
     Inherited(String),

@@ -56,7 +56,7 @@ pub fn bind_reuseport(addr: SocketAddr, opts: &ListenOptions) -> Result<TcpListe
         socket.set_reuse_port(true)?;
         opts.apply(&socket)?;
         if addr.is_ipv6() {
-            socket.set_only_v6(true)?;
+            set_dual_stack(&socket)?;
         }
         socket.bind(&addr.into())?;
         socket.listen(i32::try_from(opts.backlog).unwrap_or(i32::MAX))?;
@@ -66,6 +66,14 @@ pub fn bind_reuseport(addr: SocketAddr, opts: &ListenOptions) -> Result<TcpListe
         io::ErrorKind::AddrInUse => Error::AddrInUse { addr },
         _ => Error::Bind { addr, err: source },
     })
+}
+
+/// An IPv6 socket takes IPv4 connections too (as IPv4-mapped addresses), so that `[::]:P`
+/// listens on every address as users of Linux expect, whatever `net.ipv6.bindv6only` says;
+/// for any other IPv6 address it changes nothing. The probe sets it as well, so that it sees
+/// an IPv4 socket on the port.
+fn set_dual_stack(socket: &Socket) -> io::Result<()> {
+    socket.set_only_v6(false)
 }
 
 /// Binds `n` listeners to `addr`. With port 0, the first picks a port and the others bind to
@@ -105,7 +113,7 @@ fn probe_free(addr: SocketAddr) -> Result<(), Error> {
         .set_reuse_address(true)
         .map_err(|source| Error::Bind { addr, err: source })?;
     if addr.is_ipv6() {
-        let _ = socket.set_only_v6(true);
+        set_dual_stack(&socket).map_err(|source| Error::Bind { addr, err: source })?;
     }
     socket
         .bind(&addr.into())
@@ -175,6 +183,42 @@ mod tests {
         let addr = held.local_addr().unwrap();
         assert!(matches!(
             bind_workers(addr, 2, &opts(128)),
+            Err(Error::AddrInUse { .. })
+        ));
+    }
+
+    /// True when loopback has IPv6 here; else says that the caller is skipped.
+    fn has_ipv6() -> bool {
+        let yes = std::net::TcpListener::bind("[::1]:0").is_ok();
+        if !yes {
+            println!("skipped: this host has no IPv6 on loopback");
+        }
+        yes
+    }
+
+    #[test]
+    fn the_ipv6_wildcard_is_dual_stack() {
+        if !has_ipv6() {
+            return;
+        }
+        let ls = bind_workers("[::]:0".parse().unwrap(), 2, &opts(16)).unwrap();
+        let port = ls[0].local_addr().unwrap().port();
+        let _client = std::net::TcpStream::connect((std::net::Ipv4Addr::LOCALHOST, port))
+            .expect("an IPv4 client reaches [::]");
+    }
+
+    #[test]
+    fn the_ipv6_wildcard_is_refused_where_ipv4_is_held() {
+        if !has_ipv6() {
+            return;
+        }
+        // Another SO_REUSEPORT group on the IPv4 wildcard: a dual-stack socket would share
+        // its IPv4 connections unless the probe sees it.
+        let held = bind_reuseport("0.0.0.0:0".parse().unwrap(), &opts(16)).unwrap();
+        let port = held.local_addr().unwrap().port();
+        let addr = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port);
+        assert!(matches!(
+            bind_workers(addr, 2, &opts(16)),
             Err(Error::AddrInUse { .. })
         ));
     }

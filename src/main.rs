@@ -6,25 +6,38 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ringd::cli::Args;
+use ringd::Error;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     ringd::metrics::process_start_time();
     let args = Args::parse();
-    init_logging(&args.log_level);
+    let rust_log = std::env::var_os("RUST_LOG");
+    match ringd::cli::log_filter(&args.log_level, rust_log.as_deref()) {
+        Ok(filter) => init_logging(filter),
+        Err(e) => {
+            eprintln!("ringd: error: {e}");
+            return usage();
+        }
+    }
     match ringd::process::run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringd: error: {e:#}");
-            ExitCode::FAILURE
+            match e {
+                Error::Usage(_) => usage(),
+                _ => ExitCode::FAILURE,
+            }
         }
     }
 }
 
-fn init_logging(level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+/// The exit code of arguments that cannot be used, the same as clap's.
+fn usage() -> ExitCode {
+    ExitCode::from(2)
+}
+
+fn init_logging(filter: EnvFilter) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

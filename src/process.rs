@@ -76,7 +76,7 @@ pub fn run(args: &Args) -> Result<(), Error> {
         }
     };
     let activation = activation::take_from_env()?;
-    let config = args.into_config().map_err(Error::Config)?;
+    let config = args.into_config().map_err(Error::Usage)?;
     let (sockets, predecessor) = match activation {
         Some(a) => (Some(a.sockets), a.predecessor),
         None => (None, None),

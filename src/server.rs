@@ -27,6 +27,7 @@ use crate::error::Error;
 use crate::listener::bind_workers;
 use crate::metrics::MetricsServer;
 use crate::probe;
+use crate::protocol::ProtocolKind;
 use crate::shutdown::{Bell, Lifecycle, Watch};
 use crate::worker::{self, Done};
 
@@ -232,6 +233,7 @@ pub fn start_with(
         addr: config.listen,
         err,
     })?;
+    let reach = reach(&listeners[0], local_addr);
     let mut own: Vec<(OwnedFd, &'static str)> =
         own.into_iter().map(|fd| (fd, LISTEN_NAME)).collect();
     if let Some(m) = &metrics_listener {
@@ -329,20 +331,59 @@ pub fn start_with(
             (e, _) => e,
         });
     }
+    log_start(&config, local_addr, is_inherited, reach);
+    Ok(server)
+}
+
+/// The start-up line: what the server does, with the settings that apply to it (a field
+/// that is `None` is left out).
+fn log_start(config: &Config, local_addr: SocketAddr, inherited: bool, reach: &str) {
+    use tracing::field::{debug, display};
+    let proxy = config.proxy.as_ref();
+    let protocol = match proxy {
+        Some(_) => "proxy",
+        None => config.protocol.kind.name(),
+    };
+    let upstreams = proxy.map(|p| {
+        let addrs: Vec<String> = p
+            .upstreams
+            .list()
+            .iter()
+            .map(|u| u.addr.to_string())
+            .collect();
+        display(addrs.join(","))
+    });
+    let header_timeout = (proxy.is_none() && config.protocol.kind == ProtocolKind::Http)
+        .then(|| debug(config.header_timeout));
     info!(
         addr = %local_addr,
         engine = %config.engine,
-        protocol = %config.protocol.kind,
+        protocol = %protocol,
+        upstreams,
+        connect_timeout = proxy.map(|p| debug(p.connect_timeout)),
+        send_proxy = proxy.and_then(|p| p.send_proxy).map(debug),
         threads = config.threads,
         pinned = !config.cpus.is_empty(),
-        inherited = is_inherited,
+        inherited,
         buffer_size = config.buffer_size,
         max_connections = config.max_connections,
         idle_timeout = ?config.idle_timeout,
-        header_timeout = ?config.header_timeout,
-        "listening on {local_addr}"
+        header_timeout,
+        "listening on {local_addr}{reach}"
     );
-    Ok(server)
+}
+
+/// What the start-up line adds to an IPv6 wildcard address: whether IPv4 clients reach it.
+/// A socket bound here is dual-stack; an inherited one is as its creator set it.
+fn reach(listener: &TcpListener, addr: SocketAddr) -> &'static str {
+    if !(addr.is_ipv6() && addr.ip().is_unspecified()) {
+        return "";
+    }
+    match socket2::SockRef::from(listener).only_v6() {
+        Ok(false) => " (IPv4 too)",
+        Ok(true) => " (IPv6 only)",
+        Err(_) => "",
+    }
 }
 
 /// Descriptors of the listeners this process bound, kept for a successor.
@@ -494,6 +535,38 @@ impl ServerHandle {
         match failure {
             Some(e) => Err(e),
             None => Ok(ShutdownReport { cut, accepted }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socket2::{Domain, Socket, Type};
+
+    /// A listening socket on `addr` with IPV6_V6ONLY as given, as a socket unit may pass it.
+    fn listening(addr: &str, only_v6: Option<bool>) -> TcpListener {
+        let addr: SocketAddr = addr.parse().unwrap();
+        let s = Socket::new(Domain::for_address(addr), Type::STREAM, None).unwrap();
+        if let Some(v) = only_v6 {
+            s.set_only_v6(v).unwrap();
+        }
+        s.bind(&addr.into()).unwrap();
+        s.listen(1).unwrap();
+        s.into()
+    }
+
+    #[test]
+    fn the_start_up_line_says_whether_ipv4_reaches_an_ipv6_wildcard() {
+        let v4 = listening("127.0.0.1:0", None);
+        assert_eq!(reach(&v4, v4.local_addr().unwrap()), "");
+        if std::net::TcpListener::bind("[::1]:0").is_err() {
+            println!("skipped: this host has no IPv6 on loopback");
+            return;
+        }
+        for (only_v6, says) in [(true, " (IPv6 only)"), (false, " (IPv4 too)")] {
+            let l = listening("[::]:0", Some(only_v6));
+            assert_eq!(reach(&l, l.local_addr().unwrap()), says);
         }
     }
 }

@@ -3,9 +3,9 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::process::Command;
-use std::time::Duration;
+use std::net::{Ipv4Addr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use common::RingdProcess;
 
@@ -40,20 +40,197 @@ fn help_lists_every_option_with_defaults() {
     }
 }
 
+/// Runs ringd (on 127.0.0.1:0 unless `args` say where) where it must refuse to start: exit
+/// code 2 without a panic. Its stderr. A ringd that starts anyway is stopped after 5 s and
+/// fails the test.
+fn refused(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = ringd();
+    if !args.contains(&"--listen") {
+        cmd.args(["--listen", "127.0.0.1:0"]);
+    }
+    let mut child = cmd
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{args:?} {env:?} was accepted");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {err}");
+    assert!(!err.contains("panicked"), "{args:?} {env:?}: {err}");
+    assert!(err.contains("error"), "{args:?} {env:?}: {err}");
+    err
+}
+
 #[test]
 fn bad_arguments_fail_without_panic() {
     for args in [
         &["--listen", "not-an-address"][..],
         &["--buffer-size", "lots"],
         &["--engine", "kqueue"],
-        &["--threads", "0"],
         &["--shutdown-timeout", "soon"],
+        &["--upgrade-timeout", "500000000000y"],
+        &["--idle-timeout", "100000y"],
     ] {
-        let out = ringd().args(args).output().unwrap();
-        assert!(!out.status.success(), "{args:?} was accepted");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!err.contains("panicked"), "{args:?}: {err}");
-        assert!(err.contains("error"), "{args:?}: {err}");
+        refused(args, &[]);
+    }
+}
+
+#[test]
+fn bad_values_are_one_line_and_exit_2() {
+    for (args, names) in [
+        (&["--threads", "0"][..], "--threads"),
+        (&["--threads", "100000"], "--threads"),
+        (&["--buffer-size", "0"], "--buffer-size"),
+        (&["--backlog", "0"], "--backlog"),
+        (&["--max-pending-output", "0"], "--max-pending-output"),
+        (&["--buffers", "3"], "--buffers"),
+        (&["--send-buffer", "0"], "--send-buffer"),
+        (&["--upgrade-timeout", "0"], "--upgrade-timeout"),
+        (&["--upstream", "127.0.0.1:1"], "--upstream"),
+        (
+            &[
+                "--protocol",
+                "proxy",
+                "--upstream",
+                "127.0.0.1:1",
+                "--connect-timeout",
+                "0",
+            ],
+            "--connect-timeout",
+        ),
+    ] {
+        let err = refused(args, &[]);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(names), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn an_invalid_log_filter_is_refused() {
+    let err = refused(&["--log-level", "bogus"], &[]);
+    assert!(err.contains("--log-level"), "{err}");
+    let err = refused(&[], &[("RUST_LOG", "ringd=bogus")]);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("RUST_LOG"), "{err}");
+}
+
+#[test]
+fn upstreams_are_distinct_and_connectable() {
+    for (list, says) in [
+        ("127.0.0.1:9001,127.0.0.1:9001", "once"),
+        ("localhost:9001,127.0.0.1:9001", "once"),
+        ("127.0.0.1:0", "port"),
+        ("0.0.0.0:9001", "0.0.0.0"),
+        ("[::]:9001", "[::]"),
+    ] {
+        let err = refused(&["--protocol", "proxy", "--upstream", list], &[]);
+        assert_eq!(err.lines().count(), 1, "{list}: {err}");
+        assert!(
+            err.contains("--upstream") && err.contains(says),
+            "{list}: {err}"
+        );
+    }
+}
+
+/// One echo round trip on a new connection to `addr`.
+fn echo_once(addr: std::net::SocketAddr) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"ping");
+}
+
+#[test]
+fn listen_and_metrics_take_host_names() {
+    let args = [
+        "--listen",
+        "localhost:0",
+        "--metrics",
+        "localhost:0",
+        "--threads",
+        "1",
+    ];
+    let p = RingdProcess::start(&args, None);
+    assert_eq!(p.addr.ip(), Ipv4Addr::LOCALHOST, "the first IPv4 address");
+    echo_once(p.addr);
+    let metrics: std::net::SocketAddr = p
+        .start_log
+        .iter()
+        .find_map(|l| l.split("metrics on http://").nth(1)?.split('/').next())
+        .expect("a metrics line")
+        .parse()
+        .unwrap();
+    assert_eq!(metrics.ip(), Ipv4Addr::LOCALHOST);
+    let mut s = TcpStream::connect(metrics).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert_eq!(p.stop(), 0);
+}
+
+#[test]
+fn the_ipv6_wildcard_accepts_ipv4_too() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        println!("skipped: this host has no IPv6 on loopback");
+        return;
+    }
+    let p = RingdProcess::start(&["--listen", "[::]:0", "--threads", "1"], None);
+    let line = p.start_log.last().unwrap();
+    assert!(line.contains("IPv4 too"), "{line}");
+    echo_once((Ipv4Addr::LOCALHOST, p.addr.port()).into());
+    echo_once((std::net::Ipv6Addr::LOCALHOST, p.addr.port()).into());
+    assert_eq!(p.stop(), 0);
+}
+
+#[test]
+fn the_start_up_line_describes_a_proxy_as_a_proxy() {
+    let upstreams = "127.0.0.1:9001,127.0.0.1:9002";
+    let args = [
+        "--protocol",
+        "proxy",
+        "--upstream",
+        upstreams,
+        "--threads",
+        "1",
+    ];
+    let p = RingdProcess::start(&args, None);
+    let line = p.start_log.last().unwrap();
+    for says in [
+        "protocol=proxy",
+        &format!("upstreams={upstreams}"),
+        "connect_timeout=2s",
+    ] {
+        assert!(line.contains(says), "lacks {says}: {line}");
+    }
+    for not in ["protocol=echo", "header_timeout"] {
+        assert!(!line.contains(not), "says {not}: {line}");
+    }
+    assert_eq!(p.stop(), 0);
+    for (protocol, header_timeout) in [("http", true), ("echo", false)] {
+        let p = RingdProcess::start(&["--protocol", protocol, "--threads", "1"], None);
+        let line = p.start_log.last().unwrap();
+        assert!(!line.contains("upstreams"), "{line}");
+        assert_eq!(
+            line.contains("header_timeout=10s"),
+            header_timeout,
+            "{line}"
+        );
+        assert_eq!(p.stop(), 0);
     }
 }
 

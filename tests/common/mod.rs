@@ -108,6 +108,8 @@ pub struct RingdProcess {
     pub child: std::process::Child,
     /// Where it listens (read from its log).
     pub addr: SocketAddr,
+    /// Its log up to and including the `listening on` line.
+    pub start_log: Vec<String>,
 }
 
 /// A test that fails before stopping its ringd must not leave it running.
@@ -121,7 +123,8 @@ impl Drop for RingdProcess {
 }
 
 impl RingdProcess {
-    /// Starts `ringd ARGS`, under `prlimit --nofile=N` if asked, and waits for its address.
+    /// Starts `ringd ARGS` (on `--listen 127.0.0.1:0` unless ARGS say where), under
+    /// `prlimit --nofile=N` if asked, and waits for its address.
     // The child is reaped by `stop`, `wait_exit` or, when a test fails first, `drop`.
     #[allow(clippy::zombie_processes)]
     pub fn start(args: &[&str], nofile: Option<u32>) -> Self {
@@ -135,8 +138,11 @@ impl RingdProcess {
             }
             None => std::process::Command::new(bin),
         };
+        if !args.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
         let mut child = cmd
-            .args(["--listen", "127.0.0.1:0", "--no-pin"])
+            .arg("--no-pin")
             .args(args)
             .env_remove("RUST_LOG")
             .stdout(std::process::Stdio::null())
@@ -145,18 +151,28 @@ impl RingdProcess {
             .expect("spawn ringd");
         let stderr = child.stderr.take().unwrap();
         let mut lines = std::io::BufReader::new(stderr).lines();
+        let mut start_log = Vec::new();
         let addr = loop {
             let line = lines
                 .next()
                 .expect("ringd exited before listening")
                 .unwrap();
-            if let Some(rest) = line.split("listening on ").nth(1) {
-                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            let addr = line
+                .split("listening on ")
+                .nth(1)
+                .map(|rest| rest.split_whitespace().next().unwrap().parse().unwrap());
+            start_log.push(line);
+            if let Some(addr) = addr {
+                break addr;
             }
         };
         // Keep draining stderr so ringd never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        RingdProcess { child, addr }
+        RingdProcess {
+            child,
+            addr,
+            start_log,
+        }
     }
 
     /// Its pid.
