@@ -147,7 +147,8 @@ pub struct Args {
     pub idle_timeout: Duration,
 
     /// http: answer 408 and close when a request header takes longer than this to arrive,
-    /// however slowly it trickles in (0: never).
+    /// however slowly it trickles in; the first one's clock runs from the accept, and a
+    /// connection that sends nothing by then is closed without a word (0: never).
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub header_timeout: Duration,
 
