@@ -105,7 +105,7 @@ fn a_reset_after_a_fin_is_a_reconnect_and_a_reset_alone_an_error() {
     assert_eq!(c.reconnects, 11);
 
     // The 6th request on every connection is answered with a reset and no FIN: that
-    // request fails (an error), and the connection is reopened after a backoff.
+    // request fails (an error), and the connection is reopened at once.
     let addr = http_server(|_, on_conn, _| {
         if on_conn == 6 {
             Act::Reset
