@@ -287,11 +287,11 @@ impl Args {
             .map(|h| parse_header(h))
             .collect::<Result<_, _>>()?;
         let body = match (&self.body, &self.body_file) {
-            (Some(b), _) => b.clone().into_bytes(),
+            (Some(b), _) => Some(b.clone().into_bytes()),
             (None, Some(f)) => {
-                std::fs::read(f).map_err(|e| format!("--body-file {}: {e}", f.display()))?
+                Some(std::fs::read(f).map_err(|e| format!("--body-file {}: {e}", f.display()))?)
             }
-            (None, None) => Vec::new(),
+            (None, None) => None,
         };
         let payloads = targets
             .iter()
@@ -302,11 +302,12 @@ impl Args {
                     path,
                     host: &t.host,
                     headers: &headers,
-                    body: &body,
+                    body: body.as_deref(),
                     close: mode == Mode::Crr,
                 })
+                .map_err(|e| format!("-H: {e}"))
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         let path = user_path
             .or(targets[0].path.as_deref())
             .unwrap_or("/")
@@ -563,6 +564,30 @@ mod tests {
                 "--body-file",
             ),
             (&["http://127.0.0.1:1/", "--protocol", "echo"], "URL"),
+            (
+                &["http://127.0.0.1:1/", "-H", "Host: a", "-H", "HOST: a"],
+                "'Host: a' and 'HOST: a'",
+            ),
+            (
+                &[
+                    "http://127.0.0.1:1/",
+                    "--body",
+                    "hello",
+                    "-H",
+                    "content-length: 3",
+                ],
+                "'content-length: 3' disagrees with the body's length (5 bytes)",
+            ),
+            (
+                &[
+                    "http://127.0.0.1:1/",
+                    "--body",
+                    "",
+                    "-H",
+                    "Transfer-Encoding: chunked",
+                ],
+                "'Transfer-Encoding: chunked' with --body",
+            ),
             (&["nowhere"], "nowhere"),
             (&["--source", "203.0.113.7"], "--source 203.0.113.7"),
             (&["--source", "::1"], "IPv6"),
