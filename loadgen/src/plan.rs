@@ -10,7 +10,7 @@ use ringd::protocol::ProtocolKind;
 use crate::args::{parse_status_set, Args, Mode, StatusSet};
 use crate::client::http::{build_request, is_token, parse_header, RequestSpec};
 use crate::source;
-use crate::target::{parse_target, Target};
+use crate::target::{parse_target, without_fragment, Target};
 
 mod json;
 
@@ -277,7 +277,8 @@ impl Args {
                 "bad --method {method:?}: letters such as GET, POST or HEAD"
             ));
         }
-        if let Some(p) = &self.path {
+        let user_path = self.path.as_deref().map(without_fragment);
+        if let Some(p) = user_path {
             check_path(p)?;
         }
         let headers: Vec<(String, String)> = self
@@ -286,31 +287,31 @@ impl Args {
             .map(|h| parse_header(h))
             .collect::<Result<_, _>>()?;
         let body = match (&self.body, &self.body_file) {
-            (Some(b), _) => b.clone().into_bytes(),
+            (Some(b), _) => Some(b.clone().into_bytes()),
             (None, Some(f)) => {
-                std::fs::read(f).map_err(|e| format!("--body-file {}: {e}", f.display()))?
+                Some(std::fs::read(f).map_err(|e| format!("--body-file {}: {e}", f.display()))?)
             }
-            (None, None) => Vec::new(),
+            (None, None) => None,
         };
         let payloads = targets
             .iter()
             .map(|t| {
-                let path = self.path.as_deref().or(t.path.as_deref()).unwrap_or("/");
+                let path = user_path.or(t.path.as_deref()).unwrap_or("/");
                 build_request(&RequestSpec {
                     method: &method,
                     path,
                     host: &t.host,
                     headers: &headers,
-                    body: &body,
+                    body: body.as_deref(),
                     close: mode == Mode::Crr,
                 })
+                .map_err(|e| format!("-H: {e}"))
             })
-            .collect();
-        let path = self
-            .path
-            .clone()
-            .or_else(|| targets[0].path.clone())
-            .unwrap_or_else(|| "/".into());
+            .collect::<Result<_, _>>()?;
+        let path = user_path
+            .or(targets[0].path.as_deref())
+            .unwrap_or("/")
+            .to_string();
         Ok((payloads, method, path))
     }
 }
@@ -501,6 +502,20 @@ mod tests {
             "HEAD /p HTTP/1.1\r\nHost: 127.0.0.1:9\r\nConnection: close\r\n\r\n"
         );
         assert!(p.head_request);
+        // A fragment is never sent, from a URL or from --path.
+        for (args, path) in [
+            (&["http://127.0.0.1:9/x?y#frag"][..], "/x?y"),
+            (&["http://127.0.0.1:9#frag"], "/"),
+            (&["http://127.0.0.1:9/x#f", "--path", "/p?q#f"], "/p?q"),
+        ] {
+            let p = plan(args).unwrap();
+            let req = String::from_utf8(p.payloads[0].clone()).unwrap();
+            assert_eq!(
+                req,
+                format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:9\r\n\r\n")
+            );
+            assert_eq!(p.path.as_deref(), Some(path));
+        }
         let p = plan(&["--protocol", "http", "-X", "POST", "--body", "hi"]).unwrap();
         assert!(String::from_utf8(p.payloads[0].clone())
             .unwrap()
@@ -549,6 +564,30 @@ mod tests {
                 "--body-file",
             ),
             (&["http://127.0.0.1:1/", "--protocol", "echo"], "URL"),
+            (
+                &["http://127.0.0.1:1/", "-H", "Host: a", "-H", "HOST: a"],
+                "'Host: a' and 'HOST: a'",
+            ),
+            (
+                &[
+                    "http://127.0.0.1:1/",
+                    "--body",
+                    "hello",
+                    "-H",
+                    "content-length: 3",
+                ],
+                "'content-length: 3' disagrees with the body's length (5 bytes)",
+            ),
+            (
+                &[
+                    "http://127.0.0.1:1/",
+                    "--body",
+                    "",
+                    "-H",
+                    "Transfer-Encoding: chunked",
+                ],
+                "'Transfer-Encoding: chunked' with --body",
+            ),
             (&["nowhere"], "nowhere"),
             (&["--source", "203.0.113.7"], "--source 203.0.113.7"),
             (&["--source", "::1"], "IPv6"),

@@ -1,5 +1,6 @@
 //! Targets as people type them: `HOST:PORT`, or a URL `http://HOST[:PORT][/PATH]` as wrk
-//! and oha take it (the URL also gives the HTTP `Host` header and the request path).
+//! and oha take it (the URL also gives the HTTP `Host` header and the request path; a
+//! `#fragment` stays with the client, as browsers keep it).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -12,7 +13,7 @@ pub struct Target {
     pub addr: SocketAddr,
     /// The `Host` header for it.
     pub host: String,
-    /// The path a URL gave (`None` for `HOST:PORT`).
+    /// The path a URL gave, without its fragment (`None` for `HOST:PORT`).
     pub path: Option<String>,
 }
 
@@ -21,6 +22,11 @@ impl Target {
     pub fn is_url(&self) -> bool {
         self.path.is_some()
     }
+}
+
+/// `s` up to its first `#`: a fragment is never sent.
+pub fn without_fragment(s: &str) -> &str {
+    s.split_once('#').map_or(s, |(before, _)| before)
 }
 
 /// Parses and resolves one target.
@@ -32,7 +38,7 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
         ));
     }
     let (authority, path) = if lower.starts_with("http://") {
-        let rest = &s["http://".len()..];
+        let rest = without_fragment(&s["http://".len()..]);
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, path) = rest.split_at(split);
         let path = match path {
@@ -106,6 +112,26 @@ mod tests {
         assert_eq!(t.addr, "[::1]:81".parse().unwrap());
         assert_eq!(t.path.as_deref(), Some("/?x"));
         assert!(parse_target("http://localhost:8080/").is_ok());
+    }
+
+    #[test]
+    fn fragments_are_not_part_of_the_path() {
+        for (url, host, path) in [
+            ("http://127.0.0.1:9/p#frag", "127.0.0.1:9", "/p"),
+            ("http://127.0.0.1:9/p?q=1#frag", "127.0.0.1:9", "/p?q=1"),
+            ("http://127.0.0.1:9#frag", "127.0.0.1:9", "/"),
+            ("http://127.0.0.1:9/#a#b", "127.0.0.1:9", "/"),
+            ("http://127.0.0.1:9/p#", "127.0.0.1:9", "/p"),
+            ("http://[::1]:9?x#/y", "[::1]:9", "/?x"),
+        ] {
+            let t = parse_target(url).unwrap();
+            assert_eq!(
+                (t.host.as_str(), t.path.as_deref()),
+                (host, Some(path)),
+                "{url}"
+            );
+            assert_eq!(t.name, url);
+        }
     }
 
     #[test]

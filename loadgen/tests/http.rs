@@ -105,7 +105,7 @@ fn a_reset_after_a_fin_is_a_reconnect_and_a_reset_alone_an_error() {
     assert_eq!(c.reconnects, 11);
 
     // The 6th request on every connection is answered with a reset and no FIN: that
-    // request fails (an error), and the connection is reopened after a backoff.
+    // request fails (an error), and the connection is reopened at once.
     let addr = http_server(|_, on_conn, _| {
         if on_conn == 6 {
             Act::Reset
@@ -357,4 +357,94 @@ fn host_method_and_body_are_what_was_asked() {
         "{c:?}"
     );
     assert_eq!(c.connects, 1);
+}
+
+#[test]
+fn the_fragment_stays_home_and_host_and_content_length_go_once() {
+    let addr = http_server(|req, _, _| {
+        let ok = req.path == "/p?q=1" && req.content_lengths == 1 && req.body == b"hello";
+        Act::Reply(response("1.1", if ok { 201 } else { 418 }, &[], b""))
+    });
+    let r = load(
+        &url(addr, "/p?q=1#frag"),
+        &[
+            "-c",
+            "1",
+            "-n",
+            "10",
+            "--warmup",
+            "0s",
+            "-X",
+            "POST",
+            "--body",
+            "hello",
+            "-H",
+            "host: example.com",
+            "-H",
+            "content-length: 5",
+            "--expect-status",
+            "201",
+        ],
+    );
+    // Two Host headers would have been a 400 and a closed connection.
+    let c = &r.stats.counters;
+    assert_eq!(
+        (c.completed, c.failed, c.status_codes[201]),
+        (10, 0, 10),
+        "{c:?}"
+    );
+    assert_eq!(c.connects, 1);
+}
+
+#[test]
+fn headers_that_contradict_the_request_are_one_line_and_exit_2() {
+    let target = url(
+        http_server(|_, _, _| Act::Reply(response("1.1", 200, &[], OK))),
+        "/",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("body");
+    std::fs::write(&file, b"hello").unwrap();
+    let file = file.to_str().unwrap();
+    for (args, needles) in [
+        (
+            &["-H", "Host: a", "-H", "host: b"][..],
+            &["'Host: a' and 'host: b'"][..],
+        ),
+        (
+            &["-X", "POST", "--body", "hello", "-H", "Content-Length: 3"],
+            &["'Content-Length: 3'", "5 bytes"],
+        ),
+        (
+            &["--body-file", file, "-H", "CONTENT-LENGTH: 50"],
+            &["'CONTENT-LENGTH: 50'", "5 bytes"],
+        ),
+        (
+            &[
+                "-H",
+                "Content-Length: 5",
+                "--body",
+                "hello",
+                "-H",
+                "content-length: 5",
+            ],
+            &["'Content-Length: 5' and 'content-length: 5'"],
+        ),
+        (
+            &["--body", "hello", "-H", "Transfer-Encoding: chunked"],
+            &["'Transfer-Encoding: chunked'", "--body"],
+        ),
+        (
+            &["--body-file", file, "-H", "transfer-encoding: chunked"],
+            &["'transfer-encoding: chunked'", "--body-file"],
+        ),
+    ] {
+        let out = loadgen_bin(&[&[target.as_str(), "-c", "1", "-n", "5"][..], args].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        for needle in needles {
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
 }

@@ -25,20 +25,59 @@ pub struct RequestSpec<'a> {
     pub host: &'a str,
     /// Extra headers (name, value), sent in order.
     pub headers: &'a [(String, String)],
-    /// Body, sent with a Content-Length.
-    pub body: &'a [u8],
+    /// Body (`None`: none was given), sent as it is with a Content-Length.
+    pub body: Option<&'a [u8]>,
     /// Ask the server to close after the response (unless `headers` says otherwise).
     pub close: bool,
 }
 
-/// Builds the request bytes. A Host given in `headers` replaces the default one, and a
-/// Content-Length or Transfer-Encoding given there replaces the computed length.
-pub fn build_request(spec: &RequestSpec) -> Vec<u8> {
-    let has = |name: &str| {
+/// Why a request cannot be built: its headers contradict each other or its body, so the
+/// server would read something other than what was meant (header names compare
+/// case-insensitively).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// Host or Content-Length twice (the two header lines).
+    #[error("two headers where a request has one: '{0}' and '{1}'")]
+    Twice(String, String),
+    /// A Content-Length that is not the body's length (the header line, the body's length).
+    #[error("'{0}' disagrees with the body's length ({1} bytes): give that length or leave the header out (loadgen sends it)")]
+    WrongLength(String, usize),
+    /// A Transfer-Encoding with a body, which is sent as it is, not encoded (the header line).
+    #[error("'{0}' with --body or --body-file: the body is sent as it is, with a Content-Length; leave the header out")]
+    TransferEncodingWithBody(String),
+}
+
+/// Builds the request bytes: exactly one Host (the one given in `headers`, or `host`), and
+/// for a body, or a method that carries one, one Content-Length (the one given in
+/// `headers` if it is the body's length, else the body's length) unless `headers` gives a
+/// Transfer-Encoding (only without a body).
+pub fn build_request(spec: &RequestSpec) -> Result<Vec<u8>, RequestError> {
+    let given = |name: &'static str| {
         spec.headers
             .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
     };
+    let has = |name| given(name).next().is_some();
+    let line = |(n, v): &(String, String)| format!("{n}: {v}");
+    for name in ["host", "content-length"] {
+        if let [first, second, ..] = given(name).collect::<Vec<_>>()[..] {
+            return Err(RequestError::Twice(line(first), line(second)));
+        }
+    }
+    let body = spec.body.unwrap_or_default();
+    if let Some(h) = given("content-length").next() {
+        let value = h.1.as_str();
+        let exact = value.bytes().all(|b| b.is_ascii_digit())
+            && value.parse::<u64>().ok() == Some(body.len() as u64);
+        if !exact {
+            return Err(RequestError::WrongLength(line(h), body.len()));
+        }
+    }
+    if spec.body.is_some() {
+        if let Some(h) = given("transfer-encoding").next() {
+            return Err(RequestError::TransferEncodingWithBody(line(h)));
+        }
+    }
     let mut req = format!("{} {} HTTP/1.1\r\n", spec.method, spec.path);
     if !has("host") {
         req.push_str(&format!("Host: {}\r\n", spec.host));
@@ -46,17 +85,17 @@ pub fn build_request(spec: &RequestSpec) -> Vec<u8> {
     for (name, value) in spec.headers {
         req.push_str(&format!("{name}: {value}\r\n"));
     }
-    let sends_body = !spec.body.is_empty() || matches!(spec.method, "POST" | "PUT" | "PATCH");
+    let sends_body = !body.is_empty() || matches!(spec.method, "POST" | "PUT" | "PATCH");
     if sends_body && !has("content-length") && !has("transfer-encoding") {
-        req.push_str(&format!("Content-Length: {}\r\n", spec.body.len()));
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
     if spec.close && !has("connection") {
         req.push_str("Connection: close\r\n");
     }
     req.push_str("\r\n");
     let mut bytes = req.into_bytes();
-    bytes.extend_from_slice(spec.body);
-    bytes
+    bytes.extend_from_slice(body);
+    Ok(bytes)
 }
 
 /// Parses a `Name: value` header argument.
@@ -429,9 +468,10 @@ mod tests {
             path: "/",
             host: "h",
             headers: &[],
-            body: b"",
+            body: None,
             close: false,
-        });
+        })
+        .unwrap();
         spec.session().on_input(&req, &mut out);
         for cut in 0..out.len() {
             assert_eq!(parse_http_response(&out[..cut], false), Ok(None));
@@ -548,9 +588,10 @@ HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";
             path: "/submit?x=1",
             host: "127.0.0.1:8080",
             headers: &headers,
-            body: b"abc",
+            body: Some(b"abc"),
             close: true,
-        });
+        })
+        .unwrap();
         assert_eq!(
             String::from_utf8(req).unwrap(),
             "POST /submit?x=1 HTTP/1.1\r\nHost: example.com\r\nContent-Length: 3\r\n\
@@ -561,10 +602,109 @@ Connection: close\r\n\r\nabc"
             path: "/",
             host: "h:1",
             headers: &[],
-            body: b"",
+            body: None,
             close: false,
-        });
+        })
+        .unwrap();
         assert_eq!(req, b"GET / HTTP/1.1\r\nHost: h:1\r\n\r\n");
+    }
+
+    fn request(method: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> String {
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|&(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let spec = RequestSpec {
+            method,
+            path: "/",
+            host: "h:1",
+            headers: &headers,
+            body,
+            close: false,
+        };
+        match build_request(&spec) {
+            Ok(bytes) => String::from_utf8(bytes).unwrap(),
+            Err(e) => format!("error: {e}"),
+        }
+    }
+
+    #[test]
+    fn one_host_and_one_content_length_that_is_the_body_s() {
+        // A Host of any case replaces the default one.
+        assert_eq!(
+            request("GET", &[("host", "example.com")], None),
+            "GET / HTTP/1.1\r\nhost: example.com\r\n\r\n"
+        );
+        // A Content-Length that is the body's is sent once, where it was given.
+        assert_eq!(
+            request(
+                "POST",
+                &[("content-length", "5"), ("X", "y")],
+                Some(b"hello")
+            ),
+            "POST / HTTP/1.1\r\nHost: h:1\r\ncontent-length: 5\r\nX: y\r\n\r\nhello"
+        );
+        assert_eq!(
+            request("GET", &[("Content-Length", "0")], None),
+            "GET / HTTP/1.1\r\nHost: h:1\r\nContent-Length: 0\r\n\r\n"
+        );
+        // Without a body, a Transfer-Encoding is the caller's business.
+        assert_eq!(
+            request("GET", &[("Transfer-Encoding", "identity")], None),
+            "GET / HTTP/1.1\r\nHost: h:1\r\nTransfer-Encoding: identity\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn headers_that_contradict_the_request_are_refused() {
+        for (headers, body, error) in [
+            (
+                &[("Host", "a"), ("HOST", "b")][..],
+                None,
+                RequestError::Twice("Host: a".into(), "HOST: b".into()),
+            ),
+            (
+                &[("Content-Length", "5"), ("content-length", "5")],
+                Some(&b"hello"[..]),
+                RequestError::Twice("Content-Length: 5".into(), "content-length: 5".into()),
+            ),
+            (
+                &[("Content-Length", "3")],
+                Some(b"hello"),
+                RequestError::WrongLength("Content-Length: 3".into(), 5),
+            ),
+            (
+                &[("content-length", "+5")],
+                Some(b"hello"),
+                RequestError::WrongLength("content-length: +5".into(), 5),
+            ),
+            (
+                &[("Content-Length", "3")],
+                None,
+                RequestError::WrongLength("Content-Length: 3".into(), 0),
+            ),
+            (
+                &[("transfer-encoding", "chunked")],
+                Some(b"hello"),
+                RequestError::TransferEncodingWithBody("transfer-encoding: chunked".into()),
+            ),
+            (
+                &[("Transfer-Encoding", "chunked")],
+                Some(b""),
+                RequestError::TransferEncodingWithBody("Transfer-Encoding: chunked".into()),
+            ),
+        ] {
+            assert_eq!(
+                request("POST", headers, body),
+                format!("error: {error}"),
+                "{headers:?}"
+            );
+        }
+        assert_eq!(
+            RequestError::WrongLength("Content-Length: 3".into(), 5).to_string(),
+            "'Content-Length: 3' disagrees with the body's length (5 bytes): give that length \
+or leave the header out (loadgen sends it)"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod http;
 pub mod pattern;
 
 pub use http::{
-    build_request, parse_header, parse_http_response, RequestSpec, Response, ResponseReader,
+    build_request, parse_header, parse_http_response, RequestError, RequestSpec, Response,
+    ResponseReader,
 };
 pub use pattern::{fill_pattern, pattern_byte, pattern_mismatches, pattern_window};

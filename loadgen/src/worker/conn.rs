@@ -74,9 +74,13 @@ pub(super) struct Conn {
     pub stream: Option<TcpStream>,
     pub state: State,
     pub connect_started: u64,
+    /// When a closed connection may open again: now after a failure on an open one, later
+    /// after a failed connect (the backoff).
     pub retry_at: u64,
-    /// Consecutive failures (backoff and dead-run detection); reset by a response.
+    /// Consecutive failures (dead-run detection); reset by a response.
     pub failures: u32,
+    /// Consecutive failed connects (the backoff); reset by a connect that succeeds.
+    pub connect_failures: u32,
     /// The server closed the last socket: the next connect is a reconnect.
     pub reopen: bool,
     /// Responses completed on the current socket: when the server closes a connection
@@ -122,6 +126,7 @@ impl Conn {
             connect_started: 0,
             retry_at: now,
             failures: 0,
+            connect_failures: 0,
             reopen: false,
             answered: 0,
             out: Vec::new(),

@@ -1,12 +1,12 @@
-//! A thread's housekeeping, every tick rather than every request: timeouts, reconnects,
-//! dead-run detection, progress, interval histograms — and the end of the run, where every
+//! A thread's housekeeping, every tick rather than every request: timeouts, dead-run
+//! detection, progress, interval histograms — and the end of the run, where every
 //! request sent but unanswered, and every request that fell due but was never sent, is
 //! counted and enters the corrected latency with its age as a lower bound.
 
 use std::io;
 use std::sync::atomic::Ordering;
 
-use super::{Interval, Mode, State, Worker, INTERVAL_NS};
+use super::{Interval, State, Worker, INTERVAL_NS};
 use crate::clock::now_ns;
 use crate::stats::{histogram, ErrorKind};
 
@@ -16,7 +16,7 @@ use crate::stats::{histogram, ErrorKind};
 const MAX_UNSENT_ENTRIES: u64 = 10_000;
 
 impl Worker<'_> {
-    /// Timeouts, reconnects, progress and intervals.
+    /// Timeouts, dead-run detection, progress and intervals.
     pub(super) fn tick(&mut self, now: u64) -> Result<(), String> {
         let timeout = self.plan.timeout.as_nanos() as u64;
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
@@ -39,25 +39,8 @@ impl Worker<'_> {
                 let e = io::Error::from(io::ErrorKind::TimedOut);
                 self.fail(k, ErrorKind::Timeout, &e, now);
             }
-            let c = &self.conns[k];
-            if c.failures > 0 {
+            if self.conns[k].failures > 0 {
                 failing += 1;
-            }
-            let wanted = if self.plan.mode == Mode::Crr {
-                !self.stopping
-            } else {
-                self.has_work(k)
-            };
-            if c.state == State::Closed && c.retry_at <= now && wanted {
-                if self.plan.mode != Mode::Crr {
-                    self.connect(k, now);
-                } else if let Some(iv) = self.interval_ns {
-                    if let Some(t) = self.conns[k].backlog.pop(iv) {
-                        self.start_transaction(k, now, Some(t));
-                    }
-                } else {
-                    self.start_transaction(k, now, None);
-                }
             }
         }
         // Every connection failing for longer than a request may take: give up.

@@ -3,7 +3,7 @@
 //! histograms and its counters; the only things it shares are stop flags it reads, a
 //! progress counter and interval histograms it publishes once per tick, not per request.
 //!
-//! Files: [`conn`] (a connection's state), `send` (connect, write, close, reconnect),
+//! Files: [`conn`] (a connection's state), `send` (connect, write, close, reopen),
 //! `responses` (read, frame, verify, record), `housekeeping` (timeouts, intervals, and the
 //! end-of-run accounting).
 
@@ -33,7 +33,8 @@ mod send;
 
 use conn::{Conn, Pending, State};
 
-/// How often timeouts, reconnects, progress and intervals are looked at.
+/// How often timeouts, progress and intervals are looked at. Reopening a closed connection
+/// waits for no tick: it has its own deadline in `Worker::reopening`.
 const TICK_NS: u64 = 100_000_000;
 /// Length of one interval-log histogram.
 pub const INTERVAL_NS: u64 = 1_000_000_000;
@@ -118,6 +119,9 @@ struct Worker<'a> {
     timer: Timer,
     conns: Slab<Conn>,
     due: BinaryHeap<Reverse<(u64, usize)>>,
+    /// Closed connections to open again, by when (`Conn::retry_at`); an entry whose
+    /// connection was opened meanwhile, or failed again, is skipped.
+    reopening: BinaryHeap<Reverse<(u64, usize)>>,
     scratch: Vec<u8>,
     /// Connections with bytes left unread when their budget ran out (edge-triggered
     /// epoll will not report them again), read first thing next turn.
@@ -175,6 +179,7 @@ impl<'a> Worker<'a> {
             timer,
             conns,
             due,
+            reopening: BinaryHeap::new(),
             scratch: vec![0u8; SCRATCH],
             unread: Vec::new(),
             rec: Recorder {
@@ -240,6 +245,9 @@ impl<'a> Worker<'a> {
                     }
                 }
             }
+            if let Some(&Reverse((at, _))) = self.reopening.peek() {
+                wait = wait.min(at.saturating_sub(now));
+            }
             if !self.unread.is_empty() {
                 wait = 0;
             }
@@ -269,6 +277,7 @@ impl<'a> Worker<'a> {
             }
             self.read_unread();
             let now = now_ns();
+            self.reopen_due(now);
             if now >= next_tick {
                 next_tick = now + TICK_NS;
                 if let Err(e) = self.tick(now) {

@@ -1,8 +1,9 @@
 //! Sending: opening connections (and crr transactions), queueing requests up to the
 //! pipeline depth, writing them, and ending a connection — with a failure, or because the
-//! server closed it, in which case it reopens at once and the requests the server left
-//! unanswered are sent again.
+//! server closed it, in which case the requests the server left unanswered are sent again.
+//! Either way the connection reopens at once; only connects that keep failing back off.
 
+use std::cmp::Reverse;
 use std::io::{self, Write};
 
 use mio::{Interest, Token};
@@ -13,7 +14,9 @@ use crate::client::pattern_window;
 use crate::source;
 use crate::stats::ErrorKind;
 
-/// Longest backoff before reconnecting a failing connection.
+/// Backoff after the second failed connect in a row; it doubles with each further one.
+const FIRST_BACKOFF_MS: u64 = 10;
+/// Longest backoff between two connects.
 const MAX_BACKOFF_MS: u64 = 1000;
 
 impl Worker<'_> {
@@ -197,6 +200,7 @@ impl Worker<'_> {
             }
             let _ = stream.set_nodelay(true);
             c.state = State::Open;
+            c.connect_failures = 0;
             if self.plan.mode != Mode::Crr {
                 return self.fill(key, now);
             }
@@ -244,8 +248,9 @@ impl Worker<'_> {
         c.rbuf.clear();
     }
 
-    /// Counts an error, fails the connection's requests in flight and schedules a
-    /// reconnect after a backoff.
+    /// Counts an error, fails the connection's requests in flight and schedules the
+    /// connection to reopen: at once after a failure on an open connection (a reset, a
+    /// response cut short, a timeout), after a backoff when connects keep failing.
     pub(super) fn fail(&mut self, key: usize, kind: ErrorKind, err: &io::Error, now: u64) {
         self.rec.error(kind, now);
         let c = &self.conns[key];
@@ -253,12 +258,45 @@ impl Worker<'_> {
             Some(src) => format!("{src} to {}: {err}", c.addr),
             None => format!("{}: {err}", c.addr),
         });
+        let connecting = c.state != State::Open;
         self.close(key);
         let c = &mut self.conns[key];
         self.rec.stats.counters.failed += c.inflight.len() as u64;
         c.inflight.clear();
         c.failures += 1;
-        c.retry_at = now + backoff_ms(c.failures) * 1_000_000;
+        if connecting {
+            c.connect_failures += 1;
+        }
+        c.retry_at = now + backoff_ms(c.connect_failures) * 1_000_000;
+        self.reopening.push(Reverse((c.retry_at, key)));
+    }
+
+    /// Reopens the failed connections whose `retry_at` has come, if they have work; one
+    /// with none reopens when a request falls due (`fill`, `release_due`).
+    pub(super) fn reopen_due(&mut self, now: u64) {
+        while let Some(&Reverse((at, key))) = self.reopening.peek() {
+            if at > now {
+                break;
+            }
+            self.reopening.pop();
+            let c = &self.conns[key];
+            if c.state != State::Closed || c.retry_at > now {
+                continue;
+            }
+            if self.plan.mode != Mode::Crr {
+                if self.has_work(key) {
+                    self.connect(key, now);
+                }
+            } else if self.stopping {
+                // What is left in the backlog is reported as unsent at the end.
+            } else if let Some(iv) = self.interval_ns {
+                if let Some(t) = self.conns[key].backlog.pop(iv) {
+                    self.start_transaction(key, now, Some(t));
+                }
+            } else {
+                self.start_transaction(key, now, None);
+            }
+        }
     }
 
     /// The server closed the connection cleanly (a response that said so, HTTP/1.0, an
@@ -292,9 +330,14 @@ impl Worker<'_> {
     }
 }
 
-/// 20 ms, 40 ms, … up to a second.
-fn backoff_ms(failures: u32) -> u64 {
-    (10u64 << failures.min(7)).min(MAX_BACKOFF_MS)
+/// The wait before the next connect after `connect_failures` failed ones in a row: none
+/// after one (a connect that failed once is tried again at once), then 10 ms, 20 ms,
+/// 40 ms, … up to a second.
+fn backoff_ms(connect_failures: u32) -> u64 {
+    match connect_failures {
+        0 | 1 => 0,
+        n => (FIRST_BACKOFF_MS << (n - 2).min(16)).min(MAX_BACKOFF_MS),
+    }
 }
 
 pub(super) fn connect_error_kind(e: &io::Error) -> ErrorKind {
@@ -302,5 +345,20 @@ pub(super) fn connect_error_kind(e: &io::Error) -> ErrorKind {
         ErrorKind::ConnectRefused
     } else {
         ErrorKind::ConnectFailed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_repeated_connect_failures_back_off_and_the_backoff_is_capped() {
+        let waits: Vec<u64> = (0..12).map(backoff_ms).collect();
+        assert_eq!(
+            waits,
+            [0, 0, 10, 20, 40, 80, 160, 320, 640, 1000, 1000, 1000]
+        );
+        assert_eq!(backoff_ms(u32::MAX), MAX_BACKOFF_MS);
     }
 }

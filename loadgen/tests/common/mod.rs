@@ -57,6 +57,8 @@ pub struct Req {
     pub path: String,
     /// How many Host headers it had.
     pub hosts: usize,
+    /// How many Content-Length headers it had.
+    pub content_lengths: usize,
     pub body: Vec<u8>,
 }
 
@@ -175,9 +177,11 @@ fn parse_request(buf: &[u8]) -> Option<(usize, Req)> {
     };
     let mut body_len = 0;
     let mut hosts = 0;
+    let mut content_lengths = 0;
     for h in req.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
             body_len = std::str::from_utf8(h.value).unwrap().parse().unwrap();
+            content_lengths += 1;
         } else if h.name.eq_ignore_ascii_case("host") {
             hosts += 1;
         }
@@ -191,6 +195,7 @@ fn parse_request(buf: &[u8]) -> Option<(usize, Req)> {
             method: req.method.unwrap().to_string(),
             path: req.path.unwrap().to_string(),
             hosts,
+            content_lengths,
             body: buf[head..head + body_len].to_vec(),
         },
     ))
