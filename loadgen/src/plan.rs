@@ -442,8 +442,10 @@ mod tests {
     use super::*;
 
     fn plan(args: &[&str]) -> Result<Plan, String> {
+        // clap's own errors end in a "For more information" hint; the line that says
+        // what is wrong is the first.
         Args::try_parse_from(std::iter::once("loadgen").chain(args.iter().copied()))
-            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string().lines().next().unwrap_or_default().to_string())?
             .into_plan()
     }
 
