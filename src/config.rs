@@ -55,7 +55,7 @@ impl std::fmt::Display for EngineKind {
     }
 }
 
-/// How the `uring` loop waits; the defaults are what measured best (see the README).
+/// How the `uring` loop waits; the defaults are what measured best (see docs/engines.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UringTuning {
     /// Completions to wait for at once (1: wake for each).

@@ -144,7 +144,7 @@ pub struct Args {
     #[arg(long, default_value = DEFAULT_GREETING)]
     pub greeting: String,
 
-    /// Write the results as JSON (schema in the README); `-` for stdout (the table then
+    /// Write the results as JSON (schema in docs/loadgen.md); `-` for stdout (the table then
     /// goes to stderr).
     #[arg(long)]
     pub json: Option<PathBuf>,

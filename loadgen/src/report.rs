@@ -1,4 +1,4 @@
-//! The results: a [`Report`] with a stable JSON schema (`loadgen/1`, see the README), the
+//! The results: a [`Report`] with a stable JSON schema (`loadgen/1`, see docs/loadgen.md), the
 //! verdict and exit status, and (in `table`) the table people paste, all built from the
 //! same numbers.
 

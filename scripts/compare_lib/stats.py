@@ -10,7 +10,7 @@ afford: a percentile bootstrap over 5 rounds cannot give an interval wider than 
 smallest..largest ratio seen, and over 2 rounds it claims certainty from two numbers. One
 round gives no interval. With 2 rounds the standard deviation rests on one degree of freedom,
 so a narrow interval there is luck: a verdict needs at least 3 rounds, and a target (met or
-missed) at least 5, as BENCHMARKING.md asks. A verdict other than a tie needs the whole
+missed) at least 5, as docs/benchmarks.md says. A verdict other than a tie needs the whole
 interval on one side of 1; a target is met only when the whole interval is on its good side.
 """
 
