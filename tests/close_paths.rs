@@ -130,7 +130,7 @@ fn http_closes(engine: EngineKind) {
             &ok_close(&body),
             &format!("{n} B, HTTP/1.0"),
         );
-        let pipelined = b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec();
+        let pipelined = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec();
         let want = [ok_keep(&body), ok_keep(&body), ok_close(&body)].concat();
         assert_same(
             &slow_exchange(addr, pipelined, false),
@@ -138,7 +138,7 @@ fn http_closes(engine: EngineKind) {
             &format!("{n} B, pipelined"),
         );
         // The peer half-closes after a keep-alive request: answered, then EOF.
-        let half = b"GET / HTTP/1.1\r\n\r\n".to_vec();
+        let half = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
         assert_same(
             &slow_exchange(addr, half, true),
             &ok_keep(&body),
@@ -191,8 +191,10 @@ fn http_late_byte_while_paused(engine: EngineKind) {
         c.max_pending_output = 1 << 20;
     });
     let mut s = small_client(server.local_addr());
-    s.write_all(b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     s.write_all(b"X").unwrap();
     std::thread::sleep(Duration::from_millis(100));
@@ -244,7 +246,7 @@ fn slow_download_is_not_idle(engine: EngineKind) {
     });
     let addr = server.local_addr();
     let mut s = small_client(addr);
-    s.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     let start = Instant::now();
     let mut got = Vec::new();
@@ -285,7 +287,7 @@ fn header_timeout_behind_a_blocked_response(engine: EngineKind) {
     });
     let addr = server.local_addr();
     let mut s = small_client(addr);
-    s.write_all(b"GET / HTTP/1.1\r\n\r\nGET /never-fin")
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /never-fin")
         .unwrap();
     std::thread::sleep(Duration::from_millis(700));
     let mut got = Vec::new();
@@ -306,9 +308,11 @@ fn no_header_timeout_while_not_reading(engine: EngineKind) {
         c.header_timeout = Duration::from_millis(300);
     });
     let mut s = small_client(server.local_addr());
-    s.write_all(b"GET / HTTP/1.1\r\n\r\nGET / HT").unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HT")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(50));
-    s.write_all(b"TP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"TP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
     // Read slowly: the first response takes longer than the header timeout.
     std::thread::sleep(Duration::from_millis(600));
     let mut got = Vec::new();
@@ -370,7 +374,7 @@ fn uring_linked_fin_under_sqpoll_follows_the_last_byte() {
     ));
     for round in 0..300 {
         let mut s = small_client(server.local_addr());
-        s.write_all(b"GET / HTTP/1.1\r\n\r\n\x00garbage\r\n\r\n")
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\x00garbage\r\n\r\n")
             .unwrap();
         std::thread::sleep(Duration::from_millis(2));
         let mut got = Vec::new();

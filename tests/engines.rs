@@ -90,7 +90,7 @@ async fn http_behaviour(engine: EngineKind) {
     }
 
     // Three pipelined requests in one write, answered in order; HEAD has no body.
-    s.write_all(b"GET /1 HTTP/1.1\r\n\r\nHEAD /2 HTTP/1.1\r\n\r\nGET /3 HTTP/1.1\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nHEAD /2 HTTP/1.1\r\nHost: x\r\n\r\nGET /3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
     let out = read_to_eof(&mut s).await;
@@ -133,7 +133,7 @@ async fn reset_mid_request_is_isolated(engine: EngineKind, protocol: ProtocolKin
     });
     let addr = server.local_addr();
     let (request, expected): (&[u8], &[u8]) = match protocol {
-        ProtocolKind::Http => (b"GET / HTTP/1.1\r\n\r\n", OK),
+        ProtocolKind::Http => (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", OK),
         _ => (b"ping", b"ping"),
     };
     let mut good = connect(addr).await;
@@ -393,7 +393,9 @@ async fn uring_every_excess_connection_gets_its_503_while_the_table_fills() {
     let mut admitted = Vec::new();
     for _ in 0..10 {
         let mut s = connect(addr).await;
-        s.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
         assert_eq!(read_n(&mut s, OK.len()).await, OK);
         admitted.push(s);
     }

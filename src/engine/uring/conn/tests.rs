@@ -462,7 +462,7 @@ fn http_responses_whole_and_in_order_before_the_fin() {
         let n = rng.gen_range(0..8);
         let mut input = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(n);
         if rng.gen_bool(0.3) {
-            input.extend_from_slice(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n");
+            input.extend_from_slice(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
         }
         if rng.gen_bool(0.2) {
             input.extend_from_slice(b"GET /never-ends HTTP/1.1\r\nX: ");
