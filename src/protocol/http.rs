@@ -2,7 +2,8 @@
 //!
 //! Keep-alive by default (HTTP/1.0 only when asked), pipelined requests answered in order,
 //! `GET`/`HEAD` → `200` with a fixed body, any other method → `405` (its body skipped),
-//! malformed → `400` and close, a header block over [`MAX_HEADER_BYTES`] → `431` and close.
+//! malformed (an HTTP/1.1 request without `Host`, any with two included) → `400` and close, a
+//! header block over [`MAX_HEADER_BYTES`] → `431` and close.
 //! Responses are rendered from pre-built pieces so the per-request cost is a few copies.
 
 use std::sync::Arc;
@@ -239,8 +240,11 @@ fn parse(buf: &[u8]) -> Result<Request, Reject> {
     };
     let mut keep_alive = !http10;
     let mut body_len = None;
+    let mut hosts = 0;
     for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("connection") {
+        if h.name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if h.name.eq_ignore_ascii_case("connection") {
             for token in h.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
@@ -259,6 +263,10 @@ fn parse(buf: &[u8]) -> Result<Request, Reject> {
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(Reject::Status(ErrorStatus::NotImplemented));
         }
+    }
+    // RFC 9112 §3.2: an HTTP/1.1 request names its host exactly once; HTTP/1.0 may omit it.
+    if hosts > 1 || (hosts == 0 && !http10) {
+        return Err(Reject::Status(ErrorStatus::BadRequest));
     }
     Ok(Request {
         head_len,
@@ -310,7 +318,7 @@ mod tests {
 
     #[test]
     fn three_pipelined_requests_in_order() {
-        let input = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\n\r\n";
+        let input = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\nHost: x\r\n\r\n";
         let (out, close) = assert_split_invariant(&spec(), input);
         let head = "HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n";
         let expected = format!("{OK}{head}\r\n{head}Connection: close\r\n\r\nHello, World!");
@@ -331,7 +339,7 @@ mod tests {
 
     #[test]
     fn head_has_no_body() {
-        let (out, _) = assert_split_invariant(&spec(), b"HEAD / HTTP/1.1\r\n\r\n");
+        let (out, _) = assert_split_invariant(&spec(), b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(text(&out).ends_with("Content-Length: 13\r\n\r\n"));
     }
 
@@ -371,7 +379,7 @@ mod tests {
 
     #[test]
     fn other_methods_get_405_and_body_is_skipped() {
-        let input = b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n";
+        let input = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nHost: x\r\n\r\n";
         let (out, close) = assert_split_invariant(&spec(), input);
         let t = text(&out);
         assert!(t.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{t}");
@@ -381,7 +389,7 @@ mod tests {
 
     #[test]
     fn conflicting_content_length_is_400() {
-        let input = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
+        let input = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
         let (out, close) = drive(&spec(), &[input]);
         assert!(text(&out).starts_with("HTTP/1.1 400 "));
         assert!(close);
@@ -399,7 +407,7 @@ mod tests {
             "5\x0b",
             "99999999999999999999999",
         ] {
-            let input = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\nhello");
+            let input = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {bad}\r\n\r\nhello");
             let (out, close) = drive(&spec(), &[input.as_bytes()]);
             assert!(
                 text(&out).starts_with("HTTP/1.1 400 "),
@@ -411,7 +419,7 @@ mod tests {
         // Whitespace around the value is not part of it.
         let (out, close) = drive(
             &spec(),
-            &[b"POST / HTTP/1.1\r\nContent-Length:  5 \r\n\r\nhello"],
+            &[b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length:  5 \r\n\r\nhello"],
         );
         assert!(text(&out).starts_with("HTTP/1.1 405 "), "{}", text(&out));
         assert!(!close);
@@ -423,10 +431,52 @@ mod tests {
 
     #[test]
     fn chunked_is_501() {
-        let input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let input = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
         let (out, close) = drive(&spec(), &[input]);
         assert!(text(&out).starts_with("HTTP/1.1 501 "));
         assert!(close);
+    }
+
+    #[test]
+    fn http11_without_host_is_400() {
+        let (out, close) = assert_split_invariant(&spec(), b"GET / HTTP/1.1\r\n\r\n");
+        assert!(text(&out).starts_with("HTTP/1.1 400 "), "{}", text(&out));
+        assert!(close);
+        // After a request that had one: answered, then the one without gets its 400.
+        let input = b"GET / HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\nX-Host: y\r\n\r\n";
+        let (out, close) = assert_split_invariant(&spec(), input);
+        let t = text(&out);
+        assert!(t.starts_with(OK), "{t}");
+        assert!(t[OK.len()..].starts_with("HTTP/1.1 400 "), "{t}");
+        assert!(close);
+    }
+
+    #[test]
+    fn two_hosts_are_400_in_any_version() {
+        for input in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: x\r\nhOST: y\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: x\r\nHost: y\r\n\r\n",
+        ] {
+            let (out, close) = assert_split_invariant(&spec(), input);
+            assert!(text(&out).starts_with("HTTP/1.1 400 "), "{}", text(&out));
+            assert!(close);
+        }
+    }
+
+    #[test]
+    fn http10_may_omit_host() {
+        for input in [
+            &b"GET / HTTP/1.0\r\n\r\n"[..],
+            b"GET / HTTP/1.0\r\nHost: x\r\n\r\n",
+        ] {
+            let (out, _) = assert_split_invariant(&spec(), input);
+            assert!(
+                text(&out).starts_with("HTTP/1.1 200 OK\r\n"),
+                "{}",
+                text(&out)
+            );
+        }
     }
 
     #[test]
@@ -441,7 +491,7 @@ mod tests {
     #[test]
     fn custom_body() {
         let spec = ProtocolSpec::new(ProtocolKind::Http, b"", b"pong");
-        let (out, _) = drive(&spec, &[b"GET / HTTP/1.1\r\n\r\n"]);
+        let (out, _) = drive(&spec, &[b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"]);
         assert!(text(&out).ends_with("Content-Length: 4\r\n\r\npong"));
     }
 }
@@ -459,8 +509,8 @@ mod proptests {
         let piece = prop_oneof![
             Just(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()),
             Just(b"HEAD /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".to_vec()),
-            Just(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".to_vec()),
-            Just(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec()),
+            Just(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc".to_vec()),
+            Just(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_vec()),
             Just(b"Transfer-Encoding: chunked\r\n".to_vec()),
             Just(b"\r\n".to_vec()),
             proptest::collection::vec(any::<u8>(), 0..64),
