@@ -79,7 +79,7 @@ fn slow_exchange(addr: SocketAddr, request: Vec<u8>, half_close: bool) -> Vec<u8
 
 fn ok_close(body: &[u8]) -> Vec<u8> {
     let mut r = format!(
-        "HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nServer: ringd\r\n{DATE}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -89,7 +89,7 @@ fn ok_close(body: &[u8]) -> Vec<u8> {
 
 fn ok_keep(body: &[u8]) -> Vec<u8> {
     let mut r = format!(
-        "HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nServer: ringd\r\n{DATE}Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -102,7 +102,9 @@ fn payload(n: usize) -> Vec<u8> {
     (0..n).map(|i| b'a' + (i % 23) as u8).collect()
 }
 
+/// `got` is `want`, the `Date` of each response aside (see [`undate`]).
 fn assert_same(got: &[u8], want: &[u8], what: &str) {
+    let got = &undate(got)[..];
     if got != want {
         let at = got.iter().zip(want).position(|(a, b)| a != b);
         panic!(
@@ -293,8 +295,8 @@ fn header_timeout_behind_a_blocked_response(engine: EngineKind) {
     let mut got = Vec::new();
     s.read_to_end(&mut got)
         .expect("read to EOF without a reset");
-    let timeout = b"HTTP/1.1 408 Request Timeout\r\nServer: ringd\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    let want = [ok_keep(&body), timeout.to_vec()].concat();
+    let timeout = format!("HTTP/1.1 408 Request Timeout\r\nServer: ringd\r\n{DATE}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    let want = [ok_keep(&body), timeout.into_bytes()].concat();
     assert_same(&got, &want, "200 then 408");
     shutdown_clean(server);
 }
@@ -369,9 +371,9 @@ fn uring_linked_fin_under_sqpoll_follows_the_last_byte() {
         c.uring.sqpoll = true;
     });
     let mut want = ok_keep(&body);
-    want.extend_from_slice(&ringd::protocol::error_response(
+    want.extend_from_slice(&undate(&ringd::protocol::error_response(
         ringd::protocol::ErrorStatus::BadRequest,
-    ));
+    )));
     for round in 0..300 {
         let mut s = small_client(server.local_addr());
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\x00garbage\r\n\r\n")

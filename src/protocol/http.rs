@@ -3,11 +3,12 @@
 //! Keep-alive by default (HTTP/1.0 only when asked), pipelined requests answered in order,
 //! `GET`/`HEAD` → `200` with a fixed body, any other method → `405` (its body skipped),
 //! malformed (an HTTP/1.1 request without `Host`, any with two included) → `400` and close, a
-//! header block over [`MAX_HEADER_BYTES`] → `431` and close.
+//! header block over [`MAX_HEADER_BYTES`] → `431` and close. Every response has a `Date`.
 //! Responses are rendered from pre-built pieces so the per-request cost is a few copies.
 
 use std::sync::Arc;
 
+use super::date::{self, DateLine};
 use super::Outcome;
 
 /// The default body of a `200` response.
@@ -46,36 +47,46 @@ impl ErrorStatus {
     }
 }
 
+/// Status line and `Server` of a `200`; the `Date` line follows.
+const OK_STATUS: &[u8] = b"HTTP/1.1 200 OK\r\nServer: ringd\r\n";
+
 /// Pre-rendered response pieces, shared by every connection.
 #[derive(Debug)]
 pub(super) struct Responses {
-    /// Status line and fixed headers of a `200`, up to and excluding `Connection`.
-    ok_head: Vec<u8>,
+    /// The headers of a `200` after `Date`, up to and excluding `Connection`.
+    ok_fields: Vec<u8>,
     /// Body of a `200` to `GET`.
     body: Vec<u8>,
 }
 
 impl Responses {
     pub(super) fn new(body: &[u8]) -> Self {
-        let ok_head = format!(
-            "HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n",
+        let ok_fields = format!(
+            "Content-Type: text/plain\r\nContent-Length: {}\r\n",
             body.len()
         )
         .into_bytes();
         Responses {
-            ok_head,
+            ok_fields,
             body: body.to_vec(),
         }
     }
 }
 
-/// A complete error response that closes the connection.
+/// A complete error response that closes the connection, dated now.
 pub fn error_response(status: ErrorStatus) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 {}\r\nServer: ringd\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        status.line()
-    )
-    .into_bytes()
+    let mut out = Vec::new();
+    write_error(status, &date::now(), &mut out);
+    out
+}
+
+/// Appends the error response for `status` to `out`.
+pub(super) fn write_error(status: ErrorStatus, date: &DateLine, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.line().as_bytes());
+    out.extend_from_slice(b"\r\nServer: ringd\r\n");
+    out.extend_from_slice(date);
+    out.extend_from_slice(b"Content-Length: 0\r\nConnection: close\r\n\r\n");
 }
 
 /// State of one `http` connection.
@@ -148,6 +159,8 @@ impl Http {
 
     pub(super) fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, limit: usize) -> Outcome {
         let mut pos = 0;
+        // Read once for all the requests of this input, and only if one is answered.
+        let mut date = None;
         loop {
             if self.skip > 0 {
                 let n = (self.skip.min((input.len() - pos) as u64)) as usize;
@@ -166,7 +179,7 @@ impl Http {
                     pos += req.head_len;
                     self.skip = req.body_len;
                     req.keep_alive &= !self.closing;
-                    self.respond(&req, out);
+                    self.respond(&req, date.get_or_insert_with(date::now), out);
                     if !req.keep_alive {
                         self.clean_close = self.skip == 0;
                         return Outcome::close(pos);
@@ -175,7 +188,7 @@ impl Http {
                 Err(Reject::Partial) => return Outcome::keep(pos),
                 Err(Reject::Status(status)) => {
                     self.answered += 1;
-                    out.extend_from_slice(&error_response(status));
+                    write_error(status, date.get_or_insert_with(date::now), out);
                     return Outcome::close(input.len());
                 }
             }
@@ -187,7 +200,7 @@ impl Http {
         self.answered
     }
 
-    fn respond(&mut self, req: &Request, out: &mut Vec<u8>) {
+    fn respond(&mut self, req: &Request, date: &DateLine, out: &mut Vec<u8>) {
         self.answered += 1;
         let connection: &[u8] = match (req.keep_alive, req.http10) {
             (false, _) => b"Connection: close\r\n",
@@ -196,7 +209,9 @@ impl Http {
         };
         match req.method {
             Method::Get | Method::Head => {
-                out.extend_from_slice(&self.responses.ok_head);
+                out.extend_from_slice(OK_STATUS);
+                out.extend_from_slice(date);
+                out.extend_from_slice(&self.responses.ok_fields);
                 out.extend_from_slice(connection);
                 out.extend_from_slice(b"\r\n");
                 if req.method == Method::Get {
@@ -204,9 +219,9 @@ impl Http {
                 }
             }
             Method::Other => {
-                out.extend_from_slice(
-                    b"HTTP/1.1 405 Method Not Allowed\r\nServer: ringd\r\nAllow: GET, HEAD\r\nContent-Length: 0\r\n",
-                );
+                out.extend_from_slice(b"HTTP/1.1 405 Method Not Allowed\r\nServer: ringd\r\n");
+                out.extend_from_slice(date);
+                out.extend_from_slice(b"Allow: GET, HEAD\r\nContent-Length: 0\r\n");
                 out.extend_from_slice(connection);
                 out.extend_from_slice(b"\r\n");
             }
@@ -299,11 +314,16 @@ mod tests {
     use crate::protocol::testutil::{assert_split_invariant, drive};
     use crate::protocol::{ProtocolKind, ProtocolSpec};
 
+    /// The default spec, with this thread's `Date` pinned to [`DATE`].
     fn spec() -> ProtocolSpec {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(784_111_777);
+        crate::protocol::pin_date(Some(t));
         ProtocolSpec::with_defaults(ProtocolKind::Http)
     }
 
-    const OK: &str = "HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
+    const DATE: &str = "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n";
+
+    const OK: &str = "HTTP/1.1 200 OK\r\nServer: ringd\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
 
     fn text(out: &[u8]) -> String {
         String::from_utf8_lossy(out).into_owned()
@@ -320,7 +340,7 @@ mod tests {
     fn three_pipelined_requests_in_order() {
         let input = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\nHost: x\r\n\r\n";
         let (out, close) = assert_split_invariant(&spec(), input);
-        let head = "HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n";
+        let head = format!("HTTP/1.1 200 OK\r\nServer: ringd\r\n{DATE}Content-Type: text/plain\r\nContent-Length: 13\r\n");
         let expected = format!("{OK}{head}\r\n{head}Connection: close\r\n\r\nHello, World!");
         assert_eq!(text(&out), expected);
         assert!(close);
@@ -476,6 +496,42 @@ mod tests {
                 "{}",
                 text(&out)
             );
+        }
+    }
+
+    /// Every status the protocol sends, each with one `Date` after `Server`.
+    #[test]
+    fn every_response_is_dated() {
+        let cases: [(&[u8], &str); 6] = [
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "200"),
+            (b"HEAD / HTTP/1.0\r\n\r\n", "200"),
+            (b"PUT / HTTP/1.1\r\nHost: x\r\n\r\n", "405"),
+            (b"GET / HTTP/1.1\r\n\r\n", "400"),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "501",
+            ),
+            (&[b'a'; MAX_HEADER_BYTES + 1], "431"),
+        ];
+        let mut outs: Vec<(Vec<u8>, &str)> = cases
+            .iter()
+            .map(|(input, status)| (drive(&spec(), &[input]).0, *status))
+            .collect();
+        let mut s = spec().session();
+        let mut out = Vec::new();
+        s.on_header_timeout(&mut out);
+        outs.push((out, "408"));
+        let mut out = Vec::new();
+        s.on_rejected(&mut out);
+        outs.push((out, "503"));
+        for (out, status) in outs {
+            let t = text(&out);
+            assert!(
+                t.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{status}: {t}"
+            );
+            assert!(t.contains(&format!("\r\nServer: ringd\r\n{DATE}")), "{t}");
+            assert_eq!(t.matches("Date: ").count(), 1, "{t}");
         }
     }
 
