@@ -11,6 +11,9 @@
 //! the two the child may only make async-signal-safe calls, so everything it needs (argument
 //! and environment arrays, descriptor lists) is prepared before the fork, and `LISTEN_PID`,
 //! which must hold the child's own pid, is written in place into a buffer reserved for it.
+//!
+//! The successor leads a process group of its own: when it fails, whatever it started (a
+//! wrapper script's ringd, or anything a script left behind) is stopped with it.
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
@@ -69,7 +72,7 @@ fn resolve(argv0: &Path) -> Option<PathBuf> {
 /// A successor that was started and has not reported yet.
 #[derive(Debug)]
 pub struct Successor {
-    /// Its pid.
+    /// Its pid, and the id of the process group it leads.
     pid: libc::pid_t,
     /// The read end of its readiness pipe.
     ready: File,
@@ -186,6 +189,10 @@ pub fn spawn(
         // are not used by any other thread here (there is none).
         unsafe { exec_child(&mut plan, pid_slot) }
     }
+    // The child joins its own group too; whichever runs first wins, so that the group exists
+    // before anything signals it. EACCES after the child's exec is harmless.
+    // SAFETY: setpgid(2) on our own child, not yet reaped.
+    unsafe { libc::setpgid(pid, pid) };
     drop(ready_w);
     drop(err_w);
     let mut successor = Successor {
@@ -210,10 +217,12 @@ pub fn spawn(
 /// # Safety
 /// Call only in the child of a fork, with a plan prepared before it.
 unsafe fn exec_child(plan: &mut ChildPlan, pid_slot: *mut u8) -> ! {
-    // SAFETY: each call is async-signal-safe (sigprocmask, signal, fcntl, dup2, getpid,
-    // syscall(close_range), execve, write, _exit), nothing allocates, and every pointer is
-    // into memory the plan owns: `pid_slot` has room for `PID_PREFIX`, 12 digits and a NUL.
+    // SAFETY: each call is async-signal-safe (setpgid, sigprocmask, signal, fcntl, dup2,
+    // getpid, syscall(close_range), execve, write, _exit), nothing allocates, and every
+    // pointer is into memory the plan owns: `pid_slot` has room for `PID_PREFIX`, 12 digits
+    // and a NUL.
     unsafe {
+        libc::setpgid(0, 0);
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
         libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
@@ -342,20 +351,31 @@ impl Successor {
         }
     }
 
-    /// Its exit status if it has exited within `grace`.
+    /// Its exit status if it has exited within `grace`. What is left of its process group
+    /// (a wrapper script's children) is killed before it is reaped: until then its pid, the
+    /// group's id, cannot be reused by another process.
     pub fn exited_within(&mut self, grace: Duration) -> Option<String> {
         let deadline = Instant::now() + grace;
         loop {
-            let mut status = 0;
-            // SAFETY: waitpid(2) on our own child, not yet reaped.
-            let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
-            if r == self.pid {
-                self.reaped = true;
-                return Some(describe(status));
-            }
+            // SAFETY: siginfo_t is plain data; all zeroes is a valid value.
+            let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+            // SAFETY: waitid(2) on our own child, not yet reaped; WNOWAIT leaves it unreaped.
+            let r = unsafe {
+                libc::waitid(
+                    libc::P_PID,
+                    self.pid as libc::id_t,
+                    &mut info,
+                    libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+                )
+            };
             if r < 0 {
                 self.reaped = true;
                 return Some("is gone".into());
+            }
+            // SAFETY: waitid filled `info` (si_pid stays 0 when no child has exited).
+            if unsafe { info.si_pid() } == self.pid {
+                self.signal_group(libc::SIGKILL);
+                return Some(self.reap_blocking());
             }
             if Instant::now() >= deadline {
                 return None;
@@ -364,20 +384,25 @@ impl Successor {
         }
     }
 
-    /// Stops it: SIGTERM (it drains like any ringd), then SIGKILL if it has not exited
-    /// within `grace`; reaps it. How it ended.
+    /// Stops it and its process group: SIGTERM (ringd drains like any ringd), then SIGKILL
+    /// if it has not exited within `grace`; reaps it. How it ended.
     pub fn terminate(&mut self, grace: Duration) -> String {
         if let Some(status) = self.exited_within(Duration::ZERO) {
             return status;
         }
-        // SAFETY: kill(2) on our own child, not yet reaped (its pid cannot be reused).
-        unsafe { libc::kill(self.pid, libc::SIGTERM) };
+        self.signal_group(libc::SIGTERM);
         if let Some(status) = self.exited_within(grace) {
             return status;
         }
-        // SAFETY: as above.
-        unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        self.signal_group(libc::SIGKILL);
         self.reap_blocking()
+    }
+
+    /// Sends `sig` to every process of its group. An empty group is no error.
+    fn signal_group(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on the group our own child leads; the child is not reaped, so no
+        // other process or group can have taken its id.
+        unsafe { libc::kill(-self.pid, sig) };
     }
 
     fn reap_blocking(&mut self) -> String {

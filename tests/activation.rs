@@ -5,25 +5,14 @@
 
 mod lineage;
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use lineage::{per_worker, scrape, temp_dir, Lineage, Start};
+use lineage::{get, per_worker, scrape, temp_dir, Lineage, Start};
 
 const LONG: Duration = Duration::from_secs(30);
-
-fn get(addr: std::net::SocketAddr) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
-}
 
 /// One inherited socket, two workers: both accept (the kernel spreads connections over
 /// them); SIGTERM drains and exits 0 without shutting the socket down, so the service

@@ -79,7 +79,7 @@ fn slow_exchange(addr: SocketAddr, request: Vec<u8>, half_close: bool) -> Vec<u8
 
 fn ok_close(body: &[u8]) -> Vec<u8> {
     let mut r = format!(
-        "HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nServer: ringd\r\n{DATE}Content-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -89,7 +89,7 @@ fn ok_close(body: &[u8]) -> Vec<u8> {
 
 fn ok_keep(body: &[u8]) -> Vec<u8> {
     let mut r = format!(
-        "HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nServer: ringd\r\n{DATE}Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -102,7 +102,9 @@ fn payload(n: usize) -> Vec<u8> {
     (0..n).map(|i| b'a' + (i % 23) as u8).collect()
 }
 
+/// `got` is `want`, the `Date` of each response aside (see [`undate`]).
 fn assert_same(got: &[u8], want: &[u8], what: &str) {
+    let got = &undate(got)[..];
     if got != want {
         let at = got.iter().zip(want).position(|(a, b)| a != b);
         panic!(
@@ -130,7 +132,7 @@ fn http_closes(engine: EngineKind) {
             &ok_close(&body),
             &format!("{n} B, HTTP/1.0"),
         );
-        let pipelined = b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec();
+        let pipelined = b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec();
         let want = [ok_keep(&body), ok_keep(&body), ok_close(&body)].concat();
         assert_same(
             &slow_exchange(addr, pipelined, false),
@@ -138,7 +140,7 @@ fn http_closes(engine: EngineKind) {
             &format!("{n} B, pipelined"),
         );
         // The peer half-closes after a keep-alive request: answered, then EOF.
-        let half = b"GET / HTTP/1.1\r\n\r\n".to_vec();
+        let half = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
         assert_same(
             &slow_exchange(addr, half, true),
             &ok_keep(&body),
@@ -211,8 +213,10 @@ fn http_late_byte_while_paused(engine: EngineKind) {
         c.max_pending_output = 1 << 20;
     });
     let mut s = small_client(server.local_addr());
-    s.write_all(b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\nConnection: close\r\n\r\n")
-        .unwrap();
+    s.write_all(
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     s.write_all(b"X").unwrap();
     std::thread::sleep(Duration::from_millis(100));
@@ -264,7 +268,7 @@ fn slow_download_is_not_idle(engine: EngineKind) {
     });
     let addr = server.local_addr();
     let mut s = small_client(addr);
-    s.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     let start = Instant::now();
     let mut got = Vec::new();
@@ -305,14 +309,14 @@ fn header_timeout_behind_a_blocked_response(engine: EngineKind) {
     });
     let addr = server.local_addr();
     let mut s = small_client(addr);
-    s.write_all(b"GET / HTTP/1.1\r\n\r\nGET /never-fin")
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /never-fin")
         .unwrap();
     std::thread::sleep(Duration::from_millis(700));
     let mut got = Vec::new();
     s.read_to_end(&mut got)
         .expect("read to EOF without a reset");
-    let timeout = b"HTTP/1.1 408 Request Timeout\r\nServer: ringd\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
-    let want = [ok_keep(&body), timeout.to_vec()].concat();
+    let timeout = format!("HTTP/1.1 408 Request Timeout\r\nServer: ringd\r\n{DATE}Content-Length: 0\r\nConnection: close\r\n\r\n");
+    let want = [ok_keep(&body), timeout.into_bytes()].concat();
     assert_same(&got, &want, "200 then 408");
     shutdown_clean(server);
 }
@@ -326,9 +330,11 @@ fn no_header_timeout_while_not_reading(engine: EngineKind) {
         c.header_timeout = Duration::from_millis(300);
     });
     let mut s = small_client(server.local_addr());
-    s.write_all(b"GET / HTTP/1.1\r\n\r\nGET / HT").unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HT")
+        .unwrap();
     std::thread::sleep(Duration::from_millis(50));
-    s.write_all(b"TP/1.1\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"TP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
     // Read slowly: the first response takes longer than the header timeout.
     std::thread::sleep(Duration::from_millis(600));
     let mut got = Vec::new();
@@ -385,12 +391,12 @@ fn uring_linked_fin_under_sqpoll_follows_the_last_byte() {
         c.uring.sqpoll = true;
     });
     let mut want = ok_keep(&body);
-    want.extend_from_slice(&ringd::protocol::error_response(
+    want.extend_from_slice(&undate(&ringd::protocol::error_response(
         ringd::protocol::ErrorStatus::BadRequest,
-    ));
+    )));
     for round in 0..300 {
         let mut s = small_client(server.local_addr());
-        s.write_all(b"GET / HTTP/1.1\r\n\r\n\x00garbage\r\n\r\n")
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\x00garbage\r\n\r\n")
             .unwrap();
         std::thread::sleep(Duration::from_millis(2));
         let mut got = Vec::new();

@@ -260,6 +260,34 @@ fn no_upstream(engine: EngineKind) {
     );
 }
 
+/// The only upstream refuses, is marked down for `--upstream-down-for` (30 s here), then comes
+/// back on the same port: the next client is served at once, not refused for 30 s.
+fn upstream_back_after_marked_down(engine: EngineKind) {
+    let addr = refused_addr();
+    let server = proxy(engine, &[addr], |_, _| {});
+    let mut c = blocking_connect(server.local_addr());
+    let _ = c.write_all(b"anyone?");
+    match read_to_end_or_reset(&mut c) {
+        Ok(got) => assert!(got.is_empty(), "got {got:?} from nowhere"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset),
+    }
+    let backend = server_with(EngineKind::Epoll, ProtocolKind::Echo, 1, |c| {
+        c.listen = addr
+    });
+    let mut c = blocking_connect(server.local_addr());
+    c.write_all(b"back").unwrap();
+    let mut back = [0u8; 4];
+    let got = c.read_exact(&mut back);
+    assert!(
+        got.is_ok(),
+        "a client after the upstream came back was not served: {got:?}"
+    );
+    assert_eq!(&back, b"back");
+    drop(c);
+    shutdown_clean(server);
+    shutdown_clean(backend);
+}
+
 /// A reset on either side ends the pair; nothing is left open.
 fn resets(engine: EngineKind) {
     let up = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -577,6 +605,11 @@ macro_rules! proxy_tests {
             #[test]
             fn no_upstream_closes_the_client_at_once() {
                 no_upstream($engine);
+            }
+
+            #[test]
+            fn an_upstream_back_is_tried_although_marked_down() {
+                upstream_back_after_marked_down($engine);
             }
 
             #[test]

@@ -106,7 +106,7 @@ async fn connection_limit(engine: EngineKind) {
     for _ in 0..100 {
         let mut s = connect(addr).await;
         s.write_all(request).await.unwrap();
-        let resp = read_n(&mut s, OK.len()).await;
+        let resp = undate(&read_n(&mut s, OK.len()).await);
         assert_eq!(resp, OK);
         admitted.push(s);
     }
@@ -121,7 +121,7 @@ async fn connection_limit(engine: EngineKind) {
     }
     for s in admitted.iter_mut() {
         s.write_all(request).await.unwrap();
-        assert_eq!(read_n(s, OK.len()).await, OK);
+        assert_eq!(undate(&read_n(s, OK.len()).await), OK);
     }
     let rejected: u64 = server
         .stats()
@@ -193,8 +193,11 @@ async fn slowloris(engine: EngineKind) {
     let mut normal = connect(addr).await;
     let mut served = 0;
     while started.elapsed() < Duration::from_millis(2500) {
-        normal.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
-        assert_eq!(read_n(&mut normal, OK.len()).await, OK);
+        normal
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!(undate(&read_n(&mut normal, OK.len()).await), OK);
         served += 1;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
@@ -338,7 +341,7 @@ fn limit_survives_rejected_resets(engine: EngineKind) {
     let p = ringd_proc(engine, "http", None, &["--max-connections", "2"]);
     let get = |s: &mut TcpStream| -> Vec<u8> {
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut buf = [0u8; 12];
         match s.read_exact(&mut buf) {
             Ok(()) => buf.to_vec(),
@@ -385,7 +388,7 @@ fn pipelined_output_is_bounded(engine: EngineKind) {
     drop(warm);
     std::thread::sleep(Duration::from_millis(100));
     let before = p.rss_kib();
-    let req = b"GET / HTTP/1.1\r\n\r\n".repeat(2000);
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(2000);
     let mut clients = Vec::new();
     for _ in 0..20 {
         let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -591,7 +594,7 @@ fn chaos(engine: EngineKind) {
                             }
                             // Half-close after a request.
                             1 => {
-                                let _ = (&s).write_all(b"GET / HTTP/1.1\r\n\r\n");
+                                let _ = (&s).write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
                                 let _ = s.shutdown(std::net::Shutdown::Write);
                                 held.push(s);
                             }
@@ -645,7 +648,7 @@ fn echo_or_get(addr: SocketAddr, protocol: &str) {
         echo_once(addr, Duration::from_secs(2)).unwrap();
     } else {
         let mut s = TcpStream::connect(addr).unwrap();
-        s.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
@@ -684,7 +687,7 @@ fn drain_under_load(engine: EngineKind) {
             std::thread::spawn(move || {
                 let mut s = TcpStream::connect(addr).unwrap();
                 s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                let batch = b"GET / HTTP/1.1\r\n\r\n".repeat(3);
+                let batch = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(3);
                 let mut complete = 0u32;
                 let mut buf = Vec::new();
                 while !stop.load(Ordering::Relaxed) {

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use lineage::{
-    fds, listening_inodes, per_worker, scrape, socket_inode, temp_dir, Lineage, Load, Start,
+    fds, get, listening_inodes, per_worker, scrape, socket_inode, temp_dir, Lineage, Load, Start,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -180,6 +180,70 @@ fn failed_upgrades(engine: &str) {
         0,
         "{engine}: {counts:?}; first failures: {failures:#?}"
     );
+    assert_eq!(l.stop(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Upgrades to a wrapper script that starts a child and then never reports ready, or exits
+/// leaving the child behind: once the upgrade has failed the child is gone too (the old
+/// process stops the successor's whole process group), and the old process serves on.
+#[test]
+fn a_failed_upgrade_leaves_no_child_of_the_successor() {
+    let dir = temp_dir("upgrade-orphan");
+    let exe = dir.join("ringd");
+    install_ringd(&exe);
+    let mut start = Start::new(&dir, &args("epoll", &["--upgrade-timeout", "2s"]));
+    start.exe = exe.clone();
+    let mut l = Lineage::start(start);
+    let first = l.current();
+    let child_pid = dir.join("child.pid");
+    let cases = [
+        // Waits for its child, never ready: stopped after --upgrade-timeout.
+        (
+            "sleep 3171 & echo $! >\"$PIDFILE\"; wait",
+            "was not ready within 2s",
+        ),
+        // Exits at once, its child not holding the readiness pipe.
+        (
+            "ready=$RINGD_READY_FD; sleep 3172 {ready}>&- & echo $! >\"$PIDFILE\"; exit 3",
+            "exited with status 3 before it was ready",
+        ),
+    ];
+    for (script, why) in cases {
+        let _ = std::fs::remove_file(&child_pid);
+        install_script(&exe, &format!("PIDFILE={}\n{script}", child_pid.display()));
+        let from = l.log.len();
+        l.signal(first, libc::SIGUSR2);
+        let line = l.log.wait_for("upgrade failed: ", from, LONG);
+        assert!(line.contains(why), "{script}: {line}");
+        let pid: u32 = std::fs::read_to_string(&child_pid)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // Killed before the failure is logged; a few seconds of margin for the signal.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while Lineage::running(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let survived = Lineage::running(pid);
+        if survived {
+            // SAFETY: kill(2) on the script's child, reparented to this test (a subreaper).
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        let mut status = 0;
+        // SAFETY: waitpid(2) on one pid; reaps the child if it was reparented to us.
+        unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+        assert!(
+            !survived,
+            "{script}: the successor's child (pid {pid}) outlived the failed upgrade"
+        );
+        assert_eq!(l.pid_file_pid(), Some(first));
+        assert!(
+            get(l.addr).starts_with("HTTP/1.1 200 "),
+            "{script}: the old process still serves"
+        );
+    }
     assert_eq!(l.stop(), 0);
     let _ = std::fs::remove_dir_all(&dir);
 }

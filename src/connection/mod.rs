@@ -528,7 +528,10 @@ mod tests {
             Some(301),
             "header deadline of the first request: from the accept"
         );
-        assert_eq!(c.on_input(6, b"TP/1.1\r\n\r\nGET", &l), Input::Consumed);
+        assert_eq!(
+            c.on_input(6, b"TP/1.1\r\nHost: x\r\n\r\nGET", &l),
+            Input::Consumed
+        );
         assert_eq!(c.take_answered(), 1);
         assert_eq!(
             c.poll_timeout(&l),
@@ -538,7 +541,11 @@ mod tests {
         assert!(flush(&mut c, 7).starts_with(b"HTTP/1.1 200 OK"));
         // The header clock of the second request runs from when the server reads again.
         assert_eq!(c.poll_timeout(&l), Some(307));
-        let fed = c.on_input(8, b" / HTTP/1.1\r\nConnection: close\r\n\r\n", &l);
+        let fed = c.on_input(
+            8,
+            b" / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            &l,
+        );
         assert_eq!(fed, Input::Consumed);
         assert_eq!(c.take_answered(), 1);
         assert_eq!(c.phase(), Phase::Closing);
@@ -562,7 +569,7 @@ mod tests {
     #[test]
     fn reading_pauses_when_output_is_exactly_at_the_bound() {
         // The bound is exactly two responses to `GET /`.
-        let get = b"GET / HTTP/1.1\r\n\r\n";
+        let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
         let mut probe = http();
         probe.on_input(1, get, &limits());
         let one = probe.take_output().unwrap().len();
@@ -579,7 +586,11 @@ mod tests {
     fn a_fin_ahead_of_output_is_a_cut() {
         let l = limits();
         let mut c = http();
-        c.on_input(1, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &l);
+        c.on_input(
+            1,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            &l,
+        );
         let out = c.take_output().unwrap();
         c.on_sent(2, out.len() - 1, &l);
         c.on_fin(3, &l);
@@ -597,7 +608,7 @@ mod tests {
         let mut c = http();
         c.on_input(
             1,
-            b"GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET /next",
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /next",
             &l,
         );
         flush(&mut c, 2);
@@ -610,14 +621,18 @@ mod tests {
         assert_eq!(c.phase(), Phase::Closed);
         // Bytes after the close decision.
         let mut c = http();
-        c.on_input(1, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &l);
+        c.on_input(
+            1,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            &l,
+        );
         assert_eq!(c.on_input(2, b"late", &l), Input::Dropped);
         assert!(c.lingers());
         // A body still to come, an error, a drain, a timeout: the peer may be sending.
         let mut c = http();
         c.on_input(
             1,
-            b"POST / HTTP/1.1\r\nConnection: close\r\nContent-Length: 9\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 9\r\n\r\n",
             &l,
         );
         assert!(c.lingers());
@@ -634,7 +649,7 @@ mod tests {
     fn header_timeout_waits_for_a_blocked_response_then_queues_408_behind_it() {
         let l = limits();
         let mut c = http();
-        c.on_input(10, b"GET / HTTP/1.1\r\n\r\nGET /slow", &l);
+        c.on_input(10, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /slow", &l);
         let first = c.take_output().unwrap();
         // The peer reads nothing: the server does not read either, so the header clock of
         // the second request does not run (only the idle one).
@@ -667,7 +682,7 @@ mod tests {
         // about one at a time.
         let l = Limits::for_tests(0, 0, 100);
         let mut c = http();
-        c.on_input(1, &b"GET / HTTP/1.1\r\n\r\n".repeat(10), &l);
+        c.on_input(1, &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(10), &l);
         let mut responses = 0;
         let mut rounds = 0;
         while let Some(out) = c.take_output() {
@@ -686,7 +701,7 @@ mod tests {
         // One read of ten requests against a bound of about one response, then the FIN.
         let l = Limits::for_tests(0, 0, 100);
         let mut c = http();
-        c.on_input(1, &b"GET / HTTP/1.1\r\n\r\n".repeat(10), &l);
+        c.on_input(1, &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(10), &l);
         c.on_eof();
         assert_eq!(c.phase(), Phase::Open, "requests are still owed");
         assert!(!c.reading(), "nothing more comes after the FIN");
@@ -736,7 +751,7 @@ mod tests {
         assert_eq!(c.close_reason(), CloseReason::Rejected);
         assert!(c.was_cut(), "the 503 was not sent");
         let mut c = http();
-        c.on_input(1, b"GET / HTTP/1.1\r\n\r\n", &l);
+        c.on_input(1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &l);
         c.handle_timeout(5000, &l);
         assert!(c.was_cut(), "the response was stuck");
         let mut c = http();
@@ -748,7 +763,7 @@ mod tests {
     fn idle_means_no_bytes_either_way() {
         let l = limits();
         let mut c = http();
-        c.on_input(1, b"GET / HTTP/1.1\r\n\r\n", &l);
+        c.on_input(1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &l);
         let out = c.take_output().unwrap();
         // A slow reader takes the response a byte at a time, far past the idle timeout.
         for t in 1..out.len() as Millis {
@@ -768,7 +783,7 @@ mod tests {
     fn stalled_reader_is_cut_after_the_idle_timeout() {
         let l = limits();
         let mut c = http();
-        c.on_input(1, b"GET / HTTP/1.1\r\n\r\n", &l);
+        c.on_input(1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &l);
         let _out = c.take_output().unwrap();
         c.handle_timeout(1001, &l);
         assert_eq!(c.phase(), Phase::Closed);
@@ -793,7 +808,7 @@ mod tests {
     fn drain_answers_the_next_request_with_close() {
         let l = limits();
         let mut c = http();
-        c.on_input(1, b"GET / HTTP/1.1\r\n\r\n", &l);
+        c.on_input(1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &l);
         flush(&mut c, 2);
         c.drain(3);
         assert_eq!(
@@ -801,7 +816,7 @@ mod tests {
             Some(1002),
             "idle (1002) before the grace (1003)"
         );
-        c.on_input(500, b"GET / HTTP/1.1\r\n\r\n", &l);
+        c.on_input(500, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &l);
         let out = flush(&mut c, 501);
         assert!(
             text(&out).contains("Connection: close\r\n"),
@@ -875,7 +890,11 @@ mod tests {
     fn reasons() {
         let l = limits();
         let mut c = http();
-        c.on_input(1, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &l);
+        c.on_input(
+            1,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            &l,
+        );
         c.handle_timeout(5000, &l);
         assert_eq!(
             c.close_reason(),
@@ -883,7 +902,11 @@ mod tests {
             "a stalled final response"
         );
         let mut c = http();
-        c.on_input(1, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &l);
+        c.on_input(
+            1,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            &l,
+        );
         c.on_error();
         assert_eq!(c.phase(), Phase::Closed);
         assert_eq!(
@@ -892,7 +915,11 @@ mod tests {
             "the response did not get through"
         );
         let mut c = http();
-        c.on_input(1, b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", &l);
+        c.on_input(
+            1,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            &l,
+        );
         flush(&mut c, 2);
         c.on_fin(2, &l);
         c.on_error();

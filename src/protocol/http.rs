@@ -2,11 +2,13 @@
 //!
 //! Keep-alive by default (HTTP/1.0 only when asked), pipelined requests answered in order,
 //! `GET`/`HEAD` → `200` with a fixed body, any other method → `405` (its body skipped),
-//! malformed → `400` and close, a header block over [`MAX_HEADER_BYTES`] → `431` and close.
+//! malformed (an HTTP/1.1 request without `Host`, any with two included) → `400` and close, a
+//! header block over [`MAX_HEADER_BYTES`] → `431` and close. Every response has a `Date`.
 //! Responses are rendered from pre-built pieces so the per-request cost is a few copies.
 
 use std::sync::Arc;
 
+use super::date::{self, DateLine};
 use super::Outcome;
 
 /// The default body of a `200` response.
@@ -45,36 +47,46 @@ impl ErrorStatus {
     }
 }
 
+/// Status line and `Server` of a `200`; the `Date` line follows.
+const OK_STATUS: &[u8] = b"HTTP/1.1 200 OK\r\nServer: ringd\r\n";
+
 /// Pre-rendered response pieces, shared by every connection.
 #[derive(Debug)]
 pub(super) struct Responses {
-    /// Status line and fixed headers of a `200`, up to and excluding `Connection`.
-    ok_head: Vec<u8>,
+    /// The headers of a `200` after `Date`, up to and excluding `Connection`.
+    ok_fields: Vec<u8>,
     /// Body of a `200` to `GET`.
     body: Vec<u8>,
 }
 
 impl Responses {
     pub(super) fn new(body: &[u8]) -> Self {
-        let ok_head = format!(
-            "HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n",
+        let ok_fields = format!(
+            "Content-Type: text/plain\r\nContent-Length: {}\r\n",
             body.len()
         )
         .into_bytes();
         Responses {
-            ok_head,
+            ok_fields,
             body: body.to_vec(),
         }
     }
 }
 
-/// A complete error response that closes the connection.
+/// A complete error response that closes the connection, dated now.
 pub fn error_response(status: ErrorStatus) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 {}\r\nServer: ringd\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-        status.line()
-    )
-    .into_bytes()
+    let mut out = Vec::new();
+    write_error(status, &date::now(), &mut out);
+    out
+}
+
+/// Appends the error response for `status` to `out`.
+pub(super) fn write_error(status: ErrorStatus, date: &DateLine, out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.line().as_bytes());
+    out.extend_from_slice(b"\r\nServer: ringd\r\n");
+    out.extend_from_slice(date);
+    out.extend_from_slice(b"Content-Length: 0\r\nConnection: close\r\n\r\n");
 }
 
 /// State of one `http` connection.
@@ -147,6 +159,8 @@ impl Http {
 
     pub(super) fn on_input(&mut self, input: &[u8], out: &mut Vec<u8>, limit: usize) -> Outcome {
         let mut pos = 0;
+        // Read once for all the requests of this input, and only if one is answered.
+        let mut date = None;
         loop {
             if self.skip > 0 {
                 let n = (self.skip.min((input.len() - pos) as u64)) as usize;
@@ -165,7 +179,7 @@ impl Http {
                     pos += req.head_len;
                     self.skip = req.body_len;
                     req.keep_alive &= !self.closing;
-                    self.respond(&req, out);
+                    self.respond(&req, date.get_or_insert_with(date::now), out);
                     if !req.keep_alive {
                         self.clean_close = self.skip == 0;
                         return Outcome::close(pos);
@@ -174,7 +188,7 @@ impl Http {
                 Err(Reject::Partial) => return Outcome::keep(pos),
                 Err(Reject::Status(status)) => {
                     self.answered += 1;
-                    out.extend_from_slice(&error_response(status));
+                    write_error(status, date.get_or_insert_with(date::now), out);
                     return Outcome::close(input.len());
                 }
             }
@@ -186,7 +200,7 @@ impl Http {
         self.answered
     }
 
-    fn respond(&mut self, req: &Request, out: &mut Vec<u8>) {
+    fn respond(&mut self, req: &Request, date: &DateLine, out: &mut Vec<u8>) {
         self.answered += 1;
         let connection: &[u8] = match (req.keep_alive, req.http10) {
             (false, _) => b"Connection: close\r\n",
@@ -195,7 +209,9 @@ impl Http {
         };
         match req.method {
             Method::Get | Method::Head => {
-                out.extend_from_slice(&self.responses.ok_head);
+                out.extend_from_slice(OK_STATUS);
+                out.extend_from_slice(date);
+                out.extend_from_slice(&self.responses.ok_fields);
                 out.extend_from_slice(connection);
                 out.extend_from_slice(b"\r\n");
                 if req.method == Method::Get {
@@ -203,9 +219,9 @@ impl Http {
                 }
             }
             Method::Other => {
-                out.extend_from_slice(
-                    b"HTTP/1.1 405 Method Not Allowed\r\nServer: ringd\r\nAllow: GET, HEAD\r\nContent-Length: 0\r\n",
-                );
+                out.extend_from_slice(b"HTTP/1.1 405 Method Not Allowed\r\nServer: ringd\r\n");
+                out.extend_from_slice(date);
+                out.extend_from_slice(b"Allow: GET, HEAD\r\nContent-Length: 0\r\n");
                 out.extend_from_slice(connection);
                 out.extend_from_slice(b"\r\n");
             }
@@ -239,8 +255,11 @@ fn parse(buf: &[u8]) -> Result<Request, Reject> {
     };
     let mut keep_alive = !http10;
     let mut body_len = None;
+    let mut hosts = 0;
     for h in req.headers.iter() {
-        if h.name.eq_ignore_ascii_case("connection") {
+        if h.name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if h.name.eq_ignore_ascii_case("connection") {
             for token in h.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
@@ -259,6 +278,10 @@ fn parse(buf: &[u8]) -> Result<Request, Reject> {
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             return Err(Reject::Status(ErrorStatus::NotImplemented));
         }
+    }
+    // RFC 9112 §3.2: an HTTP/1.1 request names its host exactly once; HTTP/1.0 may omit it.
+    if hosts > 1 || (hosts == 0 && !http10) {
+        return Err(Reject::Status(ErrorStatus::BadRequest));
     }
     Ok(Request {
         head_len,
@@ -291,11 +314,16 @@ mod tests {
     use crate::protocol::testutil::{assert_split_invariant, drive};
     use crate::protocol::{ProtocolKind, ProtocolSpec};
 
+    /// The default spec, with this thread's `Date` pinned to [`DATE`].
     fn spec() -> ProtocolSpec {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(784_111_777);
+        crate::protocol::pin_date(Some(t));
         ProtocolSpec::with_defaults(ProtocolKind::Http)
     }
 
-    const OK: &str = "HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
+    const DATE: &str = "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n";
+
+    const OK: &str = "HTTP/1.1 200 OK\r\nServer: ringd\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
 
     fn text(out: &[u8]) -> String {
         String::from_utf8_lossy(out).into_owned()
@@ -310,9 +338,9 @@ mod tests {
 
     #[test]
     fn three_pipelined_requests_in_order() {
-        let input = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\n\r\n";
+        let input = b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nHEAD /b HTTP/1.1\r\nHost: x\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\nHost: x\r\n\r\n";
         let (out, close) = assert_split_invariant(&spec(), input);
-        let head = "HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n";
+        let head = format!("HTTP/1.1 200 OK\r\nServer: ringd\r\n{DATE}Content-Type: text/plain\r\nContent-Length: 13\r\n");
         let expected = format!("{OK}{head}\r\n{head}Connection: close\r\n\r\nHello, World!");
         assert_eq!(text(&out), expected);
         assert!(close);
@@ -331,7 +359,7 @@ mod tests {
 
     #[test]
     fn head_has_no_body() {
-        let (out, _) = assert_split_invariant(&spec(), b"HEAD / HTTP/1.1\r\n\r\n");
+        let (out, _) = assert_split_invariant(&spec(), b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n");
         assert!(text(&out).ends_with("Content-Length: 13\r\n\r\n"));
     }
 
@@ -371,7 +399,7 @@ mod tests {
 
     #[test]
     fn other_methods_get_405_and_body_is_skipped() {
-        let input = b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n\r\n";
+        let input = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\nHost: x\r\n\r\n";
         let (out, close) = assert_split_invariant(&spec(), input);
         let t = text(&out);
         assert!(t.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"), "{t}");
@@ -381,7 +409,7 @@ mod tests {
 
     #[test]
     fn conflicting_content_length_is_400() {
-        let input = b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
+        let input = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
         let (out, close) = drive(&spec(), &[input]);
         assert!(text(&out).starts_with("HTTP/1.1 400 "));
         assert!(close);
@@ -399,7 +427,7 @@ mod tests {
             "5\x0b",
             "99999999999999999999999",
         ] {
-            let input = format!("POST / HTTP/1.1\r\nContent-Length: {bad}\r\n\r\nhello");
+            let input = format!("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: {bad}\r\n\r\nhello");
             let (out, close) = drive(&spec(), &[input.as_bytes()]);
             assert!(
                 text(&out).starts_with("HTTP/1.1 400 "),
@@ -411,7 +439,7 @@ mod tests {
         // Whitespace around the value is not part of it.
         let (out, close) = drive(
             &spec(),
-            &[b"POST / HTTP/1.1\r\nContent-Length:  5 \r\n\r\nhello"],
+            &[b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length:  5 \r\n\r\nhello"],
         );
         assert!(text(&out).starts_with("HTTP/1.1 405 "), "{}", text(&out));
         assert!(!close);
@@ -423,10 +451,88 @@ mod tests {
 
     #[test]
     fn chunked_is_501() {
-        let input = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let input = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
         let (out, close) = drive(&spec(), &[input]);
         assert!(text(&out).starts_with("HTTP/1.1 501 "));
         assert!(close);
+    }
+
+    #[test]
+    fn http11_without_host_is_400() {
+        let (out, close) = assert_split_invariant(&spec(), b"GET / HTTP/1.1\r\n\r\n");
+        assert!(text(&out).starts_with("HTTP/1.1 400 "), "{}", text(&out));
+        assert!(close);
+        // After a request that had one: answered, then the one without gets its 400.
+        let input = b"GET / HTTP/1.1\r\nhost: x\r\n\r\nGET / HTTP/1.1\r\nX-Host: y\r\n\r\n";
+        let (out, close) = assert_split_invariant(&spec(), input);
+        let t = text(&out);
+        assert!(t.starts_with(OK), "{t}");
+        assert!(t[OK.len()..].starts_with("HTTP/1.1 400 "), "{t}");
+        assert!(close);
+    }
+
+    #[test]
+    fn two_hosts_are_400_in_any_version() {
+        for input in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\nHost: x\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: x\r\nhOST: y\r\n\r\n",
+            b"GET / HTTP/1.0\r\nHost: x\r\nHost: y\r\n\r\n",
+        ] {
+            let (out, close) = assert_split_invariant(&spec(), input);
+            assert!(text(&out).starts_with("HTTP/1.1 400 "), "{}", text(&out));
+            assert!(close);
+        }
+    }
+
+    #[test]
+    fn http10_may_omit_host() {
+        for input in [
+            &b"GET / HTTP/1.0\r\n\r\n"[..],
+            b"GET / HTTP/1.0\r\nHost: x\r\n\r\n",
+        ] {
+            let (out, _) = assert_split_invariant(&spec(), input);
+            assert!(
+                text(&out).starts_with("HTTP/1.1 200 OK\r\n"),
+                "{}",
+                text(&out)
+            );
+        }
+    }
+
+    /// Every status the protocol sends, each with one `Date` after `Server`.
+    #[test]
+    fn every_response_is_dated() {
+        let cases: [(&[u8], &str); 6] = [
+            (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "200"),
+            (b"HEAD / HTTP/1.0\r\n\r\n", "200"),
+            (b"PUT / HTTP/1.1\r\nHost: x\r\n\r\n", "405"),
+            (b"GET / HTTP/1.1\r\n\r\n", "400"),
+            (
+                b"GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "501",
+            ),
+            (&[b'a'; MAX_HEADER_BYTES + 1], "431"),
+        ];
+        let mut outs: Vec<(Vec<u8>, &str)> = cases
+            .iter()
+            .map(|(input, status)| (drive(&spec(), &[input]).0, *status))
+            .collect();
+        let mut s = spec().session();
+        let mut out = Vec::new();
+        s.on_header_timeout(&mut out);
+        outs.push((out, "408"));
+        let mut out = Vec::new();
+        s.on_rejected(&mut out);
+        outs.push((out, "503"));
+        for (out, status) in outs {
+            let t = text(&out);
+            assert!(
+                t.starts_with(&format!("HTTP/1.1 {status} ")),
+                "{status}: {t}"
+            );
+            assert!(t.contains(&format!("\r\nServer: ringd\r\n{DATE}")), "{t}");
+            assert_eq!(t.matches("Date: ").count(), 1, "{t}");
+        }
     }
 
     #[test]
@@ -441,7 +547,7 @@ mod tests {
     #[test]
     fn custom_body() {
         let spec = ProtocolSpec::new(ProtocolKind::Http, b"", b"pong");
-        let (out, _) = drive(&spec, &[b"GET / HTTP/1.1\r\n\r\n"]);
+        let (out, _) = drive(&spec, &[b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"]);
         assert!(text(&out).ends_with("Content-Length: 4\r\n\r\npong"));
     }
 }
@@ -459,8 +565,8 @@ mod proptests {
         let piece = prop_oneof![
             Just(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".to_vec()),
             Just(b"HEAD /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n".to_vec()),
-            Just(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc".to_vec()),
-            Just(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n".to_vec()),
+            Just(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc".to_vec()),
+            Just(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n".to_vec()),
             Just(b"Transfer-Encoding: chunked\r\n".to_vec()),
             Just(b"\r\n".to_vec()),
             proptest::collection::vec(any::<u8>(), 0..64),

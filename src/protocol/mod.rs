@@ -4,15 +4,20 @@
 //! bytes that arrived, it appends the bytes to send to an output buffer and reports how much
 //! input it consumed and whether the connection should close once that output is flushed.
 //! "Need more bytes" is simply `consumed < input.len()` with `close == false`, never an error.
+//! The one thing a protocol reads besides its input is the date for `http`'s `Date` header
+//! (`date`: cached per thread and second, pinned by tests).
 //! Every engine drives this same code; the client halves (building requests, framing
 //! responses) live in the `loadgen` crate.
 
+mod date;
 mod echo;
 mod hello;
 mod http;
 
 use std::sync::Arc;
 
+#[cfg(test)]
+pub(crate) use date::pin as pin_date;
 pub use hello::DEFAULT_GREETING;
 pub use http::{error_response, ErrorStatus, DEFAULT_BODY, MAX_HEADER_BYTES};
 
@@ -182,7 +187,7 @@ impl Session {
     /// (`http`: a `408`).
     pub fn on_header_timeout(&mut self, out: &mut Vec<u8>) {
         if self.is_http() {
-            out.extend_from_slice(&error_response(ErrorStatus::RequestTimeout));
+            http::write_error(ErrorStatus::RequestTimeout, &date::now(), out);
         }
     }
 
@@ -190,7 +195,7 @@ impl Session {
     /// `503`).
     pub fn on_rejected(&mut self, out: &mut Vec<u8>) {
         if self.is_http() {
-            out.extend_from_slice(&error_response(ErrorStatus::Unavailable));
+            http::write_error(ErrorStatus::Unavailable, &date::now(), out);
         }
     }
 

@@ -1,7 +1,7 @@
 //! The upstreams of proxy mode, shared by every worker: which one a new connection goes to
 //! (round-robin or least connections), passive health (an upstream that refuses or does not
-//! answer within the connect timeout is marked down for a while and skipped), and exact
-//! counters per upstream for the metrics endpoint.
+//! answer within the connect timeout is marked down for a while and skipped, unless every
+//! upstream is), and exact counters per upstream for the metrics endpoint.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -87,19 +87,25 @@ impl Upstreams {
 
     /// True unless upstream `i` is marked down now.
     pub fn is_up(&self, i: usize) -> bool {
-        self.list[i].down_until.load(Ordering::Relaxed) <= self.now_ms()
+        self.up_at(i, self.now_ms())
     }
 
     /// The next upstream to try for a connection that already tried those in `tried` (a
-    /// bit per upstream); `None` when every other one is down or tried. `cursor` is the
-    /// worker's round-robin position.
+    /// bit per upstream); `None` when every one is tried, or every untried one is down
+    /// while another is up. `cursor` is the worker's round-robin position.
+    ///
+    /// When every upstream is marked down the marks are set aside and the untried ones are
+    /// tried anyway (as nginx does): a mark only says which upstream to prefer, and refusing
+    /// every client for the whole `--upstream-down-for` would turn a backend restart of a
+    /// fraction of a second into an outage of that length.
     pub fn pick(&self, cursor: &mut usize, tried: u64) -> Option<usize> {
         let n = self.list.len();
         let now = self.now_ms();
+        let all_down = (0..n).all(|i| !self.up_at(i, now));
         let candidates = (0..n)
             .map(|k| (*cursor + k) % n)
             .filter(|&i| tried & (1 << i) == 0)
-            .filter(|&i| self.list[i].down_until.load(Ordering::Relaxed) <= now);
+            .filter(|&i| all_down || self.up_at(i, now));
         let chosen = match self.balance {
             Balance::RoundRobin => candidates.into_iter().next(),
             Balance::LeastConn => {
@@ -108,6 +114,10 @@ impl Upstreams {
         }?;
         *cursor = (chosen + 1) % n;
         Some(chosen)
+    }
+
+    fn up_at(&self, i: usize, now: u64) -> bool {
+        self.list[i].down_until.load(Ordering::Relaxed) <= now
     }
 
     /// A connect to upstream `i` failed: counted, and the upstream skipped for a while.
@@ -194,13 +204,41 @@ mod tests {
     #[test]
     fn down_ends_after_its_time() {
         let u = Upstreams::new(
-            vec!["127.0.0.1:1".parse().unwrap()],
+            vec![
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap(),
+            ],
             Balance::RoundRobin,
             Duration::from_millis(30),
         );
         u.connect_failed(0);
-        assert_eq!(u.pick(&mut 0, 0), None);
+        assert_eq!(u.pick(&mut 0, 0), Some(1));
+        assert_eq!(u.pick(&mut 0, 0b10), None, "0 down while 1 is up");
         std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(u.pick(&mut 0, 0), Some(0));
+    }
+
+    #[test]
+    fn every_upstream_down_tries_them_anyway() {
+        for balance in [Balance::RoundRobin, Balance::LeastConn] {
+            let u = three(balance);
+            for i in 0..3 {
+                u.connect_failed(i);
+            }
+            assert!((0..3).all(|i| !u.is_up(i)));
+            let mut cur = 0;
+            assert_eq!(u.pick(&mut cur, 0), Some(0), "{balance:?}");
+            assert_eq!(u.pick(&mut cur, 0b001), Some(1), "{balance:?}");
+            assert_eq!(u.pick(&mut cur, 0b011), Some(2), "{balance:?}");
+            assert_eq!(u.pick(&mut cur, 0b111), None, "{balance:?}: all tried");
+        }
+        // One down of one: the only upstream is still tried.
+        let u = Upstreams::new(
+            vec!["127.0.0.1:1".parse().unwrap()],
+            Balance::RoundRobin,
+            Duration::from_secs(60),
+        );
+        u.connect_failed(0);
         assert_eq!(u.pick(&mut 0, 0), Some(0));
     }
 }

@@ -9,8 +9,36 @@ use ringd::{Config, EngineKind, ProtocolKind, ServerHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// The default `200` response to `GET`.
-pub const OK: &[u8] = b"HTTP/1.1 200 OK\r\nServer: ringd\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
+/// The `Date` line of every expected response here (RFC 9110's example): [`undate`] puts it
+/// in place of the real one.
+pub const DATE: &str = "Date: Sun, 06 Nov 1994 08:49:37 GMT\r\n";
+
+/// The default `200` response to `GET`, dated [`DATE`].
+pub const OK: &[u8] = b"HTTP/1.1 200 OK\r\nServer: ringd\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nHello, World!";
+
+/// `got` with each `Date` header line that holds an IMF-fixdate of the last few minutes
+/// replaced by [`DATE`], so that responses compare whole. Any other `Date` line is left as it
+/// is, for the comparison to show.
+pub fn undate(got: &[u8]) -> Vec<u8> {
+    let mut out = got.to_vec();
+    let mut from = 0;
+    while let Some(i) = out[from..].windows(8).position(|w| w == b"\r\nDate: ") {
+        let at = from + i + 2;
+        let end = at + DATE.len();
+        from = at;
+        let Some(line) = out.get(at..end) else { break };
+        let recent = line.ends_with(b"\r\n")
+            && std::str::from_utf8(&line[6..DATE.len() - 2])
+                .ok()
+                .and_then(|v| httpdate::parse_http_date(v).ok())
+                .and_then(|t| std::time::SystemTime::now().duration_since(t).ok())
+                .is_some_and(|age| age < Duration::from_secs(300));
+        if recent {
+            out[at..end].copy_from_slice(DATE.as_bytes());
+        }
+    }
+    out
+}
 
 /// Starts an in-process server with `threads` workers, unpinned.
 pub fn server(engine: EngineKind, protocol: ProtocolKind, threads: usize) -> ServerHandle {

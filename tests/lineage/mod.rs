@@ -335,6 +335,17 @@ impl Drop for Lineage {
     }
 }
 
+/// One `GET` with `Connection: close`: the whole response.
+pub fn get(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 /// The word after `marker` in `line`.
 pub fn after<'l>(line: &'l str, marker: &str) -> &'l str {
     line.split(marker)
