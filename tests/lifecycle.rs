@@ -177,7 +177,11 @@ fn a_start_that_fails_halfway_is_one_line_from_the_binary() {
         .stderr(Stdio::piped())
         .output()
         .unwrap();
-    assert_eq!(bad.status.code(), Some(2), "a bad value, like a bad argument");
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "a bad value, like a bad argument"
+    );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("RINGD_TEST_FAULT=explode"));
 }
 
