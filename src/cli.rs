@@ -9,15 +9,15 @@ use clap::Parser;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{allowed_cpus, Config, TestFault};
+use crate::config::{allowed_cpus, Config, Service, TestFault};
 use crate::engine::EngineKind;
 use crate::listener::ListenOptions;
 use crate::protocol::{ProtocolKind, ProtocolSpec, DEFAULT_BODY, DEFAULT_GREETING};
 use crate::proxy::{upstream::MAX_UPSTREAMS, Balance, ProxyConfig, SendProxy};
 
-/// What the server does with a connection: speak a protocol, or proxy it.
+/// `--protocol`: speak a protocol, or proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Service {
+pub enum ServiceArg {
     /// Send back every byte received, in order.
     Echo,
     /// Read one message, reply the greeting, close: the origin server.
@@ -63,8 +63,8 @@ pub struct Args {
     pub listen: Option<SocketAddr>,
 
     /// Protocol to speak; `proxy` forwards each connection to an upstream (--upstream).
-    #[arg(long, value_enum, default_value_t = Service::Echo)]
-    pub protocol: Service,
+    #[arg(long, value_enum, default_value_t = ServiceArg::Echo)]
+    pub protocol: ServiceArg,
 
     /// proxy: upstream servers, HOST:PORT[,HOST:PORT…] (each name resolved once, at start).
     #[arg(long, value_delimiter = ',')]
@@ -205,13 +205,21 @@ impl Args {
         let cpus = allowed_cpus();
         let threads = self.threads.unwrap_or(cpus.len());
         let pin = !self.no_pin;
-        let (kind, proxy) = match self.protocol {
-            Service::Echo => (ProtocolKind::Echo, None),
-            Service::Hello => (ProtocolKind::Hello, None),
-            Service::Http => (ProtocolKind::Http, None),
-            Service::Proxy => (ProtocolKind::Echo, Some(self.proxy_config()?)),
+        let protocol = |kind| {
+            Service::Protocol(ProtocolSpec::new(
+                kind,
+                self.greeting.as_bytes(),
+                self.http_body.as_bytes(),
+            ))
         };
-        if proxy.is_none() && !self.upstream.is_empty() {
+        let service = match self.protocol {
+            ServiceArg::Echo => protocol(ProtocolKind::Echo),
+            ServiceArg::Hello => protocol(ProtocolKind::Hello),
+            ServiceArg::Http => protocol(ProtocolKind::Http),
+            ServiceArg::Proxy => Service::Proxy(self.proxy_config()?),
+        };
+        let proxy = matches!(service, Service::Proxy(_));
+        if !proxy && !self.upstream.is_empty() {
             return Err("--upstream is for --protocol proxy".into());
         }
         if self.upgrade_timeout.is_zero() {
@@ -221,16 +229,14 @@ impl Args {
         // The uring proxy receives into a shared pool, so larger buffers cost no memory per
         // idle pair and take a quarter of the operations on bulk transfers; the tokio pumps
         // hold one buffer per direction per pair, and keep 4 KiB.
-        let large = proxy.is_some()
-            && self.engine == EngineKind::Uring
-            && self.max_pending_output >= 16 * 1024;
+        let large =
+            proxy && self.engine == EngineKind::Uring && self.max_pending_output >= 16 * 1024;
         let buffer_size = self
             .buffer_size
             .unwrap_or(if large { 16 * 1024 } else { 4 * 1024 });
         let config = Config {
             listen: self.listen.unwrap_or(DEFAULT_LISTEN),
-            protocol: ProtocolSpec::new(kind, self.greeting.as_bytes(), self.http_body.as_bytes()),
-            proxy,
+            service,
             engine: self.engine,
             threads,
             cpus: if pin { cpus } else { Vec::new() },
@@ -402,8 +408,7 @@ mod tests {
     fn defaults() {
         let c = Args::parse_from(["ringd"]).into_config().unwrap();
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(c.protocol.kind, ProtocolKind::Echo);
-        assert!(c.proxy.is_none());
+        assert!(matches!(&c.service, Service::Protocol(s) if s.kind == ProtocolKind::Echo));
         assert_eq!(c.buffer_size, 4096);
         let p = Args::parse_from(["ringd", "--protocol", "proxy", "--upstream", "127.0.0.1:1"])
             .into_config()
@@ -514,7 +519,7 @@ mod tests {
             "127.0.0.1:1,localhost:2",
         ])
         .unwrap();
-        let p = c.proxy.expect("proxy mode");
+        let p = c.service.proxy().expect("proxy mode");
         assert_eq!(p.upstreams.list().len(), 2);
         assert_eq!(p.upstreams.get(1).addr.port(), 2);
     }

@@ -81,15 +81,54 @@ impl Default for UringTuning {
 /// `net.core.wmem_max` / `rmem_max`).
 const MAX_SOCKET_BUFFER: usize = 1 << 30;
 
+/// What the server does with each connection it accepts.
+#[derive(Debug, Clone)]
+pub enum Service {
+    /// Speak a protocol to it.
+    Protocol(ProtocolSpec),
+    /// Forward it to an upstream (L4 proxy).
+    Proxy(ProxyConfig),
+}
+
+impl Service {
+    /// The name on the command line and in logs and metrics: the protocol's, or `proxy`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Service::Protocol(spec) => spec.kind.name(),
+            Service::Proxy(_) => "proxy",
+        }
+    }
+
+    /// The proxy configuration, in proxy mode.
+    pub fn proxy(&self) -> Option<&ProxyConfig> {
+        match self {
+            Service::Proxy(p) => Some(p),
+            Service::Protocol(_) => None,
+        }
+    }
+
+    /// How a connection over `--max-connections` is turned away: with the protocol's words
+    /// (`http`: a `503`); a proxied client is closed without a word, as echo does.
+    pub fn rejection(&self) -> ProtocolSpec {
+        match self {
+            Service::Protocol(spec) => spec.clone(),
+            Service::Proxy(_) => ProtocolSpec::with_defaults(ProtocolKind::Echo),
+        }
+    }
+
+    /// True for `--protocol http`.
+    pub fn is_http(&self) -> bool {
+        matches!(self, Service::Protocol(s) if s.kind == ProtocolKind::Http)
+    }
+}
+
 /// A validated server configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Address every worker listens on (port 0: worker 0 picks one).
     pub listen: SocketAddr,
-    /// The protocol and its responses.
-    pub protocol: ProtocolSpec,
-    /// Proxy mode: connections are forwarded to upstreams instead (`protocol` is unused).
-    pub proxy: Option<ProxyConfig>,
+    /// What is done with each connection: a protocol and its responses, or the proxy.
+    pub service: Service,
     /// How bytes move.
     pub engine: EngineKind,
     /// Number of workers.
@@ -182,8 +221,7 @@ impl Config {
     pub fn new(listen: SocketAddr, protocol: ProtocolKind, engine: EngineKind) -> Self {
         Config {
             listen,
-            protocol: ProtocolSpec::with_defaults(protocol),
-            proxy: None,
+            service: Service::Protocol(ProtocolSpec::with_defaults(protocol)),
             engine,
             threads: 1,
             cpus: Vec::new(),

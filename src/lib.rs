@@ -26,8 +26,8 @@ pub mod socket;
 pub mod upgrade;
 mod worker;
 
-pub use config::Config;
 pub use config::EngineKind;
+pub use config::{Config, Service};
 pub use error::Error;
 pub use protocol::ProtocolKind;
 pub use server::{start, start_with, DrainTrigger, ServerHandle, ShutdownReport};

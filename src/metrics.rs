@@ -228,10 +228,7 @@ pub fn render(stats: &[Arc<WorkerStats>], config: &Config) -> String {
         "ringd_build_info{{version=\"{}\",engine=\"{}\",protocol=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION"),
         config.engine,
-        match config.proxy {
-            Some(_) => "proxy",
-            None => config.protocol.kind.name(),
-        }
+        config.service.name()
     );
     let _ = writeln!(
         out,
@@ -333,7 +330,7 @@ pub fn render(stats: &[Arc<WorkerStats>], config: &Config) -> String {
             );
         }
     }
-    if let Some(proxy) = &config.proxy {
+    if let Some(proxy) = config.service.proxy() {
         render_upstreams(&mut out, &proxy.upstreams);
     }
     out

@@ -27,7 +27,6 @@ use crate::error::Error;
 use crate::listener::bind_workers;
 use crate::metrics::MetricsServer;
 use crate::probe;
-use crate::protocol::ProtocolKind;
 use crate::shutdown::{Bell, Lifecycle, Watch};
 use crate::worker::{self, Done};
 
@@ -339,11 +338,8 @@ pub fn start_with(
 /// that is `None` is left out).
 fn log_start(config: &Config, local_addr: SocketAddr, inherited: bool, reach: &str) {
     use tracing::field::{debug, display};
-    let proxy = config.proxy.as_ref();
-    let protocol = match proxy {
-        Some(_) => "proxy",
-        None => config.protocol.kind.name(),
-    };
+    let proxy = config.service.proxy();
+    let protocol = config.service.name();
     let upstreams = proxy.map(|p| {
         let addrs: Vec<String> = p
             .upstreams
@@ -353,7 +349,9 @@ fn log_start(config: &Config, local_addr: SocketAddr, inherited: bool, reach: &s
             .collect();
         display(addrs.join(","))
     });
-    let header_timeout = (proxy.is_none() && config.protocol.kind == ProtocolKind::Http)
+    let header_timeout = config
+        .service
+        .is_http()
         .then(|| debug(config.header_timeout));
     info!(
         addr = %local_addr,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use ringd::protocol::ProtocolSpec;
-use ringd::{EngineKind, ProtocolKind};
+use ringd::{EngineKind, ProtocolKind, Service};
 use socket2::{Domain, Socket, Type};
 
 /// Sizes of the last response: a byte, less than a segment, just over the send buffer's
@@ -29,7 +29,7 @@ fn small_buffer_server(
     setup: impl FnOnce(&mut ringd::Config),
 ) -> ringd::ServerHandle {
     server_with(engine, protocol, 1, |c| {
-        c.protocol = ProtocolSpec::new(protocol, payload, payload);
+        c.service = Service::Protocol(ProtocolSpec::new(protocol, payload, payload));
         c.listen_options.send_buffer = Some(4096);
         c.max_pending_output = c.max_pending_output.max(c.buffer_size);
         setup(c);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::*;
 use rand::{Rng, SeedableRng};
 use ringd::proxy::{Balance, ProxyConfig, SendProxy};
-use ringd::{Config, EngineKind, ProtocolKind, ServerHandle};
+use ringd::{Config, EngineKind, ProtocolKind, ServerHandle, Service};
 
 /// A proxy to `upstreams` (one worker), configured further by `setup`.
 fn proxy(
@@ -24,7 +24,7 @@ fn proxy(
     let mut opts = ProxyOptions::default();
     server_with(engine, ProtocolKind::Echo, 1, |c| {
         setup(c, &mut opts);
-        c.proxy = Some(ProxyConfig::new(
+        c.service = Service::Proxy(ProxyConfig::new(
             upstreams.to_vec(),
             opts.balance,
             opts.connect_timeout,

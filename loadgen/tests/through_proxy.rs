@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 
 use ringd::proxy::{Balance, ProxyConfig};
-use ringd::{Config, EngineKind, ProtocolKind, ServerHandle};
+use ringd::{Config, EngineKind, ProtocolKind, ServerHandle, Service};
 
 fn backend(protocol: ProtocolKind) -> ServerHandle {
     ringd::start(Config::new(
@@ -18,7 +18,7 @@ fn backend(protocol: ProtocolKind) -> ServerHandle {
 
 fn proxy(engine: EngineKind, upstream: SocketAddr) -> ServerHandle {
     let mut c = Config::new("127.0.0.1:0".parse().unwrap(), ProtocolKind::Echo, engine);
-    c.proxy = Some(ProxyConfig::new(
+    c.service = Service::Proxy(ProxyConfig::new(
         vec![upstream],
         Balance::RoundRobin,
         std::time::Duration::from_secs(2),

@@ -22,12 +22,12 @@ use tracing::{debug, Instrument};
 
 use super::WorkerEnv;
 use crate::accept::{AcceptBackoff, Limit};
+use crate::config::Service;
 use crate::connection::registry::Registered;
 use crate::connection::{
     Alarm, Clock, CloseReason, Connection, Input, Limits, Phase, Registry, WorkerStats,
 };
 use crate::protocol::ProtocolSpec;
-use crate::proxy::ProxyConfig;
 use crate::shutdown::{self, Lifecycle};
 
 /// A connected socket, with owned buffers handed back by each operation (what completion
@@ -86,10 +86,10 @@ pub(super) trait Listener {
 /// What every connection task of a worker reads.
 #[derive(Debug)]
 pub(super) struct Shared {
-    /// The protocol.
-    spec: ProtocolSpec,
-    /// Proxy mode.
-    pub(super) proxy: Option<ProxyConfig>,
+    /// What is done with each connection.
+    pub(super) service: Service,
+    /// How a connection over `--max-connections` is turned away.
+    rejection: ProtocolSpec,
     /// This worker's round-robin position over the upstreams.
     pub(super) cursor: Cell<usize>,
     /// The worker's coarse clock.
@@ -118,8 +118,8 @@ pub(super) async fn serve<L: Listener>(listener: L, env: WorkerEnv) -> io::Resul
         ..
     } = env;
     let shared = Rc::new(Shared {
-        spec: config.protocol.clone(),
-        proxy: config.proxy.clone(),
+        service: config.service.clone(),
+        rejection: config.service.rejection(),
         // Workers start their round-robin at different upstreams.
         cursor: Cell::new(id),
         clock: Clock::default(),
@@ -212,26 +212,30 @@ fn admit<L: Listener>(shared: &Rc<Shared>, stream: L::Stream, peer: SocketAddr) 
     let now = shared.clock.now();
     let conn = if shared.limit.try_admit() {
         WorkerStats::inc(&shared.stats.accepted);
-        if shared.proxy.is_some() {
-            let registered = shared.registry.insert();
-            let shared = shared.clone();
-            tokio::task::spawn_local(
-                async move {
-                    let end = Ending::new(&shared, true);
-                    let reason =
-                        super::tokio_proxy::relay::<L>(&stream, peer, &registered, &shared).await;
-                    drop(registered);
-                    drop(stream);
-                    end.done(reason);
-                }
-                .instrument(tracing::debug_span!("proxy", %peer)),
-            );
-            return;
-        }
-        Connection::new(&shared.spec, now)
+        let spec = match &shared.service {
+            Service::Protocol(spec) => spec,
+            Service::Proxy(_) => {
+                let registered = shared.registry.insert();
+                let shared = shared.clone();
+                tokio::task::spawn_local(
+                    async move {
+                        let end = Ending::new(&shared, true);
+                        let reason =
+                            super::tokio_proxy::relay::<L>(&stream, peer, &registered, &shared)
+                                .await;
+                        drop(registered);
+                        drop(stream);
+                        end.done(reason);
+                    }
+                    .instrument(tracing::debug_span!("proxy", %peer)),
+                );
+                return;
+            }
+        };
+        Connection::new(spec, now)
     } else {
         WorkerStats::inc(&shared.stats.rejected);
-        Connection::rejected(&shared.spec, now)
+        Connection::rejected(&shared.rejection, now)
     };
     let admitted = conn.close_reason() != CloseReason::Rejected;
     let registered = shared.registry.insert();

@@ -24,7 +24,7 @@ pub(super) async fn relay<L: Listener>(
     registered: &Registered,
     shared: &Shared,
 ) -> CloseReason {
-    let Some(proxy) = shared.proxy.as_ref() else {
+    let Some(proxy) = shared.service.proxy() else {
         return CloseReason::Error;
     };
     let (clock, limits) = (&shared.clock, &shared.limits);

@@ -13,6 +13,7 @@ use super::conn::UConn;
 use super::op::{Op, Token};
 use super::sock::Pool;
 use super::{AcceptState, Worker};
+use crate::config::Service;
 use crate::shutdown::Lifecycle;
 
 /// How long the teardown waits for cancelled operations to complete before it gives up and
@@ -47,14 +48,14 @@ impl Worker {
         let limits = self.limits;
         let due = |d: Option<u64>| d.is_some_and(|d| d <= now);
         self.due.clear();
-        match self.proxy {
-            None => self.due.extend(
+        match self.service {
+            Service::Protocol(_) => self.due.extend(
                 self.conns
                     .iter()
                     .filter(|(_, s)| due(s.uc.conn.poll_timeout(&limits)))
                     .map(|(k, _)| k),
             ),
-            Some(_) => self.due.extend(
+            Service::Proxy(_) => self.due.extend(
                 self.pairs
                     .iter()
                     .filter(|(_, s)| due(s.up.relay.poll_timeout(&limits)))
@@ -63,9 +64,9 @@ impl Worker {
         }
         for i in 0..self.due.len() {
             let t = Token::new(self.due[i], self.gens[self.due[i]]);
-            match self.proxy {
-                None => self.with_conn(t, UConn::on_time),
-                Some(_) => self.with_pair(t, |p, env, _| p.on_time(env)),
+            match self.service {
+                Service::Protocol(_) => self.with_conn(t, UConn::on_time),
+                Service::Proxy(_) => self.with_pair(t, |p, env, _| p.on_time(env)),
             }
         }
     }

@@ -50,10 +50,10 @@ use tracing::{info, warn};
 
 use super::{EngineKind, WorkerCtx, WorkerEnv};
 use crate::accept::AcceptBackoff;
+use crate::config::Service;
 use crate::connection::{Clock, Connection, Limits, WorkerStats};
 use crate::error::Error;
-use crate::protocol::ProtocolSpec;
-use crate::proxy::{ProxyConfig, Side};
+use crate::proxy::Side;
 use crate::shutdown::Lifecycle;
 use bufring::BufRing;
 use conn::{Env, UConn};
@@ -141,24 +141,23 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
     };
     let mut w = Worker {
         limits: Limits::new(&env.config),
-        spec: env.config.protocol.clone(),
         clock: Clock::default(),
         next_sweep: 0,
         ring,
         bufs: ManuallyDrop::new(bufs),
         // Address space for many connections up front: pages are touched (and count in RSS)
         // only as connections arrive, and the table never reallocates and copies under load.
-        conns: Slab::with_capacity(match env.config.proxy {
-            None => reserved,
-            Some(_) => 0,
+        conns: Slab::with_capacity(match env.config.service {
+            Service::Protocol(_) => reserved,
+            Service::Proxy(_) => 0,
         }),
         gens: Vec::new(),
         starved: VecDeque::new(),
-        pairs: Slab::with_capacity(match env.config.proxy {
-            Some(_) => reserved,
-            None => 0,
+        pairs: Slab::with_capacity(match env.config.service {
+            Service::Proxy(_) => reserved,
+            Service::Protocol(_) => 0,
         }),
-        proxy: env.config.proxy.clone(),
+        service: env.config.service.clone(),
         cursor: env.id,
         to_close: Vec::new(),
         submits: Vec::new(),
@@ -178,7 +177,10 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
     };
     // A cut connection on a table slot is reset with IORING_OP_URING_CMD's setsockopt
     // (Linux 6.7); older kernels keep ordinary descriptors, which are reset directly.
-    if w.proxy.is_none() && w.env.config.direct_descriptors && probe::kernel_version() >= (6, 7) {
+    if w.service.proxy().is_none()
+        && w.env.config.direct_descriptors
+        && probe::kernel_version() >= (6, 7)
+    {
         w.register_table(reserved);
     }
     // Ready only once set up in full: from here on the worker opens nothing but connections.
@@ -203,8 +205,8 @@ struct Worker {
     starved: VecDeque<Token>,
     /// Proxied connections by slot (proxy mode uses these instead of `conns`).
     pairs: Slab<PairSlot>,
-    /// Proxy mode.
-    proxy: Option<ProxyConfig>,
+    /// What is done with each connection: a protocol (`conns`) or the proxy (`pairs`).
+    service: Service,
     /// This worker's round-robin position over the upstreams.
     cursor: usize,
     /// Sockets to close once this turn's other submissions are in: a close costs the kernel
@@ -230,8 +232,6 @@ struct Worker {
     accept_retry: types::Timespec,
     /// Timeouts and the output bound.
     limits: Limits,
-    /// The protocol.
-    spec: ProtocolSpec,
     /// Coarse clock, advanced once per loop turn.
     clock: Clock,
     /// Next look at deadlines, on `clock`.
@@ -304,9 +304,9 @@ impl Worker {
             }
             self.feed_starved();
             for (key, side, reset) in std::mem::take(&mut self.to_close) {
-                let sock = match self.proxy {
-                    None => self.conns.get_mut(key).and_then(|s| s.fd.take()),
-                    Some(_) => self
+                let sock = match self.service {
+                    Service::Protocol(_) => self.conns.get_mut(key).and_then(|s| s.fd.take()),
+                    Service::Proxy(_) => self
                         .pairs
                         .get_mut(key)
                         .and_then(|s| s.fds[side.index()].take())
@@ -426,7 +426,7 @@ impl Worker {
                 }
             }
             Op::Recv(t) | Op::Send(t) | Op::Fin(t) | Op::Cancel(t) | Op::Connect(t)
-                if self.proxy.is_some() =>
+                if self.service.proxy().is_some() =>
             {
                 self.pair_completion(op, t, res, flags)
             }
@@ -438,7 +438,7 @@ impl Worker {
             Op::Fin(t) => self.with_conn(t, |uc, env| uc.on_fin(res, env)),
             Op::Cancel(t) => self.with_conn(t, |uc, env| uc.on_cancel(env)),
             Op::Connect(t) => warn!(?t, "a connect completed for a connection that has none"),
-            Op::Close(t) if self.proxy.is_some() => self.pair_closed(t),
+            Op::Close(t) if self.service.proxy().is_some() => self.pair_closed(t),
             Op::Close(t) => {
                 let key = t.slot as usize;
                 if self.conns.contains(key) && self.gens[key] == t.gen {
@@ -515,16 +515,19 @@ impl Worker {
     /// A connection that raced the drain is served too, draining from the start.
     fn admit(&mut self, sock: SockFd) {
         let now = self.clock.now();
-        let fd = match (sock, &self.proxy) {
-            (SockFd::Os(fd), Some(_)) => return self.admit_pair(fd),
-            (sock, _) => sock,
+        let (fd, spec) = match (sock, &self.service) {
+            (SockFd::Os(fd), Service::Proxy(_)) => return self.admit_pair(fd),
+            (SockFd::Fixed(_), Service::Proxy(_)) => {
+                unreachable!("proxy mode never registers the descriptor table (see `run`)")
+            }
+            (sock, Service::Protocol(spec)) => (sock, spec),
         };
         let conn = if self.env.limit.try_admit() {
             WorkerStats::inc(&self.env.stats.accepted);
-            Connection::new(&self.spec, now)
+            Connection::new(spec, now)
         } else {
             WorkerStats::inc(&self.env.stats.rejected);
-            Connection::rejected(&self.spec, now)
+            Connection::rejected(spec, now)
         };
         let key = self.conns.insert(Slot {
             fd: Some(fd),
@@ -557,11 +560,11 @@ impl Worker {
             };
             let key = t.slot as usize;
             let current = self.gens.get(key) == Some(&t.gen);
-            match self.proxy {
-                Some(_) if current && self.pairs.contains(key) => {
+            match self.service {
+                Service::Proxy(_) if current && self.pairs.contains(key) => {
                     self.with_pair(t, |p, env, _| p.on_buffers(env))
                 }
-                None if current && self.conns.contains(key) => {
+                Service::Protocol(_) if current && self.conns.contains(key) => {
                     self.with_conn(t, |uc, env| uc.on_buffers(env))
                 }
                 _ => {}

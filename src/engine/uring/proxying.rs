@@ -14,6 +14,7 @@ use super::op::{Op, Token};
 use super::pair::{UPair, Upstream};
 use super::sock::Submit;
 use super::{BufRing, Worker};
+use crate::config::Service;
 use crate::connection::{CloseReason, WorkerStats};
 use crate::proxy::{header, Relay, Side};
 
@@ -43,7 +44,9 @@ pub(super) struct PairSlot {
 impl Worker {
     /// Starts proxying a connection just accepted (over `--max-connections`: closed at once).
     pub(super) fn admit_pair(&mut self, fd: OwnedFd) {
-        let Some(proxy) = &self.proxy else { return };
+        let Service::Proxy(proxy) = &self.service else {
+            return;
+        };
         let now = self.clock.now();
         let connect_ms = proxy.connect_timeout.as_millis() as u64;
         let mut relay = Relay::new(now, now + connect_ms);
@@ -102,7 +105,7 @@ impl Worker {
         }
         if self.pairs[key].up.on_close() {
             let mut slot = self.pairs.remove(key);
-            if let Some(proxy) = &self.proxy {
+            if let Service::Proxy(proxy) = &self.service {
                 slot.up.release(&proxy.upstreams);
             }
             self.finished(slot.up.relay.close_reason());
@@ -120,7 +123,9 @@ impl Worker {
             warn!(?t, "completion for a connection that is gone");
             return;
         }
-        let Some(proxy) = &self.proxy else { return };
+        let Service::Proxy(proxy) = &self.service else {
+            return;
+        };
         let slot = &mut self.pairs[key];
         let was_starved = slot.up.socks.iter().any(|s| s.starved);
         f(&mut slot.up, &mut env!(self), &mut upstream!(self, proxy));
