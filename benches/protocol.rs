@@ -58,11 +58,12 @@ fn http(c: &mut Criterion) {
 
 /// The default limits.
 fn limits() -> Limits {
-    Limits::new(&ringd::Config::new(
+    ringd::Config::new(
         "127.0.0.1:0".parse().expect("address"),
         ProtocolKind::Http,
         ringd::EngineKind::Uring,
-    ))
+    )
+    .limits()
 }
 
 fn echo_and_hello(c: &mut Criterion) {

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ringd::cli::Args;
+use ringd::config::cli::Args;
 use ringd::Error;
 use tracing_subscriber::EnvFilter;
 
@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     ringd::metrics::process_start_time();
     let args = Args::parse();
     let rust_log = std::env::var_os("RUST_LOG");
-    match ringd::cli::log_filter(&args.log_level, rust_log.as_deref()) {
+    match ringd::config::cli::log_filter(&args.log_level, rust_log.as_deref()) {
         Ok(filter) => init_logging(filter),
         Err(e) => {
             eprintln!("ringd: error: {e}");

@@ -63,7 +63,7 @@ fn a_panicking_worker(engine: &str) {
     let lines = l.log.lines();
     let last = lines.last().unwrap();
     assert!(
-        last.starts_with("ringd: error: worker 1 panicked at src/worker.rs:")
+        last.starts_with("ringd: error: worker 1 panicked at src/process/worker.rs:")
             && last.ends_with(": injected by RINGD_TEST_FAULT"),
         "{lines:#?}"
     );
@@ -152,7 +152,7 @@ fn a_start_that_fails_halfway(engine: EngineKind) {
         "{err}"
     );
     // Workers 0 and 1 had started: they were drained and joined, and released the port.
-    let again = ringd::listener::bind_workers(addr, 1, &Default::default());
+    let again = ringd::process::listener::bind_workers(addr, 1, &Default::default());
     assert!(again.is_ok(), "{engine}: the port is still held: {again:?}");
 }
 

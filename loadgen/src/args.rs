@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use ringd::cli::{parse_bytes, parse_duration};
+use ringd::config::units::{parse_bytes, parse_duration};
 use ringd::protocol::{ProtocolKind, DEFAULT_GREETING};
 
 /// How requests are issued.

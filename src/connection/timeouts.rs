@@ -5,8 +5,6 @@
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
-
 /// Milliseconds on a worker's [`Clock`]; 0 never occurs as a time, so it can mean "none".
 pub type Millis = u64;
 
@@ -68,21 +66,22 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The limits of `config`.
-    pub fn new(config: &Config) -> Self {
+    /// The limits from `--idle-timeout`, `--header-timeout`, `--shutdown-timeout` and
+    /// `--max-pending-output`.
+    pub fn new(idle: Duration, header: Duration, shutdown: Duration, max_pending: usize) -> Self {
         let ms = |d: Duration| d.as_millis().min(u128::from(u32::MAX)) as Millis;
-        let idle_ms = ms(config.idle_timeout);
+        let idle_ms = ms(idle);
         let linger = ms(LINGER);
         Limits {
             idle_ms,
-            header_ms: ms(config.header_timeout),
+            header_ms: ms(header),
             linger_ms: if idle_ms > 0 {
                 linger.min(idle_ms)
             } else {
                 linger
             },
-            drain_grace_ms: ms(DRAIN_GRACE).min(ms(config.shutdown_timeout) / 2),
-            max_pending: config.max_pending_output,
+            drain_grace_ms: ms(DRAIN_GRACE).min(ms(shutdown) / 2),
+            max_pending,
         }
     }
 
@@ -120,27 +119,17 @@ impl Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EngineKind, ProtocolKind};
 
     #[test]
-    fn limits_follow_the_config() {
-        let mut c = Config::new(
-            "127.0.0.1:0".parse().unwrap(),
-            ProtocolKind::Http,
-            EngineKind::Epoll,
-        );
-        c.idle_timeout = Duration::from_millis(500);
-        c.header_timeout = Duration::ZERO;
-        c.shutdown_timeout = Duration::from_millis(600);
-        let l = Limits::new(&c);
+    fn limits_follow_the_options() {
+        let ms = Duration::from_millis;
+        let l = Limits::new(ms(500), Duration::ZERO, ms(600), 1024);
         assert_eq!(l.idle_ms, 500);
         assert_eq!(l.header_ms, 0);
         assert_eq!(l.linger_ms, 500);
         assert_eq!(l.drain_grace_ms, 300);
         assert_eq!(l.tick(), Duration::from_millis(75));
-        c.idle_timeout = Duration::ZERO;
-        c.shutdown_timeout = Duration::from_secs(5);
-        let l = Limits::new(&c);
+        let l = Limits::new(Duration::ZERO, Duration::ZERO, Duration::from_secs(5), 1024);
         assert_eq!(l.linger_ms, 2000);
         assert_eq!(l.drain_grace_ms, 1000);
         assert_eq!(l.tick(), Duration::from_millis(100));

@@ -20,8 +20,8 @@ use tokio::io::Interest;
 
 use super::tokio_common::{self, Listener, Stream};
 use super::{report_ready, EngineKind, WorkerCtx};
+use crate::engine::control::Lifecycle;
 use crate::error::Error;
-use crate::shutdown::Lifecycle;
 
 /// Runs one worker on a tokio current-thread runtime.
 pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result<()> {
@@ -159,13 +159,13 @@ impl Stream for EpollStream {
     }
 
     fn shutdown_write(&self) -> io::Result<()> {
-        crate::socket::shutdown_write(self.0.get_ref())
+        crate::engine::socket::shutdown_write(self.0.get_ref())
     }
 
     fn end_pending(&self) {
         // Readiness futures hold nothing in the kernel, but a pump waiting to read from this
         // socket must see its end.
-        crate::socket::shutdown_both(self.0.get_ref());
+        crate::engine::socket::shutdown_both(self.0.get_ref());
     }
 
     fn raw_fd(&self) -> std::os::fd::RawFd {

@@ -3,7 +3,11 @@
 //! [`crate::connection::Connection`], wake it when its deadline passes, and drain on
 //! shutdown. What the bytes and the time mean is the connection's business, not theirs.
 
+pub mod admission;
+pub mod availability;
+pub mod control;
 pub mod epoll;
+pub mod socket;
 mod tokio_common;
 mod tokio_proxy;
 pub mod tokio_uring;
@@ -13,10 +17,10 @@ use std::io;
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use crate::accept::Limit;
 use crate::config::Config;
 pub use crate::config::EngineKind;
 use crate::connection::WorkerStats;
+use crate::engine::admission::Limit;
 use crate::error::Error;
 
 /// What a worker's event loop is given.
@@ -29,7 +33,7 @@ pub struct WorkerCtx {
     /// The server configuration.
     pub config: Arc<Config>,
     /// Says when to stop accepting, and whether the listeners must be left to a successor.
-    pub drain: crate::shutdown::Watch,
+    pub drain: crate::engine::control::Watch,
     /// This worker's counters.
     pub stats: Arc<WorkerStats>,
     /// The process-wide connection limit.
@@ -47,7 +51,7 @@ pub(crate) struct WorkerEnv {
     /// The server configuration.
     pub config: Arc<Config>,
     /// Says when to stop accepting, and whether the listeners must be left to a successor.
-    pub drain: crate::shutdown::Watch,
+    pub drain: crate::engine::control::Watch,
     /// This worker's counters.
     pub stats: Arc<WorkerStats>,
     /// The process-wide connection limit.
@@ -104,7 +108,7 @@ fn report_ready<T>(
         }
         Err(source) => {
             let err = if engine.uses_io_uring() {
-                crate::probe::explain(source)
+                crate::engine::availability::explain(source)
             } else {
                 Error::Runtime {
                     worker: id,

@@ -21,14 +21,14 @@ use std::task::Poll;
 use tracing::{debug, Instrument};
 
 use super::WorkerEnv;
-use crate::accept::{AcceptBackoff, Limit};
 use crate::config::Service;
 use crate::connection::registry::Registered;
 use crate::connection::{
     Alarm, Clock, CloseReason, Connection, Input, Limits, Phase, Registry, WorkerStats,
 };
+use crate::engine::admission::{AcceptBackoff, Limit};
+use crate::engine::control::{self, Lifecycle};
 use crate::protocol::ProtocolSpec;
-use crate::shutdown::{self, Lifecycle};
 
 /// A connected socket, with owned buffers handed back by each operation (what completion
 /// based I/O needs, and what readiness based I/O can do as well).
@@ -123,7 +123,7 @@ pub(super) async fn serve<L: Listener>(listener: L, env: WorkerEnv) -> io::Resul
         // Workers start their round-robin at different upstreams.
         cursor: Cell::new(id),
         clock: Clock::default(),
-        limits: Limits::new(&config),
+        limits: config.limits(),
         buffer_size: config.buffer_size,
         registry: Rc::default(),
         stats,
@@ -153,14 +153,14 @@ pub(super) async fn serve<L: Listener>(listener: L, env: WorkerEnv) -> io::Resul
 async fn accept_until_stopped<L: Listener>(
     listener: &L,
     shared: &Rc<Shared>,
-    drain: &mut shutdown::Watch,
+    drain: &mut control::Watch,
 ) {
     let mut backoff = AcceptBackoff::default();
     let mut accept = pin!(listener.accept());
     loop {
         let accepted = tokio::select! {
             biased;
-            how = shutdown::stopping(drain) => {
+            how = control::stopping(drain) => {
                 // Poll the accept once, so that it is in flight (or done) before the stop.
                 let polled = std::future::poll_fn(|cx| Poll::Ready(accept.as_mut().poll(cx)));
                 let raced = match polled.await {

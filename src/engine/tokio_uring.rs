@@ -23,8 +23,8 @@ use tracing::warn;
 
 use super::tokio_common::{self, Listener, Stream};
 use super::{report_ready, EngineKind, WorkerCtx};
+use crate::engine::control::Lifecycle;
 use crate::error::Error;
-use crate::shutdown::Lifecycle;
 
 /// Submission queue entries per worker ring.
 const SQ_ENTRIES: u32 = 1024;
@@ -35,8 +35,8 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
     // connections; COOP_TASKRUN avoids interrupting the worker for task work it will run at
     // its next wait anyway (the ring is only used from this thread).
     let (built, ring) = {
-        let _setup = crate::probe::ring_setup_lock();
-        let before = crate::probe::io_uring_fds();
+        let _setup = crate::engine::availability::ring_setup_lock();
+        let before = crate::engine::availability::io_uring_fds();
         let built = tokio_uring::Runtime::new(
             tokio_uring::builder().entries(SQ_ENTRIES).uring_builder(
                 tokio_uring::uring_builder()
@@ -44,7 +44,7 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
                     .setup_coop_taskrun(),
             ),
         );
-        let mine: Vec<RawFd> = crate::probe::io_uring_fds()
+        let mine: Vec<RawFd> = crate::engine::availability::io_uring_fds()
             .difference(&before)
             .copied()
             .collect();
@@ -117,7 +117,7 @@ impl Listener for UringListener {
 fn socket_shutdown(fd: RawFd) {
     // SAFETY: the caller's socket object keeps `fd` open for the duration of the call.
     let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    crate::socket::shutdown_both(&fd);
+    crate::engine::socket::shutdown_both(&fd);
 }
 
 /// `struct io_uring_sync_cancel_reg` (linux/io_uring.h).

@@ -14,7 +14,7 @@ use super::op::{Op, Token};
 use super::sock::Pool;
 use super::{AcceptState, Worker};
 use crate::config::Service;
-use crate::shutdown::Lifecycle;
+use crate::engine::control::Lifecycle;
 
 /// How long the teardown waits for cancelled operations to complete before it gives up and
 /// leaks the buffers rather than free memory the kernel may still write.
@@ -28,7 +28,7 @@ impl Worker {
         if !how.keeps_listeners() {
             // Fails the multishot accept and stops the kernel queueing connections here, also
             // while accepting pauses after an error (a retry timeout then arms nothing).
-            crate::socket::shutdown_both(&self.listener);
+            crate::engine::socket::shutdown_both(&self.listener);
         } else if self.accept == AcceptState::Armed {
             // A successor accepts on the same socket: cancel our accept (a connection it
             // already took is still served), leave the socket and its queue be.

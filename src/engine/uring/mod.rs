@@ -49,12 +49,12 @@ use slab::Slab;
 use tracing::{info, warn};
 
 use super::{EngineKind, WorkerCtx, WorkerEnv};
-use crate::accept::AcceptBackoff;
 use crate::config::Service;
 use crate::connection::{Clock, Connection, Limits, WorkerStats};
+use crate::engine::admission::AcceptBackoff;
+use crate::engine::control::Lifecycle;
 use crate::error::Error;
 use crate::proxy::Side;
-use crate::shutdown::Lifecycle;
 use bufring::BufRing;
 use conn::{Env, UConn};
 use fixed::{SockFd, Table};
@@ -124,7 +124,7 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
     if ctx.id == 0 {
         let p = ring.params();
         info!(
-            kernel = %crate::probe::kernel_release(),
+            kernel = %crate::engine::availability::kernel_release(),
             "io_uring: SQ {} / CQ {} entries, SINGLE_ISSUER {}, DEFER_TASKRUN, multishot accept and recv (capped at the output bound: {}), {} provided buffers of {} bytes per worker",
             p.sq_entries(),
             p.cq_entries(),
@@ -140,7 +140,7 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
         n => n.min(RESERVED_CONNS),
     };
     let mut w = Worker {
-        limits: Limits::new(&env.config),
+        limits: env.config.limits(),
         clock: Clock::default(),
         next_sweep: 0,
         ring,
@@ -324,7 +324,7 @@ impl Worker {
                 self.maybe_back_to_direct();
             }
             if self.stopping.is_none() {
-                let state = crate::shutdown::current(&self.env.drain);
+                let state = crate::engine::control::current(&self.env.drain);
                 if state.is_stopping() {
                     self.begin_drain(state);
                 }

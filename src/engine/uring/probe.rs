@@ -5,14 +5,14 @@
 
 use io_uring::{opcode, IoUring, Probe};
 
+use crate::engine::availability::{explain, kernel_release};
 use crate::error::Error;
-use crate::probe::{explain, kernel_release};
 
 /// Builds a ring with the engine's setup flags. COOP_TASKRUN is an optimisation, dropped if
 /// the kernel refuses it together with DEFER_TASKRUN. With `sqpoll` (an idle time in ms), a
 /// kernel thread polls the submission queue instead (DEFER_TASKRUN cannot go with it).
 pub fn build_ring(sq: u32, cq: u32, sqpoll: Option<u32>) -> Result<IoUring, Error> {
-    let _setup = crate::probe::ring_setup_lock();
+    let _setup = crate::engine::availability::ring_setup_lock();
     let build = |coop: bool| {
         let mut b = IoUring::builder();
         b.setup_single_issuer().setup_cqsize(cq);

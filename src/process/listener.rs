@@ -7,31 +7,10 @@ use std::net::{SocketAddr, TcpListener};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::config::ListenOptions;
 use crate::error::Error;
 
-/// How listening sockets are set up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ListenOptions {
-    /// Accept queue length per socket (capped by `net.core.somaxconn`).
-    pub backlog: u32,
-    /// SO_SNDBUF for every connection (set on the listener, inherited); `None`: the kernel's
-    /// default with autotuning.
-    pub send_buffer: Option<usize>,
-    /// SO_RCVBUF likewise; set before `listen` so that the window scale offered in the
-    /// handshake fits it.
-    pub recv_buffer: Option<usize>,
-}
-
-impl Default for ListenOptions {
-    fn default() -> Self {
-        ListenOptions {
-            backlog: 4096,
-            send_buffer: None,
-            recv_buffer: None,
-        }
-    }
-}
-
+/// How the sockets are set up is the configuration's; applying it is the listener's.
 impl ListenOptions {
     /// Applies the options that accepted connections inherit: TCP_NODELAY (which saves every
     /// engine a setsockopt per connection) and the buffer sizes.

@@ -1,6 +1,6 @@
 //! Inherited listening sockets: before the listener step of the data path binds anything, a
 //! ringd started by a service manager (systemd socket activation, `sd_listen_fds(3)`) or by
-//! the ringd it replaces (a live upgrade, see [`crate::upgrade`]) finds its listening sockets
+//! the ringd it replaces (a live upgrade, see [`crate::process::upgrade`]) finds its listening sockets
 //! already open at descriptors 3, 4, … and serves those instead.
 //!
 //! The protocol is systemd's: `LISTEN_PID` names the process the sockets are meant for (a
@@ -16,8 +16,8 @@ use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::config::ListenOptions;
 use crate::error::Error;
-use crate::listener::ListenOptions;
 
 /// First inherited descriptor (after stdin, stdout, stderr).
 pub const FIRST_FD: RawFd = 3;

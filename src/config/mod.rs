@@ -1,10 +1,13 @@
 //! The checked server configuration: what every layer of the data path reads, built from the
-//! command line (`crate::cli`) or directly by tests and benches.
+//! command line (`crate::config::cli`) or directly by tests and benches.
+
+pub mod cli;
+pub mod units;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::listener::ListenOptions;
+use crate::connection::Limits;
 use crate::protocol::{ProtocolKind, ProtocolSpec};
 use crate::proxy::ProxyConfig;
 
@@ -73,6 +76,29 @@ impl Default for UringTuning {
             wait_batch: 1,
             min_wait_us: 50,
             sqpoll: false,
+        }
+    }
+}
+
+/// How listening sockets are set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenOptions {
+    /// Accept queue length per socket (capped by `net.core.somaxconn`).
+    pub backlog: u32,
+    /// SO_SNDBUF for every connection (set on the listener, inherited); `None`: the kernel's
+    /// default with autotuning.
+    pub send_buffer: Option<usize>,
+    /// SO_RCVBUF likewise; set before `listen` so that the window scale offered in the
+    /// handshake fits it.
+    pub recv_buffer: Option<usize>,
+}
+
+impl Default for ListenOptions {
+    fn default() -> Self {
+        ListenOptions {
+            backlog: 4096,
+            send_buffer: None,
+            recv_buffer: None,
         }
     }
 }
@@ -201,7 +227,7 @@ impl TestFault {
         match kind {
             "panic-worker" => Ok(TestFault::Panic {
                 worker,
-                after: crate::cli::parse_duration(after).map_err(|_| bad())?,
+                after: units::parse_duration(after).map_err(|_| bad())?,
             }),
             "fail-worker" if after == "0" => Ok(TestFault::FailStart { worker }),
             _ => Err(bad()),
@@ -238,6 +264,16 @@ impl Config {
             metrics: None,
             test_fault: None,
         }
+    }
+
+    /// The timeouts and the output bound every connection lives by.
+    pub fn limits(&self) -> Limits {
+        Limits::new(
+            self.idle_timeout,
+            self.header_timeout,
+            self.shutdown_timeout,
+            self.max_pending_output,
+        )
     }
 
     /// Checks the values that the type does not.

@@ -9,9 +9,9 @@ use clap::Parser;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{allowed_cpus, Config, Service, TestFault};
-use crate::engine::EngineKind;
-use crate::listener::ListenOptions;
+use super::units::{parse_bytes, parse_duration};
+use super::{allowed_cpus, Config, EngineKind, Service, TestFault};
+use crate::config::ListenOptions;
 use crate::protocol::{ProtocolKind, ProtocolSpec, DEFAULT_BODY, DEFAULT_GREETING};
 use crate::proxy::{upstream::MAX_UPSTREAMS, Balance, ProxyConfig, SendProxy};
 
@@ -57,7 +57,7 @@ served instead of --listen. Logs go to stderr; RUST_LOG, a filter such as ringd=
 )]
 pub struct Args {
     /// Address to listen on, HOST:PORT (every worker binds it with SO_REUSEPORT; port 0
-    /// picks one; [::]:PORT takes IPv4 connections too) [default: 127.0.0.1:8080]. Not with
+    /// picks one; `[::]:PORT` takes IPv4 connections too) [default: 127.0.0.1:8080]. Not with
     /// sockets passed by a service manager.
     #[arg(long, value_name = "HOST:PORT", value_parser = resolve)]
     pub listen: Option<SocketAddr>,
@@ -194,7 +194,7 @@ pub struct Args {
     pub upgrade_timeout: Duration,
 
     /// Log level (off, error, warn, info, debug, trace), or levels by target such as
-    /// warn,ringd::server=info; RUST_LOG takes precedence.
+    /// warn,ringd::process::server=info; RUST_LOG takes precedence.
     #[arg(long, default_value = "info", value_name = "LEVEL", value_parser = parse_log_level)]
     pub log_level: String,
 }
@@ -378,28 +378,6 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::ne
     8080,
 ));
 
-/// Parses a byte size such as `4096`, `4KiB`, `64 KB` or `1MiB`.
-pub fn parse_bytes(s: &str) -> Result<usize, String> {
-    let n = parse_size::parse_size(s).map_err(|e| format!("{e} (try e.g. 4096, 4KiB, 1MiB)"))?;
-    usize::try_from(n).map_err(|_| "size too large".to_string())
-}
-
-/// Longest duration accepted: deadlines are instants and milliseconds in `u64`, which a
-/// duration of centuries would overflow.
-pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
-
-/// Parses a duration such as `10s`, `500ms`, `1m30s` or `0`, up to [`MAX_DURATION`].
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    if s.trim() == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let d = humantime::parse_duration(s).map_err(|e| format!("{e} (try e.g. 10s, 500ms, 1m)"))?;
-    if d > MAX_DURATION {
-        return Err("longer than the longest duration accepted, 365 days".into());
-    }
-    Ok(d)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,19 +412,6 @@ mod tests {
     }
 
     #[test]
-    fn sizes_and_durations() {
-        assert_eq!(parse_bytes("64KiB"), Ok(65536));
-        assert_eq!(parse_bytes("512"), Ok(512));
-        assert!(parse_bytes("lots").is_err());
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
-        assert_eq!(parse_duration("365d"), Ok(MAX_DURATION));
-        assert!(parse_duration("366d").is_err());
-        assert!(parse_duration("soon").is_err());
-    }
-
-    #[test]
     fn names_resolve_to_their_first_ipv4_address() {
         let v6: SocketAddr = "[::1]:80".parse().unwrap();
         let v4: SocketAddr = "127.0.0.1:80".parse().unwrap();
@@ -475,7 +440,7 @@ mod tests {
             "off",
             "trace",
             "DEBUG",
-            "warn,ringd::server=info",
+            "warn,ringd::process::server=info",
             "ringd=debug",
         ] {
             let args = level(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));

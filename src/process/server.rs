@@ -1,5 +1,5 @@
 //! The server: takes its listening sockets (bound here, or inherited from a service manager
-//! or a predecessor, see [`crate::activation`]), starts one pinned worker thread per
+//! or a predecessor, see [`crate::process::activation`]), starts one pinned worker thread per
 //! listener, and drains them on request. `main` and the tests both go through [`start`] or
 //! [`start_with`]; the tests bind `127.0.0.1:0` and read the port from
 //! [`ServerHandle::local_addr`].
@@ -19,16 +19,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::activation::{InheritedSockets, LISTEN_NAME, METRICS_NAME};
 use crate::config::Config;
 use crate::connection::WorkerStats;
+use crate::engine::availability;
+use crate::engine::control::{Bell, Lifecycle, Watch};
 use crate::engine::WorkerCtx;
 use crate::error::Error;
-use crate::listener::bind_workers;
 use crate::metrics::MetricsServer;
-use crate::probe;
-use crate::shutdown::{Bell, Lifecycle, Watch};
-use crate::worker::{self, Done};
+use crate::process::activation::{InheritedSockets, LISTEN_NAME, METRICS_NAME};
+use crate::process::listener::bind_workers;
+use crate::process::worker::{self, Done};
 
 /// A running server.
 #[derive(Debug)]
@@ -188,7 +188,7 @@ pub fn start_with(
 ) -> Result<ServerHandle, Error> {
     config.validate().map_err(Error::Config)?;
     if config.engine.uses_io_uring() {
-        probe::check_io_uring()?;
+        availability::check_io_uring()?;
     }
     if config.engine == crate::engine::EngineKind::Uring {
         crate::engine::uring::check_features(&config.uring)?;
@@ -255,7 +255,7 @@ pub fn start_with(
         stopped: Arc::default(),
     });
     let (done_tx, done) = mpsc::channel();
-    let limit = Arc::new(crate::accept::Limit::new(config.max_connections));
+    let limit = Arc::new(crate::engine::admission::Limit::new(config.max_connections));
     worker::install_panic_hook();
     let mut stats = Vec::with_capacity(listeners.len());
     let mut threads = Vec::with_capacity(listeners.len());

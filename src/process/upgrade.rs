@@ -1,7 +1,7 @@
 //! Live upgrade, the predecessor's side: start the successor — the executable at the path
 //! this ringd was started from, with the same arguments — with every listening socket at
 //! descriptors 3, 4, … (systemd's `LISTEN_FDS` protocol, read back by
-//! [`crate::activation`]) and a pipe to report readiness on, then wait for that report.
+//! [`crate::process::activation`]) and a pipe to report readiness on, then wait for that report.
 //!
 //! The path is the one ringd was started from (`argv[0]`, made absolute at start), not
 //! `/proc/self/exe`: after a rebuild that link names the old, deleted file, while the path
@@ -23,7 +23,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::activation::{self, FIRST_FD};
+use crate::process::activation::{self, FIRST_FD};
 
 /// How ringd was started: what a successor runs.
 #[derive(Debug, Clone)]

@@ -1,6 +1,6 @@
 //! What the server tells its workers about the end of their life: keep serving, drain and
 //! close the listeners (SIGTERM), or drain while leaving the listeners open for a successor
-//! process that now accepts on them (a live upgrade). Published by [`crate::server`] on a
+//! process that now accepts on them (a live upgrade). Published by [`crate::process::server`] on a
 //! watch channel that every worker reads; a closed channel means drain.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

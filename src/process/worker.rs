@@ -1,5 +1,5 @@
 //! A worker thread's life around its engine: pin to its CPU, run the engine's event loop,
-//! and report how it ended to the server (see [`crate::server`]), a panic included. A worker
+//! and report how it ended to the server (see [`crate::process::server`]), a panic included. A worker
 //! that panics is a failure the server sees and answers by draining the others, never a core
 //! that silently stops serving.
 

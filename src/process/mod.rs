@@ -4,13 +4,20 @@
 //! line and calls [`run`]; everything else happens here.
 //!
 //! A live upgrade, from the old process's side: SIGUSR2 starts the successor with every
-//! listening socket ([`crate::upgrade`]); the old process keeps accepting meanwhile, so
+//! listening socket ([`crate::process::upgrade`]); the old process keeps accepting meanwhile, so
 //! nothing is refused while the new one starts. Once the successor reports that all its
 //! workers are up, the old process writes the pid file with its pid, tells systemd the new
 //! main pid, stops accepting without disturbing the sockets (the successor accepts on them)
 //! and drains like on SIGTERM. If the successor exits, is not ready within
 //! `--upgrade-timeout` or cannot use the sockets, it is stopped and reaped, and the old
 //! process serves on as if nothing happened.
+
+pub mod activation;
+pub mod listener;
+pub mod notify;
+pub mod server;
+pub mod upgrade;
+mod worker;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,13 +27,12 @@ use std::time::{Duration, Instant};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR2};
 use tracing::{info, warn};
 
-use crate::activation::{self, InheritedSockets, Predecessor};
-use crate::cli::Args;
+use crate::config::cli::Args;
 use crate::error::Error;
 use crate::metrics;
-use crate::server::{start_with, DrainTrigger};
-use crate::service;
-use crate::upgrade::{self, Executable, Readiness};
+use activation::{InheritedSockets, Predecessor};
+use server::{start_with, DrainTrigger};
+use upgrade::{Executable, Readiness};
 
 /// Where the process is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,13 +119,13 @@ pub fn run(args: &Args) -> Result<(), Error> {
     };
     if !announced {
         if let Some(path) = &shared.pid_file {
-            if let Err(e) = service::write_pid_file(path, me) {
+            if let Err(e) = notify::write_pid_file(path, me) {
                 shared.trigger.fire();
                 let _ = server.wait();
                 return Err(e);
             }
         }
-        service::notify("READY=1");
+        notify::notify("READY=1");
     }
     let signal_side = shared.clone();
     std::thread::Builder::new()
@@ -145,7 +151,7 @@ pub fn run(args: &Args) -> Result<(), Error> {
     }
     if let Some(path) = &shared.pid_file {
         // After a handover the file names the successor, which keeps it.
-        service::remove_pid_file_if(path, me);
+        notify::remove_pid_file_if(path, me);
     }
     result.map(drop)
 }
@@ -223,7 +229,7 @@ fn on_signal(shared: &Arc<Shared>, sig: i32) {
             drop(phase);
             // Drain first: nothing, not even a failing log write, may stand in its way.
             shared.trigger.fire();
-            service::notify("STOPPING=1");
+            notify::notify("STOPPING=1");
             if upgrading {
                 info!("signal {name} received during an upgrade: stopping the new process and draining");
             } else {
@@ -274,11 +280,11 @@ fn upgrade(shared: &Shared) {
     let mut phase = lock(&shared.phase);
     if readiness == Readiness::Ready && *phase == Phase::Upgrading {
         if let Some(path) = &shared.pid_file {
-            if let Err(e) = service::write_pid_file(path, pid) {
+            if let Err(e) = notify::write_pid_file(path, pid) {
                 warn!("{e}");
             }
         }
-        service::notify(&format!("MAINPID={pid}"));
+        notify::notify(&format!("MAINPID={pid}"));
         let n = metrics::count_upgrade();
         *phase = Phase::HandedOver(pid);
         shared.trigger.hand_over();
