@@ -122,7 +122,7 @@ def taskset(cpus):
 def start_ringd(bins, net_cmd, host, engine, args, cpus, name=None):
     """ringd pinned to `cpus` (one worker each) on host:0; returns a Server."""
     proc = spawn(net_cmd([*taskset(cpus), str(bins / "ringd"), "--engine", engine, "--listen", f"{host}:0",
-                          "--threads", str(len(cpus)), "--log-level", "warn,ringd::server=info", *args]),
+                          "--threads", str(len(cpus)), "--log-level", "warn,ringd::process::server=info", *args]),
                  stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     return Server(proc, proc.pid, wait_listening(proc, engine), name or engine)
 

@@ -5,6 +5,7 @@ use std::ffi::OsStr;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use clap::builder::PossibleValue;
 use clap::Parser;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::EnvFilter;
@@ -312,6 +313,47 @@ impl Args {
             self.upstream_down_for,
             self.send_proxy,
         ))
+    }
+}
+
+// The pure layers know nothing of clap: their choices become command-line values here.
+
+impl clap::ValueEnum for ProtocolKind {
+    fn value_variants<'a>() -> &'a [Self] {
+        &ProtocolKind::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(self.name()).help(self.summary()))
+    }
+}
+
+impl clap::ValueEnum for Balance {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Balance::RoundRobin, Balance::LeastConn]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            Balance::RoundRobin => {
+                PossibleValue::new("round-robin").help("Each worker takes the upstreams in turn")
+            }
+            Balance::LeastConn => PossibleValue::new("least-conn")
+                .help("The upstream with the fewest active connections (over all workers)"),
+        })
+    }
+}
+
+impl clap::ValueEnum for SendProxy {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[SendProxy::V1, SendProxy::V2]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            SendProxy::V1 => PossibleValue::new("v1").help("Version 1: one human-readable line"),
+            SendProxy::V2 => PossibleValue::new("v2").help("Version 2: binary"),
+        })
     }
 }
 

@@ -16,12 +16,10 @@
 //!
 //! The close reason is set on the first step out of `Open`; a cut (abort) replaces it.
 
-pub mod registry;
 pub mod stats;
 pub mod timeouts;
 
 use crate::protocol::{ProtocolSpec, Session};
-pub use registry::{Alarm, Entry, Registry};
 pub use stats::{CloseReason, WorkerStats};
 pub use timeouts::{Clock, Limits, Millis};
 
@@ -853,9 +851,14 @@ mod tests {
         assert!(text(&flush(&mut c, 2)).starts_with("HTTP/1.1 503 "));
         assert!(c.wants_fin());
         assert_eq!(c.close_reason(), CloseReason::Rejected);
-        let c = Connection::rejected(&ProtocolSpec::with_defaults(ProtocolKind::Echo), 1);
+        let mut c = Connection::rejected(&ProtocolSpec::with_defaults(ProtocolKind::Echo), 1);
         assert!(c.wants_fin(), "echo has nothing to say");
-        let _ = l;
+        c.on_fin(2, &l);
+        assert_eq!(
+            c.phase(),
+            Phase::Lingering,
+            "then reads until the peer's EOF"
+        );
     }
 
     #[test]

@@ -158,7 +158,20 @@ mod tests {
         w.acknowledge();
         w.acknowledge();
         assert_eq!(stopped.load(Ordering::Relaxed), 1);
+        // The bell is an eventfd: readable once rung, not after it is cleared.
+        let readable = |bell: &Bell| {
+            let mut p = libc::pollfd {
+                fd: bell.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll(2) on one valid pollfd, without waiting.
+            unsafe { libc::poll(&mut p, 1, 0) == 1 }
+        };
+        assert!(!readable(w.bell()));
         w.bell().ring();
+        assert!(readable(w.bell()), "rung");
         w.bell().clear();
+        assert!(!readable(w.bell()), "cleared");
     }
 }

@@ -7,6 +7,7 @@ pub mod admission;
 pub mod availability;
 pub mod control;
 pub mod epoll;
+mod registry;
 pub mod socket;
 mod tokio_common;
 mod tokio_proxy;

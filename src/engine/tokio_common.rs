@@ -20,12 +20,10 @@ use std::task::Poll;
 
 use tracing::{debug, Instrument};
 
+use super::registry::{Alarm, Entry, Registered, Registry};
 use super::WorkerEnv;
 use crate::config::Service;
-use crate::connection::registry::Registered;
-use crate::connection::{
-    Alarm, Clock, CloseReason, Connection, Input, Limits, Phase, Registry, WorkerStats,
-};
+use crate::connection::{Clock, CloseReason, Connection, Input, Limits, Phase, WorkerStats};
 use crate::engine::admission::{AcceptBackoff, Limit};
 use crate::engine::control::{self, Lifecycle};
 use crate::protocol::ProtocolSpec;
@@ -393,7 +391,7 @@ async fn send<S: Stream>(
     mut buf: Vec<u8>,
     range: Range<usize>,
     conn: &mut Connection,
-    entry: &crate::connection::Entry,
+    entry: &Entry,
     shared: &Shared,
 ) -> Option<Vec<u8>> {
     let (clock, limits) = (&shared.clock, &shared.limits);
@@ -431,7 +429,7 @@ async fn send<S: Stream>(
 /// ring of its alarm, so the deadline the ticker watches is always the connection's own: a
 /// drain that begins during a read sets the grace's deadline, which no other call would
 /// publish before the read ends.
-fn wake(conn: &mut Connection, entry: &crate::connection::Entry, clock: &Clock, limits: &Limits) {
+fn wake(conn: &mut Connection, entry: &Entry, clock: &Clock, limits: &Limits) {
     let now = clock.now();
     if entry.drain.get() {
         conn.drain(now);
@@ -443,7 +441,7 @@ fn wake(conn: &mut Connection, entry: &crate::connection::Entry, clock: &Clock, 
 }
 
 /// Publishes the connection's next deadline for the ticker.
-fn publish(conn: &Connection, entry: &crate::connection::Entry, limits: &Limits) {
+fn publish(conn: &Connection, entry: &Entry, limits: &Limits) {
     entry.set_deadline(conn.poll_timeout(limits));
 }
 

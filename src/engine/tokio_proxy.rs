@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 
 use tracing::debug;
 
+use super::registry::{Alarm, Registered};
 use super::tokio_common::{Listener, Shared, Stream};
-use crate::connection::registry::Registered;
 use crate::connection::{CloseReason, WorkerStats};
 use crate::proxy::relay::{Phase, Timeout};
 use crate::proxy::{header, Relay, Side};
@@ -164,7 +164,7 @@ struct Pair<'a> {
     /// The upstream's counters.
     upstream: &'a crate::proxy::UpstreamStats,
     /// Wakes the watcher.
-    alarm: &'a crate::connection::Alarm,
+    alarm: &'a Alarm,
 }
 
 /// Moves bytes from `src` to `dst` until `src`'s EOF (passed on as a FIN) or an error (which
@@ -244,7 +244,7 @@ async fn pump<S: Stream>(src: &S, dst: &S, from: Side, first: Vec<u8>, pair: &Pa
 
 /// An error on either socket ends the relay: both sockets are reset and shut down so that
 /// the other direction's operations end too, and the watcher is woken to stop the pumps.
-fn fail<S: Stream>(relay: &RefCell<Relay>, src: &S, dst: &S, alarm: &crate::connection::Alarm) {
+fn fail<S: Stream>(relay: &RefCell<Relay>, src: &S, dst: &S, alarm: &Alarm) {
     relay.borrow_mut().on_error();
     src.reset();
     dst.reset();

@@ -17,7 +17,7 @@ pub use relay::{Relay, Side};
 pub use upstream::{Upstream, UpstreamStats, Upstreams};
 
 /// How an upstream is chosen for a new connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Balance {
     /// Each worker takes the upstreams in turn.
     #[default]
@@ -27,7 +27,7 @@ pub enum Balance {
 }
 
 /// The PROXY protocol header sent to upstreams first, if any.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendProxy {
     /// Version 1: one human-readable line.
     V1,

@@ -2,7 +2,7 @@
 //! engines, where each connection is a task): every live connection has an [`Entry`] in the
 //! worker's [`Registry`] with the deadline its task published and an [`Alarm`]. The worker's
 //! ticker rings the alarms of connections whose deadline passed, and the drain rings them
-//! all; the task, woken, asks its [`super::Connection`] what the time or the drain means.
+//! all; the task, woken, asks its [`crate::connection::Connection`] what the time or the drain means.
 //! Nothing here writes to a socket.
 
 use std::cell::{Cell, RefCell};
@@ -13,7 +13,7 @@ use std::task::{Context, Poll, Waker};
 
 use slab::Slab;
 
-use super::Millis;
+use crate::connection::Millis;
 
 /// Wakes one task from another on the same thread; cheaper than a `Notify` (no lock, no
 /// waiter list) because it serves exactly one waiter.
