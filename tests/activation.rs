@@ -3,6 +3,8 @@
 //! would; every worker serves it; a stop leaves the socket listening for the service
 //! manager. And the one-line errors for sockets ringd cannot use.
 
+#[macro_use]
+mod matrix;
 mod lineage;
 
 use std::net::{TcpListener, TcpStream};
@@ -224,15 +226,9 @@ fn options_apply_to_the_inherited_socket() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-macro_rules! every_engine {
-    ($($engine:ident => $name:literal),*) => {$(
-        mod $engine {
-            #[test]
-            fn an_inherited_socket_is_served_by_every_worker() {
-                super::served_by_every_worker($name);
-            }
-        }
-    )*};
+every_engine! {
+    #[test]
+    fn an_inherited_socket_is_served_by_every_worker() {
+        served_by_every_worker(ENGINE.name());
+    }
 }
-
-every_engine!(uring => "uring", tokio_uring => "tokio-uring", epoll => "epoll");

@@ -5,6 +5,8 @@
 //! outlasting the idle timeout is not cut (bytes flow), and a header timeout that fires while
 //! a response is blocked on a slow reader queues its `408` behind that response.
 
+#[macro_use]
+mod matrix;
 mod common;
 
 use std::io::{Read, Write};
@@ -407,66 +409,54 @@ fn uring_linked_fin_under_sqpoll_follows_the_last_byte() {
     shutdown_clean(server);
 }
 
-macro_rules! close_path_tests {
-    ($($name:ident => $engine:expr),* $(,)?) => {$(
-        mod $name {
-            use super::*;
+every_engine! {
+    #[test]
+    fn http_responses_arrive_whole_before_eof() {
+        http_closes(ENGINE);
+    }
 
-            #[test]
-            fn http_responses_arrive_whole_before_eof() {
-                http_closes($engine);
-            }
+    #[test]
+    fn http_half_close_gets_every_pipelined_response() {
+        http_half_close_after_pipelining(ENGINE);
+    }
 
-            #[test]
-            fn http_half_close_gets_every_pipelined_response() {
-                http_half_close_after_pipelining($engine);
-            }
+    #[test]
+    fn hello_greeting_arrives_whole_before_eof() {
+        hello_closes(ENGINE);
+    }
 
-            #[test]
-            fn hello_greeting_arrives_whole_before_eof() {
-                hello_closes($engine);
-            }
+    #[test]
+    fn http_late_byte_while_reading_is_paused() {
+        http_late_byte_while_paused(ENGINE);
+    }
 
-            #[test]
-            fn http_late_byte_while_reading_is_paused() {
-                http_late_byte_while_paused($engine);
-            }
+    #[test]
+    fn hello_late_input_does_not_cut_the_greeting() {
+        hello_late_input(ENGINE);
+    }
 
-            #[test]
-            fn hello_late_input_does_not_cut_the_greeting() {
-                hello_late_input($engine);
-            }
+    #[test]
+    fn echo_arrives_whole_after_half_close() {
+        echo_half_close(ENGINE);
+    }
 
-            #[test]
-            fn echo_arrives_whole_after_half_close() {
-                echo_half_close($engine);
-            }
+    #[test]
+    fn slow_download_outlasts_the_idle_timeout() {
+        slow_download_is_not_idle(ENGINE);
+    }
 
-            #[test]
-            fn slow_download_outlasts_the_idle_timeout() {
-                slow_download_is_not_idle($engine);
-            }
+    #[test]
+    fn no_header_timeout_while_the_server_is_not_reading() {
+        no_header_timeout_while_not_reading(ENGINE);
+    }
 
-            #[test]
-            fn no_header_timeout_while_the_server_is_not_reading() {
-                no_header_timeout_while_not_reading($engine);
-            }
+    #[test]
+    fn a_cut_reply_ends_in_a_reset() {
+        cut_reply_resets(ENGINE);
+    }
 
-            #[test]
-            fn a_cut_reply_ends_in_a_reset() {
-                cut_reply_resets($engine);
-            }
-
-            #[test]
-            fn header_timeout_never_interleaves() {
-                header_timeout_behind_a_blocked_response($engine);
-            }
-        }
-    )*};
-}
-
-close_path_tests! {
-    uring => EngineKind::Uring,
-    tokio_uring => EngineKind::TokioUring,
-    epoll => EngineKind::Epoll,
+    #[test]
+    fn header_timeout_never_interleaves() {
+        header_timeout_behind_a_blocked_response(ENGINE);
+    }
 }

@@ -1,5 +1,7 @@
 //! Every engine × every protocol against the real server on 127.0.0.1:0, real sockets.
 
+#[macro_use]
+mod matrix;
 mod common;
 
 use std::time::Duration;
@@ -293,62 +295,52 @@ fn flood_does_not_starve_neighbours(engine: EngineKind) {
     shutdown_clean(server);
 }
 
-macro_rules! engine_tests {
-    ($module:ident, $engine:expr) => {
-        mod $module {
-            use super::*;
+every_engine! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn echo_random_payloads_100_connections() {
+        echo_random_payloads(ENGINE).await;
+    }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn echo_random_payloads_100_connections() {
-                echo_random_payloads($engine).await;
-            }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn echo_flushes_on_half_close() {
+        echo_half_close_flushes(ENGINE).await;
+    }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn echo_flushes_on_half_close() {
-                echo_half_close_flushes($engine).await;
-            }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hello_returns_greeting_then_eof() {
+        hello_greets_and_closes(ENGINE).await;
+    }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn hello_returns_greeting_then_eof() {
-                hello_greets_and_closes($engine).await;
-            }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn http_keepalive_pipelining_head_10_400_431() {
+        http_behaviour(ENGINE).await;
+    }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn http_keepalive_pipelining_head_10_400_431() {
-                http_behaviour($engine).await;
-            }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reset_mid_request_echo() {
+        reset_mid_request_is_isolated(ENGINE, ProtocolKind::Echo).await;
+    }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn reset_mid_request_echo() {
-                reset_mid_request_is_isolated($engine, ProtocolKind::Echo).await;
-            }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reset_mid_request_http() {
+        reset_mid_request_is_isolated(ENGINE, ProtocolKind::Http).await;
+    }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn reset_mid_request_http() {
-                reset_mid_request_is_isolated($engine, ProtocolKind::Http).await;
-            }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shutdown_under_load_cuts_nothing() {
+        shutdown_under_load(ENGINE).await;
+    }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn shutdown_under_load_cuts_nothing() {
-                shutdown_under_load($engine).await;
-            }
+    #[test]
+    fn flood_does_not_starve_neighbours() {
+        super::flood_does_not_starve_neighbours(ENGINE);
+    }
 
-            #[test]
-            fn flood_does_not_starve_neighbours() {
-                super::flood_does_not_starve_neighbours($engine);
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn two_workers_both_accept() {
-                both_workers_accept($engine).await;
-            }
-        }
-    };
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_workers_both_accept() {
+        both_workers_accept(ENGINE).await;
+    }
 }
-
-engine_tests!(uring, EngineKind::Uring);
-engine_tests!(tokio_uring, EngineKind::TokioUring);
-engine_tests!(epoll, EngineKind::Epoll);
 
 /// The `uring` loop's other ways of waiting and of holding sockets serve the same: ordinary
 /// descriptors, completions waited for in batches, a submission-polling kernel thread.

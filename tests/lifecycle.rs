@@ -5,6 +5,8 @@
 //! grace, not at the shutdown timeout.
 //! Faults are injected with `RINGD_TEST_FAULT` (the binary) or `Config::test_fault`.
 
+#[macro_use]
+mod matrix;
 mod lineage;
 
 use std::io::{Read, Write};
@@ -185,31 +187,21 @@ fn a_start_that_fails_halfway_is_one_line_from_the_binary() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("RINGD_TEST_FAULT=explode"));
 }
 
-macro_rules! every_engine {
-    ($($engine:ident => $name:literal, $kind:expr);*) => {$(
-        mod $engine {
-            #[test]
-            fn a_panicking_worker_drains_the_others_and_exits_non_zero() {
-                super::a_panicking_worker($name);
-            }
-            #[test]
-            fn sigterm_closes_idle_keep_alive_after_the_grace() {
-                super::idle_keep_alive_closes_after_the_grace($name, libc::SIGTERM);
-            }
-            #[test]
-            fn sigusr2_closes_idle_keep_alive_after_the_grace() {
-                super::idle_keep_alive_closes_after_the_grace($name, libc::SIGUSR2);
-            }
-            #[test]
-            fn a_start_that_fails_halfway_releases_the_port() {
-                super::a_start_that_fails_halfway($kind);
-            }
-        }
-    )*};
+every_engine! {
+    #[test]
+    fn a_panicking_worker_drains_the_others_and_exits_non_zero() {
+        a_panicking_worker(ENGINE.name());
+    }
+    #[test]
+    fn sigterm_closes_idle_keep_alive_after_the_grace() {
+        idle_keep_alive_closes_after_the_grace(ENGINE.name(), libc::SIGTERM);
+    }
+    #[test]
+    fn sigusr2_closes_idle_keep_alive_after_the_grace() {
+        idle_keep_alive_closes_after_the_grace(ENGINE.name(), libc::SIGUSR2);
+    }
+    #[test]
+    fn a_start_that_fails_halfway_releases_the_port() {
+        a_start_that_fails_halfway(ENGINE);
+    }
 }
-
-every_engine!(
-    uring => "uring", ringd::EngineKind::Uring;
-    tokio_uring => "tokio-uring", ringd::EngineKind::TokioUring;
-    epoll => "epoll", ringd::EngineKind::Epoll
-);

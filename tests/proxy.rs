@@ -4,6 +4,8 @@
 //! wrote them), per-upstream metrics, and thousands of concurrent pairs whose descriptors
 //! all come back.
 
+#[macro_use]
+mod matrix;
 mod common;
 
 use std::io::{Read, Write};
@@ -577,86 +579,74 @@ fn scrape(addr: SocketAddr) -> String {
     out
 }
 
-macro_rules! proxy_tests {
-    ($($name:ident => $engine:expr, $cli:literal),* $(,)?) => {$(
-        mod $name {
-            use super::*;
+every_engine! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn integrity_256_mib_both_ways() {
+        integrity(ENGINE).await;
+    }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn integrity_256_mib_both_ways() {
-                integrity($engine).await;
-            }
+    #[test]
+    fn half_close_passes_both_ways() {
+        half_close_both_ways(ENGINE);
+    }
 
-            #[test]
-            fn half_close_passes_both_ways() {
-                half_close_both_ways($engine);
-            }
+    #[test]
+    fn refused_upstream_fails_over() {
+        failover(ENGINE);
+    }
 
-            #[test]
-            fn refused_upstream_fails_over() {
-                failover($engine);
-            }
+    #[test]
+    fn silent_upstream_times_out_and_fails_over() {
+        connect_timeout(ENGINE);
+    }
 
-            #[test]
-            fn silent_upstream_times_out_and_fails_over() {
-                connect_timeout($engine);
-            }
+    #[test]
+    fn no_upstream_closes_the_client_at_once() {
+        no_upstream(ENGINE);
+    }
 
-            #[test]
-            fn no_upstream_closes_the_client_at_once() {
-                no_upstream($engine);
-            }
+    #[test]
+    fn an_upstream_back_is_tried_although_marked_down() {
+        upstream_back_after_marked_down(ENGINE);
+    }
 
-            #[test]
-            fn an_upstream_back_is_tried_although_marked_down() {
-                upstream_back_after_marked_down($engine);
-            }
+    #[test]
+    fn resets_end_both_sides() {
+        resets(ENGINE);
+    }
 
-            #[test]
-            fn resets_end_both_sides() {
-                resets($engine);
-            }
+    #[test]
+    fn proxy_protocol_headers_v1_v2() {
+        proxy_headers(ENGINE);
+    }
 
-            #[test]
-            fn proxy_protocol_headers_v1_v2() {
-                proxy_headers($engine);
-            }
+    #[test]
+    fn backpressure_bounds_memory_then_idle_pairs_close() {
+        backpressure_and_idle(ENGINE.name());
+    }
 
-            #[test]
-            fn backpressure_bounds_memory_then_idle_pairs_close() {
-                backpressure_and_idle($cli);
-            }
+    #[test]
+    fn a_descriptor_shortage_does_not_mark_the_upstream_down() {
+        descriptor_shortage_spares_the_upstream(ENGINE.name());
+    }
 
-            #[test]
-            fn a_descriptor_shortage_does_not_mark_the_upstream_down() {
-                descriptor_shortage_spares_the_upstream($cli);
-            }
+    #[test]
+    fn a_half_close_while_connecting_is_passed_on() {
+        half_close_while_connecting(ENGINE);
+    }
 
-            #[test]
-            fn a_half_close_while_connecting_is_passed_on() {
-                half_close_while_connecting($engine);
-            }
+    #[test]
+    fn never_reading_clients_stay_within_the_output_bound() {
+        never_reading_clients_stay_within_the_bound(ENGINE.name());
+    }
 
-            #[test]
-            fn never_reading_clients_stay_within_the_output_bound() {
-                never_reading_clients_stay_within_the_bound($cli);
-            }
+    #[test]
+    fn pipelined_requests_and_a_half_close_all_answered() {
+        pipelined_half_close_through(ENGINE);
+    }
 
-            #[test]
-            fn pipelined_requests_and_a_half_close_all_answered() {
-                pipelined_half_close_through($engine);
-            }
-
-            #[test]
-            fn three_thousand_pairs_then_every_descriptor_back() {
-                many_pairs($cli);
-            }
-        }
-    )*};
-}
-
-proxy_tests! {
-    uring => EngineKind::Uring, "uring",
-    tokio_uring => EngineKind::TokioUring, "tokio-uring",
-    epoll => EngineKind::Epoll, "epoll",
+    #[test]
+    fn three_thousand_pairs_then_every_descriptor_back() {
+        many_pairs(ENGINE.name());
+    }
 }

@@ -2,6 +2,8 @@
 //! connection limit, descriptor exhaustion, slowloris, chaos, and drain under load. Real
 //! ringd (in-process, or the binary where the process itself must be observed), real sockets.
 
+#[macro_use]
+mod matrix;
 mod common;
 
 use std::io::{Read, Write};
@@ -429,77 +431,67 @@ fn never_reading_peers_stay_within_the_bound(engine: EngineKind) {
     assert_eq!(p.stop(), 0);
 }
 
-macro_rules! reliability_tests {
-    ($module:ident, $engine:expr) => {
-        mod $module {
-            use super::*;
+every_engine! {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn integrity_256_mib_random_echo() {
+        integrity(ENGINE).await;
+    }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn integrity_256_mib_random_echo() {
-                integrity($engine).await;
-            }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn max_connections_rejects_exactly_the_excess() {
+        connection_limit(ENGINE).await;
+    }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn max_connections_rejects_exactly_the_excess() {
-                connection_limit($engine).await;
-            }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slowloris_gets_408_and_normal_clients_are_served() {
+        slowloris(ENGINE).await;
+    }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn slowloris_gets_408_and_normal_clients_are_served() {
-                slowloris($engine).await;
-            }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_http_connection_closes_at_the_header_timeout() {
+        silent_http_connection_closes_at_the_header_timeout(ENGINE).await;
+    }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn a_silent_http_connection_closes_at_the_header_timeout() {
-                silent_http_connection_closes_at_the_header_timeout($engine).await;
-            }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_connections_time_out() {
+        idle_timeout(ENGINE).await;
+    }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn idle_connections_time_out() {
-                idle_timeout($engine).await;
-            }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn peers_that_never_read_cannot_starve_others() {
+        readers_that_never_read_cannot_starve_others(ENGINE).await;
+    }
 
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn peers_that_never_read_cannot_starve_others() {
-                readers_that_never_read_cannot_starve_others($engine).await;
-            }
+    #[test]
+    fn fd_exhaustion_backs_off_and_recovers() {
+        emfile(ENGINE);
+    }
 
-            #[test]
-            fn fd_exhaustion_backs_off_and_recovers() {
-                emfile($engine);
-            }
+    #[test]
+    fn chaos_leaves_no_descriptor_behind() {
+        chaos(ENGINE);
+    }
 
-            #[test]
-            fn chaos_leaves_no_descriptor_behind() {
-                chaos($engine);
-            }
+    #[test]
+    fn rejected_clients_that_reset_do_not_break_the_limit() {
+        limit_survives_rejected_resets(ENGINE);
+    }
 
-            #[test]
-            fn rejected_clients_that_reset_do_not_break_the_limit() {
-                limit_survives_rejected_resets($engine);
-            }
+    #[test]
+    fn never_reading_peers_stay_within_the_output_bound() {
+        never_reading_peers_stay_within_the_bound(ENGINE);
+    }
 
-            #[test]
-            fn never_reading_peers_stay_within_the_output_bound() {
-                never_reading_peers_stay_within_the_bound($engine);
-            }
+    #[test]
+    fn pipelined_output_stays_bounded() {
+        pipelined_output_is_bounded(ENGINE);
+    }
 
-            #[test]
-            fn pipelined_output_stays_bounded() {
-                pipelined_output_is_bounded($engine);
-            }
-
-            #[test]
-            fn sigterm_under_http_load_completes_every_response() {
-                drain_under_load($engine);
-            }
-        }
-    };
+    #[test]
+    fn sigterm_under_http_load_completes_every_response() {
+        drain_under_load(ENGINE);
+    }
 }
-
-reliability_tests!(uring, EngineKind::Uring);
-reliability_tests!(tokio_uring, EngineKind::TokioUring);
-reliability_tests!(epoll, EngineKind::Epoll);
 
 // ---- tests on the binary, where the process itself is observed ----
 

@@ -3,6 +3,8 @@
 //! each old process exits 0; the pid file names the live process; a successor that fails
 //! leaves the old process serving; descriptors do not pile up across upgrades.
 
+#[macro_use]
+mod matrix;
 mod lineage;
 
 use std::collections::BTreeMap;
@@ -411,60 +413,22 @@ fn service_manager_notifications() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-mod uring {
+every_engine! {
     #[test]
     fn three_upgrades_under_load_lose_nothing() {
-        super::upgrades_under_load("uring");
+        upgrades_under_load(ENGINE.name());
     }
     #[test]
     fn a_failing_successor_leaves_the_old_process_serving() {
-        super::failed_upgrades("uring");
+        failed_upgrades(ENGINE.name());
     }
     #[test]
     fn no_descriptor_leak_across_upgrades() {
-        super::no_descriptor_leak("uring");
+        no_descriptor_leak(ENGINE.name());
     }
     #[test]
     fn requests_that_follow_their_connect_late_are_answered() {
-        super::upgrades_with_late_requests("uring");
-    }
-}
-
-mod tokio_uring {
-    #[test]
-    fn three_upgrades_under_load_lose_nothing() {
-        super::upgrades_under_load("tokio-uring");
-    }
-    #[test]
-    fn a_failing_successor_leaves_the_old_process_serving() {
-        super::failed_upgrades("tokio-uring");
-    }
-    #[test]
-    fn no_descriptor_leak_across_upgrades() {
-        super::no_descriptor_leak("tokio-uring");
-    }
-    #[test]
-    fn requests_that_follow_their_connect_late_are_answered() {
-        super::upgrades_with_late_requests("tokio-uring");
-    }
-}
-
-mod epoll {
-    #[test]
-    fn three_upgrades_under_load_lose_nothing() {
-        super::upgrades_under_load("epoll");
-    }
-    #[test]
-    fn a_failing_successor_leaves_the_old_process_serving() {
-        super::failed_upgrades("epoll");
-    }
-    #[test]
-    fn no_descriptor_leak_across_upgrades() {
-        super::no_descriptor_leak("epoll");
-    }
-    #[test]
-    fn requests_that_follow_their_connect_late_are_answered() {
-        super::upgrades_with_late_requests("epoll");
+        upgrades_with_late_requests(ENGINE.name());
     }
 }
 
