@@ -15,7 +15,7 @@
 
 /// What a connection's events need from the worker `$w`, borrowed field by field (so that a
 /// connection in the worker's table can be borrowed beside it).
-macro_rules! env {
+macro_rules! conn_env {
     ($w:ident) => {
         Env {
             now: $w.clock.now(),
@@ -466,7 +466,7 @@ impl Worker {
         }
         let slot = &mut self.conns[key];
         let was_starved = slot.uc.sock.starved;
-        let mut env = env!(self);
+        let mut env = conn_env!(self);
         f(&mut slot.uc, &mut env);
         if slot.uc.sock.starved && !was_starved {
             self.starved.push_back(Token::new(key, self.gens[key]));

@@ -128,7 +128,11 @@ impl Worker {
         };
         let slot = &mut self.pairs[key];
         let was_starved = slot.up.socks.iter().any(|s| s.starved);
-        f(&mut slot.up, &mut env!(self), &mut upstream!(self, proxy));
+        f(
+            &mut slot.up,
+            &mut conn_env!(self),
+            &mut upstream!(self, proxy),
+        );
         // A connect that cannot even start (no descriptor, no memory) fails this client
         // alone: a local shortage says nothing of the upstream's health.
         let mut i = 0;
@@ -151,7 +155,7 @@ impl Worker {
                 Err(e) => {
                     self.submits.remove(i);
                     slot.up.upstream_socket = slot.fds[Side::Upstream.index()].is_some();
-                    slot.up.on_local_failure(&e, &mut env!(self));
+                    slot.up.on_local_failure(&e, &mut conn_env!(self));
                 }
             }
         }

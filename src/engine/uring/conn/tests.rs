@@ -355,7 +355,7 @@ fn run(seed: u64, kind: ProtocolKind, input: Vec<u8>) -> (Vec<u8>, bool, usize, 
     let mut subs = Vec::new();
     let drain_at = sim.rng.gen_bool(0.2).then(|| sim.rng.gen_range(0..200));
     let mut sent_at_fin = None;
-    macro_rules! env {
+    macro_rules! conn_env {
         () => {
             Env {
                 now: sim.now,
@@ -366,46 +366,46 @@ fn run(seed: u64, kind: ProtocolKind, input: Vec<u8>) -> (Vec<u8>, bool, usize, 
             }
         };
     }
-    uc.step(&mut env!());
+    uc.step(&mut conn_env!());
     sim.take(&mut subs);
     for turn in 0..100_000 {
         if sim.closed {
             break;
         }
         if Some(turn) == drain_at {
-            uc.on_drain(&mut env!());
+            uc.on_drain(&mut conn_env!());
             sim.take(&mut subs);
         }
         if sim.rng.gen_bool(0.05) {
             sim.now += sim.rng.gen_range(1..200);
-            uc.on_time(&mut env!());
+            uc.on_time(&mut conn_env!());
             sim.take(&mut subs);
         }
         if uc.sock.starved && sim.pool.available() > 0 {
-            uc.on_buffers(&mut env!());
+            uc.on_buffers(&mut conn_env!());
             sim.take(&mut subs);
         }
         let Some(cqe) = sim.event() else {
             // Nothing in flight: only time can move the connection on.
             sim.now += 500;
-            uc.on_time(&mut env!());
+            uc.on_time(&mut conn_env!());
             sim.take(&mut subs);
             continue;
         };
         match cqe {
             Cqe::Recv { res, more, bid } if res == -libc::EAGAIN => {
                 let _ = (more, bid);
-                uc.on_time(&mut env!());
+                uc.on_time(&mut conn_env!());
             }
-            Cqe::Recv { res, more, bid } => uc.on_recv(res, more, bid, &mut env!()),
-            Cqe::Send(res) => uc.on_send(res, &mut env!()),
+            Cqe::Recv { res, more, bid } => uc.on_recv(res, more, bid, &mut conn_env!()),
+            Cqe::Send(res) => uc.on_send(res, &mut conn_env!()),
             Cqe::Fin(res) => {
                 if res == 0 {
                     sent_at_fin = Some(sim.sent.len());
                 }
-                uc.on_fin(res, &mut env!())
+                uc.on_fin(res, &mut conn_env!())
             }
-            Cqe::Cancel => uc.on_cancel(&mut env!()),
+            Cqe::Cancel => uc.on_cancel(&mut conn_env!()),
             Cqe::Close => sim.closed = true,
         }
         sim.take(&mut subs);
