@@ -387,6 +387,37 @@ fn sigusr2_during_an_upgrade_is_ignored_and_sigterm_stops_both() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The process group of `pid` (field 5 of /proc/PID/stat).
+fn pgrp(pid: u32) -> i64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    fields[2].parse().unwrap()
+}
+
+/// A successor starts in a group of its own (so that a failed start is stopped with its
+/// children) and rejoins its predecessor's group once it serves, so that whatever stops
+/// ringd by its group (Ctrl-C in a terminal, `timeout`, a supervisor) reaches it after an
+/// upgrade too.
+#[test]
+fn the_successor_rejoins_the_process_group() {
+    let dir = temp_dir("upgrade-pgrp");
+    let mut l = Lineage::start(Start::new(&dir, &args("epoll", &[])));
+    let group = pgrp(l.current());
+    let new = l.upgrade();
+    assert_eq!(
+        pgrp(new),
+        group,
+        "the successor left the group it was started in"
+    );
+    assert_eq!(l.stop(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// With `NOTIFY_SOCKET` (systemd `Type=notify`), ringd says `READY=1` when it serves, the
 /// old process names the new main pid when it hands over, and `STOPPING=1` on a drain.
 #[test]

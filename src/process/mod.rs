@@ -178,6 +178,7 @@ fn check_inherited(
 /// cannot be told (it is gone: this process serves alone and announces itself).
 fn report_ready(p: Predecessor, taken: usize) -> bool {
     use std::io::Write;
+    rejoin_group_of(p.pid);
     let mut pipe = std::fs::File::from(p.ready);
     match pipe.write_all(b"R") {
         Ok(()) => {
@@ -194,6 +195,28 @@ fn report_ready(p: Predecessor, taken: usize) -> bool {
             );
             false
         }
+    }
+}
+
+/// A successor starts in a process group of its own, so that a failed start can be stopped
+/// with everything it spawned; once it serves, it rejoins its predecessor's group, so that
+/// whoever stops ringd by its group (a terminal's Ctrl-C, `timeout`, a supervisor) still
+/// reaches it after an upgrade.
+fn rejoin_group_of(pid: u32) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: getpgid(2) and setpgid(2) take and change nothing but process group ids; the
+    // predecessor waits for this process's readiness, so its group still exists.
+    let rejoined = unsafe {
+        let group = libc::getpgid(pid);
+        group > 0 && libc::setpgid(0, group) == 0
+    };
+    if !rejoined {
+        warn!(
+            "cannot rejoin the process group of pid {pid} ({}): a signal to that group will not reach this process",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

@@ -398,11 +398,15 @@ impl Successor {
         self.reap_blocking()
     }
 
-    /// Sends `sig` to every process of its group. An empty group is no error.
+    /// Sends `sig` to every process of its group, and to it (a successor that reported
+    /// ready has rejoined ours and left its group). An empty group is no error.
     fn signal_group(&self, sig: libc::c_int) {
-        // SAFETY: kill(2) on the group our own child leads; the child is not reaped, so no
-        // other process or group can have taken its id.
-        unsafe { libc::kill(-self.pid, sig) };
+        // SAFETY: kill(2) on the group our own child leads and on the child; it is not
+        // reaped, so no other process or group can have taken its id.
+        unsafe {
+            libc::kill(-self.pid, sig);
+            libc::kill(self.pid, sig);
+        }
     }
 
     fn reap_blocking(&mut self) -> String {
