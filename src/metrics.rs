@@ -25,7 +25,9 @@ use crate::config::Config;
 use crate::connection::{CloseReason, WorkerStats};
 use crate::error::Error;
 
-/// Connections served at once; one accepted beyond them is closed at once.
+/// Connections served at once. One accepted beyond them takes the place of the oldest that
+/// has not sent a whole request yet (so silent connections, however many, cannot lock a
+/// scrape out), or is closed at once if every one is being answered.
 const MAX_CONNECTIONS: usize = 64;
 /// How long a client has to send its whole request.
 const READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -143,10 +145,27 @@ struct Page {
     config: Arc<Config>,
 }
 
+/// Connections still waiting for their request, oldest first, each with the sender that
+/// ends its wait.
+#[derive(Debug, Default)]
+struct Waiting {
+    /// The next connection's number.
+    next: u64,
+    /// Numbers and evictions, oldest first.
+    queue: std::collections::VecDeque<(u64, oneshot::Sender<()>)>,
+}
+
+type SharedWaiting = Arc<std::sync::Mutex<Waiting>>;
+
+fn waiting(w: &SharedWaiting) -> std::sync::MutexGuard<'_, Waiting> {
+    w.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// Accepts connections and answers each in a task of its own, at most [`MAX_CONNECTIONS`]
 /// at once. Never returns: the thread drops it when the server stops.
 async fn serve(listener: tokio::net::TcpListener, page: Arc<Page>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let waits = SharedWaiting::default();
     loop {
         let (s, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -157,25 +176,69 @@ async fn serve(listener: tokio::net::TcpListener, page: Arc<Page>) {
                 continue;
             }
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            debug!(%peer, "metrics: {MAX_CONNECTIONS} connections open already, closing");
-            continue;
+        let slot = match slots.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(_) => {
+                // The oldest connection still waiting for its request gives its slot back as
+                // soon as its task runs.
+                let evicted = loop {
+                    let oldest = waiting(&waits).queue.pop_front();
+                    match oldest {
+                        // Its task is over (the receiver is gone): the next one.
+                        Some((_, evict)) => {
+                            if evict.send(()).is_ok() {
+                                break true;
+                            }
+                        }
+                        None => break false,
+                    }
+                };
+                if !evicted {
+                    debug!(%peer, "metrics: {MAX_CONNECTIONS} connections being answered, closing");
+                    continue;
+                }
+                match slots.clone().acquire_owned().await {
+                    Ok(slot) => slot,
+                    Err(_) => continue,
+                }
+            }
         };
-        let page = page.clone();
+        let (evict, evicted) = oneshot::channel();
+        let id = {
+            let mut w = waiting(&waits);
+            w.next += 1;
+            let id = w.next;
+            w.queue.push_back((id, evict));
+            id
+        };
+        let (page, waits) = (page.clone(), waits.clone());
         tokio::spawn(async move {
-            if let Err(e) = answer(s, &page).await {
+            let forget = || waiting(&waits).queue.retain(|(i, _)| *i != id);
+            if let Err(e) = answer(s, &page, evicted, forget).await {
                 debug!(%peer, "metrics request failed: {e}");
             }
+            forget();
             drop(slot);
         });
     }
 }
 
-/// Reads one request and answers it, then closes.
-async fn answer(mut s: tokio::net::TcpStream, page: &Page) -> io::Result<()> {
-    let request = tokio::time::timeout(READ_TIMEOUT, read_request(&mut s))
-        .await
-        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no whole request in time"))??;
+/// Reads one request and answers it, then closes. `evicted` ends the wait for the request
+/// (a newer connection needs the slot); `got_request` is called once it has come.
+async fn answer(
+    mut s: tokio::net::TcpStream,
+    page: &Page,
+    evicted: oneshot::Receiver<()>,
+    got_request: impl FnOnce(),
+) -> io::Result<()> {
+    let request = tokio::select! {
+        r = tokio::time::timeout(READ_TIMEOUT, read_request(&mut s)) => r
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no whole request in time"))??,
+        _ = evicted => {
+            return Err(io::Error::other("closed for a newer connection before its request came"))
+        }
+    };
+    got_request();
     let (status, body) = match request {
         Some((true, path)) if path == "/metrics" || path.starts_with("/metrics?") => {
             ("200 OK", render(&page.stats, &page.config))
@@ -475,6 +538,24 @@ mod tests {
                 "idle connection {i} not closed by the server: {read:?}"
             );
         }
+    }
+
+    #[test]
+    fn more_silent_connections_than_slots_cannot_lock_a_scrape_out() {
+        let m = endpoint();
+        let silent: Vec<TcpStream> = (0..2 * MAX_CONNECTIONS)
+            .map(|_| TcpStream::connect(m.local_addr()).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        for round in 0..5 {
+            let scraped = exchange(m.local_addr(), SCRAPE).expect("scraped");
+            let text = String::from_utf8_lossy(&scraped);
+            assert!(
+                text.starts_with("HTTP/1.1 200 OK\r\n"),
+                "round {round}: {text}"
+            );
+        }
+        drop(silent);
     }
 
     #[test]
