@@ -207,7 +207,8 @@ async fn accept_until_stopped<L: Listener>(
 /// Starts the task of an accepted connection: served, or (over `--max-connections`) told so
 /// and closed.
 fn admit<L: Listener>(shared: &Rc<Shared>, stream: L::Stream, peer: SocketAddr) {
-    let now = shared.clock.now();
+    // The ticker's clock may be a tick old: a deadline counted from it would come early.
+    let now = shared.clock.advance();
     let conn = if shared.limit.try_admit() {
         WorkerStats::inc(&shared.stats.accepted);
         let spec = match &shared.service {

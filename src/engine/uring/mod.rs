@@ -514,7 +514,8 @@ impl Worker {
     /// Starts serving an accepted connection (or, over `--max-connections`, telling it so).
     /// A connection that raced the drain is served too, draining from the start.
     fn admit(&mut self, sock: SockFd) {
-        let now = self.clock.now();
+        // The loop's clock may be a turn old: a deadline counted from it would come early.
+        let now = self.clock.advance();
         let (fd, spec) = match (sock, &self.service) {
             (SockFd::Os(fd), Service::Proxy(_)) => return self.admit_pair(fd),
             (SockFd::Fixed(_), Service::Proxy(_)) => {
