@@ -2,7 +2,7 @@
 //! that fails some requests is measured at its own pace, not at loadgen's; only connects
 //! that keep failing back off. The bounds below come from counting, not from the
 //! machine's speed: a one-connection run that reopened only on the 100 ms housekeeping
-//! tick could reopen at most 10 times a second.
+//! tick could reopen, and so fail, at most 11 times a second.
 
 mod common;
 
@@ -23,8 +23,9 @@ fn a_server_that_resets_every_4th_request_is_loaded_at_its_own_pace() {
     let r = load(&url(addr, "/"), &["-c", "1", "-d", "1s", "--warmup", "0s"]);
     assert_counts_add_up(&r);
     let c = &r.stats.counters;
-    // Reopening once per tick: at most 11 connections, 3 answers each.
-    assert!(c.completed >= 400, "{c:?}");
+    // Reopening once per tick: at most 11 failures (and connections) in the second; three
+    // times that leaves room for a loaded machine and still cannot be met on the tick.
+    assert!(c.failed >= 33, "{c:?}");
     assert_eq!(c.errors_of(ErrorKind::Reset), c.failed, "{c:?}");
     assert_eq!(c.errors_total(), c.failed, "{c:?}");
     assert!(c.completed <= 3 * (c.failed + 1), "{c:?}");
@@ -46,8 +47,9 @@ fn a_server_that_cuts_every_10th_response_is_loaded_at_its_own_pace() {
     let r = load(&url(addr, "/"), &["-c", "1", "-d", "1s", "--warmup", "0s"]);
     assert_counts_add_up(&r);
     let c = &r.stats.counters;
-    // Reopening once per tick: at most 11 connections, 9 answers each.
-    assert!(c.completed >= 1000, "{c:?}");
+    // Reopening once per tick: at most 11 failures (and connections) in the second.
+    assert!(c.failed >= 33, "{c:?}");
+    assert!(c.completed >= 5 * c.failed, "{c:?}");
     assert_eq!(c.errors_of(ErrorKind::ShortResponse), c.failed, "{c:?}");
     assert_eq!(c.errors_total(), c.failed, "{c:?}");
     assert_eq!(c.retried, 0, "{c:?}");
