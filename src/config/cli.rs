@@ -383,6 +383,10 @@ fn first_ipv4(addrs: &[SocketAddr]) -> Option<SocketAddr> {
 /// `TARGET=LEVEL`. A filter also takes a bare target (all of its levels), which turns a
 /// misspelt level such as `bogus` into a filter that logs nothing of ringd.
 pub fn parse_log_level(s: &str) -> Result<String, String> {
+    if s.split(',').all(|d| d.trim().is_empty()) {
+        // An empty filter logs nothing, warnings included: `off` says so on purpose.
+        return Err("an empty filter logs nothing: give a level, or off".into());
+    }
     for directive in s.split(',').filter(|d| !d.is_empty()) {
         if !directive.contains('=') && directive.parse::<LevelFilter>().is_err() {
             return Err(format!(
@@ -488,7 +492,14 @@ mod tests {
             let args = level(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
             assert!(log_filter(&args.log_level, None).is_ok(), "{ok}");
         }
-        for bad in ["bogus", "warn,bogus", "ringd=bogus", "ringd=info=debug"] {
+        for bad in [
+            "bogus",
+            "warn,bogus",
+            "ringd=bogus",
+            "ringd=info=debug",
+            "",
+            ",",
+        ] {
             assert!(level(bad).is_err(), "{bad}");
         }
         let env = |v: &str| log_filter("info", Some(OsStr::new(v)));
