@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use ringd::config::units::{parse_bytes, parse_duration};
-use ringd::protocol::{ProtocolKind, DEFAULT_GREETING};
+use ringd_common::units::{parse_bytes, parse_duration};
+use ringd_common::{ProtocolKind, DEFAULT_GREETING};
 
 /// How requests are issued.
 #[derive(

@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use ringd::protocol::ProtocolKind;
+use ringd_common::ProtocolKind;
 
 use crate::args::{parse_status_set, Args, Mode, StatusSet};
 use crate::client::http::{build_request, is_token, parse_header, RequestSpec};

@@ -331,7 +331,7 @@ impl Report {
         for k in ErrorKind::ALL {
             errors.insert(k.name().into(), c.errors_of(k).into());
         }
-        let http = r.plan.protocol == ringd::ProtocolKind::Http;
+        let http = r.plan.protocol == ringd_common::ProtocolKind::Http;
         let ended = c.warmup_completed + c.completed + c.failed;
         let error_rate = if ended > 0 {
             c.failed as f64 / ended as f64

@@ -10,11 +10,11 @@ use clap::Parser;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
-use super::units::{parse_bytes, parse_duration};
 use super::{allowed_cpus, Config, EngineKind, Service, TestFault};
 use crate::config::ListenOptions;
 use crate::protocol::{ProtocolKind, ProtocolSpec, DEFAULT_BODY, DEFAULT_GREETING};
 use crate::proxy::{upstream::MAX_UPSTREAMS, Balance, ProxyConfig, SendProxy};
+use ringd_common::units::{parse_bytes, parse_duration};
 
 /// `--protocol`: speak a protocol, or proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -317,16 +317,6 @@ impl Args {
 }
 
 // The pure layers know nothing of clap: their choices become command-line values here.
-
-impl clap::ValueEnum for ProtocolKind {
-    fn value_variants<'a>() -> &'a [Self] {
-        &ProtocolKind::ALL
-    }
-
-    fn to_possible_value(&self) -> Option<PossibleValue> {
-        Some(PossibleValue::new(self.name()).help(self.summary()))
-    }
-}
 
 impl clap::ValueEnum for Balance {
     fn value_variants<'a>() -> &'a [Self] {

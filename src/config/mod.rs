@@ -2,7 +2,7 @@
 //! command line (`crate::config::cli`) or directly by tests and benches.
 
 pub mod cli;
-pub mod units;
+pub use ringd_common::units;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -8,9 +8,6 @@ use std::sync::Arc;
 
 use super::Outcome;
 
-/// The greeting the origin server sent.
-pub const DEFAULT_GREETING: &str = "Hello, world!";
-
 /// The most the origin read of the message.
 const MESSAGE_LIMIT: usize = 1024;
 

@@ -18,49 +18,8 @@ use std::sync::Arc;
 
 #[cfg(test)]
 pub(crate) use date::pin as pin_date;
-pub use hello::DEFAULT_GREETING;
 pub use http::{error_response, ErrorStatus, DEFAULT_BODY, MAX_HEADER_BYTES};
-
-/// Which protocol a server speaks (and a load generator expects).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProtocolKind {
-    /// Send back every byte received, in order.
-    Echo,
-    /// Read one message, reply the greeting, close: the origin server.
-    Hello,
-    /// HTTP/1.1 plaintext with keep-alive and pipelining.
-    Http,
-}
-
-impl ProtocolKind {
-    /// Every protocol.
-    pub const ALL: [ProtocolKind; 3] =
-        [ProtocolKind::Echo, ProtocolKind::Hello, ProtocolKind::Http];
-
-    /// What it does, in a line (for help texts).
-    pub fn summary(self) -> &'static str {
-        match self {
-            ProtocolKind::Echo => "Send back every byte received, in order",
-            ProtocolKind::Hello => "Read one message, reply the greeting, close: the origin server",
-            ProtocolKind::Http => "HTTP/1.1 plaintext with keep-alive and pipelining",
-        }
-    }
-
-    /// The name used on the command line and in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            ProtocolKind::Echo => "echo",
-            ProtocolKind::Hello => "hello",
-            ProtocolKind::Http => "http",
-        }
-    }
-}
-
-impl std::fmt::Display for ProtocolKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
+pub use ringd_common::{ProtocolKind, DEFAULT_GREETING};
 
 /// Everything a protocol needs to build sessions; shared read-only by every connection.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use ringd::protocol::ProtocolKind;
+use ringd_common::ProtocolKind;
 
 use crate::args::{parse_status_set, StatusSet};
 

@@ -49,7 +49,7 @@ impl Report {
             None => "closed loop".into(),
         };
         let what = match (p.protocol, &p.method) {
-            (ringd::ProtocolKind::Echo, _) => format!(", {} B requests", p.size),
+            (ringd_common::ProtocolKind::Echo, _) => format!(", {} B requests", p.size),
             (_, Some(m)) => format!(", {m} {}", p.path.as_deref().unwrap_or("/")),
             _ => String::new(),
         };

@@ -5,7 +5,7 @@
 
 use std::io::{self, Read};
 
-use ringd::protocol::ProtocolKind;
+use ringd_common::ProtocolKind;
 
 use super::{Conn, Mode, Recorder, State, Worker, READS_PER_TURN};
 use crate::client::{pattern_mismatches, Response};

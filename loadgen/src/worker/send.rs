@@ -7,7 +7,7 @@ use std::cmp::Reverse;
 use std::io::{self, Write};
 
 use mio::{Interest, Token};
-use ringd::protocol::ProtocolKind;
+use ringd_common::ProtocolKind;
 
 use super::{Mode, Pending, State, Worker};
 use crate::client::pattern_window;
