@@ -49,11 +49,20 @@ Sockets passed by a service manager (systemd socket activation: LISTEN_FDS, LIST
 served instead of --listen. Logs go to stderr; RUST_LOG, a filter such as ringd=debug, overrides
 --log-level unless empty; a level or filter that does not parse is refused.";
 
+/// What `--version` prints after the name: the package version and the git commit built
+/// (`unknown` without git; see build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("RINGD_COMMIT"),
+    ")"
+);
+
 /// ringd: a per-core io_uring TCP server (echo, hello, HTTP/1.1) with an epoll baseline.
 #[derive(Debug, Parser)]
 #[command(
     name = "ringd",
-    version,
+    version = VERSION,
     after_help = AFTER_HELP
 )]
 pub struct Args {
