@@ -75,7 +75,7 @@ fn upgrades_under_load(engine: &str) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Issue 11 item 3: a connection the old process accepted just before it hands over, whose
+/// A connection the old process accepted just before it hands over, whose
 /// request arrives a little later (half a round trip on a real network), still gets its
 /// response: the drain gives such connections a short grace instead of closing them at once.
 fn upgrades_with_late_requests(engine: &str) {
@@ -463,7 +463,7 @@ every_engine! {
     }
 }
 
-/// Issue 11 item 3, at a handover: a keep-alive connection idle at that moment may still
+/// At a handover, a keep-alive connection idle at that moment may still
 /// send one more request (within a short grace) and gets its response with
 /// `Connection: close`, then EOF; an echo connection is served until the peer closes it.
 #[test]
