@@ -194,54 +194,26 @@ pub fn start_with(
         crate::engine::uring::check_features(&config.uring)?;
     }
     let is_inherited = inherited.is_some();
-    let mut shared_listener = false;
-    let (listeners, own, metrics_listener) = match inherited {
-        None => {
-            let ls = bind_workers(config.listen, config.threads, &config.listen_options)?;
-            let own = dup_all(&ls)?;
-            let metrics = config.metrics.map(crate::metrics::bind).transpose()?;
-            (ls, own, metrics)
-        }
-        Some(sockets) => {
-            if sockets.listeners.len() > config.threads {
-                info!(
-                    "{} inherited listening sockets: running one worker per socket instead of {}",
-                    sockets.listeners.len(),
-                    config.threads
-                );
-                config.threads = sockets.listeners.len();
-            }
-            let metrics = match (sockets.metrics, config.metrics) {
-                (Some(m), asked) => {
-                    check_metrics_addr(&m, asked)?;
-                    Some(m)
-                }
-                (None, Some(addr)) => Some(crate::metrics::bind(addr)?),
-                (None, None) => None,
-            };
-            shared_listener = config.threads > sockets.listeners.len();
-            let ls = (0..config.threads)
-                .map(|i| sockets.listeners[i % sockets.listeners.len()].try_clone())
-                .collect::<std::io::Result<Vec<_>>>()
-                .map_err(|e| Error::Inherited(format!("cannot duplicate a socket: {e}")))?;
-            let own = sockets.listeners.into_iter().map(OwnedFd::from).collect();
-            (ls, own, metrics)
-        }
-    };
-    let local_addr = listeners[0].local_addr().map_err(|err| Error::Bind {
-        addr: config.listen,
-        err,
-    })?;
-    let reach = reach(&listeners[0], local_addr);
-    let mut own: Vec<(OwnedFd, &'static str)> =
-        own.into_iter().map(|fd| (fd, LISTEN_NAME)).collect();
-    if let Some(m) = &metrics_listener {
+    let sockets = take_sockets(&mut config, inherited)?;
+    let local_addr = sockets.listeners[0]
+        .local_addr()
+        .map_err(|err| Error::Bind {
+            addr: config.listen,
+            err,
+        })?;
+    let reach = reach(&sockets.listeners[0], local_addr);
+    let mut own: Vec<(OwnedFd, &'static str)> = sockets
+        .own
+        .into_iter()
+        .map(|fd| (fd, LISTEN_NAME))
+        .collect();
+    if let Some(m) = &sockets.metrics {
         let fd = m.try_clone().map_err(Error::Spawn)?;
         own.push((OwnedFd::from(fd), METRICS_NAME));
     }
     let config = Arc::new(config);
     let (lifecycle, drain_rx) = watch::channel(Lifecycle::Serving);
-    let bells = (0..listeners.len())
+    let bells = (0..sockets.listeners.len())
         .map(|_| Bell::new().map(Arc::new))
         .collect::<Result<Vec<_>, _>>()
         .map_err(Error::Spawn)?;
@@ -255,61 +227,29 @@ pub fn start_with(
         stopped: Arc::default(),
     });
     let (done_tx, done) = mpsc::channel();
-    let limit = Arc::new(crate::engine::admission::Limit::new(config.max_connections));
-    worker::install_panic_hook();
-    let mut stats = Vec::with_capacity(listeners.len());
-    let mut threads = Vec::with_capacity(listeners.len());
-    let mut readies = Vec::with_capacity(listeners.len());
-    let mut failure = None;
-    for (id, listener) in listeners.into_iter().enumerate() {
-        let worker_stats = Arc::new(WorkerStats::default());
-        let ctx = WorkerCtx {
-            id,
-            listener,
-            config: config.clone(),
-            drain: Watch::new(
-                drain_rx.clone(),
-                lock(&control.bells)[id].clone(),
-                control.stopped.clone(),
-            ),
-            stats: worker_stats.clone(),
-            limit: limit.clone(),
-            shared_listener,
-        };
-        let cpu = (!config.cpus.is_empty()).then(|| config.cpus[id % config.cpus.len()]);
-        let fault = config.test_fault.filter(|f| f.worker() == id);
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let done_tx = done_tx.clone();
-        let spawned = thread::Builder::new()
-            .name(format!("{}{id}", worker::THREAD_PREFIX))
-            .spawn(move || worker::main(ctx, cpu, ready_tx, fault, done_tx));
-        match spawned {
-            Ok(t) => {
-                stats.push(worker_stats);
-                threads.push(t);
-                readies.push(ready_rx);
-            }
-            Err(e) => {
-                failure = Some(Error::Spawn(e));
-                break;
-            }
-        }
-    }
-    drop(done_tx);
+    let spawned = spawn_workers(
+        sockets.listeners,
+        sockets.shared,
+        &config,
+        &control,
+        &drain_rx,
+        done_tx,
+    );
     let mut server = ServerHandle {
         local_addr,
         control,
         done,
-        threads,
-        stats,
+        threads: spawned.threads,
+        stats: spawned.stats,
         config: config.clone(),
         metrics_addr: None,
     };
+    let mut failure = spawned.failure;
     if failure.is_none() {
-        failure = server.await_ready(readies);
+        failure = server.await_ready(spawned.readies);
     }
     if failure.is_none() {
-        if let Some(listener) = metrics_listener {
+        if let Some(listener) = sockets.metrics {
             match MetricsServer::start_on(listener, server.stats.clone(), config.clone()) {
                 Ok(m) => {
                     server.metrics_addr = Some(m.local_addr());
@@ -332,6 +272,128 @@ pub fn start_with(
     }
     log_start(&config, local_addr, is_inherited, reach);
     Ok(server)
+}
+
+/// The listening sockets a server starts with.
+struct Sockets {
+    /// One per worker (an inherited socket serves several workers when there are fewer
+    /// sockets than workers).
+    listeners: Vec<TcpListener>,
+    /// The listening sockets this process holds for a successor.
+    own: Vec<OwnedFd>,
+    /// Where metrics are served, if anywhere.
+    metrics: Option<TcpListener>,
+    /// Workers share a listening socket.
+    shared: bool,
+}
+
+/// Binds the sockets `config` asks for, or takes the inherited ones (one worker per socket
+/// at least, which may raise `config.threads`).
+fn take_sockets(
+    config: &mut Config,
+    inherited: Option<InheritedSockets>,
+) -> Result<Sockets, Error> {
+    let Some(sockets) = inherited else {
+        let listeners = bind_workers(config.listen, config.threads, &config.listen_options)?;
+        return Ok(Sockets {
+            own: dup_all(&listeners)?,
+            listeners,
+            metrics: config.metrics.map(crate::metrics::bind).transpose()?,
+            shared: false,
+        });
+    };
+    if sockets.listeners.len() > config.threads {
+        info!(
+            "{} inherited listening sockets: running one worker per socket instead of {}",
+            sockets.listeners.len(),
+            config.threads
+        );
+        config.threads = sockets.listeners.len();
+    }
+    let metrics = match (sockets.metrics, config.metrics) {
+        (Some(m), asked) => {
+            check_metrics_addr(&m, asked)?;
+            Some(m)
+        }
+        (None, Some(addr)) => Some(crate::metrics::bind(addr)?),
+        (None, None) => None,
+    };
+    let listeners = (0..config.threads)
+        .map(|i| sockets.listeners[i % sockets.listeners.len()].try_clone())
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(|e| Error::Inherited(format!("cannot duplicate a socket: {e}")))?;
+    Ok(Sockets {
+        shared: config.threads > sockets.listeners.len(),
+        own: sockets.listeners.into_iter().map(OwnedFd::from).collect(),
+        listeners,
+        metrics,
+    })
+}
+
+/// What spawning the workers left.
+struct Spawned {
+    /// Each worker's counters.
+    stats: Vec<Arc<WorkerStats>>,
+    /// Their threads.
+    threads: Vec<JoinHandle<()>>,
+    /// Where each says that it serves (or why it cannot).
+    readies: Vec<mpsc::Receiver<Result<(), Error>>>,
+    /// Why spawning stopped before the last worker, if it did.
+    failure: Option<Error>,
+}
+
+/// Spawns one pinned worker thread per listener; each reports its end on `done_tx`.
+fn spawn_workers(
+    listeners: Vec<TcpListener>,
+    shared_listener: bool,
+    config: &Arc<Config>,
+    control: &Control,
+    drain_rx: &watch::Receiver<Lifecycle>,
+    done_tx: mpsc::Sender<Done>,
+) -> Spawned {
+    let limit = Arc::new(crate::engine::admission::Limit::new(config.max_connections));
+    worker::install_panic_hook();
+    let mut spawned = Spawned {
+        stats: Vec::with_capacity(listeners.len()),
+        threads: Vec::with_capacity(listeners.len()),
+        readies: Vec::with_capacity(listeners.len()),
+        failure: None,
+    };
+    for (id, listener) in listeners.into_iter().enumerate() {
+        let worker_stats = Arc::new(WorkerStats::default());
+        let ctx = WorkerCtx {
+            id,
+            listener,
+            config: config.clone(),
+            drain: Watch::new(
+                drain_rx.clone(),
+                lock(&control.bells)[id].clone(),
+                control.stopped.clone(),
+            ),
+            stats: worker_stats.clone(),
+            limit: limit.clone(),
+            shared_listener,
+        };
+        let cpu = (!config.cpus.is_empty()).then(|| config.cpus[id % config.cpus.len()]);
+        let fault = config.test_fault.filter(|f| f.worker() == id);
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let done_tx = done_tx.clone();
+        let thread = thread::Builder::new()
+            .name(format!("{}{id}", worker::THREAD_PREFIX))
+            .spawn(move || worker::main(ctx, cpu, ready_tx, fault, done_tx));
+        match thread {
+            Ok(t) => {
+                spawned.stats.push(worker_stats);
+                spawned.threads.push(t);
+                spawned.readies.push(ready_rx);
+            }
+            Err(e) => {
+                spawned.failure = Some(Error::Spawn(e));
+                break;
+            }
+        }
+    }
+    spawned
 }
 
 /// The start-up line: what the server does, with the settings that apply to it (a field
