@@ -281,6 +281,16 @@ async fn read_request(s: &mut tokio::net::TcpStream) -> io::Result<Option<(bool,
 /// The exposition text for `stats` (one series per worker).
 pub fn render(stats: &[Arc<WorkerStats>], config: &Config) -> String {
     let mut out = String::new();
+    render_process(&mut out, config);
+    render_workers(&mut out, stats);
+    if let Some(proxy) = config.service.proxy() {
+        render_upstreams(&mut out, &proxy.upstreams);
+    }
+    out
+}
+
+/// What describes the process rather than its workers: build, start time, upgrades.
+fn render_process(out: &mut String, config: &Config) {
     let _ = writeln!(
         out,
         "# HELP ringd_build_info Version, engine and protocol of this ringd."
@@ -305,6 +315,10 @@ pub fn render(stats: &[Arc<WorkerStats>], config: &Config) -> String {
     );
     let _ = writeln!(out, "# TYPE ringd_upgrades_total counter");
     let _ = writeln!(out, "ringd_upgrades_total {}", upgrades());
+}
+
+/// One series per worker (`worker="N"`), and the closes by reason.
+fn render_workers(out: &mut String, stats: &[Arc<WorkerStats>]) {
     fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
         a.load(Ordering::Relaxed)
     }
@@ -393,10 +407,6 @@ pub fn render(stats: &[Arc<WorkerStats>], config: &Config) -> String {
             );
         }
     }
-    if let Some(proxy) = config.service.proxy() {
-        render_upstreams(&mut out, &proxy.upstreams);
-    }
-    out
 }
 
 /// Proxy mode: one series per upstream (`upstream="HOST:PORT"`).
