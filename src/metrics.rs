@@ -579,9 +579,11 @@ mod tests {
         ] {
             let mut s = TcpStream::connect(m.local_addr()).unwrap();
             s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            s.write_all(request).unwrap();
+            // The server may answer and close before the whole of an oversized request is
+            // written (then the write, or the shutdown, fails with a reset): that is fine.
+            let _ = s.write_all(request);
             // An incomplete request is ended by its sender.
-            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let _ = s.shutdown(std::net::Shutdown::Write);
             let mut out = Vec::new();
             // A close with bytes unread may be a reset: a close all the same.
             if s.read_to_end(&mut out).is_ok() {
