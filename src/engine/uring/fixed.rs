@@ -260,7 +260,7 @@ impl Worker {
                 if self.recv_cap {
                     // 0 would mean no cap: a connection with no room left reads one buffer.
                     let room = u32::try_from(room).unwrap_or(u32::MAX).max(1);
-                    sqe = super::probe::with_total_len(sqe, room);
+                    sqe = ringd_ring::sqe::with_total_len(sqe, room);
                 }
                 self.push(sqe, Op::Recv(token));
             }

@@ -11,7 +11,6 @@ use tracing::{debug, warn};
 
 use super::conn::UConn;
 use super::op::{Op, Token};
-use super::sock::Pool;
 use super::{AcceptState, Worker};
 use crate::config::Service;
 use crate::engine::control::Lifecycle;

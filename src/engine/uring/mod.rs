@@ -27,7 +27,6 @@ macro_rules! conn_env {
     };
 }
 
-mod bufring;
 mod conn;
 mod fixed;
 mod lifecycle;
@@ -55,12 +54,12 @@ use crate::engine::admission::AcceptBackoff;
 use crate::engine::control::Lifecycle;
 use crate::error::Error;
 use crate::proxy::Side;
-use bufring::BufRing;
 use conn::{Env, UConn};
 use fixed::{SockFd, Table};
 use op::{Op, Token};
 use proxying::PairSlot;
-use sock::{Pool, Submit};
+use ringd_ring::BufRing;
+use sock::Submit;
 
 pub use probe::check as check_features;
 
@@ -108,7 +107,7 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
             return Ok(());
         }
     };
-    let recv_cap = probe::recv_total_limit(&mut ring);
+    let recv_cap = ringd_ring::sqe::recv_total_limit(&mut ring);
     let entries = u16::try_from(ctx.config.buffers).unwrap_or(u16::MAX);
     let bufs = match BufRing::new(&ring, BGID, entries, ctx.config.buffer_size) {
         Ok(b) => b,

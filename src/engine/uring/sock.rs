@@ -29,6 +29,24 @@ pub trait Pool {
     fn entries(&self) -> usize;
 }
 
+impl Pool for ringd_ring::BufRing {
+    fn bytes(&self, bid: u16, len: usize) -> &[u8] {
+        ringd_ring::BufRing::bytes(self, bid, len)
+    }
+    fn taken(&mut self, bid: u16) {
+        ringd_ring::BufRing::taken(self, bid)
+    }
+    fn give(&mut self, bid: u16) {
+        ringd_ring::BufRing::give(self, bid)
+    }
+    fn available(&self) -> usize {
+        ringd_ring::BufRing::available(self)
+    }
+    fn entries(&self) -> usize {
+        ringd_ring::BufRing::entries(self)
+    }
+}
+
 /// What the worker must submit, in order. `Side` names the socket (a protocol connection's
 /// one socket is the client's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

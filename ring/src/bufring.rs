@@ -10,8 +10,6 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use io_uring::types::BufRingEntry;
 use io_uring::IoUring;
 
-use super::sock::Pool;
-
 /// Alignment of the ring and the buffers (the kernel requires a page-aligned ring).
 const PAGE: usize = 4096;
 
@@ -68,7 +66,7 @@ impl BufRing {
                 .register_buf_ring_with_flags(this.ring as u64, entries, bgid, 0)?;
         }
         for bid in 0..entries {
-            this.put(bid);
+            this.give(bid);
         }
         this.publish();
         Ok(this)
@@ -88,7 +86,7 @@ impl BufRing {
     }
 
     /// Buffer `bid`'s first `len` bytes, as filled by a recv completion.
-    fn slice(&self, bid: u16, len: usize) -> &[u8] {
+    pub fn bytes(&self, bid: u16, len: usize) -> &[u8] {
         assert!(
             bid < self.entries && len <= self.size,
             "buffer id or length out of range"
@@ -100,7 +98,7 @@ impl BufRing {
     }
 
     /// Returns buffer `bid` to the ring (visible to the kernel after [`BufRing::publish`]).
-    fn put(&mut self, bid: u16) {
+    pub fn give(&mut self, bid: u16) {
         let idx = (self.tail & (self.entries - 1)) as usize;
         // SAFETY: `idx` < entries; the slot at the tail is not in use by the kernel (it only
         // reads slots between its head and our published tail).
@@ -129,24 +127,19 @@ impl BufRing {
     }
 }
 
-impl Pool for BufRing {
-    fn bytes(&self, bid: u16, len: usize) -> &[u8] {
-        self.slice(bid, len)
-    }
-
-    fn taken(&mut self, _bid: u16) {
+impl BufRing {
+    /// A completion handed buffer `_bid` to us: the kernel has one fewer to fill.
+    pub fn taken(&mut self, _bid: u16) {
         self.available -= 1;
     }
 
-    fn give(&mut self, bid: u16) {
-        self.put(bid);
-    }
-
-    fn available(&self) -> usize {
+    /// Buffers the kernel can fill now.
+    pub fn available(&self) -> usize {
         self.available
     }
 
-    fn entries(&self) -> usize {
+    /// Buffers in all.
+    pub fn entries(&self) -> usize {
         self.entries as usize
     }
 }
