@@ -190,10 +190,13 @@ struct Seen {
     first_fin: Option<Side>,
     /// Bytes went one way after the FIN had gone the other way.
     half_open_traffic: bool,
+    /// A cancelled operation completed after the cancel.
+    late_cancel: bool,
 }
 
 /// The simulated kernel and both peers of one pair.
 struct Sim {
+    seed: u64,
     rng: StdRng,
     pool: FakePool,
     limits: Limits,
@@ -213,6 +216,8 @@ struct Sim {
     cancels: VecDeque<Submit>,
     /// Completions posted, in order (those of cancelled operations before the cancel's).
     posted: VecDeque<Cqe>,
+    /// Completions of cancelled operations that come in any order after the cancel's.
+    late: Vec<Cqe>,
     seen: Seen,
 }
 
@@ -248,7 +253,9 @@ impl Sim {
             accepted: false,
             cancels: VecDeque::new(),
             posted: VecDeque::new(),
+            late: Vec::new(),
             seen: Seen::default(),
+            seed,
             rng,
         }
     }
@@ -270,7 +277,8 @@ impl Sim {
 
     /// Takes what the pair submitted, checking it never asks for two of a kind at once on
     /// a socket, or for anything on a socket after its close.
-    fn take(&mut self, seed: u64, subs: &mut Vec<Submit>) {
+    fn take(&mut self, subs: &mut Vec<Submit>) {
+        let seed = self.seed;
         for s in subs.drain(..) {
             let side = match s {
                 Submit::Recv { side, .. }
@@ -345,6 +353,7 @@ impl Sim {
             Fin(Side),
             Connect,
             Cancel,
+            Late(usize),
             Reset(Side),
         }
         loop {
@@ -382,6 +391,7 @@ impl Sim {
             if !self.cancels.is_empty() {
                 options.push(Ev::Cancel);
             }
+            options.extend((0..self.late.len()).map(Ev::Late));
             if options.is_empty() {
                 // A slow reader reads at last rather than let the idle timeout end it.
                 options = stalled;
@@ -418,6 +428,7 @@ impl Sim {
                     Cqe::Connect(res)
                 }
                 Ev::Cancel => self.cancel(),
+                Ev::Late(i) => self.late.swap_remove(i),
                 Ev::Reset(side) => {
                     self.peer(side).reset = true;
                     continue;
@@ -508,7 +519,8 @@ impl Sim {
         p.got.extend_from_slice(bytes);
         assert!(
             expected.starts_with(&p.got),
-            "{side:?} received bytes out of order or not sent to it"
+            "seed {}: {side:?} received bytes out of order or not sent to it",
+            self.seed
         );
         if other_fin {
             self.seen.half_open_traffic = true;
@@ -528,45 +540,50 @@ impl Sim {
         Cqe::Send(side, n as i32)
     }
 
+    /// The completion of an operation a cancel ends: before the cancel's own, or, now and
+    /// then, after it (the operation was running and stops later).
+    fn cancelled(&mut self, cqe: Cqe) {
+        match self.rng.gen_bool(0.25) {
+            true => {
+                self.seen.late_cancel = true;
+                self.late.push(cqe);
+            }
+            false => self.posted.push_back(cqe),
+        }
+    }
+
     fn cancel(&mut self) -> Cqe {
         let which = self.cancels.pop_front().expect("a cancel in flight");
-        let cancelled = |p: &mut Peer, posted: &mut VecDeque<Cqe>, side: Side, all: bool| {
+        let (side, all) = match which {
+            Submit::CancelRecv(side) => (Some(side), false),
+            Submit::CancelAll(side) => (Some(side), true),
+            Submit::CancelConnect => (None, false),
+            other => unreachable!("{other:?} is no cancel"),
+        };
+        if let Some(side) = side {
+            let p = &mut self.peers[side.index()];
+            // A multishot recv waits on the socket's poll: always cancelled at once.
             if p.recv_live {
                 p.recv_live = false;
-                posted.push_back(Cqe::Recv {
+                self.posted.push_back(Cqe::Recv {
                     side,
                     res: -libc::ECANCELED,
                     more: false,
                     bid: None,
                 });
             }
-            if !all {
-                return;
+            if all && p.send_live.take().is_some() {
+                self.cancelled(Cqe::Send(side, -libc::ECANCELED));
             }
-            if p.send_live.take().is_some() {
-                posted.push_back(Cqe::Send(side, -libc::ECANCELED));
+            let p = &mut self.peers[side.index()];
+            if all && std::mem::take(&mut p.fin_live) {
+                self.cancelled(Cqe::Fin(side, -libc::ECANCELED));
             }
-            if p.fin_live {
-                p.fin_live = false;
-                posted.push_back(Cqe::Fin(side, -libc::ECANCELED));
-            }
-        };
-        match which {
-            Submit::CancelRecv(side) => {
-                cancelled(&mut self.peers[side.index()], &mut self.posted, side, false)
-            }
-            Submit::CancelAll(side) => {
-                cancelled(&mut self.peers[side.index()], &mut self.posted, side, true);
-                if side == Side::Upstream && self.connect_live.take().is_some() {
-                    self.posted.push_back(Cqe::Connect(-libc::ECANCELED));
-                }
-            }
-            Submit::CancelConnect => {
-                if self.connect_live.take().is_some() {
-                    self.posted.push_back(Cqe::Connect(-libc::ECANCELED));
-                }
-            }
-            other => unreachable!("{other:?} is no cancel"),
+        }
+        if (side.is_none() || (all && side == Some(Side::Upstream)))
+            && self.connect_live.take().is_some()
+        {
+            self.cancelled(Cqe::Connect(-libc::ECANCELED));
         }
         self.posted.push_back(Cqe::Cancel);
         self.posted.pop_front().expect("posted above")
@@ -618,7 +635,7 @@ fn run(seed: u64) -> (Sim, UPair) {
                 let err = std::io::Error::from_raw_os_error(libc::EMFILE);
                 pair.on_local_failure(&err, &mut env!());
             }
-            sim.take(seed, &mut subs);
+            sim.take(&mut subs);
         };
     }
     pair.start(&mut env!(), &mut up);
@@ -716,7 +733,10 @@ fn run(seed: u64) -> (Sim, UPair) {
 fn check_end(seed: u64, sim: &Sim, pair: &UPair, ups: &Upstreams) {
     assert!(!pair.busy(), "seed {seed}: operations in flight at the end");
     assert!(
-        sim.posted.is_empty() && sim.cancels.is_empty() && sim.connect_live.is_none(),
+        sim.posted.is_empty()
+            && sim.late.is_empty()
+            && sim.cancels.is_empty()
+            && sim.connect_live.is_none(),
         "seed {seed}: completions still to come at the end"
     );
     assert_eq!(
@@ -791,6 +811,7 @@ fn relays_both_ways_whole_and_in_order_and_closes_once() {
         connect_timeout: u32,
         no_upstream: u32,
         local_failure: u32,
+        late_cancel: u32,
         idle: u32,
         header: u32,
     }
@@ -816,6 +837,7 @@ fn relays_both_ways_whole_and_in_order_and_closes_once() {
         c.refused += u32::from(s.refused);
         c.connect_timeout += u32::from(s.connect_timeout);
         c.local_failure += u32::from(s.local_failure);
+        c.late_cancel += u32::from(s.late_cancel);
         c.header += u32::from(!sim.header.is_empty() && upstream.fin_at.is_some());
         match pair.relay.close_reason() {
             CloseReason::NoUpstream => c.no_upstream += 1,
@@ -832,5 +854,5 @@ fn relays_both_ways_whole_and_in_order_and_closes_once() {
     assert!(c.starved > 1000 && c.idle > 400, "{c:?}");
     assert!(c.refused > 200 && c.connect_timeout > 200, "{c:?}");
     assert!(c.no_upstream > 150 && c.local_failure > 40, "{c:?}");
-    assert!(c.header > 250, "{c:?}");
+    assert!(c.header > 250 && c.late_cancel > 100, "{c:?}");
 }
