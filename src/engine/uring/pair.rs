@@ -377,3 +377,6 @@ impl UPair {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
