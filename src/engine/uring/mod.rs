@@ -28,6 +28,8 @@ macro_rules! conn_env {
 }
 
 mod conn;
+#[cfg(test)]
+mod fake_pool;
 mod fixed;
 mod lifecycle;
 mod op;

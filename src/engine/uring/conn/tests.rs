@@ -5,70 +5,16 @@
 //! must arrive in order and whole before any FIN, nothing may be submitted after the close or
 //! twice at once, and every buffer must be back when the connection is gone.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
 use crate::connection::CloseReason;
+use crate::engine::uring::fake_pool::FakePool;
 use crate::engine::uring::sock::Pool;
 use crate::protocol::{error_response, ErrorStatus, ProtocolKind, ProtocolSpec};
-
-/// A small buffer ring, so that it runs dry often.
-struct FakePool {
-    size: usize,
-    data: Vec<Vec<u8>>,
-    /// In the ring, in the order the kernel takes them.
-    ring: VecDeque<u16>,
-    /// Filled by the kernel and not yet given back.
-    out: HashSet<u16>,
-}
-
-impl FakePool {
-    fn new(n: u16, size: usize) -> Self {
-        FakePool {
-            size,
-            data: vec![vec![0; size]; n as usize],
-            ring: (0..n).collect(),
-            out: HashSet::new(),
-        }
-    }
-
-    /// The kernel fills a buffer; `None` when the ring is empty.
-    fn fill(&mut self, bytes: &[u8]) -> Option<u16> {
-        let bid = self.ring.pop_front()?;
-        self.data[bid as usize][..bytes.len()].copy_from_slice(bytes);
-        self.out.insert(bid);
-        Some(bid)
-    }
-}
-
-impl Pool for FakePool {
-    fn bytes(&self, bid: u16, len: usize) -> &[u8] {
-        assert!(
-            self.out.contains(&bid),
-            "reading buffer {bid} the kernel does not own to us"
-        );
-        &self.data[bid as usize][..len]
-    }
-    fn taken(&mut self, bid: u16) {
-        assert!(self.out.contains(&bid), "took buffer {bid} twice");
-    }
-    fn give(&mut self, bid: u16) {
-        assert!(
-            self.out.remove(&bid),
-            "gave back buffer {bid} that was not out"
-        );
-        self.ring.push_back(bid);
-    }
-    fn available(&self) -> usize {
-        self.ring.len()
-    }
-    fn entries(&self) -> usize {
-        self.data.len()
-    }
-}
 
 /// A completion the simulated kernel will post.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

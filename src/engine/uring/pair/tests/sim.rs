@@ -1,78 +1,18 @@
-//! A randomized test of [`UPair`] against a simulated kernel and two simulated peers, the
-//! client and the upstream: connects that succeed, are refused or hang until the connect
-//! timeout cancels them; a PROXY header; bytes both ways in random pieces; FINs in either
-//! order; resets on either side; peers that read slowly or not at all (backpressure); a
-//! small buffer ring that runs dry (ENOBUFS); recvs capped at their room; sends that
-//! complete short; cancels that race with data; time that passes (connect and idle
-//! timeouts). Whatever the order, each direction's bytes must arrive whole and in order
-//! before the FIN passed on, nothing may be submitted to a socket after its close or twice
-//! at once, both sockets must be closed exactly once (the other one with a reset when one
-//! was reset), each direction must hold no more than its bound, and every buffer must be
-//! back at the end.
+//! The simulated kernel and peers of the pair test: what each operation completes with,
+//! and what the client and the upstream send, read and see.
 
-use std::collections::{HashSet, VecDeque};
-use std::net::SocketAddr;
-use std::time::Duration;
+use std::collections::VecDeque;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::*;
+use super::super::*;
 use crate::connection::{Limits, Millis};
-use crate::proxy::Balance;
-
-/// A small buffer ring shared by both sockets, so that it runs dry often.
-struct FakePool {
-    size: usize,
-    data: Vec<Vec<u8>>,
-    /// In the ring, in the order the kernel takes them.
-    ring: VecDeque<u16>,
-    /// Filled by the kernel and not yet given back.
-    out: HashSet<u16>,
-}
-
-impl FakePool {
-    fn new(n: u16, size: usize) -> Self {
-        FakePool {
-            size,
-            data: vec![vec![0; size]; n as usize],
-            ring: (0..n).collect(),
-            out: HashSet::new(),
-        }
-    }
-
-    /// The kernel fills a buffer; `None` when the ring is empty.
-    fn fill(&mut self, bytes: &[u8]) -> Option<u16> {
-        let bid = self.ring.pop_front()?;
-        self.data[bid as usize][..bytes.len()].copy_from_slice(bytes);
-        self.out.insert(bid);
-        Some(bid)
-    }
-}
-
-impl Pool for FakePool {
-    fn bytes(&self, bid: u16, len: usize) -> &[u8] {
-        assert!(self.out.contains(&bid), "reading buffer {bid} not ours");
-        &self.data[bid as usize][..len]
-    }
-    fn taken(&mut self, bid: u16) {
-        assert!(self.out.contains(&bid), "took buffer {bid} twice");
-    }
-    fn give(&mut self, bid: u16) {
-        assert!(self.out.remove(&bid), "gave back buffer {bid} not out");
-        self.ring.push_back(bid);
-    }
-    fn available(&self) -> usize {
-        self.ring.len()
-    }
-    fn entries(&self) -> usize {
-        self.data.len()
-    }
-}
+use crate::engine::uring::fake_pool::FakePool;
 
 /// A completion the simulated kernel will post.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cqe {
+pub(super) enum Cqe {
     Recv {
         side: Side,
         res: i32,
@@ -88,7 +28,7 @@ enum Cqe {
 
 /// How a peer reads what the pair sends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reads {
+pub(super) enum Reads {
     /// Sends to it complete as often as anything else.
     Normal,
     /// Sends to it complete rarely (the window is mostly closed).
@@ -99,7 +39,7 @@ enum Reads {
 
 /// How a connect attempt ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub(super) enum Outcome {
     Accepted,
     Refused,
     /// No answer: only the connect timeout's cancel ends it.
@@ -108,37 +48,37 @@ enum Outcome {
 
 /// One peer and what the pair has in flight on its socket.
 #[derive(Debug)]
-struct Peer {
+pub(super) struct Peer {
     /// What the peer sends, and how much of it the pair has received.
-    input: Vec<u8>,
-    delivered: usize,
+    pub(super) input: Vec<u8>,
+    pub(super) delivered: usize,
     /// The peer sends its FIN after its input; the pair has seen it.
-    fin: bool,
-    eof_delivered: bool,
+    pub(super) fin: bool,
+    pub(super) eof_delivered: bool,
     /// The peer resets once the pair has received this much of its input.
-    reset_after: Option<usize>,
-    reset: bool,
-    reads: Reads,
+    pub(super) reset_after: Option<usize>,
+    pub(super) reset: bool,
+    pub(super) reads: Reads,
     /// Operations the kernel can still complete.
-    recv_live: bool,
+    pub(super) recv_live: bool,
     /// Bytes the live recv may still deliver before it ends by itself.
-    recv_room: usize,
-    send_live: Option<(*const u8, u32, bool)>,
-    fin_live: bool,
+    pub(super) recv_room: usize,
+    pub(super) send_live: Option<(*const u8, u32, bool)>,
+    pub(super) fin_live: bool,
     /// Operations whose last completion the pair has not been handed yet.
-    recv_out: bool,
-    send_out: bool,
-    fin_out: bool,
+    pub(super) recv_out: bool,
+    pub(super) send_out: bool,
+    pub(super) fin_out: bool,
     /// Closes submitted, and whether the last was a reset.
-    closes: u32,
-    closed_reset: Option<bool>,
+    pub(super) closes: u32,
+    pub(super) closed_reset: Option<bool>,
     /// What the pair sent to this peer, and how much of it when the FIN arrived.
-    got: Vec<u8>,
-    fin_at: Option<usize>,
+    pub(super) got: Vec<u8>,
+    pub(super) fin_at: Option<usize>,
 }
 
 impl Peer {
-    fn new(rng: &mut StdRng) -> Self {
+    pub(super) fn new(rng: &mut StdRng) -> Self {
         let input: Vec<u8> = (0..rng.gen_range(0..1200)).map(|_| rng.gen()).collect();
         let reset_after = rng.gen_bool(0.12).then(|| rng.gen_range(0..=input.len()));
         let reads = match rng.gen_range(0..100) {
@@ -169,60 +109,60 @@ impl Peer {
     }
 
     /// The recv has something to deliver: bytes, the FIN or the reset.
-    fn has_input(&self) -> bool {
+    pub(super) fn has_input(&self) -> bool {
         self.reset || self.delivered < self.input.len() || (self.fin && !self.eof_delivered)
     }
 }
 
 /// What a scenario went through, for the counts that show the test explores.
 #[derive(Debug, Default)]
-struct Seen {
+pub(super) struct Seen {
     /// `paused[side]`: the direction from `side` went over its bound, so `side` was not
     /// read until it drained.
-    paused: [bool; 2],
-    starved: bool,
-    refused: bool,
-    connect_timeout: bool,
-    local_failure: bool,
+    pub(super) paused: [bool; 2],
+    pub(super) starved: bool,
+    pub(super) refused: bool,
+    pub(super) connect_timeout: bool,
+    pub(super) local_failure: bool,
     /// The side whose peer failed (reset) while the pair was not yet closed.
-    error_from: Option<Side>,
+    pub(super) error_from: Option<Side>,
     /// The first FIN passed on went to this side.
-    first_fin: Option<Side>,
+    pub(super) first_fin: Option<Side>,
     /// Bytes went one way after the FIN had gone the other way.
-    half_open_traffic: bool,
+    pub(super) half_open_traffic: bool,
     /// A cancelled operation completed after the cancel.
-    late_cancel: bool,
+    pub(super) late_cancel: bool,
 }
 
 /// The simulated kernel and both peers of one pair.
-struct Sim {
-    seed: u64,
-    rng: StdRng,
-    pool: FakePool,
-    limits: Limits,
-    stats: WorkerStats,
-    now: Millis,
+pub(super) struct Sim {
+    pub(super) seed: u64,
+    pub(super) rng: StdRng,
+    pub(super) pool: FakePool,
+    pub(super) limits: Limits,
+    pub(super) stats: WorkerStats,
+    pub(super) now: Millis,
     /// `peers[side]`.
-    peers: [Peer; 2],
-    header: Vec<u8>,
+    pub(super) peers: [Peer; 2],
+    pub(super) header: Vec<u8>,
     /// Each connect attempt's end, in the order of the attempts.
-    outcomes: Vec<Outcome>,
+    pub(super) outcomes: Vec<Outcome>,
     /// Upstream sockets made (connects submitted to the kernel).
-    attempts: usize,
-    connect_live: Option<Outcome>,
-    connect_out: bool,
+    pub(super) attempts: usize,
+    pub(super) connect_live: Option<Outcome>,
+    pub(super) connect_out: bool,
     /// The upstream peer accepted a connection.
-    accepted: bool,
-    cancels: VecDeque<Submit>,
+    pub(super) accepted: bool,
+    pub(super) cancels: VecDeque<Submit>,
     /// Completions posted, in order (those of cancelled operations before the cancel's).
-    posted: VecDeque<Cqe>,
+    pub(super) posted: VecDeque<Cqe>,
     /// Completions of cancelled operations that come in any order after the cancel's.
-    late: Vec<Cqe>,
-    seen: Seen,
+    pub(super) late: Vec<Cqe>,
+    pub(super) seen: Seen,
 }
 
 impl Sim {
-    fn new(seed: u64) -> Self {
+    pub(super) fn new(seed: u64) -> Self {
         let mut rng = StdRng::seed_from_u64(seed);
         let pool = FakePool::new(rng.gen_range(1..=6), rng.gen_range(8..=64));
         let max_pending = rng.gen_range(64..=512);
@@ -260,13 +200,13 @@ impl Sim {
         }
     }
 
-    fn peer(&mut self, side: Side) -> &mut Peer {
+    pub(super) fn peer(&mut self, side: Side) -> &mut Peer {
         &mut self.peers[side.index()]
     }
 
     /// What `side`'s peer should receive in all: the other peer's input, after the PROXY
     /// header for the upstream.
-    fn expected(&self, side: Side) -> Vec<u8> {
+    pub(super) fn expected(&self, side: Side) -> Vec<u8> {
         let mut v = match side {
             Side::Upstream => self.header.clone(),
             Side::Client => Vec::new(),
@@ -277,7 +217,7 @@ impl Sim {
 
     /// Takes what the pair submitted, checking it never asks for two of a kind at once on
     /// a socket, or for anything on a socket after its close.
-    fn take(&mut self, subs: &mut Vec<Submit>) {
+    pub(super) fn take(&mut self, subs: &mut Vec<Submit>) {
         let seed = self.seed;
         for s in subs.drain(..) {
             let side = match s {
@@ -345,7 +285,7 @@ impl Sim {
     }
 
     /// One random thing the kernel or a peer does; `None` when only time can help.
-    fn event(&mut self) -> Option<Cqe> {
+    pub(super) fn event(&mut self) -> Option<Cqe> {
         #[derive(Clone, Copy)]
         enum Ev {
             Recv(Side),
@@ -437,7 +377,7 @@ impl Sim {
         }
     }
 
-    fn recv(&mut self, side: Side) -> Cqe {
+    pub(super) fn recv(&mut self, side: Side) -> Cqe {
         let size = self.pool.size;
         let p = &mut self.peers[side.index()];
         if p.reset || p.delivered == p.input.len() {
@@ -496,7 +436,7 @@ impl Sim {
         self.posted.pop_front().expect("at least one completion")
     }
 
-    fn complete_send(&mut self, side: Side) -> Cqe {
+    pub(super) fn complete_send(&mut self, side: Side) -> Cqe {
         let expected = self.expected(side);
         let other_fin = self.peers[side.other().index()].fin_at.is_some();
         let p = &mut self.peers[side.index()];
@@ -542,7 +482,7 @@ impl Sim {
 
     /// The completion of an operation a cancel ends: before the cancel's own, or, now and
     /// then, after it (the operation was running and stops later).
-    fn cancelled(&mut self, cqe: Cqe) {
+    pub(super) fn cancelled(&mut self, cqe: Cqe) {
         match self.rng.gen_bool(0.25) {
             true => {
                 self.seen.late_cancel = true;
@@ -552,7 +492,7 @@ impl Sim {
         }
     }
 
-    fn cancel(&mut self) -> Cqe {
+    pub(super) fn cancel(&mut self) -> Cqe {
         let which = self.cancels.pop_front().expect("a cancel in flight");
         let (side, all) = match which {
             Submit::CancelRecv(side) => (Some(side), false),
@@ -588,271 +528,4 @@ impl Sim {
         self.posted.push_back(Cqe::Cancel);
         self.posted.pop_front().expect("posted above")
     }
-}
-
-/// Runs one scenario to its end and checks it; returns the simulation and the pair.
-fn run(seed: u64) -> (Sim, UPair) {
-    let mut sim = Sim::new(seed);
-    let addrs: Vec<SocketAddr> = (1..=sim.outcomes.len())
-        .map(|i| SocketAddr::from(([127, 0, 0, 1], i as u16)))
-        .collect();
-    // Never marked down, so each connect goes to the next upstream not tried yet.
-    let ups = Upstreams::new(addrs, Balance::RoundRobin, Duration::ZERO);
-    let mut cursor = 0;
-    let connect_ms = sim.rng.gen_range(200..=1000);
-    let header = (!sim.header.is_empty()).then(|| sim.header.clone());
-    let mut pair = UPair::new(Relay::new(sim.now, sim.now + connect_ms), header);
-    let mut up = Upstream {
-        ups: &ups,
-        cursor: &mut cursor,
-        connect_ms,
-    };
-    let mut subs = Vec::new();
-    macro_rules! env {
-        () => {
-            Env {
-                now: sim.now,
-                limits: &sim.limits,
-                pool: &mut sim.pool,
-                stats: &sim.stats,
-                submit: &mut subs,
-            }
-        };
-    }
-    // What the worker does with a connect: make a socket first, which may fail (no
-    // descriptor), and then the connect is not submitted.
-    macro_rules! submit {
-        () => {
-            let mut i = 0;
-            while i < subs.len() {
-                if subs[i] != Submit::Connect || !sim.rng.gen_bool(0.03) {
-                    i += 1;
-                    continue;
-                }
-                subs.remove(i);
-                sim.seen.local_failure = true;
-                pair.upstream_socket = sim.attempts > 0;
-                let err = std::io::Error::from_raw_os_error(libc::EMFILE);
-                pair.on_local_failure(&err, &mut env!());
-            }
-            sim.take(&mut subs);
-        };
-    }
-    pair.start(&mut env!(), &mut up);
-    submit!();
-    let mut closes_done = 0;
-    for _ in 0..50_000 {
-        if pair.teardown == Teardown::Done {
-            break;
-        }
-        if sim.rng.gen_bool(0.05) {
-            sim.now += sim.rng.gen_range(1..200);
-            pair.on_time(&mut env!());
-            submit!();
-        }
-        if pair.socks.iter().any(|s| s.starved) && sim.pool.available() > 0 {
-            pair.on_buffers(&mut env!());
-            submit!();
-        }
-        let Some(cqe) = sim.event() else {
-            // Nothing can complete now: only time moves the pair on.
-            sim.now += 500;
-            pair.on_time(&mut env!());
-            submit!();
-            continue;
-        };
-        let open = pair.relay.phase() != Phase::Closed;
-        let mut failed = |side: Side, res: i32| {
-            if open && res < 0 && res != -libc::ECANCELED && res != -libc::ENOBUFS {
-                sim.seen.error_from.get_or_insert(side);
-            }
-        };
-        match cqe {
-            Cqe::Recv {
-                side,
-                res,
-                more,
-                bid,
-            } => {
-                failed(side, res);
-                if !more {
-                    sim.peer(side).recv_out = false;
-                }
-                pair.on_recv(side, res, more, bid, &mut env!(), &ups);
-            }
-            Cqe::Send(side, res) => {
-                failed(side, res);
-                sim.peer(side).send_out = false;
-                pair.on_send(side, res, &mut env!(), &ups);
-            }
-            Cqe::Fin(side, res) => {
-                failed(side, res);
-                sim.peer(side).fin_out = false;
-                pair.on_fin(side, res, &mut env!());
-            }
-            Cqe::Connect(res) => {
-                sim.connect_out = false;
-                pair.on_connect(res, &mut env!(), &mut up);
-            }
-            Cqe::Cancel => pair.on_cancel(&mut env!()),
-            Cqe::Close(_) => {
-                closes_done += 1;
-                let done = pair.on_close();
-                let expected = 1 + usize::from(pair.upstream_socket);
-                assert_eq!(
-                    done,
-                    closes_done == expected,
-                    "seed {seed}: done after {closes_done} of {expected} closes"
-                );
-            }
-        }
-        submit!();
-        // Each direction holds no more than its bound, give or take the last buffer a recv
-        // filled, and the PROXY header on the client's.
-        for (side, extra) in [(Side::Client, sim.header.len()), (Side::Upstream, 0)] {
-            let bound = sim.limits.max_pending + sim.pool.size + extra;
-            sim.seen.paused[side.index()] |= pair.relay.queued(side) > sim.limits.max_pending;
-            assert!(
-                pair.relay.queued(side) <= bound,
-                "seed {seed}: {side:?} holds {} bytes, over {bound}",
-                pair.relay.queued(side)
-            );
-        }
-    }
-    assert_eq!(
-        pair.teardown,
-        Teardown::Done,
-        "seed {seed}: the pair never closed ({pair:?})"
-    );
-    pair.release(&ups);
-    check_end(seed, &sim, &pair, &ups);
-    (sim, pair)
-}
-
-/// What must hold once both sockets are closed.
-fn check_end(seed: u64, sim: &Sim, pair: &UPair, ups: &Upstreams) {
-    assert!(!pair.busy(), "seed {seed}: operations in flight at the end");
-    assert!(
-        sim.posted.is_empty()
-            && sim.late.is_empty()
-            && sim.cancels.is_empty()
-            && sim.connect_live.is_none(),
-        "seed {seed}: completions still to come at the end"
-    );
-    assert_eq!(
-        sim.pool.available(),
-        sim.pool.entries(),
-        "seed {seed}: buffers not returned"
-    );
-    for u in ups.list() {
-        let active = u.stats.active.load(std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(active, 0, "seed {seed}: an upstream still counts the pair");
-    }
-    let upstream_socket = sim.attempts > 0;
-    for side in [Side::Client, Side::Upstream] {
-        let p = &sim.peers[side.index()];
-        assert!(
-            !(p.recv_live || p.send_live.is_some() || p.fin_live),
-            "seed {seed}: {side:?} has operations in the kernel at the end"
-        );
-        let want = u32::from(side == Side::Client || upstream_socket);
-        assert_eq!(
-            p.closes, want,
-            "seed {seed}: {side:?} closed {} times",
-            p.closes
-        );
-        if let Some(at) = p.fin_at {
-            // The FIN passed on follows everything the other peer sent before its own.
-            let other = &sim.peers[side.other().index()];
-            assert!(
-                other.eof_delivered,
-                "seed {seed}: FIN to {side:?} out of nowhere"
-            );
-            assert_eq!(
-                p.got[..at],
-                sim.expected(side)[..],
-                "seed {seed}: FIN to {side:?} before its bytes were whole"
-            );
-            assert_eq!(p.got.len(), at, "seed {seed}: bytes after the FIN");
-        }
-    }
-    let [client, upstream] = &sim.peers;
-    if client.fin_at.is_some() && upstream.fin_at.is_some() {
-        assert_eq!(pair.relay.close_reason(), CloseReason::Peer);
-        assert!(
-            client.closed_reset == Some(false) && upstream.closed_reset == Some(false),
-            "seed {seed}: a graceful end closed with a reset"
-        );
-    }
-    if let Some(side) = sim.seen.error_from {
-        let other = &sim.peers[side.other().index()];
-        if other.closes > 0 {
-            assert_eq!(
-                other.closed_reset,
-                Some(true),
-                "seed {seed}: {side:?} was reset, {:?} closed without a reset",
-                side.other()
-            );
-        }
-    }
-}
-
-#[test]
-fn relays_both_ways_whole_and_in_order_and_closes_once() {
-    #[derive(Debug, Default)]
-    struct Counts {
-        graceful: u32,
-        half_close_client_first: u32,
-        half_close_upstream_first: u32,
-        reset: u32,
-        backpressure: u32,
-        starved: u32,
-        refused: u32,
-        connect_timeout: u32,
-        no_upstream: u32,
-        local_failure: u32,
-        late_cancel: u32,
-        idle: u32,
-        header: u32,
-    }
-    let mut c = Counts::default();
-    for seed in 0..3000 {
-        let (sim, pair) = run(seed);
-        let s = &sim.seen;
-        let [client, upstream] = &sim.peers;
-        c.graceful += u32::from(client.fin_at.is_some() && upstream.fin_at.is_some());
-        if s.half_open_traffic {
-            match s.first_fin {
-                Some(Side::Client) => c.half_close_client_first += 1,
-                _ => c.half_close_upstream_first += 1,
-            }
-        }
-        c.reset += u32::from(s.error_from.is_some());
-        // Over the bound because the peer it goes to reads slowly or not at all.
-        let held_back = |side: Side| {
-            s.paused[side.index()] && sim.peers[side.other().index()].reads != Reads::Normal
-        };
-        c.backpressure += u32::from(held_back(Side::Client) || held_back(Side::Upstream));
-        c.starved += u32::from(s.starved);
-        c.refused += u32::from(s.refused);
-        c.connect_timeout += u32::from(s.connect_timeout);
-        c.local_failure += u32::from(s.local_failure);
-        c.late_cancel += u32::from(s.late_cancel);
-        c.header += u32::from(!sim.header.is_empty() && upstream.fin_at.is_some());
-        match pair.relay.close_reason() {
-            CloseReason::NoUpstream => c.no_upstream += 1,
-            CloseReason::Idle => c.idle += 1,
-            _ => {}
-        }
-    }
-    eprintln!("{c:?}");
-    // The scenarios explored what they should, not only early ends (about twice these).
-    assert!(c.graceful > 500, "{c:?}");
-    assert!(c.half_close_client_first > 300, "{c:?}");
-    assert!(c.half_close_upstream_first > 300, "{c:?}");
-    assert!(c.reset > 250 && c.backpressure > 400, "{c:?}");
-    assert!(c.starved > 1000 && c.idle > 400, "{c:?}");
-    assert!(c.refused > 200 && c.connect_timeout > 200, "{c:?}");
-    assert!(c.no_upstream > 150 && c.local_failure > 40, "{c:?}");
-    assert!(c.header > 250 && c.late_cancel > 100, "{c:?}");
 }
