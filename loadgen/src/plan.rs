@@ -93,6 +93,9 @@ pub struct Plan {
     /// Expected hello greeting.
     #[serde(skip)]
     pub greeting: Vec<u8>,
+    /// A client-bound run fails with exit status 4.
+    #[serde(default)]
+    pub require_headroom: bool,
 }
 
 impl Plan {
@@ -225,6 +228,7 @@ impl Args {
             payloads,
             head_request,
             greeting: self.greeting.into_bytes(),
+            require_headroom: self.require_headroom,
         })
     }
 
