@@ -166,6 +166,12 @@ pub struct Args {
     #[arg(long)]
     pub server_pid: Option<u32>,
 
+    /// Begin (warm-up first) at this wall-clock instant: seconds since the Unix epoch
+    /// (`date +%s`) or `+DURATION` from now, within a day ahead, so that runs on several
+    /// hosts measure the same window.
+    #[arg(long, value_name = "UNIX_TIME|+DUR")]
+    pub start_at: Option<String>,
+
     /// Fail (exit status 4) when loadgen itself was the limit: a thread busy ≥ 90% of the
     /// measured window (open loop: and the schedule slipping by ≥ 1 ms at p99, or requests
     /// left unsent).
