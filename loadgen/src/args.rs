@@ -40,7 +40,7 @@ impl Mode {
     name = "loadgen",
     // The package version and the git commit built (`unknown` without git; see build.rs).
     version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("RINGD_COMMIT"), ")"),
-    after_help = "Examples:\n  loadgen 127.0.0.1:8080 --connections 100 --duration 10s          # echo rr, closed loop\n  loadgen http://127.0.0.1:8080/ -c 10 --json r.json                 # HTTP GET\n  loadgen http://127.0.0.1:8080/api -X POST --body '{}' -H 'Content-Type: application/json'\n  loadgen 127.0.0.1:8080 --rate 50000 --hgrm out.hgrm --plot out.svg  # open loop\n  loadgen 127.0.0.1:8080 --protocol hello                            # crr (the default for hello)\n  loadgen 127.0.0.1:8080 -c 50000 --source 127.0.0.2-127.0.0.4       # past one source's ports\n  loadgen merge --json all.json host1.json host2.json                # one report from several hosts\n\nExit status: 0 the run measured requests within --max-error-rate; 1 it could not run,\nmeasured nothing, a thread gave up or a file could not be written; 2 bad arguments;\n3 failed requests above --max-error-rate."
+    after_help = "Examples:\n  loadgen 127.0.0.1:8080 --connections 100 --duration 10s          # echo rr, closed loop\n  loadgen http://127.0.0.1:8080/ -c 10 --json r.json                 # HTTP GET\n  loadgen http://127.0.0.1:8080/api -X POST --body '{}' -H 'Content-Type: application/json'\n  loadgen 127.0.0.1:8080 --rate 50000 --hgrm out.hgrm --plot out.svg  # open loop\n  loadgen 127.0.0.1:8080 --protocol hello                            # crr (the default for hello)\n  loadgen 127.0.0.1:8080 -c 50000 --source 127.0.0.2-127.0.0.4       # past one source's ports\n  loadgen merge --json all.json host1.json host2.json                # one report from several hosts\n\nExit status: 0 the run measured requests within --max-error-rate; 1 it could not run,\nmeasured nothing, a thread gave up or a file could not be written; 2 bad arguments;\n3 failed requests above --max-error-rate; 4 loadgen was the limit (--require-headroom)."
 )]
 pub struct Args {
     /// Targets, HOST:PORT or http://HOST[:PORT]/PATH; connections are spread over them
@@ -165,6 +165,18 @@ pub struct Args {
     /// Report this server process's CPU time per request over the measured window.
     #[arg(long)]
     pub server_pid: Option<u32>,
+
+    /// Begin (warm-up first) at this wall-clock instant: seconds since the Unix epoch
+    /// (`date +%s`) or `+DURATION` from now, within a day ahead, so that runs on several
+    /// hosts measure the same window.
+    #[arg(long, value_name = "UNIX_TIME|+DUR")]
+    pub start_at: Option<String>,
+
+    /// Fail (exit status 4) when loadgen itself was the limit: a thread busy ≥ 90% of the
+    /// measured window (open loop: and the schedule slipping by ≥ 1 ms at p99, or requests
+    /// left unsent).
+    #[arg(long)]
+    pub require_headroom: bool,
 
     /// No live progress line, even on a terminal.
     #[arg(long, short = 'q')]

@@ -107,6 +107,27 @@ pub fn process_cpu_secs() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// Nanoseconds the calling thread has spent on a CPU or runnable and waiting for one, from
+/// /proc/thread-self/schedstat (run time + run-queue wait). A thread starved of CPU by
+/// another process is as much the limit as one that computes all the time, and only the
+/// wait shows it. Without schedstat (a kernel built without it): the thread's CPU time.
+pub fn thread_busy_ns() -> u64 {
+    let schedstat = std::fs::read_to_string("/proc/thread-self/schedstat").ok();
+    let parsed = schedstat.and_then(|s| {
+        let mut f = s.split_whitespace().map(|v| v.parse::<u64>().ok());
+        Some(f.next()?? + f.next()??)
+    });
+    parsed.unwrap_or_else(|| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; the thread CPU clock always exists.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    })
+}
+
 /// CPU seconds (utime + stime) of another process, from /proc/PID/stat.
 pub fn pid_cpu_secs(pid: u32) -> io::Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -149,6 +170,21 @@ mod tests {
         assert!(process_cpu_secs() > 0.0);
         assert!(pid_cpu_secs(std::process::id()).unwrap() >= 0.0);
         assert!(pid_cpu_secs(u32::MAX).is_err());
+    }
+
+    #[test]
+    fn a_spinning_thread_is_busy_and_a_sleeping_one_is_not() {
+        let (b0, w0) = (thread_busy_ns(), now_ns());
+        while now_ns() - w0 < 50_000_000 {
+            std::hint::spin_loop();
+        }
+        let spun = thread_busy_ns() - b0;
+        let (b1, w1) = (thread_busy_ns(), now_ns());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let slept = thread_busy_ns() - b1;
+        let wall = now_ns() - w1;
+        assert!(spun >= 40_000_000, "{spun}");
+        assert!(slept < wall / 2, "{slept} of {wall}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod args;
 pub mod client;
 pub mod clock;
 pub mod hdr;
+pub mod headroom;
 pub mod merge;
 pub mod plan;
 pub mod plot;

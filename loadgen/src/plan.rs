@@ -13,6 +13,7 @@ use crate::source;
 use crate::target::{parse_target, without_fragment, Target};
 
 mod json;
+pub mod start;
 
 /// Longest measured duration.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
@@ -93,6 +94,12 @@ pub struct Plan {
     /// Expected hello greeting.
     #[serde(skip)]
     pub greeting: Vec<u8>,
+    /// When the run begins, warm-up first (seconds since the Unix epoch; null: at once).
+    #[serde(default)]
+    pub start_at_unix_s: Option<f64>,
+    /// A client-bound run fails with exit status 4.
+    #[serde(default)]
+    pub require_headroom: bool,
 }
 
 impl Plan {
@@ -201,6 +208,11 @@ impl Args {
         // until written (echo bytes come from a shared table).
         let per_request = payloads.iter().map(Vec::len).max().unwrap_or(0) as u64 + 64;
         check_memory(per_request * pipeline as u64 * self.connections as u64)?;
+        let start_at_unix_s = self
+            .start_at
+            .as_deref()
+            .map(|s| start::resolve(s, std::time::SystemTime::now()))
+            .transpose()?;
         Ok(Plan {
             targets: addrs,
             sources,
@@ -225,6 +237,8 @@ impl Args {
             payloads,
             head_request,
             greeting: self.greeting.into_bytes(),
+            start_at_unix_s,
+            require_headroom: self.require_headroom,
         })
     }
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::args::Mode;
 use crate::hdr;
+use crate::headroom::ClientBound;
 use crate::plan::Plan;
 use crate::run::RunResult;
 use crate::stats::ErrorKind;
@@ -268,6 +269,9 @@ pub struct Report {
     pub timeseries: Vec<Second>,
     /// loadgen's own CPU.
     pub loadgen_cpu: Cpu,
+    /// Whether loadgen itself was the limit (null in reports from before it was measured).
+    #[serde(default)]
+    pub client_bound: Option<ClientBound>,
     /// The server's CPU (with --server-pid).
     pub server_cpu: Option<Cpu>,
     /// Threads that gave up, and why.
@@ -311,6 +315,8 @@ pub fn finish(prog: &str, write_errors: &[String], report: Option<&Report>) -> u
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status: more failed requests than `--max-error-rate` allows.
 pub const EXIT_ERRORS: u8 = 3;
+/// Exit status: with `--require-headroom`, loadgen itself was the limit.
+pub const EXIT_CLIENT_BOUND: u8 = 4;
 
 impl Report {
     /// Builds the report of a run.
@@ -417,6 +423,11 @@ impl Report {
                 cpu_s: r.loadgen_cpu,
                 us_per_request: per_req(r.loadgen_cpu),
             },
+            client_bound: Some(ClientBound::judge(
+                &r.stats.busy,
+                r.plan.rate.map(|_| quantile(&r.stats.slip, 0.99)),
+                c.unsent,
+            )),
             server_cpu: r.server_cpu.map(|cpu| Cpu {
                 pid: r.server_pid,
                 cpu_s: cpu,
@@ -484,6 +495,11 @@ impl Report {
                     percent(self.config.max_error_rate)
                 ),
             ));
+        }
+        if self.config.require_headroom {
+            if let Some(line) = self.client_bound.as_ref().and_then(ClientBound::line) {
+                return Some((EXIT_CLIENT_BOUND, format!("{line} (--require-headroom)")));
+            }
         }
         None
     }

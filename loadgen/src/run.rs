@@ -77,6 +77,9 @@ pub fn run(plan: Plan, opts: &RunOptions) -> anyhow::Result<RunResult> {
             anyhow::anyhow!("--server-pid {pid}: cannot read /proc/{pid}/stat: {e}")
         })?;
     }
+    if let Some(at) = plan.start_at_unix_s {
+        wait_until(at, opts)?;
+    }
     let plan = Arc::new(plan);
     let start = now_ns();
     let warmup_end = start + plan.warmup.as_nanos() as u64;
@@ -217,6 +220,25 @@ pub fn run(plan: Plan, opts: &RunOptions) -> anyhow::Result<RunResult> {
         thread_errors,
         interrupted,
     })
+}
+
+/// Sleeps until `at` (seconds since the Unix epoch), against the wall clock each time so
+/// that a clock stepped meanwhile is followed; a signal cancels the run.
+fn wait_until(at: f64, opts: &RunOptions) -> anyhow::Result<()> {
+    loop {
+        let left = crate::plan::start::wait(at, SystemTime::now());
+        if left.is_zero() {
+            return Ok(());
+        }
+        let signalled = opts
+            .interrupts
+            .as_ref()
+            .is_some_and(|n| n.load(Ordering::Relaxed) > 0);
+        if signalled {
+            anyhow::bail!("stopped by a signal before --start-at");
+        }
+        std::thread::sleep(left.min(Duration::from_millis(50)));
+    }
 }
 
 /// Every target answers a connect, from the first source; and every source reaches the

@@ -183,6 +183,12 @@ pub struct ThreadStats {
     pub oldest_unfinished_ns: u64,
     /// Age of the oldest request due but unsent at the end (ns).
     pub oldest_unsent_ns: u64,
+    /// How late measured requests were first written against their intended send time
+    /// (ns; 0 in closed loop, where the two are the same).
+    pub slip: Histogram<u64>,
+    /// Per thread, in thread order: the fraction of the measured window it was busy
+    /// (see [`crate::headroom`]).
+    pub busy: Vec<f64>,
 }
 
 impl ThreadStats {
@@ -197,6 +203,8 @@ impl ThreadStats {
             last_completion_ns: 0,
             oldest_unfinished_ns: 0,
             oldest_unsent_ns: 0,
+            slip: histogram(),
+            busy: Vec::new(),
         }
     }
 
@@ -211,6 +219,8 @@ impl ThreadStats {
         self.last_completion_ns = self.last_completion_ns.max(o.last_completion_ns);
         self.oldest_unfinished_ns = self.oldest_unfinished_ns.max(o.oldest_unfinished_ns);
         self.oldest_unsent_ns = self.oldest_unsent_ns.max(o.oldest_unsent_ns);
+        let _ = self.slip.add(&o.slip);
+        self.busy.extend(&o.busy);
     }
 }
 

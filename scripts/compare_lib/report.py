@@ -15,6 +15,24 @@ FIELDS = ["throughput_rps", "throughput_in_mib_s", "server_us_per_request", "bac
 COMPARED = ["throughput_rps", "server_us_per_request"]
 COMPARED_OPEN_LOOP = COMPARED + ["p99_us"]
 
+# The verdict of a comparison in which loadgen, not a server, was the limit in some round:
+# its figures are lower bounds, so neither side can be called faster or slower.
+CLIENT_BOUND = "client-bound"
+
+
+def client_bound_runs(runs):
+    """How many of `runs` loadgen reported as client-bound (its JSON's `client_bound.bound`)."""
+    return sum(1 for r in runs if r.get("client_bound"))
+
+
+def mark_client_bound(c, runs_by_row):
+    """Gives comparison `c` the verdict client-bound when either row was in any round."""
+    rows = [row for row in (c["subject"], c["against"]) if client_bound_runs(runs_by_row[row])]
+    if rows:
+        c["verdict"] = CLIENT_BOUND
+        c["client_bound_rows"] = rows
+    return c
+
 
 def summarise(results, engines, subject, env, cfg, open_rate, targets):
     scenarios = []
@@ -39,6 +57,7 @@ def summarise(results, engines, subject, env, cfg, open_rate, targets):
             st["runs"] = all_runs
             st["runs_without_requests"] = len(all_runs) - len(runs)
             st["runs_rate_not_kept"] = sum(1 for r in runs if r.get("rate_kept") is False)
+            st["runs_client_bound"] = client_bound_runs(all_runs)
             entry["results"][row] = st
         entry["rows"] = [r for r in entry["rows"] if r in entry["results"]]
         entry["comparisons"] = []
@@ -52,7 +71,7 @@ def summarise(results, engines, subject, env, cfg, open_rate, targets):
                 for m in metrics:
                     c = stats.compare(subject, data["runs"][subject], other, data["runs"][other], m)
                     if c:
-                        entry["comparisons"].append(c)
+                        entry["comparisons"].append(mark_client_bound(c, data["runs"]))
         scenarios.append(entry)
     return {"schema": "ringd-compare/2", "environment": env, "config": cfg, "engines": engines,
             "subject": subject, "open_loop_rate": open_rate, "method": stats.METHOD,
@@ -84,6 +103,12 @@ def evaluate_targets(scenarios, subject, targets):
                 if c is None:
                     continue
                 value, ci, n = c["ratio"], c["ci95"], c["rounds"]
+                if c["verdict"] == CLIENT_BOUND:
+                    out.append({"issue": t["issue"], "scenario": sc["name"], "what": t["what"],
+                                "metric": t["metric"], "against": t.get("against"), "op": t["op"],
+                                "bound": t["bound"], "value": value, "ci95": ci, "rounds": n,
+                                "status": "undecided (client-bound: loadgen was the limit)"})
+                    continue
             else:
                 vals = [r[t["metric"]] for r in res[subject]["runs"] if r.get(t["metric"]) is not None]
                 if not vals:
@@ -175,6 +200,10 @@ def scenario_md(sc, subject, perf):
         if r["runs_without_requests"]:
             lines += ["", f"{label(row)}: {r['runs_without_requests']} run(s) completed no request in the "
                       "measured window; they are left out of the medians and ratios."]
+        if r.get("runs_client_bound"):
+            lines += ["", f"{label(row)}: loadgen was the limit (client-bound) in {r['runs_client_bound']} "
+                      f"of {len(r['runs'])} runs: its figures are lower bounds, and its comparisons have the "
+                      "verdict client-bound."]
         if r["runs_rate_not_kept"]:
             lines += ["", f"{label(row)}: loadgen could not keep the open-loop rate in {r['runs_rate_not_kept']} "
                       f"of {len(r['runs'])} runs (its latency then includes the backlog it built)."]

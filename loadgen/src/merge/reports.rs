@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use super::input::{add, Input};
 use super::window::{self, Span};
 use crate::args::Mode;
+use crate::headroom::ClientBound;
 use crate::plan::Plan;
 use crate::report::{
     Cpu, EndOfRun, Histograms, Latency, MergeInfo, MergedRun, RateReport, Report, Second,
@@ -96,6 +97,7 @@ pub fn merge(inputs: &[Input], (w0, w1): (f64, f64)) -> Result<Report, String> {
             cpu_s: loadgen_cpu,
             us_per_request: per_request(loadgen_cpu),
         },
+        client_bound: ClientBound::combine(reports.iter().filter_map(|r| r.client_bound.as_ref())),
         server_cpu: server_cpu(&reports).map(|(pid, cpu)| Cpu {
             pid,
             cpu_s: cpu,

@@ -190,6 +190,17 @@ impl Report {
             );
         }
         let _ = writeln!(s, "  CPU         {cpu}");
+        if let Some(c) = &self.client_bound {
+            let busy: Vec<String> = c
+                .threads
+                .iter()
+                .map(|t| format!("{:.0}%", t.busy * 100.0))
+                .collect();
+            let _ = writeln!(s, "  Busy        loadgen threads {}", busy.join(" "));
+            if let Some(line) = c.line() {
+                let _ = writeln!(s, "  {line}");
+            }
+        }
         for e in &self.thread_errors {
             let _ = writeln!(s, "  Warning     a thread stopped early: {e}");
         }

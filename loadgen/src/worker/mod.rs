@@ -21,7 +21,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::args::Mode;
-use crate::clock::{now_ns, Timer};
+use crate::clock::{now_ns, thread_busy_ns, Timer};
 use crate::plan::Plan;
 use crate::source;
 use crate::stats::{histogram, ErrorKind, ThreadStats};
@@ -136,6 +136,8 @@ struct Worker<'a> {
     /// Open loop: requests due before this time count as unsent if never sent.
     schedule_end: u64,
     last_error: Option<String>,
+    /// Wall time and [`thread_busy_ns`] when the loop first saw the warm-up over.
+    busy_from: Option<(u64, u64)>,
 }
 
 impl<'a> Worker<'a> {
@@ -196,6 +198,7 @@ impl<'a> Worker<'a> {
             stopping: false,
             schedule_end: u64::MAX,
             last_error: None,
+            busy_from: None,
         })
     }
 
@@ -216,6 +219,9 @@ impl<'a> Worker<'a> {
         let mut gave_up = None;
         loop {
             let now = now_ns();
+            if self.busy_from.is_none() && now >= self.shared.warmup_end {
+                self.busy_from = Some((now, thread_busy_ns()));
+            }
             if !self.stopping {
                 // Whatever fell due before the end is sent, however late the loop woke.
                 self.release_due(now);
@@ -307,6 +313,18 @@ impl<'a> Worker<'a> {
     /// mode), when the quota was reached, or now (a signal, or the thread giving up).
     fn begin_stop(&mut self, now: u64) {
         self.stopping = true;
+        // Busy over the window this thread saw measured, up to when it stopped sending: the
+        // drain that follows waits on the server.
+        let fraction = self.busy_from.map_or(0.0, |(wall, busy)| {
+            let window = now_ns().saturating_sub(wall);
+            let used = thread_busy_ns().saturating_sub(busy) as f64;
+            if window > 0 {
+                (used / window as f64).min(1.0)
+            } else {
+                0.0
+            }
+        });
+        self.rec.stats.busy = vec![fraction];
         let at = match self.shared.end {
             Some(end) => end.min(now),
             None => now,
@@ -388,6 +406,9 @@ impl Recorder {
         self.stats
             .service
             .saturating_record(now.saturating_sub(p.sent).max(1));
+        self.stats
+            .slip
+            .saturating_record(p.sent.saturating_sub(p.intended));
         self.interval.saturating_record(latency);
     }
 

@@ -1,0 +1,51 @@
+"""Tests of the summary and report: `python3 -m unittest discover -s scripts/compare_lib`."""
+
+import sys
+import unittest
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from compare_lib import report  # noqa: E402
+
+
+def run(rps, client_bound=False):
+    return {"throughput_rps": rps, "server_us_per_request": 1e6 / rps, "p50_us": 50.0, "p99_us": 90.0,
+            "p999_us": 120.0, "rss_kb": 4000, "errors": 0, "hgrm": "runs/x.hgrm",
+            "client_bound": client_bound}
+
+
+def summary(a_runs, b_runs):
+    results = {"echo64": {"description": "echo", "kind": "direct",
+                          "runs": {"uring": a_runs, "epoll": b_runs}}}
+    return report.summarise(results, ["uring", "epoll"], "uring", {}, {}, None, [])
+
+
+class ClientBound(unittest.TestCase):
+    def test_a_row_client_bound_in_any_round_is_never_faster_or_slower(self):
+        fast = [run(150_000), run(152_000), run(149_000, client_bound=True), run(151_000), run(150_500)]
+        slow = [run(100_000), run(101_000), run(99_000), run(100_500), run(100_200)]
+        s = summary(fast, slow)
+        sc = s["scenarios"][0]
+        verdicts = {c["metric"]: c["verdict"] for c in sc["comparisons"]}
+        self.assertEqual(verdicts, {"throughput_rps": "client-bound", "server_us_per_request": "client-bound"})
+        self.assertEqual(sc["comparisons"][0]["client_bound_rows"], ["uring"])
+        self.assertEqual(sc["results"]["uring"]["runs_client_bound"], 1)
+        self.assertEqual(sc["results"]["epoll"]["runs_client_bound"], 0)
+        md = "\n".join(report.scenario_md(sc, "uring", perf=False))
+        row = next(line for line in md.splitlines() if line.startswith("| epoll | 1.50×"))
+        self.assertEqual(row.count("client-bound"), 2, row)
+        self.assertIn("loadgen was the limit (client-bound) in 1 of 5 runs", md)
+        self.assertNotIn("faster", md)
+        self.assertIn("client-bound", report.headline(s))
+
+    def test_the_same_runs_without_a_client_bound_round_get_a_verdict(self):
+        fast = [run(150_000), run(152_000), run(149_000), run(151_000), run(150_500)]
+        slow = [run(100_000), run(101_000), run(99_000), run(100_500), run(100_200)]
+        sc = summary(fast, slow)["scenarios"][0]
+        verdicts = {c["metric"]: c["verdict"] for c in sc["comparisons"]}
+        self.assertEqual(verdicts["throughput_rps"], "faster")
+        self.assertNotIn("client_bound_rows", sc["comparisons"][0])
+
+
+if __name__ == "__main__":
+    unittest.main()
