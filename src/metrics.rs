@@ -305,6 +305,12 @@ fn render_process(out: &mut String, config: &Config) {
     );
     let _ = writeln!(
         out,
+        "# HELP ringd_engine_info The engine that runs (what --engine auto chose)."
+    );
+    let _ = writeln!(out, "# TYPE ringd_engine_info gauge");
+    let _ = writeln!(out, "ringd_engine_info{{engine=\"{}\"}} 1", config.engine);
+    let _ = writeln!(
+        out,
         "# HELP ringd_start_time_seconds When this process started, as Unix time."
     );
     let _ = writeln!(out, "# TYPE ringd_start_time_seconds gauge");
@@ -617,6 +623,10 @@ mod tests {
         let text = render(&stats, &config);
         assert!(text.contains("ringd_build_info{version=\""), "{text}");
         assert!(text.contains("engine=\"uring\",protocol=\"http\"} 1"));
+        assert!(
+            text.contains("\nringd_engine_info{engine=\"uring\"} 1\n"),
+            "{text}"
+        );
         assert_eq!(sum_metric(&text, "ringd_connections_accepted_total", ""), 3);
         assert_eq!(sum_metric(&text, "ringd_connections_active", ""), 2);
         assert_eq!(sum_metric(&text, "ringd_connections_rejected_total", ""), 2);

@@ -83,6 +83,9 @@ pub fn run(args: &Args) -> Result<(), Error> {
     };
     let activation = activation::take_from_env()?;
     let config = args.into_config().map_err(Error::Usage)?;
+    if let Some(refusal) = &config.engine_refusal {
+        warn!("--engine auto: {refusal}; running {}", config.engine);
+    }
     let (sockets, predecessor) = match activation {
         Some(a) => (Some(a.sockets), a.predecessor),
         None => (None, None),
