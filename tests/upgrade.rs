@@ -13,7 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use lineage::{
-    fds, get, listening_inodes, per_worker, scrape, socket_inode, temp_dir, Lineage, Load, Start,
+    counters, fds, get, listening_inodes, per_worker, scrape, socket_inode, temp_dir, Lineage,
+    Load, Start,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -444,7 +445,68 @@ fn service_manager_notifications() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Every `_total` series of the successor starts from what its predecessor reported at the
+/// handover (a scrape across an upgrade never sees a counter go down, which Prometheus
+/// would take for a reset), and keeps counting.
+fn counters_continue(engine: &str) {
+    let dir = temp_dir("upgrade-counters");
+    let mut l = Lineage::start(Start::new(&dir, &args(engine, &[])));
+    let metrics = l.metrics.unwrap();
+    for _ in 0..20 {
+        assert!(get(l.addr).starts_with("HTTP/1.1 200"));
+    }
+    let before = counters(&scrape(metrics));
+    let accepted = |c: &BTreeMap<String, u64>| {
+        c.iter()
+            .filter(|(k, _)| k.starts_with("ringd_connections_accepted_total{"))
+            .map(|(_, v)| v)
+            .sum::<u64>()
+    };
+    assert!(accepted(&before) >= 20, "{before:#?}");
+    l.upgrade();
+    let after = counters(&scrape(metrics));
+    for (series, was) in &before {
+        let now = after.get(series);
+        assert!(
+            now.is_some_and(|n| n >= was),
+            "{engine}: {series} was {was} before the upgrade, {now:?} after"
+        );
+    }
+    for _ in 0..20 {
+        assert!(get(l.addr).starts_with("HTTP/1.1 200"));
+    }
+    let later = counters(&scrape(metrics));
+    for name in [
+        "ringd_connections_accepted_total{",
+        "ringd_requests_total{",
+        "ringd_received_bytes_total{",
+        "ringd_sent_bytes_total{",
+    ] {
+        let sum = |c: &BTreeMap<String, u64>| {
+            c.iter()
+                .filter(|(k, _)| k.starts_with(name))
+                .map(|(_, v)| v)
+                .sum::<u64>()
+        };
+        assert!(
+            sum(&later) > sum(&after),
+            "{engine}: {name} did not grow: {} then {}",
+            sum(&after),
+            sum(&later)
+        );
+    }
+    for (series, was) in &after {
+        assert!(later.get(series).is_some_and(|n| n >= was), "{series}");
+    }
+    assert_eq!(l.stop(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 every_engine! {
+    #[test]
+    fn counters_continue_across_an_upgrade() {
+        counters_continue(ENGINE.name());
+    }
     #[test]
     fn three_upgrades_under_load_lose_nothing() {
         upgrades_under_load(ENGINE.name());
