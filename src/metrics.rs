@@ -71,13 +71,26 @@ pub fn count_upgrade() -> u64 {
     UPGRADES.fetch_add(1, Ordering::Relaxed) + 1
 }
 
-/// A running metrics endpoint; stops when dropped.
+/// A running metrics endpoint; stops when dropped, and once the drop returns no scrape is
+/// rendered any more (so a snapshot taken after it is at least what any scrape showed).
 #[derive(Debug)]
 pub struct MetricsServer {
     /// The address it serves.
     addr: SocketAddr,
-    /// Dropped with the server: its receiver, on the metrics thread, then stops serving.
-    _stop: oneshot::Sender<()>,
+    /// Dropped first on drop: its receiver, on the metrics thread, then stops serving.
+    stop: Option<oneshot::Sender<()>>,
+    /// The metrics thread, joined on drop.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            // The thread ends with its runtime, every connection's task dropped unpolled.
+            let _ = t.join();
+        }
+    }
 }
 
 impl MetricsServer {
@@ -112,7 +125,7 @@ impl MetricsServer {
         };
         let (stop, stopped) = oneshot::channel();
         let page = Arc::new(Page { stats, config });
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("ringd-metrics".into())
             .spawn(move || {
                 runtime.block_on(async move {
@@ -124,7 +137,11 @@ impl MetricsServer {
             })
             .map_err(Error::Spawn)?;
         info!("metrics on http://{addr}/metrics");
-        Ok(MetricsServer { addr, _stop: stop })
+        Ok(MetricsServer {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 
     /// The address it serves.
@@ -623,6 +640,17 @@ mod tests {
         assert!(other.starts_with(b"HTTP/1.1 404 Not Found\r\n"));
         let text = exchange(m.local_addr(), SCRAPE).unwrap();
         assert!(text.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    }
+
+    #[test]
+    fn a_dropped_endpoint_has_stopped_when_the_drop_returns() {
+        for _ in 0..20 {
+            let m = endpoint();
+            let addr = m.local_addr();
+            drop(m);
+            let refused = TcpStream::connect(addr);
+            assert!(refused.is_err(), "{addr} still accepts after the drop");
+        }
     }
 
     #[test]
