@@ -9,6 +9,11 @@
 //! (when this process started) and `ringd_upgrades_total` (live upgrades in this process's
 //! lineage: a fresh start counts 0, a successor starts from its predecessor's count plus
 //! one, and a process that hands over counts that handover too).
+//!
+//! Every `_total` series continues across live upgrades: a successor reports its own counts
+//! plus its predecessor's at the handover (`carried` says how they travel).
+
+mod carried;
 
 use std::fmt::Write as _;
 use std::io;
@@ -24,6 +29,7 @@ use tracing::{debug, info};
 use crate::config::Config;
 use crate::connection::{CloseReason, WorkerStats};
 use crate::error::Error;
+pub use carried::{expect_carried, set_carried, totals, Counters, UpstreamCounts, WorkerCounts};
 
 /// Connections served at once. One accepted beyond them takes the place of the oldest that
 /// has not sent a whole request yet (so silent connections, however many, cannot lock a
@@ -65,13 +71,26 @@ pub fn count_upgrade() -> u64 {
     UPGRADES.fetch_add(1, Ordering::Relaxed) + 1
 }
 
-/// A running metrics endpoint; stops when dropped.
+/// A running metrics endpoint; stops when dropped, and once the drop returns no scrape is
+/// rendered any more (so a snapshot taken after it is at least what any scrape showed).
 #[derive(Debug)]
 pub struct MetricsServer {
     /// The address it serves.
     addr: SocketAddr,
-    /// Dropped with the server: its receiver, on the metrics thread, then stops serving.
-    _stop: oneshot::Sender<()>,
+    /// Dropped first on drop: its receiver, on the metrics thread, then stops serving.
+    stop: Option<oneshot::Sender<()>>,
+    /// The metrics thread, joined on drop.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            // The thread ends with its runtime, every connection's task dropped unpolled.
+            let _ = t.join();
+        }
+    }
 }
 
 impl MetricsServer {
@@ -106,7 +125,7 @@ impl MetricsServer {
         };
         let (stop, stopped) = oneshot::channel();
         let page = Arc::new(Page { stats, config });
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("ringd-metrics".into())
             .spawn(move || {
                 runtime.block_on(async move {
@@ -118,7 +137,11 @@ impl MetricsServer {
             })
             .map_err(Error::Spawn)?;
         info!("metrics on http://{addr}/metrics");
-        Ok(MetricsServer { addr, _stop: stop })
+        Ok(MetricsServer {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 
     /// The address it serves.
@@ -239,7 +262,12 @@ async fn answer(
         }
     };
     got_request();
+    let pending = carried::pending();
     let (status, body) = match request {
+        Some((true, path)) if pending && (path == "/metrics" || path.starts_with("/metrics?")) => (
+            "503 Service Unavailable",
+            "the previous process's counters are not in yet\n".to_string(),
+        ),
         Some((true, path)) if path == "/metrics" || path.starts_with("/metrics?") => {
             ("200 OK", render(&page.stats, &page.config))
         }
@@ -278,13 +306,15 @@ async fn read_request(s: &mut tokio::net::TcpStream) -> io::Result<Option<(bool,
     }
 }
 
-/// The exposition text for `stats` (one series per worker).
+/// The exposition text for `stats` (one series per worker), counters carried from a
+/// predecessor included.
 pub fn render(stats: &[Arc<WorkerStats>], config: &Config) -> String {
+    let totals = totals(stats, config);
     let mut out = String::new();
     render_process(&mut out, config);
-    render_workers(&mut out, stats);
+    render_workers(&mut out, stats, &totals.workers);
     if let Some(proxy) = config.service.proxy() {
-        render_upstreams(&mut out, &proxy.upstreams);
+        render_upstreams(&mut out, &proxy.upstreams, &totals);
     }
     out
 }
@@ -305,6 +335,12 @@ fn render_process(out: &mut String, config: &Config) {
     );
     let _ = writeln!(
         out,
+        "# HELP ringd_engine_info The engine that runs (what --engine auto chose)."
+    );
+    let _ = writeln!(out, "# TYPE ringd_engine_info gauge");
+    let _ = writeln!(out, "ringd_engine_info{{engine=\"{}\"}} 1", config.engine);
+    let _ = writeln!(
+        out,
         "# HELP ringd_start_time_seconds When this process started, as Unix time."
     );
     let _ = writeln!(out, "# TYPE ringd_start_time_seconds gauge");
@@ -317,69 +353,67 @@ fn render_process(out: &mut String, config: &Config) {
     let _ = writeln!(out, "ringd_upgrades_total {}", upgrades());
 }
 
-/// One series per worker (`worker="N"`), and the closes by reason.
-fn render_workers(out: &mut String, stats: &[Arc<WorkerStats>]) {
-    fn load(a: &std::sync::atomic::AtomicU64) -> u64 {
-        a.load(Ordering::Relaxed)
-    }
-    type Get = fn(&WorkerStats) -> u64;
+/// One series per worker (`worker="N"`), and the closes by reason: the gauges from `stats`,
+/// the counters from `totals` (in the same worker order).
+fn render_workers(out: &mut String, stats: &[Arc<WorkerStats>], totals: &[WorkerCounts]) {
+    type Get = fn(&WorkerCounts) -> u64;
     let series: [(&str, &str, &str, Get); 11] = [
         (
             "ringd_connections_accepted_total",
             "counter",
             "Connections admitted.",
-            |s| load(&s.accepted),
+            |c| c.accepted,
         ),
         (
             "ringd_connections_active",
             "gauge",
             "Connections open now.",
-            |s| s.active(),
+            |_| 0,
         ),
         (
             "ringd_connections_rejected_total",
             "counter",
             "Connections turned away by --max-connections.",
-            |s| load(&s.rejected),
+            |c| c.rejected,
         ),
         (
             "ringd_received_bytes_total",
             "counter",
             "Bytes received.",
-            |s| load(&s.bytes_in),
+            |c| c.bytes_in,
         ),
-        ("ringd_sent_bytes_total", "counter", "Bytes sent.", |s| {
-            load(&s.bytes_out)
+        ("ringd_sent_bytes_total", "counter", "Bytes sent.", |c| {
+            c.bytes_out
         }),
         (
             "ringd_requests_total",
             "counter",
             "Requests answered (http; hello replies).",
-            |s| load(&s.requests),
+            |c| c.requests,
         ),
         (
             "ringd_accept_errors_total",
             "counter",
             "Failed accepts.",
-            |s| load(&s.accept_errors),
+            |c| c.accept_errors,
         ),
         (
             "ringd_accept_backoffs_total",
             "counter",
             "Accept pauses after EMFILE/ENFILE/ENOBUFS/ENOMEM.",
-            |s| load(&s.accept_backoffs),
+            |c| c.accept_backoffs,
         ),
         (
             "ringd_direct_descriptor_fallbacks_total",
             "counter",
             "Times the uring direct descriptor table was full and accepting fell back to ordinary descriptors.",
-            |s| load(&s.fixed_fallbacks),
+            |c| c.fixed_fallbacks,
         ),
         (
             "ringd_recv_enobufs_total",
             "counter",
             "Receives that found the buffer ring empty (uring).",
-            |s| load(&s.recv_enobufs),
+            |c| c.recv_enobufs,
         ),
         ("ringd_workers", "gauge", "Worker threads.", |_| 1),
     ];
@@ -390,72 +424,80 @@ fn render_workers(out: &mut String, stats: &[Arc<WorkerStats>]) {
             let _ = writeln!(out, "{name} {}", stats.len());
             continue;
         }
-        for (i, s) in stats.iter().enumerate() {
-            let _ = writeln!(out, "{name}{{worker=\"{i}\"}} {}", get(s));
+        if name == "ringd_connections_active" {
+            // This process's own connections: a predecessor's are not carried.
+            for (i, s) in stats.iter().enumerate() {
+                let _ = writeln!(out, "{name}{{worker=\"{i}\"}} {}", s.active());
+            }
+            continue;
+        }
+        for (i, c) in totals.iter().enumerate() {
+            let _ = writeln!(out, "{name}{{worker=\"{i}\"}} {}", get(c));
         }
     }
     let name = "ringd_connections_closed_total";
     let _ = writeln!(out, "# HELP {name} Connections closed, by reason.");
     let _ = writeln!(out, "# TYPE {name} counter");
-    for (i, s) in stats.iter().enumerate() {
-        for r in CloseReason::ALL {
-            let _ = writeln!(
-                out,
-                "{name}{{worker=\"{i}\",reason=\"{}\"}} {}",
-                r.label(),
-                s.closed_for(r)
-            );
+    for (i, c) in totals.iter().enumerate() {
+        for (r, n) in CloseReason::ALL.iter().zip(c.closed) {
+            let _ = writeln!(out, "{name}{{worker=\"{i}\",reason=\"{}\"}} {n}", r.label());
         }
     }
 }
 
-/// Proxy mode: one series per upstream (`upstream="HOST:PORT"`).
-fn render_upstreams(out: &mut String, ups: &crate::proxy::Upstreams) {
-    use crate::proxy::UpstreamStats;
-    type Get = fn(&UpstreamStats) -> u64;
+/// Proxy mode: one series per upstream (`upstream="HOST:PORT"`): the gauges from `ups`, the
+/// counters from `totals`.
+fn render_upstreams(out: &mut String, ups: &crate::proxy::Upstreams, totals: &Counters) {
+    type Get = fn(&crate::proxy::UpstreamStats, &UpstreamCounts) -> u64;
     let series: [(&str, &str, &str, Get); 6] = [
         (
             "ringd_upstream_connections_total",
             "counter",
             "Connections established to the upstream.",
-            |s| s.connections.load(Ordering::Relaxed),
+            |_, c| c.connections,
         ),
         (
             "ringd_upstream_connections_active",
             "gauge",
             "Connections to the upstream open now.",
-            |s| s.active.load(Ordering::Relaxed),
+            |s, _| s.active.load(Ordering::Relaxed),
         ),
         (
             "ringd_upstream_connect_failures_total",
             "counter",
             "Connects to the upstream that were refused or timed out.",
-            |s| s.failed_connects.load(Ordering::Relaxed),
+            |_, c| c.failed_connects,
         ),
         (
             "ringd_upstream_sent_bytes_total",
             "counter",
             "Bytes sent to the upstream (from clients).",
-            |s| s.bytes_sent.load(Ordering::Relaxed),
+            |_, c| c.bytes_sent,
         ),
         (
             "ringd_upstream_received_bytes_total",
             "counter",
             "Bytes received from the upstream (for clients).",
-            |s| s.bytes_received.load(Ordering::Relaxed),
+            |_, c| c.bytes_received,
         ),
         (
             "ringd_upstream_marked_down_total",
             "counter",
             "Times the upstream was marked down after a failed connect.",
-            |s| s.marked_down.load(Ordering::Relaxed),
+            |_, c| c.marked_down,
         ),
     ];
     for (name, kind, help, get) in series {
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
         for u in ups.list() {
-            let _ = writeln!(out, "{name}{{upstream=\"{}\"}} {}", u.addr, get(&u.stats));
+            let c = totals.upstream(u.addr);
+            let _ = writeln!(
+                out,
+                "{name}{{upstream=\"{}\"}} {}",
+                u.addr,
+                get(&u.stats, &c)
+            );
         }
     }
     let name = "ringd_upstream_up";
@@ -601,6 +643,17 @@ mod tests {
     }
 
     #[test]
+    fn a_dropped_endpoint_has_stopped_when_the_drop_returns() {
+        for _ in 0..20 {
+            let m = endpoint();
+            let addr = m.local_addr();
+            drop(m);
+            let refused = TcpStream::connect(addr);
+            assert!(refused.is_err(), "{addr} still accepts after the drop");
+        }
+    }
+
+    #[test]
     fn exposition_has_every_series_per_worker() {
         let config = Config::new(
             "127.0.0.1:0".parse().unwrap(),
@@ -617,6 +670,10 @@ mod tests {
         let text = render(&stats, &config);
         assert!(text.contains("ringd_build_info{version=\""), "{text}");
         assert!(text.contains("engine=\"uring\",protocol=\"http\"} 1"));
+        assert!(
+            text.contains("\nringd_engine_info{engine=\"uring\"} 1\n"),
+            "{text}"
+        );
         assert_eq!(sum_metric(&text, "ringd_connections_accepted_total", ""), 3);
         assert_eq!(sum_metric(&text, "ringd_connections_active", ""), 2);
         assert_eq!(sum_metric(&text, "ringd_connections_rejected_total", ""), 2);

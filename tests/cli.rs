@@ -349,3 +349,24 @@ fn sigterm_drains_even_when_stderr_is_gone() {
     };
     assert_eq!(status.code(), Some(0));
 }
+
+/// The packaged `/etc/default/ringd` is valid and lets ringd pick the engine, while the
+/// command line's default engine stays `uring`.
+#[test]
+fn the_packaged_arguments_choose_the_engine_automatically() {
+    use clap::Parser;
+    use ringd::config::cli::Args;
+    use ringd::config::EngineChoice;
+    let file = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/default/ringd"),
+    )
+    .unwrap();
+    let line = file
+        .lines()
+        .find_map(|l| l.strip_prefix("RINGD_ARGS="))
+        .expect("a RINGD_ARGS line");
+    let words = line.trim_matches('"').split_whitespace();
+    let args = Args::try_parse_from(std::iter::once("ringd").chain(words)).unwrap();
+    assert_eq!(args.engine, EngineChoice::Auto);
+    assert_eq!(Args::parse_from(["ringd"]).engine, EngineChoice::Uring);
+}

@@ -178,3 +178,38 @@ macro_rules! every_engine_and_protocol {
 }
 
 every_engine_and_protocol!(uring => "uring", tokio_uring => "tokio-uring", epoll => "epoll");
+
+/// `--engine auto` on this host (io_uring enabled, Linux 6.1+) runs `uring`, with no warning,
+/// and both the engine info and the build info name the engine that runs, not `auto`.
+#[test]
+fn engine_auto_runs_uring_here() {
+    let p = RingdProcess::start(
+        &[
+            "--engine",
+            "auto",
+            "--protocol",
+            "http",
+            "--threads",
+            "1",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+        None,
+    );
+    assert!(
+        !p.start_log.iter().any(|l| l.contains("WARN")),
+        "{:?}",
+        p.start_log
+    );
+    let text = scrape(metrics_addr(&p));
+    assert!(
+        text.contains("\nringd_engine_info{engine=\"uring\"} 1\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains(",engine=\"uring\",protocol=\"http\"} 1\n"),
+        "{text}"
+    );
+    assert!(String::from_utf8_lossy(&exchange(p.addr, "http")).starts_with("HTTP/1.1 200"));
+    assert_eq!(p.stop(), 0);
+}

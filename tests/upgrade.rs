@@ -13,7 +13,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use lineage::{
-    fds, get, listening_inodes, per_worker, scrape, socket_inode, temp_dir, Lineage, Load, Start,
+    counters, fds, get, listening_inodes, per_worker, scrape, socket_inode, temp_dir, Lineage,
+    Load, Start,
 };
 
 const LONG: Duration = Duration::from_secs(30);
@@ -444,7 +445,158 @@ fn service_manager_notifications() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Every `_total` series of the successor starts from what its predecessor reported at the
+/// handover (a scrape across an upgrade never sees a counter go down, which Prometheus
+/// would take for a reset), and keeps counting.
+fn counters_continue(engine: &str) {
+    let dir = temp_dir("upgrade-counters");
+    let mut l = Lineage::start(Start::new(&dir, &args(engine, &[])));
+    let metrics = l.metrics.unwrap();
+    for _ in 0..20 {
+        assert!(get(l.addr).starts_with("HTTP/1.1 200"));
+    }
+    let before = counters(&scrape(metrics));
+    let accepted = |c: &BTreeMap<String, u64>| {
+        c.iter()
+            .filter(|(k, _)| k.starts_with("ringd_connections_accepted_total{"))
+            .map(|(_, v)| v)
+            .sum::<u64>()
+    };
+    assert!(accepted(&before) >= 20, "{before:#?}");
+    l.upgrade();
+    let after = counters(&scrape(metrics));
+    for (series, was) in &before {
+        let now = after.get(series);
+        assert!(
+            now.is_some_and(|n| n >= was),
+            "{engine}: {series} was {was} before the upgrade, {now:?} after"
+        );
+    }
+    for _ in 0..20 {
+        assert!(get(l.addr).starts_with("HTTP/1.1 200"));
+    }
+    let later = counters(&scrape(metrics));
+    for name in [
+        "ringd_connections_accepted_total{",
+        "ringd_requests_total{",
+        "ringd_received_bytes_total{",
+        "ringd_sent_bytes_total{",
+    ] {
+        let sum = |c: &BTreeMap<String, u64>| {
+            c.iter()
+                .filter(|(k, _)| k.starts_with(name))
+                .map(|(_, v)| v)
+                .sum::<u64>()
+        };
+        assert!(
+            sum(&later) > sum(&after),
+            "{engine}: {name} did not grow: {} then {}",
+            sum(&after),
+            sum(&later)
+        );
+    }
+    for (series, was) in &after {
+        assert!(later.get(series).is_some_and(|n| n >= was), "{series}");
+    }
+    assert_eq!(l.stop(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An echo server on 127.0.0.1:0 for a proxy to forward to, on a thread of its own (one
+/// connection at a time, enough for sequential clients).
+fn echo_backend() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 || s.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    addr
+}
+
+/// A round trip through the proxy, then the client closes.
+fn echo_once(addr: std::net::SocketAddr) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"ping").unwrap();
+    let mut back = [0u8; 4];
+    s.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"ping");
+}
+
+/// Proxy mode: the per-upstream counters continue across an upgrade too.
+fn upstream_counters_continue(engine: &str) {
+    let dir = temp_dir("upgrade-upstream-counters");
+    let backend = echo_backend().to_string();
+    let mut l = Lineage::start(Start::new(
+        &dir,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--engine",
+            engine,
+            "--protocol",
+            "proxy",
+            "--upstream",
+            &backend,
+            "--threads",
+            "1",
+            "--metrics",
+            "127.0.0.1:0",
+        ],
+    ));
+    let metrics = l.metrics.unwrap();
+    for _ in 0..5 {
+        echo_once(l.addr);
+    }
+    let upstream = |c: &BTreeMap<String, u64>, name: &str| {
+        c.get(&format!("{name}{{upstream=\"{backend}\"}}"))
+            .copied()
+            .unwrap_or_else(|| panic!("no {name} in {c:#?}"))
+    };
+    let names = [
+        "ringd_upstream_connections_total",
+        "ringd_upstream_sent_bytes_total",
+        "ringd_upstream_received_bytes_total",
+    ];
+    let before = counters(&scrape(metrics));
+    l.upgrade();
+    let after = counters(&scrape(metrics));
+    for name in names {
+        assert!(upstream(&before, name) >= 5, "{name}: {before:#?}");
+        assert!(
+            upstream(&after, name) >= upstream(&before, name),
+            "{engine}: {name} was {} before the upgrade, {} after",
+            upstream(&before, name),
+            upstream(&after, name)
+        );
+    }
+    echo_once(l.addr);
+    let later = counters(&scrape(metrics));
+    for name in names {
+        assert!(upstream(&later, name) > upstream(&after, name), "{name}");
+    }
+    assert_eq!(l.stop(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 every_engine! {
+    #[test]
+    fn counters_continue_across_an_upgrade() {
+        counters_continue(ENGINE.name());
+    }
+    #[test]
+    fn upstream_counters_continue_across_an_upgrade() {
+        upstream_counters_continue(ENGINE.name());
+    }
     #[test]
     fn three_upgrades_under_load_lose_nothing() {
         upgrades_under_load(ENGINE.name());

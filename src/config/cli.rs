@@ -10,7 +10,7 @@ use clap::Parser;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
-use super::{allowed_cpus, Config, EngineKind, Service, TestFault};
+use super::{allowed_cpus, Config, EngineChoice, EngineKind, Service, TestFault};
 use crate::config::ListenOptions;
 use crate::protocol::{ProtocolKind, ProtocolSpec, DEFAULT_BODY, DEFAULT_GREETING};
 use crate::proxy::{upstream::MAX_UPSTREAMS, Balance, ProxyConfig, SendProxy};
@@ -97,9 +97,10 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub send_proxy: Option<SendProxy>,
 
-    /// I/O engine: uring (native io_uring, Linux 6.1+), tokio-uring, or epoll (the baseline).
-    #[arg(long, value_enum, default_value_t = EngineKind::default())]
-    pub engine: EngineKind,
+    /// I/O engine: uring (native io_uring, Linux 6.1+), tokio-uring, epoll (the baseline), or
+    /// auto (uring where the kernel allows it, else tokio-uring, else epoll, with a warning).
+    #[arg(long, value_enum, default_value_t = EngineChoice::from(EngineKind::default()))]
+    pub engine: EngineChoice,
 
     /// Worker threads, one runtime and one listener each [default: CPUs this process may use].
     #[arg(long)]
@@ -228,6 +229,17 @@ impl Args {
             ServiceArg::Http => protocol(ProtocolKind::Http),
             ServiceArg::Proxy => Service::Proxy(self.proxy_config()?),
         };
+        let uring = crate::config::UringTuning {
+            wait_batch: self.uring_wait_batch.max(1),
+            min_wait_us: u32::try_from(self.uring_min_wait.as_micros()).unwrap_or(u32::MAX),
+            sqpoll: self.uring_sqpoll,
+        };
+        let (engine, engine_refusal) = match self.engine {
+            EngineChoice::Uring => (EngineKind::Uring, None),
+            EngineChoice::TokioUring => (EngineKind::TokioUring, None),
+            EngineChoice::Epoll => (EngineKind::Epoll, None),
+            EngineChoice::Auto => crate::engine::availability::pick(&uring),
+        };
         let proxy = matches!(service, Service::Proxy(_));
         if !proxy && !self.upstream.is_empty() {
             return Err("--upstream is for --protocol proxy".into());
@@ -239,15 +251,15 @@ impl Args {
         // The uring proxy receives into a shared pool, so larger buffers cost no memory per
         // idle pair and take a quarter of the operations on bulk transfers; the tokio pumps
         // hold one buffer per direction per pair, and keep 4 KiB.
-        let large =
-            proxy && self.engine == EngineKind::Uring && self.max_pending_output >= 16 * 1024;
+        let large = proxy && engine == EngineKind::Uring && self.max_pending_output >= 16 * 1024;
         let buffer_size = self
             .buffer_size
             .unwrap_or(if large { 16 * 1024 } else { 4 * 1024 });
         let config = Config {
             listen: self.listen.unwrap_or(DEFAULT_LISTEN),
             service,
-            engine: self.engine,
+            engine,
+            engine_refusal,
             threads,
             cpus: if pin { cpus } else { Vec::new() },
             listen_options: ListenOptions {
@@ -263,11 +275,7 @@ impl Args {
             header_timeout: self.header_timeout,
             max_pending_output: self.max_pending_output,
             direct_descriptors: !self.no_direct_descriptors,
-            uring: crate::config::UringTuning {
-                wait_batch: self.uring_wait_batch.max(1),
-                min_wait_us: u32::try_from(self.uring_min_wait.as_micros()).unwrap_or(u32::MAX),
-                sqpoll: self.uring_sqpoll,
-            },
+            uring,
             metrics: self.metrics,
             test_fault: match std::env::var(TestFault::VAR) {
                 Ok(v) if !v.is_empty() => Some(TestFault::parse(&v)?),

@@ -52,6 +52,33 @@ impl EngineKind {
     }
 }
 
+/// The `--engine` argument: an engine, or `auto` for the best one this kernel allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineChoice {
+    /// Native io_uring: multishot accept and recv, provided buffer ring, DEFER_TASKRUN
+    /// (Linux 6.1+).
+    Uring,
+    /// tokio-uring runtime per worker: completion-based accept, recv and send with owned
+    /// buffers.
+    #[value(name = "tokio-uring")]
+    TokioUring,
+    /// tokio current-thread runtime per worker (epoll readiness): the baseline.
+    Epoll,
+    /// uring where the kernel allows it, else tokio-uring, else epoll; one warning line at
+    /// start names what was refused and why.
+    Auto,
+}
+
+impl From<EngineKind> for EngineChoice {
+    fn from(kind: EngineKind) -> Self {
+        match kind {
+            EngineKind::Uring => EngineChoice::Uring,
+            EngineKind::TokioUring => EngineChoice::TokioUring,
+            EngineKind::Epoll => EngineChoice::Epoll,
+        }
+    }
+}
+
 impl std::fmt::Display for EngineKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -155,8 +182,11 @@ pub struct Config {
     pub listen: SocketAddr,
     /// What is done with each connection: a protocol and its responses, or the proxy.
     pub service: Service,
-    /// How bytes move.
+    /// How bytes move (with `--engine auto`, the engine it chose).
     pub engine: EngineKind,
+    /// `--engine auto` only: the better engine this kernel refused and why, for the one
+    /// warning line at start; `None` when nothing was refused.
+    pub engine_refusal: Option<String>,
     /// Number of workers.
     pub threads: usize,
     /// CPUs the workers are pinned to, worker `i` on `cpus[i % len]`; empty: not pinned.
@@ -249,6 +279,7 @@ impl Config {
             listen,
             service: Service::Protocol(ProtocolSpec::with_defaults(protocol)),
             engine,
+            engine_refusal: None,
             threads: 1,
             cpus: Vec::new(),
             listen_options: ListenOptions::default(),

@@ -8,7 +8,8 @@
 //! descriptor 3, `LISTEN_FDNAMES` optionally names them (colon-separated). A socket named
 //! `metrics` serves `--metrics`; every other one is a listening socket for the workers. A
 //! predecessor ringd adds `RINGD_UPGRADE_FROM` (its pid), `RINGD_READY_FD` (a pipe to report
-//! readiness on) and `RINGD_UPGRADES` (the lineage's upgrade count). All of these variables
+//! readiness on), `RINGD_COUNTERS_FD` (a pipe its counters arrive on at the handover, see
+//! [`crate::metrics`]) and `RINGD_UPGRADES` (the lineage's upgrade count). All of these variables
 //! are removed from the environment once read, so that nothing ringd starts inherits them.
 
 use std::net::{SocketAddr, TcpListener};
@@ -34,15 +35,17 @@ const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
 pub(crate) const UPGRADE_FROM: &str = "RINGD_UPGRADE_FROM";
 pub(crate) const READY_FD: &str = "RINGD_READY_FD";
 pub(crate) const UPGRADES: &str = "RINGD_UPGRADES";
+pub(crate) const COUNTERS_FD: &str = "RINGD_COUNTERS_FD";
 
 /// Every variable this module reads (and removes).
-pub(crate) const VARIABLES: [&str; 6] = [
+pub(crate) const VARIABLES: [&str; 7] = [
     LISTEN_PID,
     LISTEN_FDS,
     LISTEN_FDNAMES,
     UPGRADE_FROM,
     READY_FD,
     UPGRADES,
+    COUNTERS_FD,
 ];
 
 /// What a process was given at start.
@@ -72,6 +75,9 @@ pub struct Predecessor {
     pub upgrades: u64,
     /// Where to report readiness: one byte, written once every worker is up.
     pub ready: OwnedFd,
+    /// Where its counters arrive at the handover (a snapshot, then the end of the pipe);
+    /// `None` from a predecessor that sends none.
+    pub counters: Option<OwnedFd>,
 }
 
 /// Reads and removes the activation variables; takes ownership of the descriptors they name
@@ -82,6 +88,7 @@ pub fn take_from_env() -> Result<Option<Activation>, Error> {
     let get = |name: &str| std::env::var(name).ok();
     let (pid, fds, names) = (get(LISTEN_PID), get(LISTEN_FDS), get(LISTEN_FDNAMES));
     let (from, ready, upgrades) = (get(UPGRADE_FROM), get(READY_FD), get(UPGRADES));
+    let counters = get(COUNTERS_FD);
     for name in VARIABLES {
         std::env::remove_var(name);
     }
@@ -139,10 +146,26 @@ pub fn take_from_env() -> Result<Option<Activation>, Error> {
             let ready = take_fd(fd)
                 .ok_or_else(|| inherited(format!("{READY_FD}={fd} is not an open descriptor")))?;
             let upgrades = upgrades.and_then(|u| u.parse().ok()).unwrap_or(1);
+            let counters = match counters {
+                Some(c) => {
+                    let fd: RawFd = c
+                        .parse()
+                        .ok()
+                        .filter(|&fd| fd >= FIRST_FD + count)
+                        .ok_or_else(|| {
+                            inherited(format!("{COUNTERS_FD}={c} is not a descriptor"))
+                        })?;
+                    Some(take_fd(fd).ok_or_else(|| {
+                        inherited(format!("{COUNTERS_FD}={fd} is not an open descriptor"))
+                    })?)
+                }
+                None => None,
+            };
             Some(Predecessor {
                 pid,
                 upgrades,
                 ready,
+                counters,
             })
         }
         _ => None,

@@ -28,6 +28,8 @@ use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR2};
 use tracing::{info, warn};
 
 use crate::config::cli::Args;
+use crate::config::Config;
+use crate::connection::WorkerStats;
 use crate::error::Error;
 use crate::metrics;
 use activation::{InheritedSockets, Predecessor};
@@ -64,6 +66,10 @@ struct Shared {
     stop_grace: Duration,
     /// Upgrade threads, joined before the process exits (each reaps its failed successor).
     upgrades: Mutex<Vec<JoinHandle<()>>>,
+    /// The workers' counters, handed to a successor with what this process carries.
+    stats: Vec<Arc<WorkerStats>>,
+    /// The configuration the server runs with (its upstreams' counters, in proxy mode).
+    config: Arc<Config>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -83,7 +89,10 @@ pub fn run(args: &Args) -> Result<(), Error> {
     };
     let activation = activation::take_from_env()?;
     let config = args.into_config().map_err(Error::Usage)?;
-    let (sockets, predecessor) = match activation {
+    if let Some(refusal) = &config.engine_refusal {
+        warn!("--engine auto: {refusal}; running {}", config.engine);
+    }
+    let (sockets, mut predecessor) = match activation {
         Some(a) => (Some(a.sockets), a.predecessor),
         None => (None, None),
     };
@@ -94,8 +103,12 @@ pub fn run(args: &Args) -> Result<(), Error> {
     let taken = sockets
         .as_ref()
         .map_or(0, |s| s.listeners.len() + usize::from(s.metrics.is_some()));
+    let counters = predecessor.as_mut().and_then(|p| p.counters.take());
     if let Some(p) = &predecessor {
         metrics::set_upgrades(p.upgrades);
+    }
+    if counters.is_some() {
+        metrics::expect_carried();
     }
     // Registered before the server starts, so that a signal during the start is queued for
     // the loop below rather than ending the process.
@@ -111,12 +124,19 @@ pub fn run(args: &Args) -> Result<(), Error> {
         upgrade_timeout: args.upgrade_timeout,
         stop_grace: config.shutdown_timeout + Duration::from_secs(2),
         upgrades: Mutex::new(Vec::new()),
+        stats: server.stats().to_vec(),
+        config: server.config().clone(),
     });
     let announced = match predecessor {
         // The predecessor writes the pid file and tells systemd once it has handed over.
         Some(p) => report_ready(p, taken),
         None => false,
     };
+    match counters {
+        Some(pipe) if announced => receive_counters(pipe, server.stats().len()),
+        Some(_) => metrics::set_carried(None),
+        None => {}
+    }
     if !announced {
         if let Some(path) = &shared.pid_file {
             if let Err(e) = notify::write_pid_file(path, me) {
@@ -195,6 +215,30 @@ fn report_ready(p: Predecessor, taken: usize) -> bool {
             );
             false
         }
+    }
+}
+
+/// Reads the predecessor's counters, sent when it hands over (the end of the pipe ends
+/// them), on a thread of its own: the scrapes wait for them, the connections do not.
+fn receive_counters(pipe: std::os::fd::OwnedFd, workers: usize) {
+    use std::io::Read;
+    let read = move || {
+        let mut text = String::new();
+        let got = std::fs::File::from(pipe).read_to_string(&mut text);
+        match got.ok().and_then(|_| metrics::Counters::decode(&text)) {
+            Some(c) => metrics::set_carried(Some(c.for_workers(workers))),
+            None => {
+                warn!("the previous process's counters did not come whole: counting from zero");
+                metrics::set_carried(None);
+            }
+        }
+    };
+    if let Err(e) = std::thread::Builder::new()
+        .name("ringd-counters".into())
+        .spawn(read)
+    {
+        warn!("cannot start a thread to read the previous process's counters ({e}): counting from zero");
+        metrics::set_carried(None);
     }
 }
 
@@ -310,8 +354,14 @@ fn upgrade(shared: &Shared) {
         notify::notify(&format!("MAINPID={pid}"));
         let n = metrics::count_upgrade();
         *phase = Phase::HandedOver(pid);
+        // Stops this process's metrics endpoint first: the snapshot below is then at least
+        // what any scrape of this process saw.
         shared.trigger.hand_over();
         drop(phase);
+        let counters = metrics::totals(&shared.stats, &shared.config);
+        if let Err(e) = child.send_counters(&counters.encode()) {
+            warn!("cannot send the counters to pid {pid} ({e}): its counters start from zero");
+        }
         info!(upgrades = n, "handed over to pid {pid}, draining");
         return;
     }

@@ -497,6 +497,11 @@ impl ServerHandle {
         &self.stats
     }
 
+    /// The configuration the server runs with.
+    pub fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
     /// Where the metrics endpoint listens, if it runs.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr

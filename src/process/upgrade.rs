@@ -17,7 +17,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
@@ -76,6 +76,9 @@ pub struct Successor {
     pid: libc::pid_t,
     /// The read end of its readiness pipe.
     ready: File,
+    /// The write end of the pipe it reads the counters to carry on from; `None` once they
+    /// were sent.
+    counters: Option<File>,
     /// Reaped already.
     reaped: bool,
 }
@@ -124,15 +127,18 @@ pub fn spawn(
     upgrades: u64,
 ) -> io::Result<Successor> {
     let (ready_r, ready_w) = pipe()?;
+    let (counters_r, counters_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let k = sockets.len() as RawFd;
     let mut fds: Vec<RawFd> = sockets.iter().map(|(fd, _)| fd.as_raw_fd()).collect();
     fds.push(ready_w.as_raw_fd());
+    fds.push(counters_r.as_raw_fd());
     let names: Vec<&str> = sockets.iter().map(|(_, n)| *n).collect();
     let extra = [
         ("LISTEN_FDS", k.to_string()),
         ("LISTEN_FDNAMES", names.join(":")),
         (activation::READY_FD, (FIRST_FD + k).to_string()),
+        (activation::COUNTERS_FD, (FIRST_FD + k + 1).to_string()),
         (activation::UPGRADE_FROM, std::process::id().to_string()),
         (activation::UPGRADES, upgrades.to_string()),
     ];
@@ -194,10 +200,12 @@ pub fn spawn(
     // SAFETY: setpgid(2) on our own child, not yet reaped.
     unsafe { libc::setpgid(pid, pid) };
     drop(ready_w);
+    drop(counters_r);
     drop(err_w);
     let mut successor = Successor {
         pid,
         ready: File::from(ready_r),
+        counters: Some(File::from(counters_w)),
         reaped: false,
     };
     // The error pipe closes on a successful exec; an errno arrives if it failed.
@@ -320,6 +328,15 @@ impl Successor {
     /// Its pid.
     pub fn pid(&self) -> u32 {
         self.pid as u32
+    }
+
+    /// Sends the counters it carries on from (a snapshot's text) and closes the pipe: the
+    /// end of the snapshot is the end of the pipe. Once only; later calls do nothing.
+    pub fn send_counters(&mut self, text: &str) -> io::Result<()> {
+        match self.counters.take() {
+            Some(mut pipe) => pipe.write_all(text.as_bytes()),
+            None => Ok(()),
+        }
     }
 
     /// Waits until it reports ready, closes the pipe, `deadline` passes, or `abort` says to
@@ -470,7 +487,7 @@ mod tests {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let fd = OwnedFd::from(l.try_clone().unwrap());
         // The child lists its descriptors and environment, then reports "ready".
-        let script = r#"ls /proc/$$/fd | sort -n | tr '\n' ' '; echo; echo "pid=$$ $LISTEN_PID $LISTEN_FDS $LISTEN_FDNAMES $RINGD_READY_FD $RINGD_UPGRADES"; readlink /proc/$$/fd/3; printf r >&4"#;
+        let script = r#"ls /proc/$$/fd | sort -n | tr '\n' ' '; echo; echo "pid=$$ $LISTEN_PID $LISTEN_FDS $LISTEN_FDNAMES $RINGD_READY_FD $RINGD_COUNTERS_FD $RINGD_UPGRADES"; readlink /proc/$$/fd/3; printf r >&4; cat <&5"#;
         let out = std::env::temp_dir().join(format!("ringd-upgrade-test-{}", std::process::id()));
         let exe = Executable {
             path: PathBuf::from("/bin/sh"),
@@ -483,17 +500,23 @@ mod tests {
         let mut s = spawn(&exe, &[(fd, "listen")], 7).unwrap();
         let ready = s.wait_ready(Instant::now() + Duration::from_secs(10), || false);
         assert_eq!(ready, Readiness::Ready);
+        s.send_counters("counters\n").unwrap();
         let status = s.exited_within(Duration::from_secs(10)).unwrap();
         assert_eq!(status, "exited with status 0");
         let text = std::fs::read_to_string(&out).unwrap();
         let _ = std::fs::remove_file(&out);
         let lines: Vec<&str> = text.lines().collect();
-        // 0, 1, 2, the socket and the ready pipe; the shell's own (255 for ls's
-        // directory, …) may come after.
-        assert!(lines[0].starts_with("0 1 2 3 4 "), "{text}");
+        // 0, 1, 2, the socket, the ready pipe and the counters pipe; the shell's own (255
+        // for ls's directory, …) may come after.
+        assert!(lines[0].starts_with("0 1 2 3 4 5 "), "{text}");
         let pid = s.pid();
-        assert_eq!(lines[1], format!("pid={pid} {pid} 1 listen 4 7"), "{text}");
+        assert_eq!(
+            lines[1],
+            format!("pid={pid} {pid} 1 listen 4 5 7"),
+            "{text}"
+        );
         let ino = std::fs::read_link(format!("/proc/self/fd/{}", l.as_raw_fd())).unwrap();
         assert_eq!(lines[2], ino.display().to_string());
+        assert_eq!(lines[3], "counters", "{text}");
     }
 }

@@ -356,15 +356,37 @@ pub fn after<'l>(line: &'l str, marker: &str) -> &'l str {
         .unwrap()
 }
 
-/// `GET /metrics` from `addr`.
+/// `GET /metrics` from `addr`, asked again while the answer is a `503` (a successor that
+/// waits for its predecessor's counters), as a scraper does at its next interval.
 pub fn scrape(addr: SocketAddr) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        if !out.starts_with("HTTP/1.1 503") || Instant::now() > deadline {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every `_total` series of an exposition text: series (name and labels) → value.
+pub fn counters(text: &str) -> BTreeMap<String, u64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            series
+                .split('{')
+                .next()
+                .is_some_and(|n| n.ends_with("_total"))
+        })
+        .filter_map(|(series, v)| Some((series.to_string(), v.parse().ok()?)))
+        .collect()
 }
 
 /// One series' values by worker, from an exposition text.
