@@ -324,6 +324,9 @@ fn read_full(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// How long a successor may take to read the counters it carries on from.
+const COUNTERS_WRITE_LIMIT: Duration = Duration::from_secs(2);
+
 impl Successor {
     /// Its pid.
     pub fn pid(&self) -> u32 {
@@ -331,12 +334,28 @@ impl Successor {
     }
 
     /// Sends the counters it carries on from (a snapshot's text) and closes the pipe: the
-    /// end of the snapshot is the end of the pipe. Once only; later calls do nothing.
+    /// end of the snapshot is the end of the pipe. Once only; later calls do nothing. A
+    /// successor that does not read it (one that predates the snapshot) cannot hold this
+    /// process up: the write gives up after [`COUNTERS_WRITE_LIMIT`].
     pub fn send_counters(&mut self, text: &str) -> io::Result<()> {
-        match self.counters.take() {
-            Some(mut pipe) => pipe.write_all(text.as_bytes()),
-            None => Ok(()),
+        let Some(mut pipe) = self.counters.take() else {
+            return Ok(());
+        };
+        // SAFETY: fcntl(2) on a descriptor this process owns (the pipe's write end).
+        unsafe { libc::fcntl(pipe.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        let deadline = Instant::now() + COUNTERS_WRITE_LIMIT;
+        let mut rest = text.as_bytes();
+        while !rest.is_empty() {
+            match pipe.write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
+        Ok(())
     }
 
     /// Waits until it reports ready, closes the pipe, `deadline` passes, or `abort` says to
