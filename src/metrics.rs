@@ -29,7 +29,10 @@ use tracing::{debug, info};
 use crate::config::Config;
 use crate::connection::{CloseReason, WorkerStats};
 use crate::error::Error;
-pub use carried::{expect_carried, set_carried, totals, Counters, UpstreamCounts, WorkerCounts};
+pub use carried::{
+    expect_carried, pending as counters_pending, set_carried, totals, Counters, UpstreamCounts,
+    WorkerCounts,
+};
 
 /// Connections served at once. One accepted beyond them takes the place of the oldest that
 /// has not sent a whole request yet (so silent connections, however many, cannot lock a

@@ -81,7 +81,7 @@ pub fn totals(stats: &[Arc<WorkerStats>], config: &Config) -> Counters {
 }
 
 /// True while a predecessor's snapshot is on its way.
-pub(super) fn pending() -> bool {
+pub fn pending() -> bool {
     matches!(*carry(), Carry::Pending)
 }
 
@@ -296,19 +296,21 @@ impl Counters {
         None
     }
 
-    /// Shaped for a process with `workers` workers: worker by worker when the number is the
-    /// same, otherwise everything on worker 0.
+    /// Shaped for a process with `workers` workers: worker by worker as far as both have
+    /// them (so no worker's series goes down), and the counts of workers it does not have
+    /// on its worker 0.
     pub fn for_workers(mut self, workers: usize) -> Counters {
-        if self.workers.len() != workers {
-            let sum = self
+        if self.workers.len() > workers {
+            let extra = self
                 .workers
-                .iter()
-                .fold(WorkerCounts::default(), |a, &b| a.plus(b));
-            self.workers = vec![WorkerCounts::default(); workers];
+                .split_off(workers.max(1))
+                .into_iter()
+                .fold(WorkerCounts::default(), |a, b| a.plus(b));
             if let Some(first) = self.workers.first_mut() {
-                *first = sum;
+                *first = first.plus(extra);
             }
         }
+        self.workers.resize(workers, WorkerCounts::default());
         self
     }
 
@@ -367,16 +369,26 @@ mod tests {
     }
 
     #[test]
-    fn another_worker_count_folds_into_worker_0() {
+    fn another_worker_count_lowers_no_worker_series() {
         let c = sample();
         let same = c.clone().for_workers(2);
         assert_eq!(same, c);
-        let one = c.clone().for_workers(3);
-        assert_eq!(one.workers.len(), 3);
+        // More workers: each keeps its own, the new one starts from zero.
+        let three = c.clone().for_workers(3);
+        assert_eq!(three.workers.len(), 3);
+        assert_eq!(three.worker(0), c.worker(0));
+        assert_eq!(
+            three.worker(1),
+            c.worker(1),
+            "worker 1 must not restart from zero"
+        );
+        assert_eq!(three.worker(2), WorkerCounts::default());
+        // Fewer: the counts of the workers gone land on worker 0.
+        let one = c.clone().for_workers(1);
+        assert_eq!(one.workers.len(), 1);
         assert_eq!(one.worker(0).accepted, 10);
         assert_eq!(one.worker(0).bytes_out, u64::MAX);
         assert_eq!(one.worker(0).closed[6], 4);
-        assert_eq!(one.worker(1), WorkerCounts::default());
         assert_eq!(one.upstream("[::1]:9001".parse().unwrap()).marked_down, 3);
     }
 }

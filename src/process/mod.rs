@@ -218,11 +218,32 @@ fn report_ready(p: Predecessor, taken: usize) -> bool {
     }
 }
 
+/// How long a successor waits for its predecessor's counters (they are sent right after the
+/// handover, which takes at most the workers' second to stop accepting).
+const COUNTERS_WAIT: Duration = Duration::from_secs(10);
+
 /// Reads the predecessor's counters, sent when it hands over (the end of the pipe ends
 /// them), on a thread of its own: the scrapes wait for them, the connections do not.
 fn receive_counters(pipe: std::os::fd::OwnedFd, workers: usize) {
     use std::io::Read;
+    use std::os::fd::AsRawFd;
     let read = move || {
+        // A predecessor that never sends (stopped, or stuck) must not hold the scrapes, or
+        // the next upgrade, for ever.
+        let mut pfd = libc::pollfd {
+            fd: pipe.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let wait_ms = i32::try_from(COUNTERS_WAIT.as_millis()).unwrap_or(i32::MAX);
+        // SAFETY: poll(2) on one pollfd naming a descriptor this thread owns.
+        if unsafe { libc::poll(&mut pfd, 1, wait_ms) } <= 0 {
+            warn!(
+                "the previous process's counters did not come within {COUNTERS_WAIT:?}: counting from zero"
+            );
+            metrics::set_carried(None);
+            return;
+        }
         let mut text = String::new();
         let got = std::fs::File::from(pipe).read_to_string(&mut text);
         match got.ok().and_then(|_| metrics::Counters::decode(&text)) {
@@ -268,6 +289,11 @@ fn on_signal(shared: &Arc<Shared>, sig: i32) {
     let name = signal_name(sig);
     let mut phase = lock(&shared.phase);
     match (sig, *phase) {
+        (SIGUSR2, Phase::Serving) if metrics::counters_pending() => {
+            // A successor handed only this process's own counts would report less than
+            // was scraped: the predecessor's must have arrived first.
+            warn!("{name} ignored: the previous process's counters have not arrived yet; send it again in a moment");
+        }
         (SIGUSR2, Phase::Serving) => {
             *phase = Phase::Upgrading;
             // From here on a drain must leave the listening sockets to the successor: set
