@@ -2,12 +2,16 @@
 //! ringd serves on `epoll` and says in one warning line what was refused and why, while
 //! `--engine uring` still refuses to start with its one-line error. The sysctl is
 //! machine-wide, so these tests live in a file of their own (no other test of this crate
-//! runs meanwhile) and need root; without root they say so and pass.
+//! runs meanwhile) and need root; without root they say so and pass. Runs on one host
+//! take turns through a lock file, so that a second run never reads the first one's `2` as
+//! the value to restore; a run killed by a signal cannot restore it (its `Drop` does not
+//! run): `echo 0 > /proc/sys/kernel/io_uring_disabled` then.
 
 mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::fd::AsRawFd;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -23,6 +27,8 @@ static SERIAL: Mutex<()> = Mutex::new(());
 struct Disabled {
     /// The value before.
     previous: String,
+    /// The host-wide turn, held (`flock`) until the value is back.
+    _turn: std::fs::File,
 }
 
 impl Disabled {
@@ -33,9 +39,16 @@ impl Disabled {
             println!("{test}: skipped: setting kernel.io_uring_disabled needs root");
             return None;
         }
+        let turn = std::fs::File::create(std::env::temp_dir().join("ringd-io-uring-sysctl.lock"))
+            .expect("the lock file");
+        // SAFETY: flock(2) on a descriptor this test owns; blocks until no other run holds it.
+        assert_eq!(unsafe { libc::flock(turn.as_raw_fd(), libc::LOCK_EX) }, 0);
         let previous = std::fs::read_to_string(SYSCTL).expect("read the sysctl");
         std::fs::write(SYSCTL, value).expect("write the sysctl");
-        Some(Disabled { previous })
+        Some(Disabled {
+            previous,
+            _turn: turn,
+        })
     }
 }
 
@@ -117,13 +130,34 @@ fn uring_still_refuses_to_start_when_io_uring_is_disabled() {
     let Some(_disabled) = Disabled::set("2", "uring_still_refuses_to_start") else {
         return;
     };
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringd"))
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringd"))
         .args(["--listen", "127.0.0.1:0", "--no-pin", "--engine", "uring"])
         .env_remove("RUST_LOG")
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run ringd");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // Should it start after all (the sysctl changed under it), it must not hang the test.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ringd --engine uring started although io_uring is disabled");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{stderr}");
     assert!(
