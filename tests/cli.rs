@@ -166,13 +166,7 @@ fn listen_and_metrics_take_host_names() {
     let p = RingdProcess::start(&args, None);
     assert_eq!(p.addr.ip(), Ipv4Addr::LOCALHOST, "the first IPv4 address");
     echo_once(p.addr);
-    let metrics: std::net::SocketAddr = p
-        .start_log
-        .iter()
-        .find_map(|l| l.split("metrics on http://").nth(1)?.split('/').next())
-        .expect("a metrics line")
-        .parse()
-        .unwrap();
+    let metrics: std::net::SocketAddr = p.metrics_addr();
     assert_eq!(metrics.ip(), Ipv4Addr::LOCALHOST);
     let mut s = TcpStream::connect(metrics).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

@@ -99,13 +99,7 @@ fn auto_falls_back_to_epoll_when_io_uring_is_disabled() {
             && w.ends_with("running epoll"),
         "{w}"
     );
-    let metrics: SocketAddr = p
-        .start_log
-        .iter()
-        .find_map(|l| l.split("metrics on http://").nth(1)?.split('/').next())
-        .expect("a metrics line")
-        .parse()
-        .unwrap();
+    let metrics: SocketAddr = p.metrics_addr();
     let text = scrape(metrics);
     assert!(
         text.contains("\nringd_engine_info{engine=\"epoll\"} 1\n"),

@@ -68,16 +68,6 @@ fn scrape(addr: SocketAddr) -> String {
         .to_string()
 }
 
-/// Where ringd serves `--metrics`, from its start-up log.
-fn metrics_addr(p: &RingdProcess) -> SocketAddr {
-    p.start_log
-        .iter()
-        .find_map(|l| l.split("metrics on http://").nth(1)?.split('/').next())
-        .expect("a metrics line")
-        .parse()
-        .unwrap()
-}
-
 /// One exchange in `protocol` on a new connection; what came back.
 fn exchange(addr: SocketAddr, protocol: &str) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -130,7 +120,7 @@ fn every_named_series_is_served(engine: &str, protocol: &str) {
             _ => assert!(!back.is_empty(), "hello replies"),
         }
     }
-    let text = scrape(metrics_addr(&p));
+    let text = scrape(p.metrics_addr());
     let served = names_in_scrape(&text);
     let missing: Vec<&String> = wanted
         .iter()
@@ -201,7 +191,7 @@ fn engine_auto_runs_uring_here() {
         "{:?}",
         p.start_log
     );
-    let text = scrape(metrics_addr(&p));
+    let text = scrape(p.metrics_addr());
     assert!(
         text.contains("\nringd_engine_info{engine=\"uring\"} 1\n"),
         "{text}"

@@ -203,6 +203,16 @@ impl RingdProcess {
         }
     }
 
+    /// Where it serves `--metrics`, from its start-up log.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.start_log
+            .iter()
+            .find_map(|l| l.split("metrics on http://").nth(1)?.split('/').next())
+            .expect("a metrics line")
+            .parse()
+            .unwrap()
+    }
+
     /// Its pid.
     pub fn pid(&self) -> u32 {
         self.child.id()

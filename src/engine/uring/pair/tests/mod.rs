@@ -37,7 +37,7 @@ fn run(seed: u64) -> (Sim, UPair) {
         connect_ms,
     };
     let mut subs = Vec::new();
-    macro_rules! env {
+    macro_rules! conn_env {
         () => {
             Env {
                 now: sim.now,
@@ -62,12 +62,12 @@ fn run(seed: u64) -> (Sim, UPair) {
                 sim.seen.local_failure = true;
                 pair.upstream_socket = sim.attempts > 0;
                 let err = std::io::Error::from_raw_os_error(libc::EMFILE);
-                pair.on_local_failure(&err, &mut env!());
+                pair.on_local_failure(&err, &mut conn_env!());
             }
             sim.take(&mut subs);
         };
     }
-    pair.start(&mut env!(), &mut up);
+    pair.start(&mut conn_env!(), &mut up);
     submit!();
     let mut closes_done = 0;
     for _ in 0..50_000 {
@@ -76,17 +76,17 @@ fn run(seed: u64) -> (Sim, UPair) {
         }
         if sim.rng.gen_bool(0.05) {
             sim.now += sim.rng.gen_range(1..200);
-            pair.on_time(&mut env!());
+            pair.on_time(&mut conn_env!());
             submit!();
         }
         if pair.socks.iter().any(|s| s.starved) && sim.pool.available() > 0 {
-            pair.on_buffers(&mut env!());
+            pair.on_buffers(&mut conn_env!());
             submit!();
         }
         let Some(cqe) = sim.event() else {
             // Nothing can complete now: only time moves the pair on.
             sim.now += 500;
-            pair.on_time(&mut env!());
+            pair.on_time(&mut conn_env!());
             submit!();
             continue;
         };
@@ -107,23 +107,23 @@ fn run(seed: u64) -> (Sim, UPair) {
                 if !more {
                     sim.peer(side).recv_out = false;
                 }
-                pair.on_recv(side, res, more, bid, &mut env!(), &ups);
+                pair.on_recv(side, res, more, bid, &mut conn_env!(), &ups);
             }
             Cqe::Send(side, res) => {
                 failed(side, res);
                 sim.peer(side).send_out = false;
-                pair.on_send(side, res, &mut env!(), &ups);
+                pair.on_send(side, res, &mut conn_env!(), &ups);
             }
             Cqe::Fin(side, res) => {
                 failed(side, res);
                 sim.peer(side).fin_out = false;
-                pair.on_fin(side, res, &mut env!());
+                pair.on_fin(side, res, &mut conn_env!());
             }
             Cqe::Connect(res) => {
                 sim.connect_out = false;
-                pair.on_connect(res, &mut env!(), &mut up);
+                pair.on_connect(res, &mut conn_env!(), &mut up);
             }
-            Cqe::Cancel => pair.on_cancel(&mut env!()),
+            Cqe::Cancel => pair.on_cancel(&mut conn_env!()),
             Cqe::Close(_) => {
                 closes_done += 1;
                 let done = pair.on_close();
