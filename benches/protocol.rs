@@ -2,7 +2,7 @@
 //! per request, for each protocol.
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use ringd::connection::{Connection, Limits};
+use ringd::connection::{Action, Connection, Limits};
 use ringd::protocol::{ProtocolKind, ProtocolSpec};
 
 fn http(c: &mut Criterion) {
@@ -31,9 +31,9 @@ fn http(c: &mut Criterion) {
             || Connection::new(&spec, 1),
             |conn| {
                 let (a, rest) = input.split_at(50);
-                conn.on_input(2, a, &limits);
-                conn.on_input(3, rest, &limits);
-                black_box(conn.take_output().map(|o| o.len()))
+                conn.handle_input(2, a, &limits);
+                conn.handle_input(3, rest, &limits);
+                black_box(conn.poll_action())
             },
             BatchSize::SmallInput,
         )
@@ -46,9 +46,11 @@ fn http(c: &mut Criterion) {
         let mut now = 1;
         b.iter(|| {
             now += 1;
-            conn.on_input(now, black_box(one), &limits);
-            let out = conn.take_output().expect("a response");
-            conn.on_sent(now, out.len(), &limits);
+            conn.handle_input(now, black_box(one), &limits);
+            let Some(Action::Send { data: out, .. }) = conn.poll_action() else {
+                panic!("a response");
+            };
+            conn.handle_sent(now, out.len(), &limits);
             conn.recycle(out);
             black_box(conn.poll_timeout(&limits))
         })
@@ -76,8 +78,8 @@ fn echo_and_hello(c: &mut Criterion) {
             let limits = limits();
             let mut conn = Connection::new(&spec, 1);
             b.iter(|| {
-                black_box(conn.on_input(2, black_box(&input), &limits));
-                conn.on_sent(2, size, &limits);
+                black_box(conn.handle_input(2, black_box(&input), &limits));
+                conn.handle_sent(2, size, &limits);
             })
         });
         g.bench_function(format!("copy-{size}"), |b| {

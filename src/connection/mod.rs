@@ -15,6 +15,26 @@
 //! | `Closed` | no | no | the engine closes the socket |
 //!
 //! The close reason is set on the first step out of `Open`; a cut (abort) replaces it.
+//!
+//! # Driving a connection
+//!
+//! Events go in through `handle_*`, actions come out of [`Connection::poll_action`], and
+//! every engine keeps one order, after each batch of events:
+//!
+//! 1. **Events**: [`handle_input`](Connection::handle_input) (bytes read; answers
+//!    [`Input::Echo`] when the engine must send those very bytes back),
+//!    [`handle_sent`](Connection::handle_sent) (the kernel accepted bytes),
+//!    [`handle_eof`](Connection::handle_eof), [`handle_error`](Connection::handle_error),
+//!    [`handle_fin_sent`](Connection::handle_fin_sent),
+//!    [`handle_input_unread`](Connection::handle_input_unread),
+//!    [`handle_drain`](Connection::handle_drain), and
+//!    [`handle_timeout`](Connection::handle_timeout) once the time passed
+//!    [`poll_timeout`](Connection::poll_timeout); [`abort`](Connection::abort) cuts it.
+//! 2. **Actions**: [`poll_action`](Connection::poll_action) until it answers `None` or
+//!    [`Action::Close`]: send this output (in order), send the FIN, close the socket.
+//! 3. **Reading**: read while [`reading`](Connection::reading) says so, at most
+//!    [`room`](Connection::room) bytes where the engine can cap a read.
+//! 4. **Time**: call back at [`poll_timeout`](Connection::poll_timeout).
 
 pub mod stats;
 pub mod timeouts;
@@ -37,14 +57,37 @@ pub enum Phase {
     Closed,
 }
 
-/// What became of input handed to [`Connection::on_input`].
+/// What the engine does next for a connection (see [`Connection::poll_action`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send `data` after everything handed out before, and report what the kernel takes
+    /// with [`Connection::handle_sent`]; it completes `answered` requests.
+    Send {
+        /// The bytes.
+        data: Vec<u8>,
+        /// Requests this output answers (for the counters).
+        answered: u64,
+    },
+    /// Every byte is sent and the connection reads on after its FIN (a lingering close):
+    /// send the FIN (`shutdown(SHUT_WR)`), then [`Connection::handle_fin_sent`]. Asked again
+    /// at every poll until then.
+    Fin,
+    /// Close the socket, and with it send the FIN; `reset` (`SO_LINGER` 0 first): the
+    /// connection was cut with output unsent, and the peer must not take what it got for a
+    /// whole reply.
+    Close {
+        /// Reset instead of a clean close.
+        reset: bool,
+    },
+}
+
+/// What became of input handed to [`Connection::handle_input`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Input {
     /// Echo: the engine sends these very bytes back (from its own buffer); they count as
     /// unsent output from now on.
     Echo,
-    /// The protocol consumed it; any output is in [`Connection::take_output`], the requests
-    /// it answered in [`Connection::take_answered`].
+    /// The protocol consumed it; any output comes from [`Connection::poll_action`].
     Consumed,
     /// Not wanted any more (the connection is closing): dropped.
     Dropped,
@@ -77,7 +120,7 @@ pub struct Connection {
     drain_since: Millis,
     /// When the lingering close ends.
     linger_until: Millis,
-    /// Requests answered and not yet reported by [`Connection::take_answered`].
+    /// Requests answered and not yet reported with their output.
     answered: u64,
     /// `pending` may hold whole requests the protocol left unanswered because the output was
     /// over `--max-pending-output`: they are answered as the output drains.
@@ -87,7 +130,7 @@ pub struct Connection {
     /// Input came that the protocol did not take (beyond a close, or after it).
     extra_input: bool,
     /// The engine reads on while the output of a closing connection goes out, so input that
-    /// comes after the close decision reaches [`Connection::on_input`] (see
+    /// comes after the close decision reaches [`Connection::handle_input`] (see
     /// [`Connection::sees_late_input`]).
     reads_while_closing: bool,
 }
@@ -140,7 +183,7 @@ impl Connection {
         self.reason.unwrap_or(CloseReason::Peer)
     }
 
-    /// See [`Session::is_echo`]: [`Connection::on_input`] answers [`Input::Echo`].
+    /// See [`Session::is_echo`]: [`Connection::handle_input`] answers [`Input::Echo`].
     #[inline]
     pub fn is_echo(&self) -> bool {
         self.session.is_echo()
@@ -183,12 +226,12 @@ impl Connection {
     /// True when the engine should send the FIN (`shutdown(SHUT_WR)`) now: closing, and
     /// the kernel has accepted every byte of output.
     #[inline]
-    pub fn wants_fin(&self) -> bool {
+    fn wants_fin(&self) -> bool {
         self.phase == Phase::Closing && self.queued() == 0
     }
 
     /// Bytes arrived at `now`.
-    pub fn on_input(&mut self, now: Millis, data: &[u8], limits: &Limits) -> Input {
+    pub fn handle_input(&mut self, now: Millis, data: &[u8], limits: &Limits) -> Input {
         if self.phase != Phase::Open {
             self.extra_input |= !data.is_empty();
             return Input::Dropped;
@@ -204,7 +247,7 @@ impl Connection {
     }
 
     /// Requests answered since the last call (for the worker's counters).
-    pub fn take_answered(&mut self) -> u64 {
+    fn take_answered(&mut self) -> u64 {
         std::mem::take(&mut self.answered)
     }
 
@@ -253,12 +296,34 @@ impl Connection {
     }
 
     /// Output to send, in order after everything taken before; `None` when there is none.
-    pub fn take_output(&mut self) -> Option<Vec<u8>> {
+    fn take_output(&mut self) -> Option<Vec<u8>> {
         if self.out.is_empty() {
             return None;
         }
         self.unsent += self.out.len();
         Some(std::mem::take(&mut self.out))
+    }
+
+    /// The next thing the engine must do, in order: close (once closed; nothing else is
+    /// asked then), send output, send the FIN. A connection that will not read after its
+    /// FIN closes at once instead: the close sends the FIN right after the last byte, and
+    /// spares a `shutdown` (which on io_uring goes through a kernel worker thread).
+    pub fn poll_action(&mut self) -> Option<Action> {
+        if self.phase == Phase::Closed {
+            return Some(Action::Close { reset: self.cut });
+        }
+        if let Some(data) = self.take_output() {
+            let answered = self.take_answered();
+            return Some(Action::Send { data, answered });
+        }
+        if !self.wants_fin() {
+            return None;
+        }
+        if self.lingers() {
+            return Some(Action::Fin);
+        }
+        self.phase = Phase::Closed;
+        Some(Action::Close { reset: false })
     }
 
     /// Gives back a sent output buffer so its allocation serves the next output.
@@ -270,7 +335,7 @@ impl Connection {
     }
 
     /// The kernel accepted `n` bytes of output at `now`.
-    pub fn on_sent(&mut self, now: Millis, n: usize, limits: &Limits) {
+    pub fn handle_sent(&mut self, now: Millis, n: usize, limits: &Limits) {
         debug_assert!(n <= self.unsent, "sent more than was queued");
         self.unsent = self.unsent.saturating_sub(n);
         self.last_active = now;
@@ -291,7 +356,7 @@ impl Connection {
     /// The peer sent its FIN. A half-closed peer may still read: the requests it sent
     /// before are answered first (those held back while output was at its bound too), then
     /// whatever the protocol still has to say (hello's greeting), then the connection closes.
-    pub fn on_eof(&mut self) {
+    pub fn handle_eof(&mut self) {
         self.peer_done = true;
         match self.phase {
             Phase::Open if self.held_back => {}
@@ -303,7 +368,7 @@ impl Connection {
 
     /// The socket failed (reset, broken pipe): closed at once, unsent output dropped. An
     /// error while lingering is the peer's reset after it had everything: not an error.
-    pub fn on_error(&mut self) {
+    pub fn handle_error(&mut self) {
         match self.phase {
             Phase::Lingering => self.phase = Phase::Closed,
             _ => self.abort(CloseReason::Error),
@@ -322,14 +387,8 @@ impl Connection {
         }
     }
 
-    /// True when it was aborted with output unsent: the engine resets the connection
-    /// (`SO_LINGER` 0) so that the peer cannot take a cut reply for a whole one.
-    pub fn was_cut(&self) -> bool {
-        self.cut
-    }
-
-    /// The engine sent the FIN at `now` (after [`Connection::wants_fin`]).
-    pub fn on_fin(&mut self, now: Millis, limits: &Limits) {
+    /// The engine sent the FIN at `now` (after [`Action::Fin`]).
+    pub fn handle_fin_sent(&mut self, now: Millis, limits: &Limits) {
         if self.phase != Phase::Closing {
             return;
         }
@@ -371,14 +430,14 @@ impl Connection {
 
     /// Input may be waiting that the engine did not read (a closing connection whose recv
     /// is paused or found no buffer): the close must linger, as after any extra input.
-    pub fn on_input_unread(&mut self) {
+    pub fn handle_input_unread(&mut self) {
         self.extra_input = true;
     }
 
     /// The server drains, from `now`: `http` answers its next request with
     /// `Connection: close`, and a connection idle for the drain's grace closes; `echo` and
     /// `hello` go on until their peer or the protocol ends them (or the shutdown deadline).
-    pub fn drain(&mut self, now: Millis) {
+    pub fn handle_drain(&mut self, now: Millis) {
         if self.phase == Phase::Open && self.drain_since == 0 {
             self.drain_since = now;
             self.session.drain();
@@ -510,15 +569,77 @@ mod tests {
     /// Takes the output and reports all of it sent at `now`.
     fn flush(c: &mut Connection, now: Millis) -> Vec<u8> {
         let out = c.take_output().unwrap_or_default();
-        c.on_sent(now, out.len(), &limits());
+        c.handle_sent(now, out.len(), &limits());
         out
+    }
+
+    /// The connection's close is a reset.
+    fn was_cut(c: &mut Connection) -> bool {
+        matches!(c.poll_action(), Some(Action::Close { reset: true }))
+    }
+
+    #[test]
+    fn actions_come_in_order_and_a_closed_connection_asks_only_its_close() {
+        let l = limits();
+        let mut c = http();
+        assert_eq!(c.poll_action(), None, "nothing to do before a request");
+        c.handle_input(
+            1,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            &l,
+        );
+        let Some(Action::Send { data, answered }) = c.poll_action() else {
+            panic!("the response comes first");
+        };
+        assert_eq!(answered, 1);
+        assert_eq!(
+            c.poll_action(),
+            None,
+            "no FIN before the kernel took the output"
+        );
+        c.handle_sent(2, data.len(), &l);
+        assert_eq!(
+            c.poll_action(),
+            Some(Action::Fin),
+            "an engine that stopped reading"
+        );
+        assert_eq!(c.poll_action(), Some(Action::Fin), "asked until it is sent");
+        c.handle_fin_sent(3, &l);
+        assert_eq!(c.phase(), Phase::Lingering);
+        assert_eq!(c.poll_action(), None);
+        c.handle_eof();
+        assert_eq!(c.poll_action(), Some(Action::Close { reset: false }));
+
+        // Reading on while closing, a whole exchange closes at once: the close is the FIN.
+        let mut c = http();
+        c.sees_late_input();
+        c.handle_input(
+            1,
+            b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            &l,
+        );
+        let Some(Action::Send { data, .. }) = c.poll_action() else {
+            panic!("the response comes first");
+        };
+        c.handle_sent(2, data.len(), &l);
+        assert_eq!(c.poll_action(), Some(Action::Close { reset: false }));
+        assert_eq!(c.phase(), Phase::Closed);
+
+        // An aborted connection sends nothing more, not even output it had.
+        let mut c = http();
+        c.handle_input(1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &l);
+        c.handle_error();
+        assert_eq!(c.poll_action(), Some(Action::Close { reset: true }));
+        let mut c = http();
+        c.handle_error();
+        assert_eq!(c.poll_action(), Some(Action::Close { reset: false }));
     }
 
     #[test]
     fn keeps_partial_input_and_closes_after_flush() {
         let l = limits();
         let mut c = http();
-        assert_eq!(c.on_input(5, b"GET / HT", &l), Input::Consumed);
+        assert_eq!(c.handle_input(5, b"GET / HT", &l), Input::Consumed);
         assert_eq!(c.take_answered(), 0);
         assert_eq!(c.take_output(), None);
         assert_eq!(
@@ -527,7 +648,7 @@ mod tests {
             "header deadline of the first request: from the accept"
         );
         assert_eq!(
-            c.on_input(6, b"TP/1.1\r\nHost: x\r\n\r\nGET", &l),
+            c.handle_input(6, b"TP/1.1\r\nHost: x\r\n\r\nGET", &l),
             Input::Consumed
         );
         assert_eq!(c.take_answered(), 1);
@@ -539,7 +660,7 @@ mod tests {
         assert!(flush(&mut c, 7).starts_with(b"HTTP/1.1 200 OK"));
         // The header clock of the second request runs from when the server reads again.
         assert_eq!(c.poll_timeout(&l), Some(307));
-        let fed = c.on_input(
+        let fed = c.handle_input(
             8,
             b" / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
             &l,
@@ -549,9 +670,9 @@ mod tests {
         assert_eq!(c.phase(), Phase::Closing);
         assert!(!c.wants_fin(), "the response is not sent yet");
         let out = c.take_output().unwrap();
-        c.on_sent(9, out.len() - 1, &l);
+        c.handle_sent(9, out.len() - 1, &l);
         assert!(!c.wants_fin(), "one byte is not sent yet");
-        c.on_sent(9, 1, &l);
+        c.handle_sent(9, 1, &l);
         assert!(c.wants_fin());
         assert!(
             c.lingers(),
@@ -559,7 +680,7 @@ mod tests {
         );
         c.sees_late_input();
         assert!(!c.lingers(), "a whole exchange, nothing more came");
-        c.on_fin(9, &l);
+        c.handle_fin_sent(9, &l);
         assert_eq!(c.phase(), Phase::Closed);
         assert_eq!(c.close_reason(), CloseReason::Protocol);
     }
@@ -569,11 +690,11 @@ mod tests {
         // The bound is exactly two responses to `GET /`.
         let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
         let mut probe = http();
-        probe.on_input(1, get, &limits());
+        probe.handle_input(1, get, &limits());
         let one = probe.take_output().unwrap().len();
         let l = Limits::for_tests(0, 0, 2 * one);
         let mut c = http();
-        c.on_input(1, &get.repeat(3), &l);
+        c.handle_input(1, &get.repeat(3), &l);
         assert_eq!(c.take_output().unwrap().len(), 2 * one);
         // The peer reads nothing: the output stays unsent, at the bound.
         assert!(!c.reading(), "nothing more can be answered: stop reading");
@@ -584,17 +705,17 @@ mod tests {
     fn a_fin_ahead_of_output_is_a_cut() {
         let l = limits();
         let mut c = http();
-        c.on_input(
+        c.handle_input(
             1,
             b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
             &l,
         );
         let out = c.take_output().unwrap();
-        c.on_sent(2, out.len() - 1, &l);
-        c.on_fin(3, &l);
+        c.handle_sent(2, out.len() - 1, &l);
+        c.handle_fin_sent(3, &l);
         assert_eq!(c.phase(), Phase::Closed);
         assert!(
-            c.was_cut(),
+            was_cut(&mut c),
             "one byte never went out: a reset, not a clean end"
         );
     }
@@ -604,41 +725,41 @@ mod tests {
         let l = limits();
         // Bytes after the request that said close.
         let mut c = http();
-        c.on_input(
+        c.handle_input(
             1,
             b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\nGET /next",
             &l,
         );
         flush(&mut c, 2);
         assert!(c.lingers());
-        c.on_fin(2, &l);
+        c.handle_fin_sent(2, &l);
         assert_eq!(c.phase(), Phase::Lingering);
         assert!(c.reading());
-        assert_eq!(c.on_input(3, b"more", &l), Input::Dropped);
-        c.on_eof();
+        assert_eq!(c.handle_input(3, b"more", &l), Input::Dropped);
+        c.handle_eof();
         assert_eq!(c.phase(), Phase::Closed);
         // Bytes after the close decision.
         let mut c = http();
-        c.on_input(
+        c.handle_input(
             1,
             b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
             &l,
         );
-        assert_eq!(c.on_input(2, b"late", &l), Input::Dropped);
+        assert_eq!(c.handle_input(2, b"late", &l), Input::Dropped);
         assert!(c.lingers());
         // A body still to come, an error, a drain, a timeout: the peer may be sending.
         let mut c = http();
-        c.on_input(
+        c.handle_input(
             1,
             b"POST / HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 9\r\n\r\n",
             &l,
         );
         assert!(c.lingers());
         let mut c = http();
-        c.on_input(1, b"BAD\r\n\r\n", &l);
+        c.handle_input(1, b"BAD\r\n\r\n", &l);
         assert!(c.lingers());
         let mut c = http();
-        c.drain(1);
+        c.handle_drain(1);
         c.handle_timeout(5000, &l);
         assert!(c.lingers());
     }
@@ -647,14 +768,14 @@ mod tests {
     fn header_timeout_waits_for_a_blocked_response_then_queues_408_behind_it() {
         let l = limits();
         let mut c = http();
-        c.on_input(10, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /slow", &l);
+        c.handle_input(10, b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /slow", &l);
         let first = c.take_output().unwrap();
         // The peer reads nothing: the server does not read either, so the header clock of
         // the second request does not run (only the idle one).
         assert_eq!(c.poll_timeout(&l), Some(1010));
         c.handle_timeout(900, &l);
         assert_eq!(c.phase(), Phase::Open);
-        c.on_sent(400, first.len(), &l);
+        c.handle_sent(400, first.len(), &l);
         assert_eq!(
             c.poll_timeout(&l),
             Some(700),
@@ -670,7 +791,7 @@ mod tests {
             "{}",
             text(&second)
         );
-        c.on_sent(701, second.len(), &l);
+        c.handle_sent(701, second.len(), &l);
         assert!(c.wants_fin());
     }
 
@@ -680,13 +801,13 @@ mod tests {
         // about one at a time.
         let l = Limits::for_tests(0, 0, 100);
         let mut c = http();
-        c.on_input(1, &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(10), &l);
+        c.handle_input(1, &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(10), &l);
         let mut responses = 0;
         let mut rounds = 0;
         while let Some(out) = c.take_output() {
             assert!(out.len() < 300, "{} bytes of output at once", out.len());
             responses += text(&out).matches("HTTP/1.1 200").count();
-            c.on_sent(2, out.len(), &l);
+            c.handle_sent(2, out.len(), &l);
             rounds += 1;
         }
         assert_eq!(responses, 10, "every request answered in the end");
@@ -699,14 +820,14 @@ mod tests {
         // One read of ten requests against a bound of about one response, then the FIN.
         let l = Limits::for_tests(0, 0, 100);
         let mut c = http();
-        c.on_input(1, &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(10), &l);
-        c.on_eof();
+        c.handle_input(1, &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(10), &l);
+        c.handle_eof();
         assert_eq!(c.phase(), Phase::Open, "requests are still owed");
         assert!(!c.reading(), "nothing more comes after the FIN");
         let mut responses = 0;
         while let Some(out) = c.take_output() {
             responses += text(&out).matches("HTTP/1.1 200").count();
-            c.on_sent(2, out.len(), &l);
+            c.handle_sent(2, out.len(), &l);
         }
         assert_eq!(responses, 10);
         assert!(c.wants_fin(), "closes once all are answered");
@@ -732,12 +853,12 @@ mod tests {
         let l = Limits::for_tests(0, 0, 100);
         let mut c = Connection::new(&ProtocolSpec::with_defaults(ProtocolKind::Echo), 1);
         assert_eq!(c.room(&l), 100);
-        c.on_input(1, &[0; 70], &l);
+        c.handle_input(1, &[0; 70], &l);
         assert_eq!(c.room(&l), 30);
-        c.on_input(1, &[0; 50], &l);
+        c.handle_input(1, &[0; 50], &l);
         assert_eq!(c.room(&l), 0, "over the bound: nothing, not a wrap");
         let mut h = http();
-        h.on_input(1, b"GET / HTTP/1.1\r\nX: ", &l);
+        h.handle_input(1, b"GET / HTTP/1.1\r\nX: ", &l);
         assert_eq!(h.room(&l), 100 - 19, "unanswered input counts");
     }
 
@@ -745,31 +866,31 @@ mod tests {
     fn a_rejected_connection_stays_rejected() {
         let l = limits();
         let mut c = Connection::rejected(&ProtocolSpec::with_defaults(ProtocolKind::Http), 1);
-        c.on_error();
+        c.handle_error();
         assert_eq!(c.close_reason(), CloseReason::Rejected);
-        assert!(c.was_cut(), "the 503 was not sent");
+        assert!(was_cut(&mut c), "the 503 was not sent");
         let mut c = http();
-        c.on_input(1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &l);
+        c.handle_input(1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &l);
         c.handle_timeout(5000, &l);
-        assert!(c.was_cut(), "the response was stuck");
+        assert!(was_cut(&mut c), "the response was stuck");
         let mut c = http();
         c.handle_timeout(5000, &l);
-        assert!(!c.was_cut(), "nothing was queued");
+        assert!(!was_cut(&mut c), "nothing was queued");
     }
 
     #[test]
     fn idle_means_no_bytes_either_way() {
         let l = limits();
         let mut c = http();
-        c.on_input(1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &l);
+        c.handle_input(1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &l);
         let out = c.take_output().unwrap();
         // A slow reader takes the response a byte at a time, far past the idle timeout.
         for t in 1..out.len() as Millis {
-            c.on_sent(t * 500, 1, &l);
+            c.handle_sent(t * 500, 1, &l);
             c.handle_timeout(t * 500 + 999, &l);
             assert_eq!(c.phase(), Phase::Open, "cut while bytes flow");
         }
-        c.on_sent(100_000, 1, &l);
+        c.handle_sent(100_000, 1, &l);
         assert_eq!(c.poll_timeout(&l), Some(101_000));
         c.handle_timeout(101_000, &l);
         assert_eq!(c.phase(), Phase::Closing, "truly idle: closed gracefully");
@@ -781,7 +902,7 @@ mod tests {
     fn stalled_reader_is_cut_after_the_idle_timeout() {
         let l = limits();
         let mut c = http();
-        c.on_input(1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &l);
+        c.handle_input(1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &l);
         let _out = c.take_output().unwrap();
         c.handle_timeout(1001, &l);
         assert_eq!(c.phase(), Phase::Closed);
@@ -792,13 +913,13 @@ mod tests {
     fn throttles_above_max_pending_and_resumes_at_half() {
         let l = Limits::for_tests(0, 0, 100);
         let mut c = Connection::new(&ProtocolSpec::with_defaults(ProtocolKind::Echo), 1);
-        assert_eq!(c.on_input(1, &[0; 80], &l), Input::Echo);
+        assert_eq!(c.handle_input(1, &[0; 80], &l), Input::Echo);
         assert!(c.reading());
-        c.on_input(1, &[0; 40], &l);
+        c.handle_input(1, &[0; 40], &l);
         assert!(!c.reading(), "120 queued > 100");
-        c.on_sent(2, 60, &l);
+        c.handle_sent(2, 60, &l);
         assert!(!c.reading(), "60 queued > 50");
-        c.on_sent(2, 10, &l);
+        c.handle_sent(2, 10, &l);
         assert!(c.reading(), "50 queued: resumed");
     }
 
@@ -806,15 +927,15 @@ mod tests {
     fn drain_answers_the_next_request_with_close() {
         let l = limits();
         let mut c = http();
-        c.on_input(1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &l);
+        c.handle_input(1, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &l);
         flush(&mut c, 2);
-        c.drain(3);
+        c.handle_drain(3);
         assert_eq!(
             c.poll_timeout(&l),
             Some(1002),
             "idle (1002) before the grace (1003)"
         );
-        c.on_input(500, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &l);
+        c.handle_input(500, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", &l);
         let out = flush(&mut c, 501);
         assert!(
             text(&out).contains("Connection: close\r\n"),
@@ -829,7 +950,7 @@ mod tests {
     fn drain_closes_an_idle_connection_after_the_grace() {
         let l = Limits::for_tests(0, 0, 1024);
         let mut c = http();
-        c.drain(100);
+        c.handle_drain(100);
         assert_eq!(c.poll_timeout(&l), Some(1100));
         c.handle_timeout(1099, &l);
         assert_eq!(c.phase(), Phase::Open);
@@ -838,7 +959,7 @@ mod tests {
         assert_eq!(c.close_reason(), CloseReason::Drain);
         // Echo is served on until its peer closes.
         let mut e = Connection::new(&ProtocolSpec::with_defaults(ProtocolKind::Echo), 1);
-        e.drain(100);
+        e.handle_drain(100);
         e.handle_timeout(5000, &l);
         assert_eq!(e.phase(), Phase::Open);
     }
@@ -853,7 +974,7 @@ mod tests {
         assert_eq!(c.close_reason(), CloseReason::Rejected);
         let mut c = Connection::rejected(&ProtocolSpec::with_defaults(ProtocolKind::Echo), 1);
         assert!(c.wants_fin(), "echo has nothing to say");
-        c.on_fin(2, &l);
+        c.handle_fin_sent(2, &l);
         assert_eq!(
             c.phase(),
             Phase::Lingering,
@@ -865,10 +986,10 @@ mod tests {
     fn eof_flushes_hello_then_closes_without_lingering() {
         let l = limits();
         let mut c = Connection::new(&ProtocolSpec::with_defaults(ProtocolKind::Hello), 1);
-        c.on_eof();
+        c.handle_eof();
         assert_eq!(c.phase(), Phase::Closing);
         assert_eq!(flush(&mut c, 2), b"Hello, world!");
-        c.on_fin(2, &l);
+        c.handle_fin_sent(2, &l);
         assert_eq!(c.phase(), Phase::Closed, "the peer already sent its FIN");
         assert_eq!(c.close_reason(), CloseReason::Peer);
     }
@@ -878,9 +999,9 @@ mod tests {
         let l = limits();
         let mut c = Connection::new(&ProtocolSpec::with_defaults(ProtocolKind::Hello), 1);
         // More than the one message hello reads: the rest may still be coming.
-        c.on_input(1, &[b'x'; 1500], &l);
+        c.handle_input(1, &[b'x'; 1500], &l);
         flush(&mut c, 2);
-        c.on_fin(3, &l);
+        c.handle_fin_sent(3, &l);
         assert_eq!(c.poll_timeout(&l), Some(2003));
         c.handle_timeout(2002, &l);
         assert_eq!(c.phase(), Phase::Lingering);
@@ -893,7 +1014,7 @@ mod tests {
     fn reasons() {
         let l = limits();
         let mut c = http();
-        c.on_input(
+        c.handle_input(
             1,
             b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
             &l,
@@ -905,12 +1026,12 @@ mod tests {
             "a stalled final response"
         );
         let mut c = http();
-        c.on_input(
+        c.handle_input(
             1,
             b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
             &l,
         );
-        c.on_error();
+        c.handle_error();
         assert_eq!(c.phase(), Phase::Closed);
         assert_eq!(
             c.close_reason(),
@@ -918,14 +1039,14 @@ mod tests {
             "the response did not get through"
         );
         let mut c = http();
-        c.on_input(
+        c.handle_input(
             1,
             b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
             &l,
         );
         flush(&mut c, 2);
-        c.on_fin(2, &l);
-        c.on_error();
+        c.handle_fin_sent(2, &l);
+        c.handle_error();
         assert_eq!(
             c.close_reason(),
             CloseReason::Protocol,

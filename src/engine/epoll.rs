@@ -3,7 +3,7 @@
 //! offers: sockets wrapped in [`AsyncFd`] and read with plain `read(2)`; a short read means
 //! the receive queue is empty, so readiness is cleared without the extra `EAGAIN` read that
 //! `TcpStream::read` would cost; writes are tried before waiting for writability. The accept
-//! loop and the connection task are shared with `tokio-uring` (`super::tokio_common`).
+//! loop and the connection task are shared with `tokio-uring` (`super::tokio_tasks`).
 //!
 //! Readiness that is already set does not make a task yield, so a peer that keeps its socket
 //! full would keep its connection's task running and starve the worker's other connections;
@@ -18,7 +18,7 @@ use std::sync::mpsc;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 
-use super::tokio_common::{self, Listener, Stream};
+use super::tokio_tasks::{self, Listener, Stream};
 use super::{report_ready, EngineKind, WorkerCtx};
 use crate::engine::control::Lifecycle;
 use crate::error::Error;
@@ -39,7 +39,7 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
         // the AsyncFd drops it.
         let listener = unsafe { AsyncFd::register_with_interest(listener, Interest::READABLE) }
             .map_err(io::Error::from)?;
-        tokio_common::serve(EpollListener(listener), env).await
+        tokio_tasks::serve(EpollListener(listener), env).await
     })
 }
 

@@ -7,10 +7,8 @@ pub mod admission;
 pub mod availability;
 pub mod control;
 pub mod epoll;
-mod registry;
 pub mod socket;
-mod tokio_common;
-mod tokio_proxy;
+mod tokio_tasks;
 pub mod tokio_uring;
 pub mod uring;
 

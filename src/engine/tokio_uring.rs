@@ -2,7 +2,7 @@
 //! io_uring operations that take ownership of their buffer and hand it back with the
 //! completion, so each connection reuses one receive buffer and one output buffer for its
 //! whole life; echo sends the received buffer itself. The accept loop and the connection
-//! task are shared with `epoll` (`super::tokio_common`).
+//! task are shared with `epoll` (`super::tokio_tasks`).
 //!
 //! A dropped tokio-uring future leaves its operation in the kernel, with its buffer and a
 //! reference on the socket, until it completes. So nothing here is cancelled by dropping
@@ -21,7 +21,7 @@ use tokio_uring::buf::BoundedBuf;
 use tokio_uring::net::{TcpListener, TcpStream};
 use tracing::warn;
 
-use super::tokio_common::{self, Listener, Stream};
+use super::tokio_tasks::{self, Listener, Stream};
 use super::{report_ready, EngineKind, WorkerCtx};
 use crate::engine::control::Lifecycle;
 use crate::error::Error;
@@ -62,7 +62,7 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
             inner: TcpListener::from_std(listener),
             ring,
         };
-        tokio_common::serve(listener, env).await
+        tokio_tasks::serve(listener, env).await
     })
 }
 

@@ -9,7 +9,7 @@
 //! uses.
 
 use super::sock::{Pool, SockOps, Submit};
-use crate::connection::{Connection, Input, Limits, Millis, Phase, WorkerStats};
+use crate::connection::{Action, Connection, Input, Limits, Millis, Phase, WorkerStats};
 use crate::proxy::Side;
 
 /// The end of a connection on the ring.
@@ -82,30 +82,30 @@ impl UConn {
             let Some(bid) = bid else {
                 // The kernel names the buffer of every buffer-select recv with data.
                 tracing::warn!("recv completion without a buffer id");
-                self.conn.on_error();
+                self.conn.handle_error();
                 return self.step(env);
             };
             env.pool.taken(bid);
             WorkerStats::add(&env.stats.bytes_in, n as u64);
             match self
                 .conn
-                .on_input(env.now, env.pool.bytes(bid, n), env.limits)
+                .handle_input(env.now, env.pool.bytes(bid, n), env.limits)
             {
                 Input::Echo => self.sock.push_received(bid, n, env.pool),
                 Input::Consumed | Input::Dropped => env.pool.give(bid),
             }
         } else if res == 0 {
-            self.conn.on_eof();
+            self.conn.handle_eof();
         } else if res == -libc::ENOBUFS {
             WorkerStats::inc(&env.stats.recv_enobufs);
             self.sock.starved = true;
             if self.conn.phase() != Phase::Open {
                 // Bytes are waiting that a closing connection will not read now.
-                self.conn.on_input_unread();
+                self.conn.handle_input_unread();
             }
         } else if res != -libc::ECANCELED {
             tracing::debug!("recv failed: {}", std::io::Error::from_raw_os_error(-res));
-            self.conn.on_error();
+            self.conn.handle_error();
         }
         self.step(env);
     }
@@ -117,12 +117,12 @@ impl UConn {
             if res != -libc::ECANCELED {
                 tracing::debug!("send failed: {}", std::io::Error::from_raw_os_error(-res));
             }
-            self.conn.on_error();
+            self.conn.handle_error();
             return self.step(env);
         }
         let sent = res as usize;
         WorkerStats::add(&env.stats.bytes_out, sent as u64);
-        self.conn.on_sent(env.now, sent, env.limits);
+        self.conn.handle_sent(env.now, sent, env.limits);
         let conn = &mut self.conn;
         self.sock.on_sent(sent, env.pool, &mut |v| conn.recycle(v));
         self.step(env);
@@ -141,10 +141,10 @@ impl UConn {
                 "shutdown failed: {}",
                 std::io::Error::from_raw_os_error(-res)
             );
-            self.conn.on_error();
+            self.conn.handle_error();
         } else {
             self.sock.fin = FinState::Sent;
-            self.conn.on_fin(env.now, env.limits);
+            self.conn.handle_fin_sent(env.now, env.limits);
         }
         self.step(env);
     }
@@ -169,7 +169,7 @@ impl UConn {
 
     /// The server drains.
     pub fn on_drain<P: Pool>(&mut self, env: &mut Env<P>) {
-        self.conn.drain(env.now);
+        self.conn.handle_drain(env.now);
         self.step(env);
     }
 
@@ -182,30 +182,32 @@ impl UConn {
     /// Submits what the connection's state asks for now: its output, the FIN, the recv (or
     /// its cancel), and at the end the cancels and the close.
     pub fn step<P: Pool>(&mut self, env: &mut Env<P>) {
-        if self.conn.phase() == Phase::Closed {
-            return self.tear_down(env);
-        }
-        if let Some(data) = self.conn.take_output() {
-            WorkerStats::add(&env.stats.requests, self.conn.take_answered());
-            self.sock.push_owned(data);
-        }
-        let closing = self.conn.phase() == Phase::Closing;
-        if closing && self.sock.recv != super::sock::RecvState::Armed {
+        if self.conn.phase() == Phase::Closing && self.sock.recv != super::sock::RecvState::Armed {
             // The recv was paused (output at its bound) or starved: bytes may be waiting
             // unread, and a close without lingering would answer them with a reset.
-            self.conn.on_input_unread();
+            self.conn.handle_input_unread();
         }
-        // A connection that reads nothing more after its reply needs no FIN of its own: the
-        // close sends it, right after the last byte. (IORING_OP_SHUTDOWN cannot complete
-        // inline and goes through an io-wq thread: a wake-up and two context switches.)
-        let lingers = self.conn.lingers();
-        self.sock
-            .start_send(SIDE, env.pool, closing && lingers, env.submit);
-        if self.conn.wants_fin() {
-            if !lingers {
-                self.conn.on_fin(env.now, env.limits);
-                return self.tear_down(env);
+        let mut fin = false;
+        while let Some(action) = self.conn.poll_action() {
+            match action {
+                Action::Close { reset } => return self.tear_down(reset, env),
+                Action::Send { data, answered } => {
+                    WorkerStats::add(&env.stats.requests, answered);
+                    self.sock.push_owned(data);
+                }
+                Action::Fin => {
+                    fin = true;
+                    break;
+                }
             }
+        }
+        // A connection that reads nothing more after its reply needs no FIN of its own:
+        // the close sends it (see `Connection::poll_action`). One that lingers has its FIN
+        // linked behind its last send.
+        let closing = self.conn.phase() == Phase::Closing;
+        let lingers = closing && self.conn.lingers();
+        self.sock.start_send(SIDE, env.pool, lingers, env.submit);
+        if fin {
             self.sock.start_fin(SIDE, env.submit);
         }
         let pause = self.conn.phase() == Phase::Open && !self.conn.reading();
@@ -220,7 +222,7 @@ impl UConn {
 
     /// The connection is over: drop unsent output, cancel what is in flight, close once
     /// nothing is.
-    fn tear_down<P: Pool>(&mut self, env: &mut Env<P>) {
+    fn tear_down<P: Pool>(&mut self, reset: bool, env: &mut Env<P>) {
         self.sock.drop_unsent(env.pool);
         if self.teardown == Teardown::No {
             self.teardown = Teardown::Cancelled;
@@ -231,10 +233,7 @@ impl UConn {
         }
         if self.teardown == Teardown::Cancelled && !self.busy() {
             self.sock.clear(env.pool);
-            env.submit.push(Submit::Close {
-                side: SIDE,
-                reset: self.conn.was_cut(),
-            });
+            env.submit.push(Submit::Close { side: SIDE, reset });
             self.teardown = Teardown::Closing;
         }
     }

@@ -12,10 +12,11 @@ use std::net::SocketAddr;
 use tracing::debug;
 
 use super::registry::{Alarm, Registered};
-use super::tokio_common::{Listener, Shared, Stream};
+use super::shared::Shared;
+use super::stream::{Listener, Stream};
 use crate::connection::{CloseReason, WorkerStats};
 use crate::proxy::relay::{Phase, Timeout};
-use crate::proxy::{header, Relay, Side};
+use crate::proxy::{header, ProxyConfig, Relay, Side};
 
 /// Serves one proxied connection; returns why it ended.
 pub(super) async fn relay<L: Listener>(
@@ -30,46 +31,13 @@ pub(super) async fn relay<L: Listener>(
     let (clock, limits) = (&shared.clock, &shared.limits);
     let connect_ms = proxy.connect_timeout.as_millis() as u64;
     let relay = RefCell::new(Relay::new(clock.now(), clock.now() + connect_ms));
-    let ups = &proxy.upstreams;
-    let mut tried = 0u64;
-    let (index, upstream) = loop {
-        let mut cursor = shared.cursor.get();
-        let picked = ups.pick(&mut cursor, tried);
-        shared.cursor.set(cursor);
-        let Some(i) = picked else {
-            debug!("no upstream reachable");
-            relay.borrow_mut().no_upstream();
-            return relay.into_inner().close_reason();
-        };
-        tried |= 1 << i;
-        relay.borrow_mut().connecting(clock.now() + connect_ms);
-        let addr = ups.get(i).addr;
-        let socket = match upstream_socket(addr) {
-            Ok(s) => s,
-            Err(e) => {
-                // A local shortage (no descriptor, no memory) fails this client alone: it
-                // says nothing of the upstream's health.
-                debug!("cannot open a socket for the upstream: {e}");
-                return CloseReason::Error;
-            }
-        };
-        match tokio::time::timeout(proxy.connect_timeout, connect(socket, addr)).await {
-            Ok(Ok(s)) => match L::adopt(s) {
-                Ok(s) => break (i, s),
-                Err(e) => {
-                    debug!("cannot use the upstream socket: {e}");
-                    return CloseReason::Error;
-                }
-            },
-            Ok(Err(e)) => debug!(upstream = %addr, "connect failed: {e}"),
-            Err(_) => debug!(upstream = %addr, "connect timed out"),
-        }
-        ups.connect_failed(i);
+    let (index, upstream) = match connect_upstream::<L>(proxy, &relay, shared).await {
+        Ok(connected) => connected,
+        Err(reason) => return reason,
     };
+    let ups = &proxy.upstreams;
     ups.connected(index);
     relay.borrow_mut().on_connected(clock.now());
-    let stats = &ups.get(index).stats;
-    let entry = registered.entry();
     let mut first = Vec::new();
     if let Some(version) = proxy.send_proxy {
         if let Ok(local) = client.local_addr() {
@@ -82,15 +50,79 @@ pub(super) async fn relay<L: Listener>(
     let pair = Pair {
         relay: &relay,
         shared,
-        upstream: stats,
-        alarm: &entry.alarm,
+        upstream: &ups.get(index).stats,
+        alarm: &registered.entry().alarm,
     };
+    let reason = exchange::<L::Stream>(client, &upstream, first, &pair, registered).await;
+    drop(upstream);
+    ups.released(index);
+    reason
+}
+
+/// Connects to an upstream, failing over to the next one; the upstream's index and the
+/// connected socket, or why the client ends without one.
+async fn connect_upstream<L: Listener>(
+    proxy: &ProxyConfig,
+    relay: &RefCell<Relay>,
+    shared: &Shared,
+) -> Result<(usize, L::Stream), CloseReason> {
+    let clock = &shared.clock;
+    let connect_ms = proxy.connect_timeout.as_millis() as u64;
+    let ups = &proxy.upstreams;
+    let mut tried = 0u64;
+    loop {
+        let mut cursor = shared.cursor.get();
+        let picked = ups.pick(&mut cursor, tried);
+        shared.cursor.set(cursor);
+        let Some(i) = picked else {
+            debug!("no upstream reachable");
+            relay.borrow_mut().no_upstream();
+            return Err(relay.borrow().close_reason());
+        };
+        tried |= 1 << i;
+        relay.borrow_mut().connecting(clock.now() + connect_ms);
+        let addr = ups.get(i).addr;
+        let socket = match upstream_socket(addr) {
+            Ok(s) => s,
+            Err(e) => {
+                // A local shortage (no descriptor, no memory) fails this client alone: it
+                // says nothing of the upstream's health.
+                debug!("cannot open a socket for the upstream: {e}");
+                return Err(CloseReason::Error);
+            }
+        };
+        match tokio::time::timeout(proxy.connect_timeout, connect(socket, addr)).await {
+            Ok(Ok(s)) => match L::adopt(s) {
+                Ok(s) => return Ok((i, s)),
+                Err(e) => {
+                    debug!("cannot use the upstream socket: {e}");
+                    return Err(CloseReason::Error);
+                }
+            },
+            Ok(Err(e)) => debug!(upstream = %addr, "connect failed: {e}"),
+            Err(_) => debug!(upstream = %addr, "connect timed out"),
+        }
+        ups.connect_failed(i);
+    }
+}
+
+/// Moves bytes both ways until both directions end, an error, or the idle timeout; returns
+/// why the pair ended.
+async fn exchange<S: Stream>(
+    client: &S,
+    upstream: &S,
+    first: Vec<u8>,
+    pair: &Pair<'_>,
+    registered: &Registered,
+) -> CloseReason {
+    let (relay, clock, limits) = (pair.relay, &pair.shared.clock, &pair.shared.limits);
+    let entry = registered.entry();
     let pump = |from: Side, first: Vec<u8>| {
         let (src, dst) = match from {
-            Side::Client => (client as &L::Stream, &upstream),
-            Side::Upstream => (&upstream, client as &L::Stream),
+            Side::Client => (client, upstream),
+            Side::Upstream => (upstream, client),
         };
-        pump::<L::Stream>(src, dst, from, first, &pair)
+        pump(src, dst, from, first, pair)
     };
     // A third party to the two pumps: the deadlines (idle) and nothing else; both pumps end
     // by themselves on EOF or error.
@@ -131,12 +163,9 @@ pub(super) async fn relay<L: Listener>(
         client.end_pending();
         upstream.end_pending();
     }
-    drop(upstream);
-    ups.released(index);
     reason
 }
 
-/// Connects to `addr` (a non-blocking connect, cancelled by dropping: the socket is closed).
 /// A socket for a connection to `addr`.
 fn upstream_socket(addr: SocketAddr) -> io::Result<tokio::net::TcpSocket> {
     let socket = match addr {
@@ -147,6 +176,7 @@ fn upstream_socket(addr: SocketAddr) -> io::Result<tokio::net::TcpSocket> {
     Ok(socket)
 }
 
+/// Connects to `addr` (a non-blocking connect, cancelled by dropping: the socket is closed).
 async fn connect(
     socket: tokio::net::TcpSocket,
     addr: SocketAddr,

@@ -1,0 +1,217 @@
+//! What the two tokio-based engines (`tokio-uring` and `epoll`) share: the accept loop, the
+//! connection tasks ([`conn`], [`proxy`]) and the ticker. The worker's ticker advances the
+//! clock and rings the alarms of connections whose deadline passed, and the drain rings them
+//! all. The engines differ only in [`Listener`] and [`Stream`]: how a socket accepts, reads
+//! and writes.
+
+mod conn;
+mod proxy;
+mod registry;
+mod shared;
+mod stream;
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::Poll;
+
+use tracing::Instrument;
+
+use super::WorkerEnv;
+use crate::config::Service;
+use crate::connection::{Clock, CloseReason, Connection, WorkerStats};
+use crate::engine::admission::AcceptBackoff;
+use crate::engine::control;
+pub(crate) use shared::Shared;
+pub(crate) use stream::{Listener, Stream};
+
+/// The accept loop, then the drain. Runs inside a `LocalSet` (tokio-uring's `block_on` is
+/// one).
+pub(crate) async fn serve<L: Listener>(listener: L, env: WorkerEnv) -> io::Result<()> {
+    let WorkerEnv {
+        id,
+        config,
+        mut drain,
+        stats,
+        limit,
+        ..
+    } = env;
+    let shared = Rc::new(Shared {
+        service: config.service.clone(),
+        rejection: config.service.rejection(),
+        // Workers start their round-robin at different upstreams.
+        cursor: Cell::new(id),
+        clock: Clock::default(),
+        limits: config.limits(),
+        buffer_size: config.buffer_size,
+        registry: Rc::default(),
+        stats,
+        limit,
+    });
+    let ticker = tokio::task::spawn_local({
+        let shared = shared.clone();
+        async move {
+            let mut tick = tokio::time::interval(shared.limits.tick());
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let now = shared.clock.advance();
+                shared.registry.ring_due(now);
+            }
+        }
+    });
+    accept_until_stopped(&listener, &shared, &mut drain).await;
+    drop(listener);
+    shared.registry.drain();
+    shared.registry.wait_empty().await;
+    ticker.abort();
+    Ok(())
+}
+
+/// Accepts connections until the server stops.
+async fn accept_until_stopped<L: Listener>(
+    listener: &L,
+    shared: &Rc<Shared>,
+    drain: &mut control::Watch,
+) {
+    let mut backoff = AcceptBackoff::default();
+    let mut accept = pin!(listener.accept());
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            how = control::stopping(drain) => {
+                // Poll the accept once, so that it is in flight (or done) before the stop.
+                let polled = std::future::poll_fn(|cx| Poll::Ready(accept.as_mut().poll(cx)));
+                let raced = match polled.await {
+                    Poll::Ready(r) => Some(r),
+                    // One more connection may race the stop: serve it, never drop it.
+                    Poll::Pending => {
+                        let mut stop = pin!(listener.stop(how));
+                        let mut stopping = true;
+                        loop {
+                            tokio::select! {
+                                biased;
+                                r = accept.as_mut() => break Some(r),
+                                keep = stop.as_mut(), if stopping => {
+                                    stopping = false;
+                                    if !keep {
+                                        break None;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                };
+                if let Some(Ok((stream, peer))) = raced {
+                    admit::<L>(shared, stream, peer);
+                }
+                drain.acknowledge();
+                return;
+            }
+            r = accept.as_mut() => r,
+        };
+        accept.set(listener.accept());
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff.on_success();
+                admit::<L>(shared, stream, peer);
+            }
+            Err(e) => {
+                if let Some(pause) = backoff.on_error(&e, &shared.stats) {
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+}
+
+/// Starts the task of an accepted connection: served, or (over `--max-connections`) told so
+/// and closed.
+fn admit<L: Listener>(shared: &Rc<Shared>, stream: L::Stream, peer: SocketAddr) {
+    // The ticker's clock may be a tick old: a deadline counted from it would come early.
+    let now = shared.clock.advance();
+    let conn = if shared.limit.try_admit() {
+        WorkerStats::inc(&shared.stats.accepted);
+        let spec = match &shared.service {
+            Service::Protocol(spec) => spec,
+            Service::Proxy(_) => {
+                let registered = shared.registry.insert();
+                let shared = shared.clone();
+                tokio::task::spawn_local(
+                    async move {
+                        let end = Ending::new(&shared, true);
+                        let reason = proxy::relay::<L>(&stream, peer, &registered, &shared).await;
+                        drop(registered);
+                        drop(stream);
+                        end.done(reason);
+                    }
+                    .instrument(tracing::debug_span!("proxy", %peer)),
+                );
+                return;
+            }
+        };
+        Connection::new(spec, now)
+    } else {
+        WorkerStats::inc(&shared.stats.rejected);
+        Connection::rejected(&shared.rejection, now)
+    };
+    let admitted = conn.close_reason() != CloseReason::Rejected;
+    let registered = shared.registry.insert();
+    let shared = shared.clone();
+    tokio::task::spawn_local(
+        async move {
+            let end = Ending::new(&shared, admitted);
+            let reason = conn::connection(&stream, conn, &registered, &shared).await;
+            drop(registered);
+            drop(stream);
+            end.done(reason);
+        }
+        .instrument(tracing::debug_span!("conn", %peer)),
+    );
+}
+
+/// A connection task's end, counted exactly once: its close reason, and its place under
+/// `--max-connections` given back if it held one, even when the task panics.
+struct Ending<'a> {
+    /// The worker.
+    shared: &'a Shared,
+    /// It holds a place.
+    admitted: bool,
+    /// Counted already.
+    done: bool,
+}
+
+impl<'a> Ending<'a> {
+    fn new(shared: &'a Shared, admitted: bool) -> Self {
+        Ending {
+            shared,
+            admitted,
+            done: false,
+        }
+    }
+
+    /// The connection ended for `reason`.
+    fn done(mut self, reason: CloseReason) {
+        self.count(reason);
+    }
+
+    fn count(&mut self, reason: CloseReason) {
+        if !self.done {
+            self.done = true;
+            if self.admitted {
+                self.shared.stats.close(reason);
+                self.shared.limit.release();
+            }
+        }
+    }
+}
+
+impl Drop for Ending<'_> {
+    fn drop(&mut self) {
+        // Only reached without `done` when the task panicked.
+        self.count(CloseReason::Error);
+    }
+}
