@@ -7,6 +7,7 @@
 //! ordered output, time) → [`protocol`] (pure: bytes in, bytes out). [`config`] turns the
 //! command line into the checked [`Config`] every layer reads.
 
+pub mod access_log;
 pub mod config;
 pub mod connection;
 pub mod engine;

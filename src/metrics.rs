@@ -104,14 +104,16 @@ impl MetricsServer {
         config: Arc<Config>,
     ) -> Result<Self, Error> {
         let listener = bind(addr)?;
-        Self::start_on(listener, stats, config)
+        Self::start_on(listener, stats, config, Vec::new())
     }
 
-    /// Serves the counters of `stats` on an already listening socket until dropped.
+    /// Serves the counters of `stats`, then those of `more`, on an already listening socket
+    /// until dropped.
     pub fn start_on(
         listener: TcpListener,
         stats: Vec<Arc<WorkerStats>>,
         config: Arc<Config>,
+        more: Vec<Arc<dyn Series>>,
     ) -> Result<Self, Error> {
         let addr = listener
             .local_addr()
@@ -127,7 +129,11 @@ impl MetricsServer {
             tokio::net::TcpListener::from_std(listener).map_err(bind_err)?
         };
         let (stop, stopped) = oneshot::channel();
-        let page = Arc::new(Page { stats, config });
+        let page = Arc::new(Page {
+            stats,
+            config,
+            more,
+        });
         let thread = std::thread::Builder::new()
             .name("ringd-metrics".into())
             .spawn(move || {
@@ -169,6 +175,49 @@ struct Page {
     stats: Vec<Arc<WorkerStats>>,
     /// The configuration the build info names.
     config: Arc<Config>,
+    /// What the process adds beside the workers' counters.
+    more: Vec<Arc<dyn Series>>,
+}
+
+/// Counters of a part of the process other than the workers (the access log, ...),
+/// rendered after theirs on every scrape and carried across live upgrades like them.
+pub trait Series: Send + Sync + std::fmt::Debug {
+    /// The counter families now, each sample with its own count alone.
+    fn counters(&self) -> Vec<Family>;
+}
+
+/// One counter family of a [`Series`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Family {
+    /// The series name (`…_total`).
+    pub name: &'static str,
+    /// Its `# HELP` text.
+    pub help: &'static str,
+    /// Label sets (such as `result="ok"`) and counts.
+    pub samples: Vec<(String, u64)>,
+}
+
+impl Family {
+    /// The sample's name with its labels, as the exposition writes it.
+    pub fn key(name: &str, labels: &str) -> String {
+        match labels {
+            "" => name.to_string(),
+            l => format!("{name}{{{l}}}"),
+        }
+    }
+}
+
+/// Appends the families of `more`, each count plus what a predecessor carried.
+fn render_more(out: &mut String, more: &[Arc<dyn Series>]) {
+    let carried = carried::carried();
+    for f in more.iter().flat_map(|m| m.counters()) {
+        let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+        let _ = writeln!(out, "# TYPE {} counter", f.name);
+        for (labels, v) in &f.samples {
+            let key = Family::key(f.name, labels);
+            let _ = writeln!(out, "{key} {}", v + carried.named(&key));
+        }
+    }
 }
 
 /// Connections still waiting for their request, oldest first, each with the sender that
@@ -272,7 +321,9 @@ async fn answer(
             "the previous process's counters are not in yet\n".to_string(),
         ),
         Some((true, path)) if path == "/metrics" || path.starts_with("/metrics?") => {
-            ("200 OK", render(&page.stats, &page.config))
+            let mut text = render(&page.stats, &page.config);
+            render_more(&mut text, &page.more);
+            ("200 OK", text)
         }
         Some(_) => ("404 Not Found", "not found: try GET /metrics\n".to_string()),
         None => ("400 Bad Request", String::new()),
@@ -312,7 +363,7 @@ async fn read_request(s: &mut tokio::net::TcpStream) -> io::Result<Option<(bool,
 /// The exposition text for `stats` (one series per worker), counters carried from a
 /// predecessor included.
 pub fn render(stats: &[Arc<WorkerStats>], config: &Config) -> String {
-    let totals = totals(stats, config);
+    let totals = totals(stats, config, &[]);
     let mut out = String::new();
     render_process(&mut out, config);
     render_workers(&mut out, stats, &totals.workers);

@@ -11,6 +11,7 @@ use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
 use super::{allowed_cpus, Config, EngineChoice, EngineKind, Service, TestFault};
+use crate::access_log::{AccessLogSpec, Format, Target};
 use crate::config::ListenOptions;
 use crate::protocol::{ProtocolKind, ProtocolSpec, DEFAULT_BODY, DEFAULT_GREETING};
 use crate::proxy::{upstream::MAX_UPSTREAMS, Balance, ProxyConfig, SendProxy};
@@ -190,6 +191,23 @@ pub struct Args {
     #[arg(long, value_name = "HOST:PORT", value_parser = resolve)]
     pub metrics: Option<SocketAddr>,
 
+    /// Write one line per connection at its close to this file, or to standard output with
+    /// `-` (client, listener, upstream, bytes each way, duration, close reason). Off by
+    /// default; written by its own thread and reopened on SIGHUP (logrotate); when the
+    /// writer falls behind, lines are dropped and counted, never waited for.
+    #[arg(long, value_name = "FILE|-")]
+    pub access_log: Option<String>,
+
+    /// The access log's line format.
+    #[arg(long, value_enum, default_value_t = LogFormatArg::Json)]
+    pub access_log_format: LogFormatArg,
+
+    /// Access log records waiting for the writer, at most; when it falls further behind
+    /// (a slow disk), records are dropped and counted
+    /// (`ringd_access_log_lines_total{result="dropped"}`).
+    #[arg(long, value_name = "RECORDS", default_value_t = crate::access_log::QUEUE)]
+    pub access_log_queue: usize,
+
     /// How long SIGINT/SIGTERM waits for connections to finish before cutting them.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -208,6 +226,15 @@ pub struct Args {
     /// warn,ringd::process::server=info; RUST_LOG takes precedence.
     #[arg(long, default_value = "info", value_name = "LEVEL", value_parser = parse_log_level)]
     pub log_level: String,
+}
+
+/// `--access-log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormatArg {
+    /// One JSON object per line.
+    Json,
+    /// `key=value` pairs.
+    Logfmt,
 }
 
 impl Args {
@@ -277,6 +304,14 @@ impl Args {
             direct_descriptors: !self.no_direct_descriptors,
             uring,
             metrics: self.metrics,
+            access_log: self.access_log.as_deref().map(|t| AccessLogSpec {
+                target: Target::parse(t),
+                format: match self.access_log_format {
+                    LogFormatArg::Json => Format::Json,
+                    LogFormatArg::Logfmt => Format::Logfmt,
+                },
+                queue: self.access_log_queue.max(1),
+            }),
             test_fault: match std::env::var(TestFault::VAR) {
                 Ok(v) if !v.is_empty() => Some(TestFault::parse(&v)?),
                 _ => None,

@@ -7,6 +7,7 @@ pub use ringd_common::units;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use crate::access_log::AccessLogSpec;
 use crate::connection::Limits;
 use crate::protocol::{ProtocolKind, ProtocolSpec};
 use crate::proxy::ProxyConfig;
@@ -213,6 +214,8 @@ pub struct Config {
     pub uring: UringTuning,
     /// Where to serve Prometheus metrics (`GET /metrics`), if anywhere.
     pub metrics: Option<SocketAddr>,
+    /// Where and how to write the access log, if at all.
+    pub access_log: Option<AccessLogSpec>,
     /// A fault injected for tests of the worker lifecycle (`RINGD_TEST_FAULT`); `None` in
     /// normal operation.
     #[doc(hidden)]
@@ -293,6 +296,7 @@ impl Config {
             direct_descriptors: true,
             uring: UringTuning::default(),
             metrics: None,
+            access_log: None,
             test_fault: None,
         }
     }

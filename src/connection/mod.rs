@@ -122,6 +122,11 @@ pub struct Connection {
     linger_until: Millis,
     /// Requests answered and not yet reported with their output.
     answered: u64,
+    /// Bytes received, all told.
+    bytes_in: u64,
+    /// Bytes the kernel accepted for sending, all told.
+    bytes_out: u64,
+
     /// `pending` may hold whole requests the protocol left unanswered because the output was
     /// over `--max-pending-output`: they are answered as the output drains.
     held_back: bool,
@@ -157,6 +162,8 @@ impl Connection {
             drain_since: 0,
             linger_until: 0,
             answered: 0,
+            bytes_in: 0,
+            bytes_out: 0,
             held_back: false,
             cut: false,
             extra_input: false,
@@ -181,6 +188,11 @@ impl Connection {
     /// Why it ended (or is ending); a connection that never left `Open` ended by its peer.
     pub fn close_reason(&self) -> CloseReason {
         self.reason.unwrap_or(CloseReason::Peer)
+    }
+
+    /// Bytes received and bytes sent (accepted by the kernel) so far, for the access log.
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.bytes_in, self.bytes_out)
     }
 
     /// See [`Session::is_echo`]: [`Connection::handle_input`] answers [`Input::Echo`].
@@ -232,6 +244,7 @@ impl Connection {
 
     /// Bytes arrived at `now`.
     pub fn handle_input(&mut self, now: Millis, data: &[u8], limits: &Limits) -> Input {
+        self.bytes_in += data.len() as u64;
         if self.phase != Phase::Open {
             self.extra_input |= !data.is_empty();
             return Input::Dropped;
@@ -338,6 +351,7 @@ impl Connection {
     pub fn handle_sent(&mut self, now: Millis, n: usize, limits: &Limits) {
         debug_assert!(n <= self.unsent, "sent more than was queued");
         self.unsent = self.unsent.saturating_sub(n);
+        self.bytes_out += n as u64;
         self.last_active = now;
         self.update_throttle(limits);
         if self.phase != Phase::Open || self.throttled {

@@ -16,6 +16,7 @@ use std::io;
 use std::sync::mpsc;
 use std::sync::Arc;
 
+use crate::access_log::AccessLog;
 use crate::config::Config;
 pub use crate::config::EngineKind;
 use crate::connection::WorkerStats;
@@ -40,6 +41,8 @@ pub struct WorkerCtx {
     /// Other workers accept on the same socket (one inherited socket served by all): an
     /// engine must then accept so that the kernel spreads connections over them.
     pub shared_listener: bool,
+    /// Where each connection is logged at its close, if anywhere.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 /// A worker's context without its listener, once the engine has taken that.
@@ -57,6 +60,8 @@ pub(crate) struct WorkerEnv {
     pub limit: Arc<Limit>,
     /// Other workers accept on the same socket (see [`WorkerCtx::shared_listener`]).
     pub shared_listener: bool,
+    /// Where each connection is logged at its close, if anywhere.
+    pub access_log: Option<Arc<AccessLog>>,
 }
 
 impl WorkerCtx {
@@ -70,6 +75,7 @@ impl WorkerCtx {
             stats,
             limit,
             shared_listener,
+            access_log,
         } = self;
         let env = WorkerEnv {
             id,
@@ -78,6 +84,7 @@ impl WorkerCtx {
             stats,
             limit,
             shared_listener,
+            access_log,
         };
         (listener, env)
     }

@@ -55,11 +55,12 @@ pub fn set_carried(counters: Option<Counters>) {
 
 /// Every `_total` series as a scrape reports it now: the workers' and upstreams' own counts
 /// plus what was carried from a predecessor. What a successor is handed.
-pub fn totals(stats: &[Arc<WorkerStats>], config: &Config) -> Counters {
-    let carried = match &*carry() {
-        Carry::Counts(c) => c.clone(),
-        Carry::Nothing | Carry::Pending => Counters::default(),
-    };
+pub fn totals(
+    stats: &[Arc<WorkerStats>],
+    config: &Config,
+    more: &[Arc<dyn super::Series>],
+) -> Counters {
+    let carried = carried();
     let workers = stats
         .iter()
         .enumerate()
@@ -77,7 +78,27 @@ pub fn totals(stats: &[Arc<WorkerStats>], config: &Config) -> Counters {
             })
             .collect()
     });
-    Counters { workers, upstreams }
+    let mut named = Vec::new();
+    for f in more.iter().flat_map(|m| m.counters()) {
+        for (labels, v) in f.samples {
+            let key = super::Family::key(f.name, &labels);
+            let v = v + carried.named(&key);
+            named.push((key, v));
+        }
+    }
+    Counters {
+        workers,
+        upstreams,
+        named,
+    }
+}
+
+/// What was carried from a predecessor (nothing until its snapshot is in).
+pub fn carried() -> Counters {
+    match &*carry() {
+        Carry::Counts(c) => c.clone(),
+        Carry::Nothing | Carry::Pending => Counters::default(),
+    }
 }
 
 /// True while a predecessor's snapshot is on its way.
@@ -234,6 +255,8 @@ pub struct Counters {
     pub workers: Vec<WorkerCounts>,
     /// In the order given on the command line.
     pub upstreams: Vec<(SocketAddr, UpstreamCounts)>,
+    /// The process's other counters ([`super::Series`]), by series name with its labels.
+    pub named: Vec<(String, u64)>,
 }
 
 /// The first line of a snapshot.
@@ -257,6 +280,9 @@ impl Counters {
                 let _ = write!(out, " {v}");
             }
             out.push('\n');
+        }
+        for (key, v) in &self.named {
+            let _ = writeln!(out, "n {key} {v}");
         }
         out.push_str("end\n");
         out
@@ -289,6 +315,11 @@ impl Counters {
                     };
                     c.upstreams.push((addr, u));
                 }
+                "n" => {
+                    let key = words.next()?;
+                    let v = words.next()?.parse().ok()?;
+                    c.named.push((key.to_string(), v));
+                }
                 "end" => return Some(c),
                 _ => return None,
             }
@@ -317,6 +348,14 @@ impl Counters {
     /// Worker `i`'s carried counts (zero if none).
     pub fn worker(&self, i: usize) -> WorkerCounts {
         self.workers.get(i).copied().unwrap_or_default()
+    }
+
+    /// The carried count of the series `key` (name and labels; zero if none).
+    pub fn named(&self, key: &str) -> u64 {
+        self.named
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(0, |(_, v)| *v)
     }
 
     /// The carried counts of the upstream at `addr` (zero if none).
@@ -349,6 +388,7 @@ mod tests {
                     ..Default::default()
                 },
             )],
+            named: vec![("ringd_x_total{result=\"ok\"}".into(), 7)],
         }
     }
 

@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR2};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use tracing::{info, warn};
 
 use crate::config::cli::Args;
@@ -70,6 +70,10 @@ struct Shared {
     stats: Vec<Arc<WorkerStats>>,
     /// The configuration the server runs with (its upstreams' counters, in proxy mode).
     config: Arc<Config>,
+    /// The counters of the process's other parts (the access log).
+    series: Vec<Arc<dyn metrics::Series>>,
+    /// `--access-log`, reopened on SIGHUP.
+    access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -112,8 +116,8 @@ pub fn run(args: &Args) -> Result<(), Error> {
     }
     // Registered before the server starts, so that a signal during the start is queued for
     // the loop below rather than ending the process.
-    let signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR2]).map_err(Error::Signals)?;
+    let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR2, SIGHUP])
+        .map_err(Error::Signals)?;
     let server = start_with(config.clone(), sockets)?;
     let me = std::process::id();
     let shared = Arc::new(Shared {
@@ -126,6 +130,8 @@ pub fn run(args: &Args) -> Result<(), Error> {
         upgrades: Mutex::new(Vec::new()),
         stats: server.stats().to_vec(),
         config: server.config().clone(),
+        series: server.series(),
+        access_log: server.access_log().cloned(),
     });
     let announced = match predecessor {
         // The predecessor writes the pid file and tells systemd once it has handed over.
@@ -287,6 +293,13 @@ fn rejoin_group_of(pid: u32) {
 
 fn on_signal(shared: &Arc<Shared>, sig: i32) {
     let name = signal_name(sig);
+    if sig == SIGHUP {
+        if let Some(log) = &shared.access_log {
+            log.reopen();
+            info!("{name} received: the access log is reopened");
+        }
+        return;
+    }
     let mut phase = lock(&shared.phase);
     match (sig, *phase) {
         (SIGUSR2, Phase::Serving) if metrics::counters_pending() => {
@@ -340,6 +353,7 @@ fn signal_name(sig: i32) -> &'static str {
         SIGINT => "SIGINT",
         SIGTERM => "SIGTERM",
         SIGUSR2 => "SIGUSR2",
+        SIGHUP => "SIGHUP",
         _ => "?",
     }
 }
@@ -384,7 +398,7 @@ fn upgrade(shared: &Shared) {
         // what any scrape of this process saw.
         shared.trigger.hand_over();
         drop(phase);
-        let counters = metrics::totals(&shared.stats, &shared.config);
+        let counters = metrics::totals(&shared.stats, &shared.config, &shared.series);
         if let Err(e) = child.send_counters(&counters.encode()) {
             warn!("cannot send the counters to pid {pid} ({e}): its counters start from zero");
         }

@@ -19,13 +19,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::info;
 
+use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::connection::WorkerStats;
 use crate::engine::availability;
 use crate::engine::control::{Bell, Lifecycle, Watch};
 use crate::engine::WorkerCtx;
 use crate::error::Error;
-use crate::metrics::MetricsServer;
+use crate::metrics::{MetricsServer, Series};
 use crate::process::activation::{InheritedSockets, LISTEN_NAME, METRICS_NAME};
 use crate::process::listener::bind_workers;
 use crate::process::worker::{self, Done};
@@ -47,6 +48,8 @@ pub struct ServerHandle {
     config: Arc<Config>,
     /// Where the metrics endpoint listens, if it runs.
     metrics_addr: Option<SocketAddr>,
+    /// `--access-log`.
+    access_log: Option<Arc<AccessLog>>,
 }
 
 /// What the server shares with its triggers.
@@ -211,6 +214,7 @@ pub fn start_with(
         let fd = m.try_clone().map_err(Error::Spawn)?;
         own.push((OwnedFd::from(fd), METRICS_NAME));
     }
+    let access_log = open_access_log(&config)?;
     let config = Arc::new(config);
     let (lifecycle, drain_rx) = watch::channel(Lifecycle::Serving);
     let bells = (0..sockets.listeners.len())
@@ -234,6 +238,7 @@ pub fn start_with(
         &control,
         &drain_rx,
         done_tx,
+        access_log.as_ref(),
     );
     let mut server = ServerHandle {
         local_addr,
@@ -243,6 +248,7 @@ pub fn start_with(
         stats: spawned.stats,
         config: config.clone(),
         metrics_addr: None,
+        access_log,
     };
     let mut failure = spawned.failure;
     if failure.is_none() {
@@ -250,7 +256,12 @@ pub fn start_with(
     }
     if failure.is_none() {
         if let Some(listener) = sockets.metrics {
-            match MetricsServer::start_on(listener, server.stats.clone(), config.clone()) {
+            match MetricsServer::start_on(
+                listener,
+                server.stats.clone(),
+                config.clone(),
+                server.series(),
+            ) {
                 Ok(m) => {
                     server.metrics_addr = Some(m.local_addr());
                     *lock(&server.control.metrics) = Some(m);
@@ -272,6 +283,16 @@ pub fn start_with(
     }
     log_start(&config, local_addr, is_inherited, reach);
     Ok(server)
+}
+
+/// Opens `--access-log`, so that a path that cannot be written stops the start.
+fn open_access_log(config: &Config) -> Result<Option<Arc<AccessLog>>, Error> {
+    let Some(spec) = &config.access_log else {
+        return Ok(None);
+    };
+    let log = AccessLog::open(spec.target.clone(), spec.format, spec.queue)
+        .map_err(|e| Error::Config(format!("--access-log {:?}: {e}", spec.target)))?;
+    Ok(Some(Arc::new(log)))
 }
 
 /// The listening sockets a server starts with.
@@ -350,6 +371,7 @@ fn spawn_workers(
     control: &Control,
     drain_rx: &watch::Receiver<Lifecycle>,
     done_tx: mpsc::Sender<Done>,
+    access_log: Option<&Arc<AccessLog>>,
 ) -> Spawned {
     let limit = Arc::new(crate::engine::admission::Limit::new(config.max_connections));
     worker::install_panic_hook();
@@ -373,6 +395,7 @@ fn spawn_workers(
             stats: worker_stats.clone(),
             limit: limit.clone(),
             shared_listener,
+            access_log: access_log.cloned(),
         };
         let cpu = (!config.cpus.is_empty()).then(|| config.cpus[id % config.cpus.len()]);
         let fault = config.test_fault.filter(|f| f.worker() == id);
@@ -505,6 +528,21 @@ impl ServerHandle {
     /// Where the metrics endpoint listens, if it runs.
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
         self.metrics_addr
+    }
+
+    /// The counters of the process's parts beside its workers (the access log), for the
+    /// metrics endpoint and a successor.
+    pub fn series(&self) -> Vec<Arc<dyn Series>> {
+        let mut v: Vec<Arc<dyn Series>> = Vec::new();
+        if let Some(log) = &self.access_log {
+            v.push(log.clone());
+        }
+        v
+    }
+
+    /// `--access-log`, if it is written.
+    pub fn access_log(&self) -> Option<&Arc<AccessLog>> {
+        self.access_log.as_ref()
     }
 
     /// A handle that starts the drain from another thread.

@@ -52,6 +52,10 @@ pub enum Phase {
 struct Flow {
     /// Read and not yet sent on.
     queued: usize,
+    /// Bytes read from the source side, all told.
+    read: u64,
+    /// Bytes sent on to the other side, all told (with a PROXY header).
+    sent: u64,
     /// The source side sent its FIN.
     eof: bool,
     /// The FIN was passed on to the other side.
@@ -143,15 +147,29 @@ impl Relay {
         open && !f.eof && !f.paused
     }
 
+    /// Bytes read from `side` and bytes sent to it so far, for the access log.
+    pub fn bytes(&self, side: Side) -> (u64, u64) {
+        (
+            self.flows[side.index()].read,
+            self.flows[side.other().index()].sent,
+        )
+    }
+
     /// Bytes queued from `side`, not yet sent to the other side.
     #[inline]
     pub fn queued(&self, side: Side) -> usize {
         self.flows[side.index()].queued
     }
 
-    /// `n` bytes were read from `side` at `now` (or added to it, such as the PROXY header
-    /// from the client's side); they must be sent to the other side.
+    /// `n` bytes were read from `side` at `now`; they must be sent to the other side.
     pub fn on_input(&mut self, side: Side, now: Millis, n: usize, limits: &Limits) {
+        self.flows[side.index()].read += n as u64;
+        self.on_header(now, side, n, limits);
+    }
+
+    /// `n` bytes of the server's own go to the other side ahead of what `side` sends (the
+    /// PROXY header, on the client's side).
+    pub fn on_header(&mut self, now: Millis, side: Side, n: usize, limits: &Limits) {
         self.last_active = now;
         let f = &mut self.flows[side.index()];
         f.queued += n;
@@ -166,6 +184,7 @@ impl Relay {
         let f = &mut self.flows[to.other().index()];
         debug_assert!(n <= f.queued, "sent more than was queued");
         f.queued = f.queued.saturating_sub(n);
+        f.sent += n as u64;
         if f.paused && f.queued <= limits.max_pending / 2 {
             f.paused = false;
         }
@@ -239,6 +258,28 @@ mod tests {
 
     fn limits() -> Limits {
         Limits::for_tests(1000, 0, 100)
+    }
+
+    #[test]
+    fn counts_bytes_per_side_without_the_proxy_header() {
+        let l = limits();
+        let mut r = Relay::new(0, 10);
+        r.on_connected(1);
+        r.on_header(1, Side::Client, 12, &l);
+        r.on_input(Side::Client, 1, 30, &l);
+        r.on_sent(Side::Upstream, 2, 42, &l);
+        r.on_input(Side::Upstream, 3, 7, &l);
+        r.on_sent(Side::Client, 4, 5, &l);
+        assert_eq!(
+            r.bytes(Side::Client),
+            (30, 5),
+            "the client sent 30, got 5 of 7"
+        );
+        assert_eq!(
+            r.bytes(Side::Upstream),
+            (7, 42),
+            "the upstream got the header too"
+        );
     }
 
     #[test]

@@ -12,9 +12,8 @@ use tracing::debug;
 use super::registry::{Alarm, Entry, Registered};
 use super::shared::Shared;
 use super::stream::Stream;
-use crate::connection::{
-    Action, Clock, CloseReason, Connection, Input, Limits, Phase, WorkerStats,
-};
+use crate::access_log::Ended;
+use crate::connection::{Action, Clock, Connection, Input, Limits, Phase, WorkerStats};
 
 /// Serves one connection until it is closed; returns why.
 pub(super) async fn connection<S: Stream>(
@@ -22,7 +21,7 @@ pub(super) async fn connection<S: Stream>(
     conn: Connection,
     registered: &Registered,
     shared: &Shared,
-) -> CloseReason {
+) -> Ended {
     let mut task = Task {
         sock,
         conn,
@@ -48,7 +47,13 @@ pub(super) async fn connection<S: Stream>(
     if task.abandoned {
         task.sock.end_pending();
     }
-    task.conn.close_reason()
+    let (bytes_in, bytes_out) = task.conn.bytes();
+    Ended {
+        reason: task.conn.close_reason(),
+        bytes_in,
+        bytes_out,
+        upstream: None,
+    }
 }
 
 /// One connection task's state.

@@ -21,8 +21,9 @@ use std::task::Poll;
 use tracing::Instrument;
 
 use super::WorkerEnv;
+use crate::access_log::{Ended, Record};
 use crate::config::Service;
-use crate::connection::{Clock, CloseReason, Connection, WorkerStats};
+use crate::connection::{Clock, CloseReason, Connection, Millis, WorkerStats};
 use crate::engine::admission::AcceptBackoff;
 use crate::engine::control;
 pub(crate) use shared::Shared;
@@ -37,6 +38,7 @@ pub(crate) async fn serve<L: Listener>(listener: L, env: WorkerEnv) -> io::Resul
         mut drain,
         stats,
         limit,
+        access_log,
         ..
     } = env;
     let shared = Rc::new(Shared {
@@ -48,6 +50,8 @@ pub(crate) async fn serve<L: Listener>(listener: L, env: WorkerEnv) -> io::Resul
         limits: config.limits(),
         buffer_size: config.buffer_size,
         registry: Rc::default(),
+        access_log,
+        worker: id,
         stats,
         limit,
     });
@@ -142,11 +146,10 @@ fn admit<L: Listener>(shared: &Rc<Shared>, stream: L::Stream, peer: SocketAddr) 
                 let shared = shared.clone();
                 tokio::task::spawn_local(
                     async move {
-                        let end = Ending::new(&shared, true);
-                        let reason = proxy::relay::<L>(&stream, peer, &registered, &shared).await;
+                        let end = Ending::new(&shared, true, peer, now);
+                        let ended = proxy::relay::<L>(&stream, peer, &registered, &shared).await;
                         drop(registered);
-                        drop(stream);
-                        end.done(reason);
+                        end.done(ended, &stream);
                     }
                     .instrument(tracing::debug_span!("proxy", %peer)),
                 );
@@ -163,39 +166,52 @@ fn admit<L: Listener>(shared: &Rc<Shared>, stream: L::Stream, peer: SocketAddr) 
     let shared = shared.clone();
     tokio::task::spawn_local(
         async move {
-            let end = Ending::new(&shared, admitted);
-            let reason = conn::connection(&stream, conn, &registered, &shared).await;
+            let end = Ending::new(&shared, admitted, peer, now);
+            let ended = conn::connection(&stream, conn, &registered, &shared).await;
             drop(registered);
-            drop(stream);
-            end.done(reason);
+            end.done(ended, &stream);
         }
         .instrument(tracing::debug_span!("conn", %peer)),
     );
 }
 
-/// A connection task's end, counted exactly once: its close reason, and its place under
-/// `--max-connections` given back if it held one, even when the task panics.
+/// A connection task's end, counted exactly once: its close reason, its place under
+/// `--max-connections` given back if it held one (even when the task panics), and its line
+/// in the access log.
 struct Ending<'a> {
-    /// The worker.
     shared: &'a Shared,
     /// It holds a place.
     admitted: bool,
     /// Counted already.
     done: bool,
+    /// The client.
+    peer: SocketAddr,
+    /// When it was accepted, by the worker's clock.
+    opened: Millis,
 }
 
 impl<'a> Ending<'a> {
-    fn new(shared: &'a Shared, admitted: bool) -> Self {
+    fn new(shared: &'a Shared, admitted: bool, peer: SocketAddr, opened: Millis) -> Self {
         Ending {
             shared,
             admitted,
             done: false,
+            peer,
+            opened,
         }
     }
 
-    /// The connection ended for `reason`.
-    fn done(mut self, reason: CloseReason) {
-        self.count(reason);
+    /// The connection on `stream` ended as `ended` says; then the socket is closed.
+    fn done<S: Stream>(mut self, ended: Ended, stream: &S) {
+        self.count(ended.reason);
+        if let Some(log) = &self.shared.access_log {
+            let listener = stream
+                .local_addr()
+                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+            let duration = self.shared.clock.now().saturating_sub(self.opened);
+            let worker = self.shared.worker;
+            log.log(Record::of(ended, self.peer, listener, worker, duration));
+        }
     }
 
     fn count(&mut self, reason: CloseReason) {

@@ -14,6 +14,7 @@ use tracing::debug;
 use super::registry::{Alarm, Registered};
 use super::shared::Shared;
 use super::stream::{Listener, Stream};
+use crate::access_log::{Ended, UpstreamRecord};
 use crate::connection::{CloseReason, WorkerStats};
 use crate::proxy::relay::{Phase, Timeout};
 use crate::proxy::{header, ProxyConfig, Relay, Side};
@@ -24,16 +25,24 @@ pub(super) async fn relay<L: Listener>(
     peer: SocketAddr,
     registered: &Registered,
     shared: &Shared,
-) -> CloseReason {
+) -> Ended {
     let Some(proxy) = shared.service.proxy() else {
-        return CloseReason::Error;
+        return Ended::empty(CloseReason::Error);
     };
     let (clock, limits) = (&shared.clock, &shared.limits);
     let connect_ms = proxy.connect_timeout.as_millis() as u64;
     let relay = RefCell::new(Relay::new(clock.now(), clock.now() + connect_ms));
     let (index, upstream) = match connect_upstream::<L>(proxy, &relay, shared).await {
         Ok(connected) => connected,
-        Err(reason) => return reason,
+        Err(reason) => {
+            let (bytes_in, bytes_out) = relay.borrow().bytes(Side::Client);
+            return Ended {
+                reason,
+                bytes_in,
+                bytes_out,
+                upstream: None,
+            };
+        }
     };
     let ups = &proxy.upstreams;
     ups.connected(index);
@@ -44,7 +53,7 @@ pub(super) async fn relay<L: Listener>(
             first = header::encode(version, peer, local);
             relay
                 .borrow_mut()
-                .on_input(Side::Client, clock.now(), first.len(), limits);
+                .on_header(clock.now(), Side::Client, first.len(), limits);
         }
     }
     let pair = Pair {
@@ -56,7 +65,19 @@ pub(super) async fn relay<L: Listener>(
     let reason = exchange::<L::Stream>(client, &upstream, first, &pair, registered).await;
     drop(upstream);
     ups.released(index);
-    reason
+    let r = relay.borrow();
+    let ((bytes_in, bytes_out), (received, sent)) =
+        (r.bytes(Side::Client), r.bytes(Side::Upstream));
+    Ended {
+        reason,
+        bytes_in,
+        bytes_out,
+        upstream: Some(UpstreamRecord {
+            addr: ups.get(index).addr,
+            bytes_sent: sent,
+            bytes_received: received,
+        }),
+    }
 }
 
 /// Connects to an upstream, failing over to the next one; the upstream's index and the

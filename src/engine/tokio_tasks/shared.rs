@@ -5,6 +5,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use super::registry::Registry;
+use crate::access_log::AccessLog;
 use crate::config::Service;
 use crate::connection::{Clock, Limits, WorkerStats};
 use crate::engine::admission::Limit;
@@ -27,6 +28,10 @@ pub(crate) struct Shared {
     pub(crate) buffer_size: usize,
     /// Live connections.
     pub(crate) registry: Rc<Registry>,
+    /// Where each connection is logged at its close, if anywhere.
+    pub(crate) access_log: Option<Arc<AccessLog>>,
+    /// The worker's index.
+    pub(crate) worker: usize,
     /// Counters.
     pub(crate) stats: Arc<WorkerStats>,
     /// `--max-connections`.
