@@ -33,6 +33,8 @@ pub struct WorkerCtx {
     pub listener: std::net::TcpListener,
     /// The server configuration.
     pub config: Arc<Config>,
+    /// The configuration in force after reloads (limits, timeouts, upstreams).
+    pub live: crate::config::live::LiveView,
     /// Says when to stop accepting, and whether the listeners must be left to a successor.
     pub drain: crate::engine::control::Watch,
     /// This worker's counters.
@@ -51,6 +53,8 @@ pub(crate) struct WorkerEnv {
     pub id: usize,
     /// The server configuration.
     pub config: Arc<Config>,
+    /// The configuration in force after reloads (limits, timeouts, upstreams).
+    pub live: crate::config::live::LiveView,
     /// Says when to stop accepting, and whether the listeners must be left to a successor.
     pub drain: crate::engine::control::Watch,
     /// This worker's counters.
@@ -68,6 +72,7 @@ impl WorkerCtx {
             id,
             listener,
             config,
+            live,
             drain,
             stats,
             limit,
@@ -76,6 +81,7 @@ impl WorkerCtx {
         let env = WorkerEnv {
             id,
             config,
+            live,
             drain,
             stats,
             limit,

@@ -22,7 +22,8 @@ use tracing::{debug, Instrument};
 
 use super::registry::{Alarm, Entry, Registered, Registry};
 use super::WorkerEnv;
-use crate::config::Service;
+use crate::config::live::LiveView;
+use crate::config::{Config, Service};
 use crate::connection::{Clock, CloseReason, Connection, Input, Limits, Phase, WorkerStats};
 use crate::engine::admission::{AcceptBackoff, Limit};
 use crate::engine::control::{self, Lifecycle};
@@ -90,8 +91,8 @@ pub(super) struct Shared {
     rejection: ProtocolSpec,
     /// This worker's round-robin position over the upstreams.
     pub(super) cursor: Cell<usize>,
-    /// The worker's coarse clock.
-    pub(super) clock: Clock,
+    /// The worker's coarse clock (one for every generation of `Shared`).
+    pub(super) clock: Rc<Clock>,
     /// Timeouts and the output bound.
     pub(super) limits: Limits,
     /// Bytes read at most per read.
@@ -110,17 +111,18 @@ pub(super) async fn serve<L: Listener>(listener: L, env: WorkerEnv) -> io::Resul
     let WorkerEnv {
         id,
         config,
+        mut live,
         mut drain,
         stats,
         limit,
         ..
     } = env;
-    let shared = Rc::new(Shared {
+    let mut shared = Rc::new(Shared {
         service: config.service.clone(),
         rejection: config.service.rejection(),
         // Workers start their round-robin at different upstreams.
         cursor: Cell::new(id),
-        clock: Clock::default(),
+        clock: Rc::default(),
         limits: config.limits(),
         buffer_size: config.buffer_size,
         registry: Rc::default(),
@@ -139,7 +141,7 @@ pub(super) async fn serve<L: Listener>(listener: L, env: WorkerEnv) -> io::Resul
             }
         }
     });
-    accept_until_stopped(&listener, &shared, &mut drain).await;
+    accept_until_stopped(&listener, &mut shared, &mut drain, &mut live).await;
     drop(listener);
     shared.registry.drain();
     shared.registry.wait_empty().await;
@@ -150,8 +152,9 @@ pub(super) async fn serve<L: Listener>(listener: L, env: WorkerEnv) -> io::Resul
 /// Accepts connections until the server stops.
 async fn accept_until_stopped<L: Listener>(
     listener: &L,
-    shared: &Rc<Shared>,
+    shared: &mut Rc<Shared>,
     drain: &mut control::Watch,
+    live: &mut LiveView,
 ) {
     let mut backoff = AcceptBackoff::default();
     let mut accept = pin!(listener.accept());
@@ -190,6 +193,9 @@ async fn accept_until_stopped<L: Listener>(
             r = accept.as_mut() => r,
         };
         accept.set(listener.accept());
+        if let Some(c) = live.changed() {
+            *shared = Rc::new(shared.reloaded(&c));
+        }
         match accepted {
             Ok((stream, peer)) => {
                 backoff.on_success();
@@ -200,6 +206,24 @@ async fn accept_until_stopped<L: Listener>(
                     tokio::time::sleep(pause).await;
                 }
             }
+        }
+    }
+}
+
+impl Shared {
+    /// The same worker under configuration `c` (a reload): connections that start from now
+    /// on read it; those already running keep the generation they started with.
+    fn reloaded(&self, c: &Config) -> Shared {
+        Shared {
+            service: c.service.clone(),
+            rejection: c.service.rejection(),
+            cursor: Cell::new(self.cursor.get()),
+            clock: self.clock.clone(),
+            limits: c.limits(),
+            buffer_size: self.buffer_size,
+            registry: self.registry.clone(),
+            stats: self.stats.clone(),
+            limit: self.limit.clone(),
         }
     }
 }

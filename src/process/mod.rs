@@ -15,6 +15,7 @@
 pub mod activation;
 pub mod listener;
 pub mod notify;
+mod reload;
 pub mod server;
 pub mod upgrade;
 mod worker;
@@ -24,10 +25,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR2};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use tracing::{info, warn};
 
 use crate::config::cli::Args;
+use crate::config::file::FileInfo;
 use crate::config::Config;
 use crate::connection::WorkerStats;
 use crate::error::Error;
@@ -70,6 +72,8 @@ struct Shared {
     stats: Vec<Arc<WorkerStats>>,
     /// The configuration the server runs with (its upstreams' counters, in proxy mode).
     config: Arc<Config>,
+    /// SIGHUP.
+    reload: reload::Reload,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -77,8 +81,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Runs ringd as a process until it has drained: after SIGTERM/SIGINT, after handing over
-/// to a successor, or after a worker failed (an error).
-pub fn run(args: &Args) -> Result<(), Error> {
+/// to a successor, or after a worker failed (an error). `file` is the configuration file
+/// `args` were read from, if any.
+pub fn run(args: &Args, file: Option<FileInfo>) -> Result<(), Error> {
     metrics::process_start_time();
     let exe = match Executable::current() {
         Ok(e) => Some(e),
@@ -87,6 +92,9 @@ pub fn run(args: &Args) -> Result<(), Error> {
             None
         }
     };
+    let argv = exe
+        .as_ref()
+        .map_or_else(|| std::env::args_os().collect(), |e| e.args.clone());
     let activation = activation::take_from_env()?;
     let config = args.into_config().map_err(Error::Usage)?;
     if let Some(refusal) = &config.engine_refusal {
@@ -112,10 +120,9 @@ pub fn run(args: &Args) -> Result<(), Error> {
     }
     // Registered before the server starts, so that a signal during the start is queued for
     // the loop below rather than ending the process.
-    let signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR2]).map_err(Error::Signals)?;
+    let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR2, SIGHUP])
+        .map_err(Error::Signals)?;
     let server = start_with(config.clone(), sockets)?;
-    let me = std::process::id();
     let shared = Arc::new(Shared {
         phase: Mutex::new(Phase::Serving),
         trigger: server.drain_trigger(),
@@ -126,6 +133,7 @@ pub fn run(args: &Args) -> Result<(), Error> {
         upgrades: Mutex::new(Vec::new()),
         stats: server.stats().to_vec(),
         config: server.config().clone(),
+        reload: reload::Reload::new(argv, args.clone(), file, server.reloader()),
     });
     let announced = match predecessor {
         // The predecessor writes the pid file and tells systemd once it has handed over.
@@ -137,6 +145,18 @@ pub fn run(args: &Args) -> Result<(), Error> {
         Some(_) => metrics::set_carried(None),
         None => {}
     }
+    serve(server, &shared, signals, announced)
+}
+
+/// Serves until the server has drained: announces the process (unless its predecessor does),
+/// handles signals on a thread of their own, and joins what an upgrade left.
+fn serve(
+    server: server::ServerHandle,
+    shared: &Arc<Shared>,
+    signals: signal_hook::iterator::Signals,
+    announced: bool,
+) -> Result<(), Error> {
+    let me = std::process::id();
     if !announced {
         if let Some(path) = &shared.pid_file {
             if let Err(e) = notify::write_pid_file(path, me) {
@@ -289,6 +309,11 @@ fn on_signal(shared: &Arc<Shared>, sig: i32) {
     let name = signal_name(sig);
     let mut phase = lock(&shared.phase);
     match (sig, *phase) {
+        (SIGHUP, Phase::Serving | Phase::Upgrading) => {
+            drop(phase);
+            shared.reload.run();
+        }
+        (SIGHUP, _) => info!("SIGHUP ignored: draining"),
         (SIGUSR2, Phase::Serving) if metrics::counters_pending() => {
             // A successor handed only this process's own counts would report less than
             // was scraped: the predecessor's must have arrived first.
@@ -340,6 +365,7 @@ fn signal_name(sig: i32) -> &'static str {
         SIGINT => "SIGINT",
         SIGTERM => "SIGTERM",
         SIGUSR2 => "SIGUSR2",
+        SIGHUP => "SIGHUP",
         _ => "?",
     }
 }

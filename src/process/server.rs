@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::live::{Live, LiveView};
+use crate::config::{Config, Service};
 use crate::connection::WorkerStats;
+use crate::engine::admission::Limit;
 use crate::engine::availability;
 use crate::engine::control::{Bell, Lifecycle, Watch};
 use crate::engine::WorkerCtx;
@@ -47,6 +49,8 @@ pub struct ServerHandle {
     config: Arc<Config>,
     /// Where the metrics endpoint listens, if it runs.
     metrics_addr: Option<SocketAddr>,
+    /// Applies reloads.
+    reloader: Reloader,
 }
 
 /// What the server shares with its triggers.
@@ -186,13 +190,8 @@ pub fn start_with(
     mut config: Config,
     inherited: Option<InheritedSockets>,
 ) -> Result<ServerHandle, Error> {
-    config.validate().map_err(Error::Config)?;
-    if config.engine.uses_io_uring() {
-        availability::check_io_uring()?;
-    }
-    if config.engine == crate::engine::EngineKind::Uring {
-        crate::engine::uring::check_features(&config.uring)?;
-    }
+    check_engine(&config)?;
+    let threads_asked = config.threads;
     let is_inherited = inherited.is_some();
     let sockets = take_sockets(&mut config, inherited)?;
     let local_addr = sockets.listeners[0]
@@ -202,37 +201,17 @@ pub fn start_with(
             err,
         })?;
     let reach = reach(&sockets.listeners[0], local_addr);
-    let mut own: Vec<(OwnedFd, &'static str)> = sockets
-        .own
-        .into_iter()
-        .map(|fd| (fd, LISTEN_NAME))
-        .collect();
-    if let Some(m) = &sockets.metrics {
-        let fd = m.try_clone().map_err(Error::Spawn)?;
-        own.push((OwnedFd::from(fd), METRICS_NAME));
-    }
+    let control = Arc::new(control_of(&sockets, is_inherited)?);
     let config = Arc::new(config);
-    let (lifecycle, drain_rx) = watch::channel(Lifecycle::Serving);
-    let bells = (0..sockets.listeners.len())
-        .map(|_| Bell::new().map(Arc::new))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Error::Spawn)?;
-    let control = Arc::new(Control {
-        lifecycle,
-        inherited: is_inherited,
-        successor: AtomicBool::new(false),
-        sockets: Mutex::new(own),
-        metrics: Mutex::new(None),
-        bells: Mutex::new(bells),
-        stopped: Arc::default(),
-    });
+    let live = Live::new(config.clone());
+    let limit = Arc::new(Limit::new(config.max_connections));
     let (done_tx, done) = mpsc::channel();
     let spawned = spawn_workers(
         sockets.listeners,
         sockets.shared,
         &config,
         &control,
-        &drain_rx,
+        (&live, &limit),
         done_tx,
     );
     let mut server = ServerHandle {
@@ -243,21 +222,18 @@ pub fn start_with(
         stats: spawned.stats,
         config: config.clone(),
         metrics_addr: None,
+        reloader: Reloader {
+            live,
+            limit,
+            threads_asked,
+        },
     };
     let mut failure = spawned.failure;
     if failure.is_none() {
         failure = server.await_ready(spawned.readies);
     }
     if failure.is_none() {
-        if let Some(listener) = sockets.metrics {
-            match MetricsServer::start_on(listener, server.stats.clone(), config.clone()) {
-                Ok(m) => {
-                    server.metrics_addr = Some(m.local_addr());
-                    *lock(&server.control.metrics) = Some(m);
-                }
-                Err(e) => failure = Some(e),
-            }
-        }
+        failure = sockets.metrics.and_then(|m| server.serve_metrics(m).err());
     }
     if let Some(e) = failure {
         // A start that fails halfway leaves nothing running: the workers that did start are
@@ -270,8 +246,94 @@ pub fn start_with(
             (e, _) => e,
         });
     }
+    if config.service.proxy().is_some() {
+        server.check_upstreams()?;
+    }
     log_start(&config, local_addr, is_inherited, reach);
     Ok(server)
+}
+
+/// Checks the configuration and that the kernel has what its engine needs.
+fn check_engine(config: &Config) -> Result<(), Error> {
+    config.validate().map_err(Error::Config)?;
+    if config.engine.uses_io_uring() {
+        availability::check_io_uring()?;
+    }
+    if config.engine == crate::engine::EngineKind::Uring {
+        crate::engine::uring::check_features(&config.uring)?;
+    }
+    Ok(())
+}
+
+/// The control of a server on `sockets`, with this process's own descriptors of them.
+fn control_of(sockets: &Sockets, inherited: bool) -> Result<Control, Error> {
+    let mut own: Vec<(OwnedFd, &'static str)> = sockets
+        .own
+        .iter()
+        .map(|fd| Ok((fd.try_clone().map_err(Error::Spawn)?, LISTEN_NAME)))
+        .collect::<Result<_, Error>>()?;
+    if let Some(m) = &sockets.metrics {
+        let fd = m.try_clone().map_err(Error::Spawn)?;
+        own.push((OwnedFd::from(fd), METRICS_NAME));
+    }
+    let (lifecycle, _) = watch::channel(Lifecycle::Serving);
+    let bells = (0..sockets.listeners.len())
+        .map(|_| Bell::new().map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Error::Spawn)?;
+    Ok(Control {
+        lifecycle,
+        inherited,
+        successor: AtomicBool::new(false),
+        sockets: Mutex::new(own),
+        metrics: Mutex::new(None),
+        bells: Mutex::new(bells),
+        stopped: Arc::default(),
+    })
+}
+
+/// Applies a reload to a running server: the configuration in force, and what the workers
+/// share outside it (the connection limit).
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    /// The configuration in force.
+    live: Arc<Live>,
+    /// `--max-connections`, shared by the workers.
+    limit: Arc<Limit>,
+    /// `--threads` as configured (inherited sockets may have raised the count that runs).
+    threads_asked: usize,
+}
+
+impl Reloader {
+    /// Puts `next` in force for new connections; refuses, saying why in one line, a change
+    /// that needs new sockets, threads or rings (a live upgrade applies those).
+    pub fn apply(&self, mut next: Config) -> Result<Arc<Config>, String> {
+        let running = self.live.current();
+        if next.threads == self.threads_asked {
+            next.threads = running.threads;
+        }
+        let keys = crate::config::live::needs_upgrade(&running, &next);
+        if !keys.is_empty() {
+            return Err(format!(
+                "{} cannot change on a reload: a live upgrade (SIGUSR2) applies it",
+                keys.join(", ")
+            ));
+        }
+        if let (Some(old), Service::Proxy(p)) = (running.service.proxy(), &mut next.service) {
+            p.upstreams = Arc::new(p.upstreams.succeed(&old.upstreams)?);
+        }
+        next.engine_refusal = None;
+        next.test_fault = running.test_fault;
+        let next = Arc::new(next);
+        self.limit.set_max(next.max_connections);
+        self.live.replace(next.clone());
+        Ok(next)
+    }
+
+    /// The configuration in force.
+    pub fn current(&self) -> Arc<Config> {
+        self.live.current()
+    }
 }
 
 /// The listening sockets a server starts with.
@@ -348,11 +410,11 @@ fn spawn_workers(
     shared_listener: bool,
     config: &Arc<Config>,
     control: &Control,
-    drain_rx: &watch::Receiver<Lifecycle>,
+    (live, limit): (&Arc<Live>, &Arc<Limit>),
     done_tx: mpsc::Sender<Done>,
 ) -> Spawned {
-    let limit = Arc::new(crate::engine::admission::Limit::new(config.max_connections));
     worker::install_panic_hook();
+    let drain_rx = control.lifecycle.subscribe();
     let mut spawned = Spawned {
         stats: Vec::with_capacity(listeners.len()),
         threads: Vec::with_capacity(listeners.len()),
@@ -365,6 +427,7 @@ fn spawn_workers(
             id,
             listener,
             config: config.clone(),
+            live: LiveView::new(live.clone()),
             drain: Watch::new(
                 drain_rx.clone(),
                 lock(&control.bells)[id].clone(),
@@ -507,6 +570,37 @@ impl ServerHandle {
         self.metrics_addr
     }
 
+    /// What applies a reload to this server, from any thread.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Serves the metrics endpoint on `listener`.
+    fn serve_metrics(&mut self, listener: TcpListener) -> Result<(), Error> {
+        let m = MetricsServer::start_on(listener, self.stats.clone(), self.config.clone())?;
+        self.metrics_addr = Some(m.local_addr());
+        *lock(&self.control.metrics) = Some(m);
+        Ok(())
+    }
+
+    /// Starts the thread of the upstreams' active health checks; it runs the checks of the
+    /// configuration in force, if any, until the server stops.
+    fn check_upstreams(&self) -> Result<(), Error> {
+        let live = self.reloader.live.clone();
+        let control = self.control.clone();
+        let current = move || {
+            let c = live.current();
+            let p = c.service.proxy()?;
+            Some((p.upstreams.clone(), p.check.clone()?))
+        };
+        let stopped = move || control.lifecycle.borrow().is_stopping();
+        thread::Builder::new()
+            .name("ringd-health".into())
+            .spawn(move || crate::proxy::health::run(current, stopped))
+            .map(drop)
+            .map_err(Error::Spawn)
+    }
+
     /// A handle that starts the drain from another thread.
     pub fn drain_trigger(&self) -> DrainTrigger {
         DrainTrigger(self.control.clone())
@@ -530,7 +624,8 @@ impl ServerHandle {
         let mut timed_out = false;
         while running > 0 {
             if deadline.is_none() && self.control.lifecycle.borrow().is_stopping() {
-                deadline = Some(Instant::now() + self.config.shutdown_timeout);
+                let grace = self.reloader.current().shutdown_timeout;
+                deadline = Some(Instant::now() + grace);
             }
             let tick = match deadline {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -586,7 +681,7 @@ impl ServerHandle {
         if cut > 0 && timed_out {
             tracing::warn!(
                 "shutdown timeout ({:?}) passed: cutting {cut} connection(s)",
-                self.config.shutdown_timeout
+                self.reloader.current().shutdown_timeout
             );
         } else if cut > 0 {
             tracing::warn!("{cut} connection(s) ended with the worker that failed");

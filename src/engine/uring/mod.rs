@@ -319,6 +319,11 @@ impl Worker {
                 }
             }
             let now = self.clock.advance();
+            if let Some(c) = self.env.live.changed() {
+                // A reload: new connections follow it, open pairs keep their upstream slot.
+                self.limits = c.limits();
+                self.service = c.service.clone();
+            }
             if now >= self.next_sweep {
                 self.next_sweep = now + self.limits.tick().as_millis() as u64;
                 self.sweep(now);
