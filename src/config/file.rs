@@ -97,14 +97,9 @@ pub fn read(path: &Path) -> Result<(Words, FileInfo), Vec<String>> {
 
 /// The command-line words of a file's text, by argument id; every problem, one line each.
 pub fn words(text: &str) -> Result<Words, Vec<String>> {
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-        vec![e
-            .to_string()
-            .lines()
-            .next()
-            .unwrap_or("not TOML")
-            .to_string()]
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| vec![toml_error(text, &e)])?;
     let cmd = Args::command();
     let mut out = Vec::new();
     let mut problems = Vec::new();
@@ -151,6 +146,18 @@ pub fn words(text: &str) -> Result<Words, Vec<String>> {
     }
 }
 
+/// A TOML error in one line: where, and what.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let what = e.message().trim().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}: {what}")
+        }
+        None => what,
+    }
+}
+
 /// One value as a command-line word (an `[[upstream]]` table in its string form).
 fn scalar(name: &str, v: &toml::Value) -> Result<String, String> {
     match v {
@@ -159,13 +166,10 @@ fn scalar(name: &str, v: &toml::Value) -> Result<String, String> {
         toml::Value::Float(f) => Ok(f.to_string()),
         toml::Value::Boolean(b) => Ok(b.to_string()),
         toml::Value::Table(t) if name == "upstream" => {
-            let u: UpstreamTable = t.clone().try_into().map_err(|e: toml::de::Error| {
-                e.to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or("bad table")
-                    .to_string()
-            })?;
+            let u: UpstreamTable = t
+                .clone()
+                .try_into()
+                .map_err(|e: toml::de::Error| e.message().trim().replace('\n', " "))?;
             let mut s = u.addr;
             if let Some(w) = u.weight {
                 s += &format!(",weight={w}");

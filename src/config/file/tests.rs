@@ -84,7 +84,8 @@ fn problems_name_their_keys() {
         e.iter().any(|l| l == "pin: expected true or false"),
         "{e:?}"
     );
-    assert!(words("listen = [").is_err());
+    let e = words("threads = 1\nthreads = 2\n").unwrap_err();
+    assert_eq!(e, ["line 2: duplicate key"], "{e:?}");
 }
 
 #[test]
