@@ -672,6 +672,11 @@ impl ServerHandle {
             }
         }
         drop(lock(&self.control.metrics).take());
+        self.report(failure, timed_out)
+    }
+
+    /// The end of [`ServerHandle::wait`]: the counts, logged, or the failure.
+    fn report(&self, failure: Option<Error>, timed_out: bool) -> Result<ShutdownReport, Error> {
         let cut: u64 = self.stats.iter().map(|s| s.active()).sum();
         let accepted = self
             .stats
