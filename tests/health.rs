@@ -38,3 +38,23 @@ every_engine! {
         assert_eq!(ringd.stop(), 0);
     }
 }
+
+#[test]
+fn a_reload_that_turns_the_checks_off_lifts_their_marks() {
+    let (a, b) = (Tagged::start(b'A'), Tagged::start(b'B'));
+    let dir = Dir::new("health-off");
+    let ups = [a.addr.to_string(), b.addr.to_string()];
+    let checked = "check-interval = \"50ms\"\ncheck-fall = 2\nupstream-down-for = \"60s\"";
+    let file = dir.write("ringd.toml", &proxy_config("epoll", checked, &ups));
+    let ringd = Ringd::start(&["--config", &file]);
+    let up = format!("ringd_upstream_up{{upstream=\"{}\"}}", a.addr);
+    a.stop();
+    wait_until("A marked down by its checks", || {
+        ringd.metric(&up) == Some(0.0)
+    });
+    let unchecked = "upstream-down-for = \"60s\"";
+    dir.write("ringd.toml", &proxy_config("epoll", unchecked, &ups));
+    assert!(ringd.reload().contains("reloaded"));
+    wait_until("A's check mark lifted", || ringd.metric(&up) == Some(1.0));
+    assert_eq!(ringd.stop(), 0);
+}

@@ -352,20 +352,16 @@ impl Args {
         if self.connect_timeout.is_zero() {
             return Err("--connect-timeout must be above 0".into());
         }
-        let mut proxy = ProxyConfig::new(
-            Vec::new(),
-            self.balance,
-            self.connect_timeout,
-            self.upstream_down_for,
-            self.send_proxy,
-        );
-        proxy.upstreams = std::sync::Arc::new(Upstreams::with_specs(
-            specs,
-            self.balance,
-            self.upstream_down_for,
-        ));
-        proxy.check = self.health_check()?;
-        Ok(proxy)
+        Ok(ProxyConfig {
+            upstreams: std::sync::Arc::new(Upstreams::with_specs(
+                specs,
+                self.balance,
+                self.upstream_down_for,
+            )),
+            connect_timeout: self.connect_timeout,
+            send_proxy: self.send_proxy,
+            check: self.health_check()?,
+        })
     }
 
     /// The active health checks, if `--check-interval` asks for them.

@@ -591,7 +591,7 @@ impl ServerHandle {
         let current = move || {
             let c = live.current();
             let p = c.service.proxy()?;
-            Some((p.upstreams.clone(), p.check.clone()?))
+            Some((p.upstreams.clone(), p.check.clone()))
         };
         let stopped = move || control.lifecycle.borrow().is_stopping();
         thread::Builder::new()

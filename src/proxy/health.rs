@@ -113,10 +113,10 @@ pub fn round(ups: &Upstreams, how: &HealthCheck) -> Vec<(usize, bool)> {
     })
 }
 
-/// Runs rounds of checks until `stopped` says so: `current` gives the upstreams and checks
-/// in force (none: nothing to check this round).
+/// Runs rounds of checks until `stopped` says so: `current` gives the upstreams in force and
+/// their checks, if any. Upstreams whose checks were turned off are up as far as checks go.
 pub fn run(
-    current: impl Fn() -> Option<(Arc<Upstreams>, HealthCheck)>,
+    current: impl Fn() -> Option<(Arc<Upstreams>, Option<HealthCheck>)>,
     stopped: impl Fn() -> bool,
 ) {
     let mut streaks = Streaks::default();
@@ -127,14 +127,21 @@ pub fn run(
             std::thread::sleep((next - now).min(Duration::from_millis(50)));
             continue;
         }
+        next = now + Duration::from_millis(200);
         match current() {
-            Some((ups, how)) => {
+            Some((ups, Some(how))) => {
                 next = now + how.interval;
                 for (i, passed) in round(&ups, &how) {
                     streaks.record(&ups, i, passed, &how);
                 }
             }
-            None => next = now + Duration::from_millis(200),
+            Some((ups, None)) => {
+                streaks = Streaks::default();
+                for i in ups.member_slots() {
+                    ups.set_checked_down(i, false);
+                }
+            }
+            None => {}
         }
     }
 }

@@ -51,7 +51,7 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
-    /// Proxy mode to `upstreams`.
+    /// Proxy mode to primary upstreams of weight 1 at `upstreams`, without active checks.
     pub fn new(
         upstreams: Vec<SocketAddr>,
         balance: Balance,
