@@ -36,6 +36,9 @@ Examples:
   ringd --protocol http --engine epoll    # HTTP/1.1 on the tokio/epoll baseline
   ringd --protocol hello --threads 1      # the origin server: greet and close
   ringd --protocol proxy --listen 127.0.0.1:8000 --upstream 127.0.0.1:9001,127.0.0.1:9002
+  ringd --protocol proxy --upstream 127.0.0.1:9001,weight=3 --upstream 127.0.0.1:9002,backup
+  ringd --config /etc/ringd/ringd.toml    # every option from a file; flags override it
+  ringd check-config ringd.toml           # OK (exit 0), or one line per problem (exit 2)
 
 Signals:
   SIGTERM, SIGINT  drain: stop accepting, finish the connections, exit 0 (--shutdown-timeout)
@@ -46,8 +49,8 @@ Signals:
                    the same arguments, on the same listening sockets; once it is ready, this
                    process stops accepting, drains and exits 0 (on failure it keeps serving)
 
-A host name (--listen, --metrics, --upstream) is resolved once, at start, to its first IPv4
-address, else to its first IPv6 one.
+A host name (--listen, --metrics, --upstream) is resolved once, at start (and --upstream at
+each reload), to its first IPv4 address, else to its first IPv6 one.
 
 Sockets passed by a service manager (systemd socket activation: LISTEN_FDS, LISTEN_PID) are
 served instead of --listen. Logs go to stderr; RUST_LOG, a filter such as ringd=debug, overrides
