@@ -80,7 +80,8 @@ pub enum Subcommand {
 #[command(
     name = "ringd",
     version = VERSION,
-    after_help = AFTER_HELP
+    after_help = AFTER_HELP,
+    disable_help_subcommand = true
 )]
 pub struct Args {
     /// Read the options from this TOML file (a key per option, named after its flag);
