@@ -193,7 +193,7 @@ pub fn start_with(
     check_engine(&config)?;
     let threads_asked = config.threads;
     let is_inherited = inherited.is_some();
-    let sockets = take_sockets(&mut config, inherited)?;
+    let mut sockets = take_sockets(&mut config, inherited)?;
     let local_addr = sockets.listeners[0]
         .local_addr()
         .map_err(|err| Error::Bind {
@@ -201,7 +201,8 @@ pub fn start_with(
             err,
         })?;
     let reach = reach(&sockets.listeners[0], local_addr);
-    let control = Arc::new(control_of(&sockets, is_inherited)?);
+    let own = std::mem::take(&mut sockets.own);
+    let control = Arc::new(control_of(own, &sockets, is_inherited)?);
     let config = Arc::new(config);
     let live = Live::new(config.clone());
     let limit = Arc::new(Limit::new(config.max_connections));
@@ -265,13 +266,11 @@ fn check_engine(config: &Config) -> Result<(), Error> {
     Ok(())
 }
 
-/// The control of a server on `sockets`, with this process's own descriptors of them.
-fn control_of(sockets: &Sockets, inherited: bool) -> Result<Control, Error> {
-    let mut own: Vec<(OwnedFd, &'static str)> = sockets
-        .own
-        .iter()
-        .map(|fd| Ok((fd.try_clone().map_err(Error::Spawn)?, LISTEN_NAME)))
-        .collect::<Result<_, Error>>()?;
+/// The control of a server on `sockets`, keeping `own`, this process's own descriptors of
+/// its listening sockets.
+fn control_of(own: Vec<OwnedFd>, sockets: &Sockets, inherited: bool) -> Result<Control, Error> {
+    let mut own: Vec<(OwnedFd, &'static str)> =
+        own.into_iter().map(|fd| (fd, LISTEN_NAME)).collect();
     if let Some(m) = &sockets.metrics {
         let fd = m.try_clone().map_err(Error::Spawn)?;
         own.push((OwnedFd::from(fd), METRICS_NAME));
