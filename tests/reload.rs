@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use support::{proxy_config, wait_until, Dir, Ringd, Tagged, Through};
 
-/// Connections made by the client loop: (reloads seen before it connected, tag reached).
-type Seen = Arc<Mutex<Vec<(u64, u8)>>>;
+/// Connections made by the client loop: (phase when it started, phase when it ended, tag
+/// reached). Phase `2k - 1`: reload `k` is on its way; `2k`: it is in force.
+type Seen = Arc<Mutex<Vec<(u64, u64, u8)>>>;
 
 /// Connects through `proxy` in a loop until `stop`, each connection one round trip; counts
 /// the ones that fail.
@@ -32,7 +33,10 @@ fn client_loop(
             let e = epoch.load(Ordering::SeqCst);
             let ok = Through::open(proxy).and_then(|mut t| t.round_trip(b"ping").then_some(t.tag));
             match ok {
-                Some(tag) => seen.lock().unwrap().push((e, tag)),
+                Some(tag) => seen
+                    .lock()
+                    .unwrap()
+                    .push((e, epoch.load(Ordering::SeqCst), tag)),
                 None => {
                     failed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -73,17 +77,25 @@ every_engine! {
         more(&seen, 50);
         for (k, set) in sets.iter().enumerate().skip(1) {
             dir.write("ringd.toml", &proxy_config(ENGINE.name(), "", set));
+            epoch.store(2 * k as u64 - 1, Ordering::SeqCst);
             let line = ringd.reload();
             assert!(line.contains("reloaded"), "{line}");
-            epoch.store(k as u64, Ordering::SeqCst);
+            epoch.store(2 * k as u64, Ordering::SeqCst);
             more(&seen, 200);
         }
         stop.store(true, Ordering::Relaxed);
         client.join().unwrap();
         assert_eq!(failed.load(Ordering::Relaxed), 0, "connections failed during reloads");
         let seen = seen.lock().unwrap();
-        let tags = |e: u64| seen.iter().filter(move |(k, _)| *k == e).map(|(_, t)| *t);
-        assert!(tags(1).chain(tags(2)).chain(tags(3)).all(|t| t != b'A'), "A was removed");
+        // Connections that began and ended while reload `k` was in force.
+        let tags = |k: u64| {
+            seen.iter()
+                .filter(move |(a, b, _)| *a == 2 * k && *b == 2 * k)
+                .map(|(_, _, t)| *t)
+        };
+        let after_first = seen.iter().filter(|(a, _, _)| *a >= 2).map(|(_, _, t)| *t);
+        assert!(after_first.clone().count() >= 400);
+        assert!(after_first.into_iter().all(|t| t != b'A'), "A was removed");
         assert!(tags(1).all(|t| t != b'D'), "D was not added yet");
         assert!(tags(2).any(|t| t == b'D'), "D was added");
         let count = |t: u8| tags(3).filter(|&x| x == t).count();
