@@ -340,37 +340,32 @@ impl Upstreams {
         Some(order[(start + k) % n] as usize)
     }
 
-    /// Least connections: the open member with the fewest active connections per unit of
-    /// weight; ties go to the first from the cursor on, so that they spread.
+    /// Least connections: the open member of the tier `order` walks with the fewest active
+    /// connections per unit of weight; ties go to the first from the cursor on, so that
+    /// they spread.
     fn least_loaded(
         &self,
         order: &[u8],
         cursor: &mut usize,
         open: impl Fn(usize) -> bool,
     ) -> Option<usize> {
-        let mut members: Vec<usize> = order.iter().map(|&m| m as usize).collect();
-        members.sort_unstable();
-        members.dedup();
-        let n = members.len();
-        let start = *cursor % n.max(1);
+        let backup = self.members[*order.first()? as usize].spec.backup;
+        let n = self.members.len();
+        let start = *cursor % n;
         let load = |m: usize| {
             let Member { slot, spec } = self.members[m];
-            (
-                self.get(slot).stats.active.load(Ordering::Relaxed),
-                spec.weight as u64,
-            )
+            let active = self.get(slot).stats.active.load(Ordering::Relaxed);
+            (active, u64::from(spec.weight))
         };
-        let k = (0..n)
-            .filter(|k| open(members[(start + k) % n]))
+        let m = (0..n)
+            .map(|k| (start + k) % n)
+            .filter(|&m| self.members[m].spec.backup == backup && open(m))
             .min_by(|&a, &b| {
-                let ((la, wa), (lb, wb)) = (
-                    load(members[(start + a) % n]),
-                    load(members[(start + b) % n]),
-                );
+                let ((la, wa), (lb, wb)) = (load(a), load(b));
                 (la * wb).cmp(&(lb * wa))
             })?;
-        *cursor = (start + k + 1) % n;
-        Some(members[(start + k) % n])
+        *cursor = (m + 1) % n;
+        Some(m)
     }
 
     fn up_at(&self, i: usize, now: u64) -> bool {

@@ -143,29 +143,35 @@ fn least_conn_weighs_the_load() {
 
 #[test]
 fn backups_only_when_every_primary_is_down() {
-    let u = Upstreams::with_specs(
-        vec![
-            spec(1, 1, false, 0),
-            spec(2, 1, true, 0),
-            spec(3, 1, false, 0),
-        ],
-        Balance::RoundRobin,
-        Duration::from_secs(60),
-    );
-    let mut cur = 0;
-    for _ in 0..6 {
-        assert_ne!(
+    for balance in [Balance::RoundRobin, Balance::LeastConn] {
+        let u = Upstreams::with_specs(
+            vec![
+                spec(1, 1, false, 0),
+                spec(2, 1, true, 0),
+                spec(3, 1, false, 0),
+            ],
+            balance,
+            Duration::from_secs(60),
+        );
+        let mut cur = 0;
+        for _ in 0..6 {
+            assert_ne!(
+                u.pick(&mut cur, 0),
+                Some(1),
+                "{balance:?}: primaries are up"
+            );
+        }
+        u.connect_failed(0);
+        assert_eq!(u.pick(&mut cur, 0), Some(2), "{balance:?}");
+        assert!(u.set_checked_down(2, true));
+        assert_eq!(
             u.pick(&mut cur, 0),
             Some(1),
-            "a backup while primaries are up"
+            "{balance:?}: every primary is down"
         );
+        assert!(u.set_checked_down(2, false));
+        assert_eq!(u.pick(&mut cur, 0), Some(2), "{balance:?}");
     }
-    u.connect_failed(0);
-    assert_eq!(u.pick(&mut cur, 0), Some(2));
-    assert!(u.set_checked_down(2, true));
-    assert_eq!(u.pick(&mut cur, 0), Some(1), "every primary is down");
-    assert!(u.set_checked_down(2, false));
-    assert_eq!(u.pick(&mut cur, 0), Some(2));
 }
 
 #[test]
