@@ -5,13 +5,26 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ringd::config::cli::Args;
+use ringd::config::cli::{Args, Subcommand};
 use ringd::Error;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     ringd::metrics::process_start_time();
-    let args = Args::parse();
+    let cli = Args::parse();
+    if let Some(Subcommand::CheckConfig { file }) = &cli.command {
+        return check_config(file);
+    }
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let (args, file) = match ringd::config::file::resolve(&argv) {
+        Ok(got) => got,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("ringd: error: {p}");
+            }
+            return usage();
+        }
+    };
     let rust_log = std::env::var_os("RUST_LOG");
     match ringd::config::cli::log_filter(&args.log_level, rust_log.as_deref()) {
         Ok(filter) => init_logging(filter),
@@ -20,7 +33,7 @@ fn main() -> ExitCode {
             return usage();
         }
     }
-    match ringd::process::run(&args) {
+    match ringd::process::run(&args, file) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringd: error: {e:#}");
@@ -28,6 +41,22 @@ fn main() -> ExitCode {
                 Error::Usage(_) => usage(),
                 _ => ExitCode::FAILURE,
             }
+        }
+    }
+}
+
+/// `ringd check-config FILE`: `FILE: OK` and 0, or one line per problem and 2.
+fn check_config(file: &std::path::Path) -> ExitCode {
+    match ringd::config::file::check(file) {
+        Ok(()) => {
+            println!("{}: OK", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in problems {
+                eprintln!("{}: {p}", file.display());
+            }
+            usage()
         }
     }
 }

@@ -14,6 +14,7 @@
 //! plus its predecessor's at the handover (`carried` says how they travel).
 
 mod carried;
+pub mod config;
 
 use std::fmt::Write as _;
 use std::io;
@@ -370,6 +371,7 @@ pub fn render(stats: &[Arc<WorkerStats>], config: &Config) -> String {
     if let Some(proxy) = config.service.proxy() {
         render_upstreams(&mut out, &proxy.upstreams, &totals);
     }
+    config::render(&mut out, config);
     out
 }
 

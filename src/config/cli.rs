@@ -14,7 +14,8 @@ use super::{allowed_cpus, Config, EngineChoice, EngineKind, Service, TestFault};
 use crate::access_log::{AccessLogSpec, Format, Target};
 use crate::config::ListenOptions;
 use crate::protocol::{ProtocolKind, ProtocolSpec, DEFAULT_BODY, DEFAULT_GREETING};
-use crate::proxy::{upstream::MAX_UPSTREAMS, Balance, ProxyConfig, SendProxy};
+use crate::proxy::upstream::{MAX_UPSTREAMS, MAX_WEIGHT};
+use crate::proxy::{Balance, HealthCheck, ProxyConfig, SendProxy, UpstreamSpec, Upstreams};
 use ringd_common::units::{parse_bytes, parse_duration};
 
 /// `--protocol`: speak a protocol, or proxy.
@@ -36,15 +37,21 @@ Examples:
   ringd --protocol http --engine epoll    # HTTP/1.1 on the tokio/epoll baseline
   ringd --protocol hello --threads 1      # the origin server: greet and close
   ringd --protocol proxy --listen 127.0.0.1:8000 --upstream 127.0.0.1:9001,127.0.0.1:9002
+  ringd --protocol proxy --upstream 127.0.0.1:9001,weight=3 --upstream 127.0.0.1:9002,backup
+  ringd --config /etc/ringd/ringd.toml    # every option from a file; flags override it
+  ringd check-config ringd.toml           # OK (exit 0), or one line per problem (exit 2)
 
 Signals:
   SIGTERM, SIGINT  drain: stop accepting, finish the connections, exit 0 (--shutdown-timeout)
+  SIGHUP           reload --config: upstreams, balancing, health checks, timeouts and limits
+                   apply to new connections; what needs new sockets or threads is refused
+                   (SIGUSR2 applies it)
   SIGUSR2          live upgrade: start the executable at the path ringd was started from, with
                    the same arguments, on the same listening sockets; once it is ready, this
                    process stops accepting, drains and exits 0 (on failure it keeps serving)
 
-A host name (--listen, --metrics, --upstream) is resolved once, at start, to its first IPv4
-address, else to its first IPv6 one.
+A host name (--listen, --metrics, --upstream) is resolved once, at start (and --upstream at
+each reload), to its first IPv4 address, else to its first IPv6 one.
 
 Sockets passed by a service manager (systemd socket activation: LISTEN_FDS, LISTEN_PID) are
 served instead of --listen. Logs go to stderr; RUST_LOG, a filter such as ringd=debug, overrides
@@ -59,14 +66,34 @@ pub const VERSION: &str = concat!(
     ")"
 );
 
+/// `ringd check-config FILE`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum Subcommand {
+    /// Check a configuration file and exit: 0 and `OK`, or 2 and one line per problem.
+    CheckConfig {
+        /// The file to check.
+        file: std::path::PathBuf,
+    },
+}
+
 /// ringd: a per-core io_uring TCP server (echo, hello, HTTP/1.1) with an epoll baseline.
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(
     name = "ringd",
     version = VERSION,
-    after_help = AFTER_HELP
+    after_help = AFTER_HELP,
+    disable_help_subcommand = true
 )]
 pub struct Args {
+    /// Read the options from this TOML file (a key per option, named after its flag);
+    /// flags given here override it. SIGHUP reads it again.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<std::path::PathBuf>,
+
+    /// What to do instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
+
     /// Address to listen on, HOST:PORT (every worker binds it with SO_REUSEPORT; port 0
     /// picks one; `[::]:PORT` takes IPv4 connections too) [default: 127.0.0.1:8080]. Not with
     /// sockets passed by a service manager.
@@ -77,7 +104,10 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = ServiceArg::Echo)]
     pub protocol: ServiceArg,
 
-    /// proxy: upstream servers, HOST:PORT[,HOST:PORT…] (each name resolved once, at start).
+    /// proxy: upstream servers, HOST:PORT[,OPTION…][,HOST:PORT…] (each name resolved once,
+    /// at start or reload); options apply to the address before them: weight=N (1-256, a
+    /// share of new connections), backup (used only while every other upstream is down),
+    /// max-conns=N (most open at once; beyond, the next upstream or a refusal).
     #[arg(long, value_delimiter = ',')]
     pub upstream: Vec<String>,
 
@@ -92,6 +122,32 @@ pub struct Args {
     /// proxy: how long an upstream that refused or timed out is skipped.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub upstream_down_for: Duration,
+
+    /// proxy: check every upstream this often, off the workers (0: no active checks); an
+    /// upstream that fails --check-fall checks in a row gets no new connection until it
+    /// passes --check-rise in a row.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub check_interval: Duration,
+
+    /// proxy: how long one health check may take (connect, send, reply).
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub check_timeout: Duration,
+
+    /// proxy: checks passed in a row that bring an upstream back up.
+    #[arg(long, default_value_t = 2)]
+    pub check_rise: u32,
+
+    /// proxy: checks failed in a row that take an upstream down.
+    #[arg(long, default_value_t = 3)]
+    pub check_fall: u32,
+
+    /// proxy: send this text once a check has connected (default: connect only).
+    #[arg(long, value_name = "TEXT")]
+    pub check_send: Option<String>,
+
+    /// proxy: a check passes only if the reply begins with this text.
+    #[arg(long, value_name = "TEXT")]
+    pub check_expect: Option<String>,
 
     /// proxy: send the PROXY protocol header (v1 or v2) to the upstream first, so that it
     /// sees the client's address.
@@ -328,44 +384,99 @@ impl Args {
         if self.upstream.is_empty() {
             return Err("--protocol proxy needs --upstream HOST:PORT[,HOST:PORT…]".into());
         }
-        let mut addrs: Vec<SocketAddr> = Vec::new();
-        for u in &self.upstream {
-            let addr = resolve(u).map_err(|e| format!("--upstream {u}: {e}"))?;
-            if addr.port() == 0 {
-                return Err(format!(
-                    "--upstream {u}: port 0 cannot be connected to: give the upstream's port"
-                ));
-            }
-            if addr.ip().is_unspecified() {
-                return Err(format!(
-                    "--upstream {u}: {} means any address when listening, none to connect to: give the upstream's address",
-                    addr.ip()
-                ));
-            }
-            // Each upstream is a set of metric series and a share of the balancing: a
-            // second entry for one address would double both.
-            if let Some(i) = addrs.iter().position(|a| *a == addr) {
-                return Err(format!(
-                    "--upstream {u}: {addr} is already listed as {}: list each upstream once",
-                    self.upstream[i]
-                ));
-            }
-            addrs.push(addr);
-        }
-        if addrs.len() > MAX_UPSTREAMS {
+        let specs = upstream_specs(&self.upstream)?;
+        if specs.len() > MAX_UPSTREAMS {
             return Err(format!("at most {MAX_UPSTREAMS} upstreams"));
         }
         if self.connect_timeout.is_zero() {
             return Err("--connect-timeout must be above 0".into());
         }
-        Ok(ProxyConfig::new(
-            addrs,
-            self.balance,
-            self.connect_timeout,
-            self.upstream_down_for,
-            self.send_proxy,
-        ))
+        Ok(ProxyConfig {
+            upstreams: std::sync::Arc::new(Upstreams::with_specs(
+                specs,
+                self.balance,
+                self.upstream_down_for,
+            )),
+            connect_timeout: self.connect_timeout,
+            send_proxy: self.send_proxy,
+            check: self.health_check()?,
+        })
     }
+
+    /// The active health checks, if `--check-interval` asks for them.
+    fn health_check(&self) -> Result<Option<HealthCheck>, String> {
+        if self.check_interval.is_zero() {
+            return Ok(None);
+        }
+        if self.check_timeout.is_zero() || self.check_rise == 0 || self.check_fall == 0 {
+            return Err("--check-timeout, --check-rise and --check-fall must be above 0".into());
+        }
+        Ok(Some(HealthCheck {
+            interval: self.check_interval,
+            timeout: self.check_timeout,
+            rise: self.check_rise,
+            fall: self.check_fall,
+            send: self.check_send.as_ref().map(|s| s.as_bytes().to_vec()),
+            expect: self.check_expect.as_ref().map(|s| s.as_bytes().to_vec()),
+        }))
+    }
+}
+
+/// The upstreams of `--upstream`'s items (split at commas): each address followed by its
+/// options (`weight=N`, `backup`, `max-conns=N`).
+pub fn upstream_specs(items: &[String]) -> Result<Vec<UpstreamSpec>, String> {
+    let mut specs: Vec<(UpstreamSpec, &str)> = Vec::new();
+    for item in items.iter().map(|i| i.trim()) {
+        let (key, value) = item.split_once('=').unwrap_or((item, ""));
+        let option = matches!(key, "weight" | "backup" | "max-conns" | "max_connections");
+        if !option {
+            specs.push((UpstreamSpec::plain(upstream_addr(item, &specs)?), item));
+            continue;
+        }
+        let Some((last, given)) = specs.last_mut() else {
+            return Err(format!(
+                "--upstream {item}: an option comes after its HOST:PORT"
+            ));
+        };
+        let number = |max: u64| {
+            value
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| format!("--upstream {given},{item}: expected 1 to {max}"))
+        };
+        match key {
+            "weight" => last.weight = number(u64::from(MAX_WEIGHT))? as u32,
+            "backup" if value.is_empty() => last.backup = true,
+            "backup" => return Err(format!("--upstream {given},{item}: backup takes no value")),
+            _ => last.max_connections = number(u64::MAX)?,
+        }
+    }
+    Ok(specs.into_iter().map(|(s, _)| s).collect())
+}
+
+/// The address of upstream `item`, checked against those listed before it.
+fn upstream_addr(item: &str, before: &[(UpstreamSpec, &str)]) -> Result<SocketAddr, String> {
+    let addr = resolve(item).map_err(|e| format!("--upstream {item}: {e}"))?;
+    if addr.port() == 0 {
+        return Err(format!(
+            "--upstream {item}: port 0 cannot be connected to: give the upstream's port"
+        ));
+    }
+    if addr.ip().is_unspecified() {
+        return Err(format!(
+            "--upstream {item}: {} means any address when listening, none to connect to: give the upstream's address",
+            addr.ip()
+        ));
+    }
+    // Each upstream is a set of metric series and a share of the balancing: a second entry
+    // for one address would double both.
+    if let Some((_, first)) = before.iter().find(|(s, _)| s.addr == addr) {
+        return Err(format!(
+            "--upstream {item}: {addr} is already listed as {first}: list each upstream once"
+        ));
+    }
+    Ok(addr)
 }
 
 // The pure layers know nothing of clap: their choices become command-line values here.

@@ -2,6 +2,8 @@
 //! command line (`crate::config::cli`) or directly by tests and benches.
 
 pub mod cli;
+pub mod file;
+pub mod live;
 pub use ringd_common::units;
 
 use std::net::SocketAddr;

@@ -14,8 +14,8 @@ use crate::connection::WorkerStats;
 /// limit holds however the kernel spreads connections over the workers.
 #[derive(Debug, Default)]
 pub struct Limit {
-    /// The limit (0: none).
-    max: usize,
+    /// The limit (0: none); a reload may change it.
+    max: AtomicUsize,
     /// Connections admitted and not yet closed.
     live: AtomicUsize,
 }
@@ -24,17 +24,22 @@ impl Limit {
     /// A limit of `max` connections (0: none).
     pub fn new(max: usize) -> Self {
         Limit {
-            max,
+            max: AtomicUsize::new(max),
             live: AtomicUsize::new(0),
         }
     }
 
+    /// Changes the limit (0: none) for the connections admitted from now on.
+    pub fn set_max(&self, max: usize) {
+        self.max.store(max, Ordering::Relaxed);
+    }
+
     /// Takes a place for a new connection; false when the limit is reached.
     pub fn try_admit(&self) -> bool {
-        if self.max == 0 {
-            return true;
-        }
-        if self.live.fetch_add(1, Ordering::AcqRel) >= self.max {
+        // Counted with no limit too, so that a limit set by a reload counts every
+        // connection open.
+        let max = self.max.load(Ordering::Relaxed);
+        if self.live.fetch_add(1, Ordering::AcqRel) >= max && max != 0 {
             self.live.fetch_sub(1, Ordering::AcqRel);
             return false;
         }
@@ -43,10 +48,8 @@ impl Limit {
 
     /// Gives back the place of a closed connection.
     pub fn release(&self) {
-        if self.max != 0 {
-            let before = self.live.fetch_sub(1, Ordering::AcqRel);
-            debug_assert!(before > 0, "a place given back that was never taken");
-        }
+        let before = self.live.fetch_sub(1, Ordering::AcqRel);
+        debug_assert!(before > 0, "a place given back that was never taken");
     }
 }
 

@@ -32,6 +32,8 @@ pub struct WorkerCtx {
     pub listener: std::net::TcpListener,
     /// The server configuration.
     pub config: Arc<Config>,
+    /// The configuration in force after reloads (limits, timeouts, upstreams).
+    pub live: crate::config::live::LiveView,
     /// Says when to stop accepting, and whether the listeners must be left to a successor.
     pub drain: crate::engine::control::Watch,
     /// This worker's counters.
@@ -52,6 +54,8 @@ pub(crate) struct WorkerEnv {
     pub id: usize,
     /// The server configuration.
     pub config: Arc<Config>,
+    /// The configuration in force after reloads (limits, timeouts, upstreams).
+    pub live: crate::config::live::LiveView,
     /// Says when to stop accepting, and whether the listeners must be left to a successor.
     pub drain: crate::engine::control::Watch,
     /// This worker's counters.
@@ -71,6 +75,7 @@ impl WorkerCtx {
             id,
             listener,
             config,
+            live,
             drain,
             stats,
             limit,
@@ -80,6 +85,7 @@ impl WorkerCtx {
         let env = WorkerEnv {
             id,
             config,
+            live,
             drain,
             stats,
             limit,

@@ -15,6 +15,7 @@
 pub mod activation;
 pub mod listener;
 pub mod notify;
+mod reload;
 pub mod server;
 pub mod upgrade;
 mod worker;
@@ -28,6 +29,7 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use tracing::{info, warn};
 
 use crate::config::cli::Args;
+use crate::config::file::FileInfo;
 use crate::config::Config;
 use crate::connection::WorkerStats;
 use crate::error::Error;
@@ -74,6 +76,8 @@ struct Shared {
     series: Vec<Arc<dyn metrics::Series>>,
     /// `--access-log`, reopened on SIGHUP.
     access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// SIGHUP.
+    reload: reload::Reload,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -81,8 +85,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Runs ringd as a process until it has drained: after SIGTERM/SIGINT, after handing over
-/// to a successor, or after a worker failed (an error).
-pub fn run(args: &Args) -> Result<(), Error> {
+/// to a successor, or after a worker failed (an error). `file` is the configuration file
+/// `args` were read from, if any.
+pub fn run(args: &Args, file: Option<FileInfo>) -> Result<(), Error> {
     metrics::process_start_time();
     let exe = match Executable::current() {
         Ok(e) => Some(e),
@@ -91,6 +96,9 @@ pub fn run(args: &Args) -> Result<(), Error> {
             None
         }
     };
+    let argv = exe
+        .as_ref()
+        .map_or_else(|| std::env::args_os().collect(), |e| e.args.clone());
     let activation = activation::take_from_env()?;
     let config = args.into_config().map_err(Error::Usage)?;
     if let Some(refusal) = &config.engine_refusal {
@@ -119,7 +127,6 @@ pub fn run(args: &Args) -> Result<(), Error> {
     let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGUSR2, SIGHUP])
         .map_err(Error::Signals)?;
     let server = start_with(config.clone(), sockets)?;
-    let me = std::process::id();
     let shared = Arc::new(Shared {
         phase: Mutex::new(Phase::Serving),
         trigger: server.drain_trigger(),
@@ -132,6 +139,7 @@ pub fn run(args: &Args) -> Result<(), Error> {
         config: server.config().clone(),
         series: server.series(),
         access_log: server.access_log().cloned(),
+        reload: reload::Reload::new(argv, args.clone(), file, server.reloader()),
     });
     let announced = match predecessor {
         // The predecessor writes the pid file and tells systemd once it has handed over.
@@ -143,6 +151,18 @@ pub fn run(args: &Args) -> Result<(), Error> {
         Some(_) => metrics::set_carried(None),
         None => {}
     }
+    serve(server, &shared, signals, announced)
+}
+
+/// Serves until the server has drained: announces the process (unless its predecessor does),
+/// handles signals on a thread of their own, and joins what an upgrade left.
+fn serve(
+    server: server::ServerHandle,
+    shared: &Arc<Shared>,
+    signals: signal_hook::iterator::Signals,
+    announced: bool,
+) -> Result<(), Error> {
+    let me = std::process::id();
     if !announced {
         if let Some(path) = &shared.pid_file {
             if let Err(e) = notify::write_pid_file(path, me) {
@@ -295,13 +315,17 @@ fn on_signal(shared: &Arc<Shared>, sig: i32) {
     let name = signal_name(sig);
     if sig == SIGHUP {
         if let Some(log) = &shared.access_log {
+            // Whatever becomes of the reload: logrotate sends SIGHUP after moving the file.
             log.reopen();
-            info!("{name} received: the access log is reopened");
         }
-        return;
     }
     let mut phase = lock(&shared.phase);
     match (sig, *phase) {
+        (SIGHUP, Phase::Serving | Phase::Upgrading) => {
+            drop(phase);
+            shared.reload.run();
+        }
+        (SIGHUP, _) => info!("SIGHUP ignored: draining"),
         (SIGUSR2, Phase::Serving) if metrics::counters_pending() => {
             // A successor handed only this process's own counts would report less than
             // was scraped: the predecessor's must have arrived first.

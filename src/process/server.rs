@@ -20,8 +20,10 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::access_log::AccessLog;
-use crate::config::Config;
+use crate::config::live::{Live, LiveView};
+use crate::config::{Config, Service};
 use crate::connection::WorkerStats;
+use crate::engine::admission::Limit;
 use crate::engine::availability;
 use crate::engine::control::{Bell, Lifecycle, Watch};
 use crate::engine::WorkerCtx;
@@ -50,6 +52,8 @@ pub struct ServerHandle {
     metrics_addr: Option<SocketAddr>,
     /// `--access-log`.
     access_log: Option<Arc<AccessLog>>,
+    /// Applies reloads.
+    reloader: Reloader,
 }
 
 /// What the server shares with its triggers.
@@ -189,15 +193,10 @@ pub fn start_with(
     mut config: Config,
     inherited: Option<InheritedSockets>,
 ) -> Result<ServerHandle, Error> {
-    config.validate().map_err(Error::Config)?;
-    if config.engine.uses_io_uring() {
-        availability::check_io_uring()?;
-    }
-    if config.engine == crate::engine::EngineKind::Uring {
-        crate::engine::uring::check_features(&config.uring)?;
-    }
+    check_engine(&config)?;
+    let threads_asked = config.threads;
     let is_inherited = inherited.is_some();
-    let sockets = take_sockets(&mut config, inherited)?;
+    let mut sockets = take_sockets(&mut config, inherited)?;
     let local_addr = sockets.listeners[0]
         .local_addr()
         .map_err(|err| Error::Bind {
@@ -205,38 +204,19 @@ pub fn start_with(
             err,
         })?;
     let reach = reach(&sockets.listeners[0], local_addr);
-    let mut own: Vec<(OwnedFd, &'static str)> = sockets
-        .own
-        .into_iter()
-        .map(|fd| (fd, LISTEN_NAME))
-        .collect();
-    if let Some(m) = &sockets.metrics {
-        let fd = m.try_clone().map_err(Error::Spawn)?;
-        own.push((OwnedFd::from(fd), METRICS_NAME));
-    }
+    let own = std::mem::take(&mut sockets.own);
+    let control = Arc::new(control_of(own, &sockets, is_inherited)?);
     let access_log = open_access_log(&config)?;
     let config = Arc::new(config);
-    let (lifecycle, drain_rx) = watch::channel(Lifecycle::Serving);
-    let bells = (0..sockets.listeners.len())
-        .map(|_| Bell::new().map(Arc::new))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(Error::Spawn)?;
-    let control = Arc::new(Control {
-        lifecycle,
-        inherited: is_inherited,
-        successor: AtomicBool::new(false),
-        sockets: Mutex::new(own),
-        metrics: Mutex::new(None),
-        bells: Mutex::new(bells),
-        stopped: Arc::default(),
-    });
+    let live = Live::new(config.clone());
+    let limit = Arc::new(Limit::new(config.max_connections));
     let (done_tx, done) = mpsc::channel();
     let spawned = spawn_workers(
         sockets.listeners,
         sockets.shared,
         &config,
         &control,
-        &drain_rx,
+        (&live, &limit),
         done_tx,
         access_log.as_ref(),
     );
@@ -249,26 +229,18 @@ pub fn start_with(
         config: config.clone(),
         metrics_addr: None,
         access_log,
+        reloader: Reloader {
+            live,
+            limit,
+            threads_asked,
+        },
     };
     let mut failure = spawned.failure;
     if failure.is_none() {
         failure = server.await_ready(spawned.readies);
     }
     if failure.is_none() {
-        if let Some(listener) = sockets.metrics {
-            match MetricsServer::start_on(
-                listener,
-                server.stats.clone(),
-                config.clone(),
-                server.series(),
-            ) {
-                Ok(m) => {
-                    server.metrics_addr = Some(m.local_addr());
-                    *lock(&server.control.metrics) = Some(m);
-                }
-                Err(e) => failure = Some(e),
-            }
-        }
+        failure = sockets.metrics.and_then(|m| server.serve_metrics(m).err());
     }
     if let Some(e) = failure {
         // A start that fails halfway leaves nothing running: the workers that did start are
@@ -280,6 +252,9 @@ pub fn start_with(
             (Error::Worker { .. }, Err(reported @ Error::Worker { .. })) => reported,
             (e, _) => e,
         });
+    }
+    if config.service.proxy().is_some() {
+        server.check_upstreams()?;
     }
     log_start(&config, local_addr, is_inherited, reach);
     Ok(server)
@@ -293,6 +268,87 @@ fn open_access_log(config: &Config) -> Result<Option<Arc<AccessLog>>, Error> {
     let log = AccessLog::open(spec.target.clone(), spec.format, spec.queue)
         .map_err(|e| Error::Config(format!("--access-log {:?}: {e}", spec.target)))?;
     Ok(Some(Arc::new(log)))
+}
+
+/// Checks the configuration and that the kernel has what its engine needs.
+fn check_engine(config: &Config) -> Result<(), Error> {
+    config.validate().map_err(Error::Config)?;
+    if config.engine.uses_io_uring() {
+        availability::check_io_uring()?;
+    }
+    if config.engine == crate::engine::EngineKind::Uring {
+        crate::engine::uring::check_features(&config.uring)?;
+    }
+    Ok(())
+}
+
+/// The control of a server on `sockets`, keeping `own`, this process's own descriptors of
+/// its listening sockets.
+fn control_of(own: Vec<OwnedFd>, sockets: &Sockets, inherited: bool) -> Result<Control, Error> {
+    let mut own: Vec<(OwnedFd, &'static str)> =
+        own.into_iter().map(|fd| (fd, LISTEN_NAME)).collect();
+    if let Some(m) = &sockets.metrics {
+        let fd = m.try_clone().map_err(Error::Spawn)?;
+        own.push((OwnedFd::from(fd), METRICS_NAME));
+    }
+    let (lifecycle, _) = watch::channel(Lifecycle::Serving);
+    let bells = (0..sockets.listeners.len())
+        .map(|_| Bell::new().map(Arc::new))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Error::Spawn)?;
+    Ok(Control {
+        lifecycle,
+        inherited,
+        successor: AtomicBool::new(false),
+        sockets: Mutex::new(own),
+        metrics: Mutex::new(None),
+        bells: Mutex::new(bells),
+        stopped: Arc::default(),
+    })
+}
+
+/// Applies a reload to a running server: the configuration in force, and what the workers
+/// share outside it (the connection limit).
+#[derive(Debug, Clone)]
+pub struct Reloader {
+    /// The configuration in force.
+    live: Arc<Live>,
+    /// `--max-connections`, shared by the workers.
+    limit: Arc<Limit>,
+    /// `--threads` as configured (inherited sockets may have raised the count that runs).
+    threads_asked: usize,
+}
+
+impl Reloader {
+    /// Puts `next` in force for new connections; refuses, saying why in one line, a change
+    /// that needs new sockets, threads or rings (a live upgrade applies those).
+    pub fn apply(&self, mut next: Config) -> Result<Arc<Config>, String> {
+        let running = self.live.current();
+        if next.threads == self.threads_asked {
+            next.threads = running.threads;
+        }
+        let keys = crate::config::live::needs_upgrade(&running, &next);
+        if !keys.is_empty() {
+            return Err(format!(
+                "{} cannot change on a reload: a live upgrade (SIGUSR2) applies it",
+                keys.join(", ")
+            ));
+        }
+        if let (Some(old), Service::Proxy(p)) = (running.service.proxy(), &mut next.service) {
+            p.upstreams = Arc::new(p.upstreams.succeed(&old.upstreams)?);
+        }
+        next.engine_refusal = None;
+        next.test_fault = running.test_fault;
+        let next = Arc::new(next);
+        self.limit.set_max(next.max_connections);
+        self.live.replace(next.clone());
+        Ok(next)
+    }
+
+    /// The configuration in force.
+    pub fn current(&self) -> Arc<Config> {
+        self.live.current()
+    }
 }
 
 /// The listening sockets a server starts with.
@@ -369,12 +425,12 @@ fn spawn_workers(
     shared_listener: bool,
     config: &Arc<Config>,
     control: &Control,
-    drain_rx: &watch::Receiver<Lifecycle>,
+    (live, limit): (&Arc<Live>, &Arc<Limit>),
     done_tx: mpsc::Sender<Done>,
     access_log: Option<&Arc<AccessLog>>,
 ) -> Spawned {
-    let limit = Arc::new(crate::engine::admission::Limit::new(config.max_connections));
     worker::install_panic_hook();
+    let drain_rx = control.lifecycle.subscribe();
     let mut spawned = Spawned {
         stats: Vec::with_capacity(listeners.len()),
         threads: Vec::with_capacity(listeners.len()),
@@ -387,6 +443,7 @@ fn spawn_workers(
             id,
             listener,
             config: config.clone(),
+            live: LiveView::new(live.clone()),
             drain: Watch::new(
                 drain_rx.clone(),
                 lock(&control.bells)[id].clone(),
@@ -545,6 +602,42 @@ impl ServerHandle {
         self.access_log.as_ref()
     }
 
+    /// What applies a reload to this server, from any thread.
+    pub fn reloader(&self) -> Reloader {
+        self.reloader.clone()
+    }
+
+    /// Serves the metrics endpoint on `listener`.
+    fn serve_metrics(&mut self, listener: TcpListener) -> Result<(), Error> {
+        let m = MetricsServer::start_on(
+            listener,
+            self.stats.clone(),
+            self.config.clone(),
+            self.series(),
+        )?;
+        self.metrics_addr = Some(m.local_addr());
+        *lock(&self.control.metrics) = Some(m);
+        Ok(())
+    }
+
+    /// Starts the thread of the upstreams' active health checks; it runs the checks of the
+    /// configuration in force, if any, until the server stops.
+    fn check_upstreams(&self) -> Result<(), Error> {
+        let live = self.reloader.live.clone();
+        let control = self.control.clone();
+        let current = move || {
+            let c = live.current();
+            let p = c.service.proxy()?;
+            Some((p.upstreams.clone(), p.check.clone()))
+        };
+        let stopped = move || control.lifecycle.borrow().is_stopping();
+        thread::Builder::new()
+            .name("ringd-health".into())
+            .spawn(move || crate::proxy::health::run(current, stopped))
+            .map(drop)
+            .map_err(Error::Spawn)
+    }
+
     /// A handle that starts the drain from another thread.
     pub fn drain_trigger(&self) -> DrainTrigger {
         DrainTrigger(self.control.clone())
@@ -568,7 +661,8 @@ impl ServerHandle {
         let mut timed_out = false;
         while running > 0 {
             if deadline.is_none() && self.control.lifecycle.borrow().is_stopping() {
-                deadline = Some(Instant::now() + self.config.shutdown_timeout);
+                let grace = self.reloader.current().shutdown_timeout;
+                deadline = Some(Instant::now() + grace);
             }
             let tick = match deadline {
                 Some(d) => match d.checked_duration_since(Instant::now()) {
@@ -615,6 +709,11 @@ impl ServerHandle {
             }
         }
         drop(lock(&self.control.metrics).take());
+        self.report(failure, timed_out)
+    }
+
+    /// The end of [`ServerHandle::wait`]: the counts, logged, or the failure.
+    fn report(&self, failure: Option<Error>, timed_out: bool) -> Result<ShutdownReport, Error> {
         let cut: u64 = self.stats.iter().map(|s| s.active()).sum();
         let accepted = self
             .stats
@@ -624,7 +723,7 @@ impl ServerHandle {
         if cut > 0 && timed_out {
             tracing::warn!(
                 "shutdown timeout ({:?}) passed: cutting {cut} connection(s)",
-                self.config.shutdown_timeout
+                self.reloader.current().shutdown_timeout
             );
         } else if cut > 0 {
             tracing::warn!("{cut} connection(s) ended with the worker that failed");

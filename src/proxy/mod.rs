@@ -6,6 +6,7 @@
 //! protocol header a backend may ask for. The engines move the bytes.
 
 pub mod header;
+pub mod health;
 pub mod relay;
 pub mod upstream;
 
@@ -13,8 +14,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use health::HealthCheck;
 pub use relay::{Relay, Side};
-pub use upstream::{Upstream, UpstreamStats, Upstreams};
+pub use upstream::{Upstream, UpstreamSpec, UpstreamStats, Upstreams};
 
 /// How an upstream is chosen for a new connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -44,10 +46,12 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// The PROXY header to send first, if any.
     pub send_proxy: Option<SendProxy>,
+    /// Active health checks, if any.
+    pub check: Option<HealthCheck>,
 }
 
 impl ProxyConfig {
-    /// Proxy mode to `upstreams`.
+    /// Proxy mode to primary upstreams of weight 1 at `upstreams`, without active checks.
     pub fn new(
         upstreams: Vec<SocketAddr>,
         balance: Balance,
@@ -59,6 +63,7 @@ impl ProxyConfig {
             upstreams: Arc::new(Upstreams::new(upstreams, balance, down_for)),
             connect_timeout,
             send_proxy,
+            check: None,
         }
     }
 }

@@ -1,16 +1,29 @@
 //! The upstreams of proxy mode, shared by every worker: which one a new connection goes to
-//! (round-robin or least connections), passive health (an upstream that refuses or does not
-//! answer within the connect timeout is marked down for a while and skipped, unless every
-//! upstream is), and exact counters per upstream for the metrics endpoint.
+//! (smooth weighted round-robin or weighted least connections, backups only when every
+//! primary is down, a cap on connections per upstream), health (passive: an upstream that
+//! refuses or does not answer within the connect timeout is marked down for a while and
+//! skipped, unless every upstream is; active: [`crate::proxy::health`] marks it down after
+//! failed checks and it is never picked until checks pass again), and exact counters per
+//! upstream for the metrics endpoint.
+//!
+//! An upstream lives in a slot of a table that every generation of the configuration
+//! shares: a reload builds new [`Upstreams`] (members, weights, balance) over the same
+//! table, so a connection keeps its slot, its counters and its accounting whatever the
+//! reload did, and an upstream a reload removed is simply never picked again.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::Balance;
 
-/// Most upstreams (a connection remembers the ones it tried in a 64-bit mask).
+/// Most upstreams over the life of the process (a connection remembers the ones it tried in
+/// a 64-bit mask, by slot).
 pub const MAX_UPSTREAMS: usize = 64;
+
+/// Largest weight: the round-robin order holds one entry per unit of weight.
+pub const MAX_WEIGHT: u32 = 256;
 
 /// Counters of one upstream (labels `upstream="HOST:PORT"`).
 #[derive(Debug, Default)]
@@ -27,6 +40,10 @@ pub struct UpstreamStats {
     pub bytes_received: AtomicU64,
     /// Times it was marked down.
     pub marked_down: AtomicU64,
+    /// Active health checks that passed.
+    pub checks_passed: AtomicU64,
+    /// Active health checks that failed.
+    pub checks_failed: AtomicU64,
 }
 
 /// One upstream.
@@ -36,93 +53,328 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// Its counters.
     pub stats: UpstreamStats,
-    /// Marked down until this time (ms since [`Upstreams`] was made; 0: up).
+    /// Marked down until this time (ms since the table was made; 0: up).
     down_until: AtomicU64,
+    /// Down by its active health checks (never picked while set).
+    check_down: AtomicBool,
 }
 
-/// The upstreams and how they are chosen.
+/// How one upstream takes part in the balancing: `HOST:PORT[,weight=N][,backup]
+/// [,max-conns=N]` on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamSpec {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its share of new connections, relative to the others (1 to [`MAX_WEIGHT`]).
+    pub weight: u32,
+    /// Used only while every primary upstream is down.
+    pub backup: bool,
+    /// Most connections open to it at once (0: no limit).
+    pub max_connections: u64,
+}
+
+impl UpstreamSpec {
+    /// A primary upstream of weight 1 and no limit.
+    pub fn plain(addr: SocketAddr) -> Self {
+        UpstreamSpec {
+            addr,
+            weight: 1,
+            backup: false,
+            max_connections: 0,
+        }
+    }
+}
+
+/// The slots every generation of [`Upstreams`] shares, in the order they were first listed.
+#[derive(Debug)]
+struct Table {
+    /// [`MAX_UPSTREAMS`] slots, filled in order and never emptied.
+    slots: Box<[OnceLock<Upstream>]>,
+    /// Slots filled.
+    len: AtomicUsize,
+    /// Serialises the filling of slots.
+    grow: Mutex<()>,
+    /// The origin of `down_until`.
+    epoch: Instant,
+    /// Clients turned away because no upstream could take them.
+    refused: AtomicU64,
+}
+
+impl Table {
+    fn new() -> Self {
+        Table {
+            slots: (0..MAX_UPSTREAMS).map(|_| OnceLock::new()).collect(),
+            len: AtomicUsize::new(0),
+            grow: Mutex::new(()),
+            epoch: Instant::now(),
+            refused: AtomicU64::new(0),
+        }
+    }
+
+    /// The slot of `addr`, filled if it is new; `None` when the table is full.
+    fn slot_of(&self, addr: SocketAddr) -> Option<usize> {
+        let _one = self.grow.lock().unwrap_or_else(PoisonError::into_inner);
+        let len = self.len.load(Ordering::Acquire);
+        if let Some(i) = (0..len).find(|&i| self.get(i).addr == addr) {
+            return Some(i);
+        }
+        let slot = self.slots.get(len)?;
+        let _ = slot.set(Upstream {
+            addr,
+            stats: UpstreamStats::default(),
+            down_until: AtomicU64::new(0),
+            check_down: AtomicBool::new(false),
+        });
+        self.len.store(len + 1, Ordering::Release);
+        Some(len)
+    }
+
+    fn get(&self, i: usize) -> &Upstream {
+        // Invariant: slot indices handed out come from `slot_of`, which fills the slot
+        // before anyone can hold its index.
+        self.slots[i]
+            .get()
+            .expect("an upstream slot in use is filled")
+    }
+}
+
+/// One member of a generation.
+#[derive(Debug, Clone, Copy)]
+struct Member {
+    /// Its slot in the table.
+    slot: usize,
+    /// As configured.
+    spec: UpstreamSpec,
+}
+
+/// The upstreams of one configuration and how they are chosen.
 #[derive(Debug)]
 pub struct Upstreams {
-    /// In the order given.
-    list: Vec<Upstream>,
+    /// Every upstream the process has known (shared with the other generations).
+    table: Arc<Table>,
+    /// This generation's upstreams, in the order given.
+    members: Vec<Member>,
+    /// Smooth weighted round-robin order of the primaries (indices into `members`).
+    primaries: Vec<u8>,
+    /// The same for the backups.
+    backups: Vec<u8>,
     /// How one is chosen.
     balance: Balance,
     /// How long a failed upstream is skipped.
     down_for: Duration,
-    /// The origin of `down_until`.
-    epoch: Instant,
 }
 
 impl Upstreams {
-    /// Upstreams at `addrs` (at most [`MAX_UPSTREAMS`], checked by the configuration).
+    /// Primary upstreams of weight 1 at `addrs` (at most [`MAX_UPSTREAMS`], distinct: checked
+    /// by the configuration).
     pub fn new(addrs: Vec<SocketAddr>, balance: Balance, down_for: Duration) -> Self {
-        Upstreams {
-            list: addrs
-                .into_iter()
-                .map(|addr| Upstream {
-                    addr,
-                    stats: UpstreamStats::default(),
-                    down_until: AtomicU64::new(0),
+        let specs = addrs.into_iter().map(UpstreamSpec::plain).collect();
+        Self::with_specs(specs, balance, down_for)
+    }
+
+    /// Upstreams as `specs` say, in a table of their own.
+    pub fn with_specs(specs: Vec<UpstreamSpec>, balance: Balance, down_for: Duration) -> Self {
+        Self::build(Arc::new(Table::new()), &specs, balance, down_for)
+            .expect("at most MAX_UPSTREAMS upstreams, checked by the configuration")
+    }
+
+    /// The same members and choices over `previous`'s table, so that an upstream listed in
+    /// both keeps its slot, counters and health; an error when the table has no room left
+    /// for the new addresses.
+    pub fn succeed(&self, previous: &Upstreams) -> Result<Upstreams, String> {
+        let specs: Vec<UpstreamSpec> = self.members.iter().map(|m| m.spec).collect();
+        Self::build(previous.table.clone(), &specs, self.balance, self.down_for).ok_or_else(|| {
+            format!(
+                "upstream: more than {MAX_UPSTREAMS} different upstream addresses over the \
+                 life of the process: a live upgrade (SIGUSR2) starts afresh"
+            )
+        })
+    }
+
+    fn build(
+        table: Arc<Table>,
+        specs: &[UpstreamSpec],
+        balance: Balance,
+        down_for: Duration,
+    ) -> Option<Self> {
+        let members = specs
+            .iter()
+            .map(|&spec| {
+                Some(Member {
+                    slot: table.slot_of(spec.addr)?,
+                    spec,
                 })
-                .collect(),
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let order = |backup: bool| {
+            let weights: Vec<(u8, u32)> = (0..members.len())
+                .filter(|&m| members[m].spec.backup == backup)
+                .map(|m| (m as u8, members[m].spec.weight.clamp(1, MAX_WEIGHT)))
+                .collect();
+            smooth_order(&weights)
+        };
+        Some(Upstreams {
+            primaries: order(false),
+            backups: order(true),
+            table,
+            members,
             balance,
             down_for,
-            epoch: Instant::now(),
-        }
+        })
     }
 
-    /// All of them.
-    pub fn list(&self) -> &[Upstream] {
-        &self.list
+    /// Every upstream the process has known, by slot (a reload may have removed some from
+    /// the balancing: their connections and counters remain).
+    pub fn list(&self) -> Vec<&Upstream> {
+        let len = self.table.len.load(Ordering::Acquire);
+        (0..len).map(|i| self.table.get(i)).collect()
     }
 
-    /// Upstream `i`.
+    /// The upstreams of this configuration, as configured.
+    pub fn specs(&self) -> Vec<UpstreamSpec> {
+        self.members.iter().map(|m| m.spec).collect()
+    }
+
+    /// The slots of this configuration's upstreams.
+    pub fn member_slots(&self) -> Vec<usize> {
+        self.members.iter().map(|m| m.slot).collect()
+    }
+
+    /// How one is chosen.
+    pub fn balance(&self) -> Balance {
+        self.balance
+    }
+
+    /// The upstream in slot `i`.
     pub fn get(&self, i: usize) -> &Upstream {
-        &self.list[i]
+        self.table.get(i)
+    }
+
+    /// Clients turned away because no upstream could take them (all down, all at their
+    /// `max-conns`, or all tried).
+    pub fn refused(&self) -> u64 {
+        self.table.refused.load(Ordering::Relaxed)
     }
 
     fn now_ms(&self) -> u64 {
-        self.epoch.elapsed().as_millis() as u64 + 1
+        self.table.epoch.elapsed().as_millis() as u64 + 1
     }
 
-    /// True unless upstream `i` is marked down now.
+    /// True unless upstream `i` is marked down now (by a failed connect or its checks).
     pub fn is_up(&self, i: usize) -> bool {
-        self.up_at(i, self.now_ms())
+        !self.checked_down(i) && self.up_at(i, self.now_ms())
+    }
+
+    /// True while upstream `i`'s health checks hold it down.
+    pub fn checked_down(&self, i: usize) -> bool {
+        self.get(i).check_down.load(Ordering::Relaxed)
+    }
+
+    /// Sets what the health checks say of upstream `i`; true if that changed its state.
+    pub fn set_checked_down(&self, i: usize, down: bool) -> bool {
+        let u = self.get(i);
+        let was = u.check_down.swap(down, Ordering::Relaxed);
+        if down && !was {
+            u.stats.marked_down.fetch_add(1, Ordering::Relaxed);
+        }
+        was != down
     }
 
     /// The next upstream to try for a connection that already tried those in `tried` (a
-    /// bit per upstream); `None` when every one is tried, or every untried one is down
-    /// while another is up. `cursor` is the worker's round-robin position.
+    /// bit per slot); `None` (counted as refused) when no upstream can take it. `cursor` is
+    /// the worker's position in the balancing.
     ///
-    /// When every upstream is marked down the marks are set aside and the untried ones are
-    /// tried anyway (as nginx does): a mark only says which upstream to prefer, and refusing
-    /// every client for the whole `--upstream-down-for` would turn a backend restart of a
-    /// fraction of a second into an outage of that length.
+    /// The primaries that are up are the candidates; when none is, the backups that are up;
+    /// when none is either, the passive marks are set aside and the primaries, then the
+    /// backups, are tried anyway (as nginx does: a mark only says which upstream to prefer,
+    /// and refusing every client for the whole `--upstream-down-for` would turn a backend
+    /// restart of a fraction of a second into an outage of that length). An upstream that its
+    /// health checks hold down, or that has `max-conns` connections open, is never picked.
     pub fn pick(&self, cursor: &mut usize, tried: u64) -> Option<usize> {
-        let n = self.list.len();
         let now = self.now_ms();
-        let all_down = (0..n).all(|i| !self.up_at(i, now));
-        let candidates = (0..n)
-            .map(|k| (*cursor + k) % n)
-            .filter(|&i| tried & (1 << i) == 0)
-            .filter(|&i| all_down || self.up_at(i, now));
-        let chosen = match self.balance {
-            Balance::RoundRobin => candidates.into_iter().next(),
-            Balance::LeastConn => {
-                candidates.min_by_key(|&i| self.list[i].stats.active.load(Ordering::Relaxed))
+        let usable = |m: usize, passive: bool| {
+            let slot = self.members[m].slot;
+            !self.checked_down(slot) && (!passive || self.up_at(slot, now))
+        };
+        let tier = [
+            (&self.primaries, true),
+            (&self.backups, true),
+            (&self.primaries, false),
+            (&self.backups, false),
+        ]
+        .into_iter()
+        .find(|(order, passive)| order.iter().any(|&m| usable(m as usize, *passive)));
+        let chosen = tier.and_then(|(order, passive)| {
+            let open = |m: usize| {
+                let Member { slot, spec } = self.members[m];
+                let active = self.get(slot).stats.active.load(Ordering::Relaxed);
+                usable(m, passive)
+                    && tried & (1 << slot) == 0
+                    && (spec.max_connections == 0 || active < spec.max_connections)
+            };
+            match self.balance {
+                Balance::RoundRobin => self.next_in_turn(order, cursor, open),
+                Balance::LeastConn => self.least_loaded(order, cursor, open),
             }
-        }?;
-        *cursor = (chosen + 1) % n;
-        Some(chosen)
+        });
+        match chosen {
+            Some(m) => Some(self.members[m].slot),
+            None => {
+                self.table.refused.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// Round-robin: the first open member in `order` from the cursor on.
+    fn next_in_turn(
+        &self,
+        order: &[u8],
+        cursor: &mut usize,
+        open: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let n = order.len();
+        let start = *cursor % n.max(1);
+        let k = (0..n).find(|k| open(order[(start + k) % n] as usize))?;
+        *cursor = (start + k + 1) % n;
+        Some(order[(start + k) % n] as usize)
+    }
+
+    /// Least connections: the open member of the tier `order` walks with the fewest active
+    /// connections per unit of weight; ties go to the first from the cursor on, so that
+    /// they spread.
+    fn least_loaded(
+        &self,
+        order: &[u8],
+        cursor: &mut usize,
+        open: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let backup = self.members[*order.first()? as usize].spec.backup;
+        let n = self.members.len();
+        let start = *cursor % n;
+        let load = |m: usize| {
+            let Member { slot, spec } = self.members[m];
+            let active = self.get(slot).stats.active.load(Ordering::Relaxed);
+            (active, u64::from(spec.weight))
+        };
+        let m = (0..n)
+            .map(|k| (start + k) % n)
+            .filter(|&m| self.members[m].spec.backup == backup && open(m))
+            .min_by(|&a, &b| {
+                let ((la, wa), (lb, wb)) = (load(a), load(b));
+                (la * wb).cmp(&(lb * wa))
+            })?;
+        *cursor = (m + 1) % n;
+        Some(m)
     }
 
     fn up_at(&self, i: usize, now: u64) -> bool {
-        self.list[i].down_until.load(Ordering::Relaxed) <= now
+        self.get(i).down_until.load(Ordering::Relaxed) <= now
     }
 
     /// A connect to upstream `i` failed: counted, and the upstream skipped for a while.
     pub fn connect_failed(&self, i: usize) {
-        let u = &self.list[i];
+        let u = self.get(i);
         u.stats.failed_connects.fetch_add(1, Ordering::Relaxed);
         let now = self.now_ms();
         let until = now + self.down_for.as_millis() as u64;
@@ -138,107 +390,36 @@ impl Upstreams {
 
     /// A connection to upstream `i` was established.
     pub fn connected(&self, i: usize) {
-        let s = &self.list[i].stats;
+        let s = &self.get(i).stats;
         s.connections.fetch_add(1, Ordering::Relaxed);
         s.active.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A connection to upstream `i` ended.
     pub fn released(&self, i: usize) {
-        self.list[i].stats.active.fetch_sub(1, Ordering::Relaxed);
+        self.get(i).stats.active.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// nginx's smooth weighted round-robin, run for one full cycle: each turn every member gains
+/// its weight, the one with the most is chosen and loses the total. Heavier members come
+/// more often, interleaved with the others rather than in a block.
+fn smooth_order(weights: &[(u8, u32)]) -> Vec<u8> {
+    let total: i64 = weights.iter().map(|&(_, w)| i64::from(w)).sum();
+    let mut current = vec![0i64; weights.len()];
+    (0..total)
+        .map(|_| {
+            for (c, &(_, w)) in current.iter_mut().zip(weights) {
+                *c += i64::from(w);
+            }
+            let best = (0..weights.len())
+                .max_by_key(|&i| (current[i], std::cmp::Reverse(i)))
+                .expect("a member, since the total weight is positive");
+            current[best] -= total;
+            weights[best].0
+        })
+        .collect()
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn three(balance: Balance) -> Upstreams {
-        let addrs = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"];
-        Upstreams::new(
-            addrs.iter().map(|a| a.parse().unwrap()).collect(),
-            balance,
-            Duration::from_secs(60),
-        )
-    }
-
-    #[test]
-    fn round_robin_skips_down_and_tried() {
-        let u = three(Balance::RoundRobin);
-        let mut cur = 0;
-        assert_eq!(u.pick(&mut cur, 0), Some(0));
-        assert_eq!(u.pick(&mut cur, 0), Some(1));
-        assert_eq!(u.pick(&mut cur, 0), Some(2));
-        assert_eq!(u.pick(&mut cur, 0), Some(0));
-        u.connect_failed(1);
-        assert!(!u.is_up(1));
-        assert_eq!(u.get(1).stats.marked_down.load(Ordering::Relaxed), 1);
-        u.connect_failed(1);
-        assert_eq!(
-            u.get(1).stats.marked_down.load(Ordering::Relaxed),
-            1,
-            "already down"
-        );
-        assert_eq!(u.get(1).stats.failed_connects.load(Ordering::Relaxed), 2);
-        assert_eq!(u.pick(&mut cur, 0), Some(2));
-        assert_eq!(u.pick(&mut cur, 0b001), Some(2), "0 was tried");
-        assert_eq!(u.pick(&mut cur, 0b101), None, "0 tried, 1 down, 2 tried");
-    }
-
-    #[test]
-    fn least_conn_takes_the_least_busy() {
-        let u = three(Balance::LeastConn);
-        let mut cur = 0;
-        u.connected(0);
-        u.connected(0);
-        u.connected(1);
-        assert_eq!(u.pick(&mut cur, 0), Some(2));
-        u.connected(2);
-        u.connected(2);
-        assert_eq!(u.pick(&mut cur, 0), Some(1));
-        u.released(0);
-        u.released(0);
-        assert_eq!(u.pick(&mut cur, 0), Some(0));
-    }
-
-    #[test]
-    fn down_ends_after_its_time() {
-        let u = Upstreams::new(
-            vec![
-                "127.0.0.1:1".parse().unwrap(),
-                "127.0.0.1:2".parse().unwrap(),
-            ],
-            Balance::RoundRobin,
-            Duration::from_millis(30),
-        );
-        u.connect_failed(0);
-        assert_eq!(u.pick(&mut 0, 0), Some(1));
-        assert_eq!(u.pick(&mut 0, 0b10), None, "0 down while 1 is up");
-        std::thread::sleep(Duration::from_millis(40));
-        assert_eq!(u.pick(&mut 0, 0), Some(0));
-    }
-
-    #[test]
-    fn every_upstream_down_tries_them_anyway() {
-        for balance in [Balance::RoundRobin, Balance::LeastConn] {
-            let u = three(balance);
-            for i in 0..3 {
-                u.connect_failed(i);
-            }
-            assert!((0..3).all(|i| !u.is_up(i)));
-            let mut cur = 0;
-            assert_eq!(u.pick(&mut cur, 0), Some(0), "{balance:?}");
-            assert_eq!(u.pick(&mut cur, 0b001), Some(1), "{balance:?}");
-            assert_eq!(u.pick(&mut cur, 0b011), Some(2), "{balance:?}");
-            assert_eq!(u.pick(&mut cur, 0b111), None, "{balance:?}: all tried");
-        }
-        // One down of one: the only upstream is still tried.
-        let u = Upstreams::new(
-            vec!["127.0.0.1:1".parse().unwrap()],
-            Balance::RoundRobin,
-            Duration::from_secs(60),
-        );
-        u.connect_failed(0);
-        assert_eq!(u.pick(&mut 0, 0), Some(0));
-    }
-}
+mod tests;

@@ -22,8 +22,9 @@ use tracing::Instrument;
 
 use super::WorkerEnv;
 use crate::access_log::{Ended, Record};
+use crate::config::live::LiveView;
 use crate::config::Service;
-use crate::connection::{Clock, CloseReason, Connection, Millis, WorkerStats};
+use crate::connection::{CloseReason, Connection, Millis, WorkerStats};
 use crate::engine::admission::AcceptBackoff;
 use crate::engine::control;
 pub(crate) use shared::Shared;
@@ -35,18 +36,19 @@ pub(crate) async fn serve<L: Listener>(listener: L, env: WorkerEnv) -> io::Resul
     let WorkerEnv {
         id,
         config,
+        mut live,
         mut drain,
         stats,
         limit,
         access_log,
         ..
     } = env;
-    let shared = Rc::new(Shared {
+    let mut shared = Rc::new(Shared {
         service: config.service.clone(),
         rejection: config.service.rejection(),
         // Workers start their round-robin at different upstreams.
         cursor: Cell::new(id),
-        clock: Clock::default(),
+        clock: Rc::default(),
         limits: config.limits(),
         buffer_size: config.buffer_size,
         registry: Rc::default(),
@@ -67,7 +69,7 @@ pub(crate) async fn serve<L: Listener>(listener: L, env: WorkerEnv) -> io::Resul
             }
         }
     });
-    accept_until_stopped(&listener, &shared, &mut drain).await;
+    accept_until_stopped(&listener, &mut shared, &mut drain, &mut live).await;
     drop(listener);
     shared.registry.drain();
     shared.registry.wait_empty().await;
@@ -78,8 +80,9 @@ pub(crate) async fn serve<L: Listener>(listener: L, env: WorkerEnv) -> io::Resul
 /// Accepts connections until the server stops.
 async fn accept_until_stopped<L: Listener>(
     listener: &L,
-    shared: &Rc<Shared>,
+    shared: &mut Rc<Shared>,
     drain: &mut control::Watch,
+    live: &mut LiveView,
 ) {
     let mut backoff = AcceptBackoff::default();
     let mut accept = pin!(listener.accept());
@@ -118,6 +121,9 @@ async fn accept_until_stopped<L: Listener>(
             r = accept.as_mut() => r,
         };
         accept.set(listener.accept());
+        if let Some(c) = live.changed() {
+            *shared = Rc::new(shared.reloaded(&c));
+        }
         match accepted {
             Ok((stream, peer)) => {
                 backoff.on_success();

@@ -299,6 +299,12 @@ impl Worker {
                 .iter()
                 .filter(|c| !cqueue::more(c.flags()))
                 .count();
+            if let Some(c) = self.env.live.changed() {
+                // A reload, before this turn's accepts: new connections follow it, open
+                // pairs keep their upstream slot.
+                self.limits = c.limits();
+                self.service = c.service.clone();
+            }
             for i in 0..self.cqes.len() {
                 let cqe = self.cqes[i].clone();
                 self.handle(cqe);
