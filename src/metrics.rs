@@ -208,10 +208,15 @@ impl Family {
     }
 }
 
-/// Appends the families of `more`, each count plus what a predecessor carried.
+/// Appends the families of `more`.
 fn render_more(out: &mut String, more: &[Arc<dyn Series>]) {
+    render_families(out, more.iter().flat_map(|m| m.counters()));
+}
+
+/// Appends counter families, each count plus what a predecessor carried.
+fn render_families(out: &mut String, families: impl IntoIterator<Item = Family>) {
     let carried = carried::carried();
-    for f in more.iter().flat_map(|m| m.counters()) {
+    for f in families {
         let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
         let _ = writeln!(out, "# TYPE {} counter", f.name);
         for (labels, v) in &f.samples {
@@ -371,7 +376,8 @@ pub fn render(stats: &[Arc<WorkerStats>], config: &Config) -> String {
     if let Some(proxy) = config.service.proxy() {
         render_upstreams(&mut out, &proxy.upstreams, &totals);
     }
-    config::render(&mut out, config);
+    render_families(&mut out, config::counters(config));
+    config::render_info(&mut out);
     out
 }
 

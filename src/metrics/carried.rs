@@ -79,7 +79,11 @@ pub fn totals(
             .collect()
     });
     let mut named = Vec::new();
-    for f in more.iter().flat_map(|m| m.counters()) {
+    let own = super::config::counters(config);
+    for f in own
+        .into_iter()
+        .chain(more.iter().flat_map(|m| m.counters()))
+    {
         for (labels, v) in f.samples {
             let key = super::Family::key(f.name, &labels);
             let v = v + carried.named(&key);

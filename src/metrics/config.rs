@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use super::Family;
 use crate::config::Config;
 
 /// Reloads applied.
@@ -30,19 +31,46 @@ pub fn count_reload(applied: bool) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Appends the series to `out`; `config` is the configuration the server started with
-/// (its upstreams' table holds every upstream any reload named).
-pub fn render(out: &mut String, config: &Config) {
-    let name = "ringd_config_reloads_total";
-    let _ = writeln!(out, "# HELP {name} SIGHUP reloads of --config, by result.");
-    let _ = writeln!(out, "# TYPE {name} counter");
-    for (result, n) in [("ok", &RELOADS_OK), ("failed", &RELOADS_FAILED)] {
-        let _ = writeln!(
-            out,
-            "{name}{{result=\"{result}\"}} {}",
-            n.load(Ordering::Relaxed)
-        );
-    }
+/// The counter families: reloads by result, and in proxy mode each upstream's checks by
+/// result and the clients no upstream could take; `config` is the configuration the server
+/// started with (its upstreams' table holds every upstream any reload named).
+pub fn counters(config: &Config) -> Vec<Family> {
+    let l = |n: &AtomicU64| n.load(Ordering::Relaxed);
+    let mut families = vec![Family {
+        name: "ringd_config_reloads_total",
+        help: "SIGHUP reloads of --config, by result.",
+        samples: vec![
+            ("result=\"ok\"".into(), l(&RELOADS_OK)),
+            ("result=\"failed\"".into(), l(&RELOADS_FAILED)),
+        ],
+    }];
+    let Some(proxy) = config.service.proxy() else {
+        return families;
+    };
+    let ups = &proxy.upstreams;
+    let list = ups.list();
+    let checks = list.iter().flat_map(|u| {
+        [
+            ("passed", &u.stats.checks_passed),
+            ("failed", &u.stats.checks_failed),
+        ]
+        .map(|(result, n)| (format!("upstream=\"{}\",result=\"{result}\"", u.addr), l(n)))
+    });
+    families.push(Family {
+        name: "ringd_upstream_checks_total",
+        help: "Active health checks of the upstream, by result.",
+        samples: checks.collect(),
+    });
+    families.push(Family {
+        name: "ringd_upstream_refused_total",
+        help: "Clients closed because no upstream could take them (down, full or tried).",
+        samples: vec![(String::new(), ups.refused())],
+    });
+    families
+}
+
+/// Appends `ringd_config_info`, the hash of the file in force, if there is one.
+pub fn render_info(out: &mut String) {
     if let Some(sha) = &*LOADED.lock().unwrap_or_else(PoisonError::into_inner) {
         let name = "ringd_config_info";
         let _ = writeln!(
@@ -52,34 +80,4 @@ pub fn render(out: &mut String, config: &Config) {
         let _ = writeln!(out, "# TYPE {name} gauge");
         let _ = writeln!(out, "{name}{{sha256=\"{sha}\"}} 1");
     }
-    let Some(proxy) = config.service.proxy() else {
-        return;
-    };
-    let ups = &proxy.upstreams;
-    let name = "ringd_upstream_checks_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Active health checks of the upstream, by result."
-    );
-    let _ = writeln!(out, "# TYPE {name} counter");
-    for u in ups.list() {
-        for (result, n) in [
-            ("passed", &u.stats.checks_passed),
-            ("failed", &u.stats.checks_failed),
-        ] {
-            let n = n.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}{{upstream=\"{}\",result=\"{result}\"}} {n}",
-                u.addr
-            );
-        }
-    }
-    let name = "ringd_upstream_refused_total";
-    let _ = writeln!(
-        out,
-        "# HELP {name} Clients closed because no upstream could take them (down, full or tried)."
-    );
-    let _ = writeln!(out, "# TYPE {name} counter");
-    let _ = writeln!(out, "{name} {}", ups.refused());
 }
