@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use loadgen::args::Args;
 use loadgen::report::Report;
-use loadgen::run::{run, RunOptions, RunResult};
+use loadgen::run::{run, RunOptions};
 use loadgen::stats::ErrorKind;
+use loadgen::stats::RunResult;
 use ringd::{EngineKind, ProtocolKind, ServerHandle};
 
 fn ringd(protocol: ProtocolKind) -> ServerHandle {
@@ -325,7 +326,7 @@ fn files_round_trip_through_hdrhistogram_readers() {
     assert_eq!(printed, requests);
     let rps = format!("{:.1} req/s", report["throughput_rps"].as_f64().unwrap());
     assert!(line.contains(&rps), "{line} vs {rps}");
-    let p99 = loadgen::report::fmt_ns(report["latency_ns"]["p99"].as_u64().unwrap());
+    let p99 = loadgen::human::fmt_ns(report["latency_ns"]["p99"].as_u64().unwrap());
     let lat = table
         .lines()
         .find(|l| l.trim_start().starts_with("request "))

@@ -4,8 +4,9 @@
 
 use std::fmt::Write as _;
 
-use super::{fmt_ns, percent, Latency, MergeInfo, Report};
+use super::{Latency, MergeInfo, Report};
 use crate::args::Mode;
+use crate::human::{fmt_ns, percent};
 
 /// Width of one latency column.
 const COL: usize = 10;
