@@ -204,20 +204,10 @@ impl<'a> Worker<'a> {
 
     fn run(&mut self) -> (ThreadStats, Option<String>) {
         let mut events = Events::with_capacity(1024);
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        if self.plan.mode != Mode::Crr {
-            for &k in &keys {
-                self.connect(k, now_ns());
-            }
-        } else if self.interval_ns.is_none() {
-            for &k in &keys {
-                self.start_transaction(k, now_ns(), None);
-            }
-        }
+        self.open_connections();
         let mut next_tick = now_ns() + TICK_NS;
         let mut drain_deadline = u64::MAX;
-        let mut gave_up = None;
-        loop {
+        let gave_up = loop {
             let now = now_ns();
             if self.busy_from.is_none() && now >= self.shared.warmup_end {
                 self.busy_from = Some((now, thread_busy_ns()));
@@ -235,68 +225,95 @@ impl<'a> Worker<'a> {
                     || now >= drain_deadline
                     || self.shared.abort.load(Ordering::Relaxed))
             {
-                break;
+                break None;
             }
-            let mut wait = next_tick.saturating_sub(now);
-            if let Some(end) = self.shared.end {
-                if !self.stopping {
-                    wait = wait.min(end.saturating_sub(now));
-                }
-            }
-            if let Some(&Reverse((at, _))) = self.due.peek() {
-                if !self.stopping {
-                    if let Err(e) = self.timer.arm_by(at) {
-                        gave_up = Some(format!("timer: {e}"));
-                        break;
-                    }
-                }
-            }
-            if let Some(&Reverse((at, _))) = self.reopening.peek() {
-                wait = wait.min(at.saturating_sub(now));
-            }
-            if !self.unread.is_empty() {
-                wait = 0;
-            }
+            let wait = match self.wait_ns(now, next_tick) {
+                Ok(wait) => wait,
+                Err(e) => break Some(format!("timer: {e}")),
+            };
             // Whole milliseconds, rounded up: the timerfd handles finer deadlines.
             let timeout = std::time::Duration::from_millis(wait.div_ceil(1_000_000));
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    gave_up = Some(format!("poll: {e}"));
-                    break;
+                    break Some(format!("poll: {e}"));
                 }
             }
-            for ev in events.iter() {
-                if ev.token() == TIMER {
-                    self.timer.fired();
-                    continue;
-                }
-                let key = ev.token().0;
-                if !self.conns.contains(key) {
-                    continue;
-                }
-                if ev.is_writable() || ev.is_error() {
-                    self.on_writable(key);
-                }
-                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    self.on_readable(key, ev.is_read_closed() || ev.is_error());
-                }
-            }
+            self.dispatch(&events);
             self.read_unread();
             let now = now_ns();
             self.reopen_due(now);
             if now >= next_tick {
                 next_tick = now + TICK_NS;
                 if let Err(e) = self.tick(now) {
-                    gave_up = Some(e);
-                    break;
+                    break Some(e);
                 }
             }
-        }
+        };
         if !self.stopping {
             self.begin_stop(now_ns());
         }
         self.finish();
         (std::mem::take(&mut self.rec.stats), gave_up)
+    }
+
+    /// Opens every connection at the start: rr and stream connect now; closed-loop crr
+    /// starts a transaction on each; open-loop crr waits for each one's schedule.
+    fn open_connections(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        if self.plan.mode != Mode::Crr {
+            for &k in &keys {
+                self.connect(k, now_ns());
+            }
+        } else if self.interval_ns.is_none() {
+            for &k in &keys {
+                self.start_transaction(k, now_ns(), None);
+            }
+        }
+    }
+
+    /// How long the loop may sleep (ns): until the next tick, the end of the run, a reopen
+    /// that falls due, or not at all when connections have bytes left unread. The next send
+    /// of the open-loop schedule arms the timerfd instead, to the nanosecond.
+    fn wait_ns(&mut self, now: u64, next_tick: u64) -> io::Result<u64> {
+        let mut wait = next_tick.saturating_sub(now);
+        if let Some(end) = self.shared.end {
+            if !self.stopping {
+                wait = wait.min(end.saturating_sub(now));
+            }
+        }
+        if let Some(&Reverse((at, _))) = self.due.peek() {
+            if !self.stopping {
+                self.timer.arm_by(at)?;
+            }
+        }
+        if let Some(&Reverse((at, _))) = self.reopening.peek() {
+            wait = wait.min(at.saturating_sub(now));
+        }
+        if !self.unread.is_empty() {
+            wait = 0;
+        }
+        Ok(wait)
+    }
+
+    /// Hands each readiness event to its connection (an error wakes both directions, so
+    /// that the write or the read sees it).
+    fn dispatch(&mut self, events: &Events) {
+        for ev in events.iter() {
+            if ev.token() == TIMER {
+                self.timer.fired();
+                continue;
+            }
+            let key = ev.token().0;
+            if !self.conns.contains(key) {
+                continue;
+            }
+            if ev.is_writable() || ev.is_error() {
+                self.on_writable(key);
+            }
+            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                self.on_readable(key, ev.is_read_closed() || ev.is_error());
+            }
+        }
     }
 
     fn should_stop(&self, now: u64) -> bool {
