@@ -110,12 +110,15 @@ fn shared_from_now(plan: Arc<Plan>) -> Shared {
     }
 }
 
+/// An event-loop thread; it ends with what it measured, and why it gave up if it did.
+type EventLoop = JoinHandle<(ThreadStats, Option<String>)>;
+
 /// Starts one event-loop thread per `--threads`, each with every n-th connection and its
 /// share of a `--requests` quota, pinned when `--pin` says so.
 fn spawn_threads(
     shared: &Arc<Shared>,
     tx: mpsc::Sender<Interval>,
-) -> std::io::Result<Vec<JoinHandle<(ThreadStats, Option<String>)>>> {
+) -> std::io::Result<Vec<EventLoop>> {
     let plan = &shared.plan;
     let mut handles = Vec::new();
     for index in 0..plan.threads {
@@ -152,7 +155,7 @@ fn spawn_threads(
 }
 
 /// Every thread's stats merged, and why threads gave up (a panic included).
-fn join(handles: Vec<JoinHandle<(ThreadStats, Option<String>)>>) -> (ThreadStats, Vec<String>) {
+fn join(handles: Vec<EventLoop>) -> (ThreadStats, Vec<String>) {
     let mut stats = ThreadStats::new();
     let mut thread_errors = Vec::new();
     for h in handles {
