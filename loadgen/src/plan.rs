@@ -33,24 +33,25 @@ const MAX_THREADS: usize = 1024;
 /// A checked run plan. It is also the `config` of the JSON report, read back by `merge`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
-    /// Resolved targets.
+    /// The targets' addresses, resolved once before the run; connection `i` goes to target
+    /// `i % targets.len()`.
     pub targets: Vec<SocketAddr>,
     /// The targets as given (HOST:PORT or URL).
     pub target_names: Vec<String>,
     /// Source addresses connections are bound to (empty: the kernel chooses).
     #[serde(default)]
     pub sources: Vec<IpAddr>,
-    /// Protocol.
+    /// `--protocol`, or HTTP for URL targets.
     #[serde(
         serialize_with = "json::ser_display",
         deserialize_with = "json::de_protocol"
     )]
     pub protocol: ProtocolKind,
-    /// Mode.
+    /// `--mode`, or crr for hello and rr otherwise.
     pub mode: Mode,
-    /// Connections in total.
+    /// Over every thread; thread `t` of `n` owns connections `t`, `t + n`, ….
     pub connections: usize,
-    /// Threads.
+    /// Event-loop threads: one per CPU unless given, never more than connections.
     pub threads: usize,
     /// CPUs to pin threads to (empty: no pinning).
     pub pin: Vec<usize>,
@@ -59,7 +60,7 @@ pub struct Plan {
     pub duration: Duration,
     /// Measured request count, if bounded by count.
     pub requests: Option<u64>,
-    /// Warm-up.
+    /// Before the measured window: its completions are counted apart, in no figure.
     #[serde(serialize_with = "json::ser_secs", deserialize_with = "json::de_secs")]
     pub warmup: Duration,
     /// Echo request / stream chunk size.
@@ -68,7 +69,8 @@ pub struct Plan {
     pub pipeline: usize,
     /// Open-loop total rate, requests per second.
     pub rate: Option<f64>,
-    /// Verify responses.
+    /// `--verify`: every echoed byte, the greeting, or (HTTP) a 2xx status and the body
+    /// length are checked.
     pub verify: bool,
     /// Per-request timeout, and how long the end of the run waits for responses.
     #[serde(serialize_with = "json::ser_secs", deserialize_with = "json::de_secs")]

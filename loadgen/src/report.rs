@@ -17,33 +17,26 @@ mod table;
 /// JSON schema identifier; bump on incompatible changes.
 pub const SCHEMA: &str = "loadgen/1";
 
-/// Latency summary in nanoseconds.
+/// A latency histogram summed up, in nanoseconds. Percentiles and the maximum are the
+/// highest value the histogram cannot tell apart from them (3 significant digits), so they
+/// never read low; an empty histogram reads all zeros.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Latency {
-    /// Samples.
+    /// Values recorded: answered requests, and in a corrected latency the unanswered ones as
+    /// lower bounds.
     pub count: u64,
-    /// Minimum.
     pub min: u64,
-    /// Mean.
     pub mean: f64,
-    /// Standard deviation.
     pub stdev: f64,
-    /// Median.
     pub p50: u64,
-    /// 90th percentile.
     pub p90: u64,
-    /// 99th percentile.
     pub p99: u64,
-    /// 99.9th percentile.
     pub p99_9: u64,
-    /// 99.99th percentile.
     pub p99_99: u64,
-    /// Maximum.
     pub max: u64,
 }
 
 impl Latency {
-    /// Summarises a histogram.
     pub fn of(h: &Histogram<u64>) -> Self {
         let q = |q: f64| h.highest_equivalent(h.value_at_quantile(q));
         Latency {
@@ -139,19 +132,15 @@ pub struct StatusClasses {
     /// 1xx (only 101: other interim responses are skipped).
     #[serde(rename = "1xx")]
     pub informational: u64,
-    /// 2xx.
     #[serde(rename = "2xx")]
     pub success: u64,
-    /// 3xx.
     #[serde(rename = "3xx")]
     pub redirection: u64,
-    /// 4xx.
     #[serde(rename = "4xx")]
     pub client_error: u64,
-    /// 5xx.
     #[serde(rename = "5xx")]
     pub server_error: u64,
-    /// Anything else.
+    /// A status whose first digit is not 1 to 5.
     pub other: u64,
 }
 
@@ -205,7 +194,7 @@ pub const HISTOGRAM_ENCODING: &str = "hdrhistogram-v2-deflate-base64";
 /// The whole run's histograms (values in ns), so that reports can be merged exactly.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Histograms {
-    /// [`HISTOGRAM_ENCODING`].
+    /// [`HISTOGRAM_ENCODING`]; `loadgen merge` refuses any other.
     pub encoding: String,
     /// Corrected latency (`latency_ns`).
     pub latency_ns: String,
@@ -262,9 +251,9 @@ pub struct MergeInfo {
 /// Everything a run reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
-    /// Schema identifier.
+    /// [`SCHEMA`]; `loadgen merge` refuses any other.
     pub schema: String,
-    /// loadgen's version.
+    /// The version of the loadgen that wrote the report.
     pub version: String,
     /// The plan that ran.
     pub config: Plan,
@@ -292,9 +281,9 @@ pub struct Report {
     pub error_rate: f64,
     /// Completed requests per second.
     pub throughput_rps: f64,
-    /// MiB/s written.
+    /// Bytes written per second of the measured window, in MiB.
     pub throughput_out_mib_s: f64,
-    /// MiB/s read.
+    /// Bytes read per second of the measured window, in MiB.
     pub throughput_in_mib_s: f64,
     /// Connections opened per second (crr).
     pub connections_per_s: Option<f64>,
@@ -313,17 +302,17 @@ pub struct Report {
     pub latency_ns: Latency,
     /// Latency from the actual send time (service time) of answered requests.
     pub latency_uncorrected_ns: Latency,
-    /// Connect latency (crr).
+    /// crr: from starting a connect to the socket being connected; null otherwise.
     pub connect_latency_ns: Option<Latency>,
     /// Error events by kind.
     pub errors: serde_json::Map<String, serde_json::Value>,
     /// Bytes that did not match (echo --verify).
     pub mismatched_bytes: u64,
-    /// Open-loop schedule.
+    /// Open loop: the schedule asked for and whether it was kept; null in closed loop.
     pub rate: Option<RateReport>,
     /// Per second of the measured window.
     pub timeseries: Vec<Second>,
-    /// loadgen's own CPU.
+    /// loadgen's own CPU, all its threads, over the measured window.
     pub loadgen_cpu: Cpu,
     /// Whether loadgen itself was the limit (null in reports from before it was measured).
     #[serde(default)]

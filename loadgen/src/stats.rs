@@ -176,9 +176,8 @@ pub struct ThreadStats {
     pub latency: Histogram<u64>,
     /// Latency from the actual send time (differs from `latency` only in open loop).
     pub service: Histogram<u64>,
-    /// Connect latency (crr).
+    /// crr: from starting a connect to the socket being connected (measured window only).
     pub connect: Histogram<u64>,
-    /// Counters.
     pub counters: Counters,
     /// When this thread stopped sending new requests (ns; 0: never started).
     pub stopped_ns: u64,
@@ -197,7 +196,7 @@ pub struct ThreadStats {
 }
 
 impl ThreadStats {
-    /// Empty stats.
+    /// Nothing recorded yet: histograms of [`histogram`]'s bounds.
     pub fn new() -> Self {
         ThreadStats {
             latency: histogram(),

@@ -27,7 +27,7 @@ pub(super) struct Pending {
 pub(super) struct Backlog {
     /// The oldest due time.
     pub first: u64,
-    /// How many.
+    /// Due times from `first` on, one interval apart.
     pub len: u64,
 }
 

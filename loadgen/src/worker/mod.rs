@@ -63,7 +63,6 @@ pub struct Interval {
 /// What the run tells every thread.
 #[derive(Debug)]
 pub struct Shared {
-    /// The plan.
     pub plan: Arc<Plan>,
     /// When the run started (ns, CLOCK_MONOTONIC): the open-loop schedule starts here.
     pub start: u64,
@@ -82,7 +81,7 @@ pub struct Shared {
 /// One thread's share of the run.
 #[derive(Debug)]
 pub struct ThreadPlan {
-    /// Thread index.
+    /// 0-based, in spawn order: the thread's slot in [`Shared::progress`].
     pub index: usize,
     /// Global ids of this thread's connections (also their verification seeds).
     pub conn_ids: Vec<u64>,
