@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::report::Report;
-use crate::stats::RunResult;
+use crate::run::RunResult;
 use crate::{hdr, plot};
 
 /// The files asked for on the command line; `None` is not written.

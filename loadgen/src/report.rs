@@ -10,7 +10,8 @@ use crate::hdr;
 use crate::headroom::ClientBound;
 use crate::human::percent;
 use crate::plan::Plan;
-use crate::stats::{Counters, ErrorKind, RunResult};
+use crate::run::RunResult;
+use crate::stats::{Counters, ErrorKind};
 
 mod table;
 

@@ -14,7 +14,7 @@ use hdrhistogram::Histogram;
 use crate::clock::{now_ns, pid_cpu_secs, process_cpu_secs, tighten_timer_slack};
 use crate::plan::Plan;
 use crate::source;
-use crate::stats::{histogram, RunResult, ThreadStats};
+use crate::stats::{histogram, ThreadStats};
 use crate::worker::{self, Interval, Shared, ThreadPlan};
 
 /// How often the main thread looks at signals, the clock and the threads' intervals. A
@@ -26,6 +26,34 @@ const MAIN_WAKE_NS: u64 = 1_000_000;
 
 /// File descriptors kept free beyond one per connection (epoll, timerfd, stdio, files).
 const SPARE_FDS: u64 = 64;
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct RunResult {
+    /// The plan it ran.
+    pub plan: Plan,
+    /// All threads' stats, merged.
+    pub stats: ThreadStats,
+    /// Length of the measured window: the duration asked for (cut short if the run was
+    /// stopped), or in count mode from the end of the warm-up to the last measured response.
+    pub measured: Duration,
+    /// Corrected latency per second of the measured window.
+    pub intervals: Vec<Histogram<u64>>,
+    /// Measured completions and error events per second of the measured window.
+    pub per_second: Vec<(u64, u64)>,
+    /// Wall-clock time the measured window began.
+    pub started: SystemTime,
+    /// loadgen's CPU seconds over the measured window.
+    pub loadgen_cpu: f64,
+    /// The server's CPU seconds over the measured window (with `--server-pid`).
+    pub server_cpu: Option<f64>,
+    /// The server pid asked for.
+    pub server_pid: Option<u32>,
+    /// Threads that gave up, with why.
+    pub thread_errors: Vec<String>,
+    /// The run was stopped by a signal.
+    pub interrupted: bool,
+}
 
 /// How to run, beyond the plan.
 #[derive(Debug, Clone, Default)]

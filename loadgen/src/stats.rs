@@ -1,13 +1,8 @@
 //! What each event-loop thread records: latency histograms (nanoseconds) and counters. Each
 //! thread owns its own; they are merged once at the end, and interval histograms are handed
-//! to the main thread once a second, so nothing is shared on the per-request path. The
-//! merged whole is a [`RunResult`], which the report and the output files are built from.
-
-use std::time::{Duration, SystemTime};
+//! to the main thread once a second, so nothing is shared on the per-request path.
 
 use hdrhistogram::Histogram;
-
-use crate::plan::Plan;
 
 /// Highest latency a histogram records exactly (1 hour in ns); larger values saturate.
 pub const MAX_LATENCY_NS: u64 = 3_600_000_000_000;
@@ -232,34 +227,6 @@ impl Default for ThreadStats {
     fn default() -> Self {
         Self::new()
     }
-}
-
-/// What a run measured.
-#[derive(Debug)]
-pub struct RunResult {
-    /// The plan it ran.
-    pub plan: Plan,
-    /// All threads' stats, merged.
-    pub stats: ThreadStats,
-    /// Length of the measured window: the duration asked for (cut short if the run was
-    /// stopped), or in count mode from the end of the warm-up to the last measured response.
-    pub measured: Duration,
-    /// Corrected latency per second of the measured window.
-    pub intervals: Vec<Histogram<u64>>,
-    /// Measured completions and error events per second of the measured window.
-    pub per_second: Vec<(u64, u64)>,
-    /// Wall-clock time the measured window began.
-    pub started: SystemTime,
-    /// loadgen's CPU seconds over the measured window.
-    pub loadgen_cpu: f64,
-    /// The server's CPU seconds over the measured window (with `--server-pid`).
-    pub server_cpu: Option<f64>,
-    /// The server pid asked for.
-    pub server_pid: Option<u32>,
-    /// Threads that gave up, with why.
-    pub thread_errors: Vec<String>,
-    /// The run was stopped by a signal.
-    pub interrupted: bool,
 }
 
 #[cfg(test)]

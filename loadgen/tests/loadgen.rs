@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use loadgen::args::Args;
 use loadgen::report::Report;
-use loadgen::run::{run, RunOptions};
+use loadgen::run::{run, RunOptions, RunResult};
 use loadgen::stats::ErrorKind;
-use loadgen::stats::RunResult;
 use ringd::{EngineKind, ProtocolKind, ServerHandle};
 
 fn ringd(protocol: ProtocolKind) -> ServerHandle {

@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use loadgen::args::Args;
-use loadgen::run::{run, RunOptions};
-use loadgen::stats::RunResult;
+use loadgen::run::{run, RunOptions, RunResult};
 use ringd::{EngineKind, ProtocolKind, ServerHandle};
 
 /// ringd in-process, epoll engine, one worker.
