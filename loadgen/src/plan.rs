@@ -9,6 +9,7 @@ use ringd_common::ProtocolKind;
 
 use crate::args::{parse_status_set, Args, Mode, StatusSet};
 use crate::client::http::{build_request, is_token, parse_header, RequestSpec};
+use crate::client::Spec;
 use crate::source;
 use crate::target::{parse_target, without_fragment, Target};
 
@@ -105,6 +106,19 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// What every connection's [`Session`](crate::client::Session) sends and checks.
+    pub fn client_spec(&self) -> Spec<'_> {
+        Spec {
+            protocol: self.protocol,
+            crr: self.mode == Mode::Crr,
+            size: self.size as u64,
+            verify: self.verify,
+            payloads: &self.payloads,
+            greeting: &self.greeting,
+            expect_status: self.expect_status.as_ref(),
+        }
+    }
+
     /// Open loop: nanoseconds between two requests of one connection.
     pub fn interval_ns(&self) -> Option<u64> {
         self.rate
