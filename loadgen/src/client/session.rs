@@ -77,7 +77,8 @@ pub enum Next {
 /// One connection's client side across every socket it opens.
 ///
 /// Call order, for each socket:
-/// 1. [`Session::reset`] before it connects (the requests in flight or to retry stay).
+/// 1. [`Session::reset`] before it connects, and when it closes (the requests in flight or
+///    to retry stay; resetting twice does nothing more).
 /// 2. crr: [`Session::begin_transaction`] before the connect, [`Session::connected`] once
 ///    it completes. rr and stream: once connected, [`Session::queue`] up to the pipeline
 ///    depth, [`Session::take_retry`] first.
