@@ -415,91 +415,107 @@ fn render_process(out: &mut String, config: &Config) {
     let _ = writeln!(out, "ringd_upgrades_total {}", upgrades());
 }
 
-/// One series per worker (`worker="N"`), and the closes by reason: the gauges from `stats`,
-/// the counters from `totals` (in the same worker order).
+/// Where a per-worker series takes its value from.
+#[derive(Clone, Copy)]
+enum WorkerValue {
+    /// A counter carried across upgrades, from the totals.
+    Total(fn(&WorkerCounts) -> u64),
+    /// Connections open in this process now (a predecessor's are not carried).
+    Active,
+}
+
+/// The per-worker series in exposition order: name, type, help, value.
+const WORKER_SERIES: [(&str, &str, &str, WorkerValue); 10] = [
+    (
+        "ringd_connections_accepted_total",
+        "counter",
+        "Connections admitted.",
+        WorkerValue::Total(|c| c.accepted),
+    ),
+    (
+        "ringd_connections_active",
+        "gauge",
+        "Connections open now.",
+        WorkerValue::Active,
+    ),
+    (
+        "ringd_connections_rejected_total",
+        "counter",
+        "Connections turned away by --max-connections.",
+        WorkerValue::Total(|c| c.rejected),
+    ),
+    (
+        "ringd_received_bytes_total",
+        "counter",
+        "Bytes received.",
+        WorkerValue::Total(|c| c.bytes_in),
+    ),
+    (
+        "ringd_sent_bytes_total",
+        "counter",
+        "Bytes sent.",
+        WorkerValue::Total(|c| c.bytes_out),
+    ),
+    (
+        "ringd_requests_total",
+        "counter",
+        "Requests answered (http; hello replies).",
+        WorkerValue::Total(|c| c.requests),
+    ),
+    (
+        "ringd_accept_errors_total",
+        "counter",
+        "Failed accepts.",
+        WorkerValue::Total(|c| c.accept_errors),
+    ),
+    (
+        "ringd_accept_backoffs_total",
+        "counter",
+        "Accept pauses after EMFILE/ENFILE/ENOBUFS/ENOMEM.",
+        WorkerValue::Total(|c| c.accept_backoffs),
+    ),
+    (
+        "ringd_direct_descriptor_fallbacks_total",
+        "counter",
+        "Times the uring direct descriptor table was full and accepting fell back to ordinary descriptors.",
+        WorkerValue::Total(|c| c.fixed_fallbacks),
+    ),
+    (
+        "ringd_recv_enobufs_total",
+        "counter",
+        "Receives that found the buffer ring empty (uring).",
+        WorkerValue::Total(|c| c.recv_enobufs),
+    ),
+];
+
+/// The `# HELP` and `# TYPE` lines that open a series.
+fn write_header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// One series per worker (`worker="N"`), the worker count, and the closes by reason: the
+/// gauges from `stats`, the counters from `totals` (in the same worker order).
 fn render_workers(out: &mut String, stats: &[Arc<WorkerStats>], totals: &[WorkerCounts]) {
-    type Get = fn(&WorkerCounts) -> u64;
-    let series: [(&str, &str, &str, Get); 11] = [
-        (
-            "ringd_connections_accepted_total",
-            "counter",
-            "Connections admitted.",
-            |c| c.accepted,
-        ),
-        (
-            "ringd_connections_active",
-            "gauge",
-            "Connections open now.",
-            |_| 0,
-        ),
-        (
-            "ringd_connections_rejected_total",
-            "counter",
-            "Connections turned away by --max-connections.",
-            |c| c.rejected,
-        ),
-        (
-            "ringd_received_bytes_total",
-            "counter",
-            "Bytes received.",
-            |c| c.bytes_in,
-        ),
-        ("ringd_sent_bytes_total", "counter", "Bytes sent.", |c| {
-            c.bytes_out
-        }),
-        (
-            "ringd_requests_total",
-            "counter",
-            "Requests answered (http; hello replies).",
-            |c| c.requests,
-        ),
-        (
-            "ringd_accept_errors_total",
-            "counter",
-            "Failed accepts.",
-            |c| c.accept_errors,
-        ),
-        (
-            "ringd_accept_backoffs_total",
-            "counter",
-            "Accept pauses after EMFILE/ENFILE/ENOBUFS/ENOMEM.",
-            |c| c.accept_backoffs,
-        ),
-        (
-            "ringd_direct_descriptor_fallbacks_total",
-            "counter",
-            "Times the uring direct descriptor table was full and accepting fell back to ordinary descriptors.",
-            |c| c.fixed_fallbacks,
-        ),
-        (
-            "ringd_recv_enobufs_total",
-            "counter",
-            "Receives that found the buffer ring empty (uring).",
-            |c| c.recv_enobufs,
-        ),
-        ("ringd_workers", "gauge", "Worker threads.", |_| 1),
-    ];
-    for (name, kind, help, get) in series {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        if name == "ringd_workers" {
-            let _ = writeln!(out, "{name} {}", stats.len());
-            continue;
-        }
-        if name == "ringd_connections_active" {
-            // This process's own connections: a predecessor's are not carried.
-            for (i, s) in stats.iter().enumerate() {
-                let _ = writeln!(out, "{name}{{worker=\"{i}\"}} {}", s.active());
+    for (name, kind, help, value) in WORKER_SERIES {
+        write_header(out, name, kind, help);
+        match value {
+            WorkerValue::Total(get) => {
+                for (i, c) in totals.iter().enumerate() {
+                    let _ = writeln!(out, "{name}{{worker=\"{i}\"}} {}", get(c));
+                }
             }
-            continue;
-        }
-        for (i, c) in totals.iter().enumerate() {
-            let _ = writeln!(out, "{name}{{worker=\"{i}\"}} {}", get(c));
+            WorkerValue::Active => {
+                for (i, s) in stats.iter().enumerate() {
+                    let _ = writeln!(out, "{name}{{worker=\"{i}\"}} {}", s.active());
+                }
+            }
         }
     }
+    write_header(out, "ringd_workers", "gauge", "Worker threads.");
+    let _ = writeln!(out, "ringd_workers {}", stats.len());
     let name = "ringd_connections_closed_total";
-    let _ = writeln!(out, "# HELP {name} Connections closed, by reason.");
-    let _ = writeln!(out, "# TYPE {name} counter");
+    write_header(out, name, "counter", "Connections closed, by reason.");
     for (i, c) in totals.iter().enumerate() {
         for (r, n) in CloseReason::ALL.iter().zip(c.closed) {
             let _ = writeln!(out, "{name}{{worker=\"{i}\",reason=\"{}\"}} {n}", r.label());

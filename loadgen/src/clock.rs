@@ -20,7 +20,6 @@ pub fn now_ns() -> u64 {
 /// A non-blocking timerfd on CLOCK_MONOTONIC, armed at absolute times.
 #[derive(Debug)]
 pub struct Timer {
-    /// The timerfd.
     fd: OwnedFd,
     /// The time it is armed for (0: disarmed).
     armed: u64,

@@ -53,7 +53,7 @@ impl ClientBound {
                 None => Some(thread),
                 Some(slip) if slip >= SLIP_THRESHOLD_NS || unsent > 0 => Some(format!(
                     "{thread} and the schedule slipped (send lateness p99 {}, {unsent} unsent)",
-                    crate::report::fmt_ns(slip)
+                    crate::human::fmt_ns(slip)
                 )),
                 Some(_) => None,
             }

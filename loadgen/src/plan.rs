@@ -9,6 +9,7 @@ use ringd_common::ProtocolKind;
 
 use crate::args::{parse_status_set, Args, Mode, StatusSet};
 use crate::client::http::{build_request, is_token, parse_header, RequestSpec};
+use crate::client::Spec;
 use crate::source;
 use crate::target::{parse_target, without_fragment, Target};
 
@@ -33,24 +34,25 @@ const MAX_THREADS: usize = 1024;
 /// A checked run plan. It is also the `config` of the JSON report, read back by `merge`.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Plan {
-    /// Resolved targets.
+    /// The targets' addresses, resolved once before the run; connection `i` goes to target
+    /// `i % targets.len()`.
     pub targets: Vec<SocketAddr>,
     /// The targets as given (HOST:PORT or URL).
     pub target_names: Vec<String>,
     /// Source addresses connections are bound to (empty: the kernel chooses).
     #[serde(default)]
     pub sources: Vec<IpAddr>,
-    /// Protocol.
+    /// `--protocol`, or HTTP for URL targets.
     #[serde(
         serialize_with = "json::ser_display",
         deserialize_with = "json::de_protocol"
     )]
     pub protocol: ProtocolKind,
-    /// Mode.
+    /// `--mode`, or crr for hello and rr otherwise.
     pub mode: Mode,
-    /// Connections in total.
+    /// Over every thread; thread `t` of `n` owns connections `t`, `t + n`, ….
     pub connections: usize,
-    /// Threads.
+    /// Event-loop threads: one per CPU unless given, never more than connections.
     pub threads: usize,
     /// CPUs to pin threads to (empty: no pinning).
     pub pin: Vec<usize>,
@@ -59,7 +61,7 @@ pub struct Plan {
     pub duration: Duration,
     /// Measured request count, if bounded by count.
     pub requests: Option<u64>,
-    /// Warm-up.
+    /// Before the measured window: its completions are counted apart, in no figure.
     #[serde(serialize_with = "json::ser_secs", deserialize_with = "json::de_secs")]
     pub warmup: Duration,
     /// Echo request / stream chunk size.
@@ -68,7 +70,8 @@ pub struct Plan {
     pub pipeline: usize,
     /// Open-loop total rate, requests per second.
     pub rate: Option<f64>,
-    /// Verify responses.
+    /// `--verify`: every echoed byte, the greeting, or (HTTP) a 2xx status and the body
+    /// length are checked.
     pub verify: bool,
     /// Per-request timeout, and how long the end of the run waits for responses.
     #[serde(serialize_with = "json::ser_secs", deserialize_with = "json::de_secs")]
@@ -103,6 +106,19 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// What every connection's [`Session`](crate::client::Session) sends and checks.
+    pub fn client_spec(&self) -> Spec<'_> {
+        Spec {
+            protocol: self.protocol,
+            crr: self.mode == Mode::Crr,
+            size: self.size as u64,
+            verify: self.verify,
+            payloads: &self.payloads,
+            greeting: &self.greeting,
+            expect_status: self.expect_status.as_ref(),
+        }
+    }
+
     /// Open loop: nanoseconds between two requests of one connection.
     pub fn interval_ns(&self) -> Option<u64> {
         self.rate
@@ -111,27 +127,18 @@ impl Plan {
 }
 
 impl Args {
-    /// Checks the arguments and resolves the targets.
+    /// Checks the arguments and resolves the targets. The checks run in a fixed order, so
+    /// that of several mistakes the same one is always reported.
     pub fn into_plan(self) -> Result<Plan, String> {
         let targets: Vec<Target> = self
             .targets
             .iter()
             .map(|t| parse_target(t))
             .collect::<Result<_, _>>()?;
-        let has_url = targets.iter().any(Target::is_url);
         let sources = source::parse_pools(&self.sources)?;
         let addrs: Vec<SocketAddr> = targets.iter().map(|t| t.addr).collect();
         source::check(&sources, &addrs)?;
-        let protocol = match (self.protocol, has_url) {
-            (Some(p), true) if p != ProtocolKind::Http => {
-                return Err(format!(
-                    "URL targets speak HTTP: drop --protocol {p} or give the target as HOST:PORT"
-                ))
-            }
-            (Some(p), _) => p,
-            (None, true) => ProtocolKind::Http,
-            (None, false) => ProtocolKind::Echo,
-        };
+        let protocol = self.checked_protocol(&targets)?;
         if !(1..=MAX_CONNECTIONS).contains(&self.connections) {
             return Err(format!(
                 "--connections must be between 1 and {MAX_CONNECTIONS} (got {})",
@@ -143,62 +150,14 @@ impl Args {
             _ => Mode::Rr,
         });
         check_mode(protocol, mode)?;
-        let http_only = [
-            ("--path", self.path.is_some()),
-            ("--method", self.method.is_some()),
-            ("--header", !self.headers.is_empty()),
-            ("--body", self.body.is_some()),
-            ("--body-file", self.body_file.is_some()),
-            ("--expect-status", self.expect_status.is_some()),
-        ];
-        if protocol != ProtocolKind::Http {
-            if let Some((name, _)) = http_only.iter().find(|(_, given)| *given) {
-                return Err(format!(
-                    "{name} applies to HTTP only (this run speaks {protocol}; add --protocol http)"
-                ));
-            }
-        }
+        self.check_http_only(protocol)?;
         self.check_times()?;
-        if self.requests == Some(0) {
-            return Err("--requests must be at least 1".into());
-        }
-        if !(1..=MAX_SIZE).contains(&self.size) {
-            return Err(format!(
-                "--size must be between 1 byte and 1 GiB (got {})",
-                self.size
-            ));
-        }
-        let pipeline = self
-            .pipeline
-            .unwrap_or(if mode == Mode::Stream { 16 } else { 1 });
-        if !(1..=MAX_PIPELINE).contains(&pipeline) {
-            return Err(format!(
-                "--pipeline must be between 1 and {MAX_PIPELINE} (got {pipeline})"
-            ));
-        }
-        if mode == Mode::Crr && pipeline != 1 {
-            return Err("--pipeline does not apply to crr (one request per connection)".into());
-        }
-        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads = self
-            .threads
-            .unwrap_or(available.min(MAX_THREADS))
-            .min(self.connections);
-        if !(1..=MAX_THREADS).contains(&threads) {
-            return Err(format!("--threads must be between 1 and {MAX_THREADS}"));
-        }
+        self.check_sizes()?;
+        let pipeline = self.checked_pipeline(mode)?;
+        let threads = self.checked_threads()?;
         let pin = self.pin.clone().map(|l| l.0).unwrap_or_default();
         check_pin(&pin)?;
-
-        let (payloads, method, path, head_request) = match protocol {
-            ProtocolKind::Http => {
-                let (payloads, method, path) = self.http_requests(&targets, mode)?;
-                let head = method == "HEAD";
-                (payloads, Some(method), Some(path), head)
-            }
-            ProtocolKind::Hello => (vec![b"hello".to_vec(); targets.len()], None, None, false),
-            ProtocolKind::Echo => (vec![Vec::new(); targets.len()], None, None, false),
-        };
+        let requests = self.checked_requests(protocol, &targets, mode)?;
         let expect_status = match &self.expect_status {
             Some(s) => Some(parse_status_set(s)?),
             None if self.verify && protocol == ProtocolKind::Http => Some(StatusSet::success()),
@@ -206,7 +165,7 @@ impl Args {
         };
         // Each request in flight holds its bookkeeping, and for HTTP and hello its bytes
         // until written (echo bytes come from a shared table).
-        let per_request = payloads.iter().map(Vec::len).max().unwrap_or(0) as u64 + 64;
+        let per_request = requests.payloads.iter().map(Vec::len).max().unwrap_or(0) as u64 + 64;
         check_memory(per_request * pipeline as u64 * self.connections as u64)?;
         let start_at_unix_s = self
             .start_at
@@ -231,14 +190,125 @@ impl Args {
             verify: self.verify,
             timeout: self.timeout,
             max_error_rate: self.max_error_rate,
-            method,
-            path,
+            method: requests.method,
+            path: requests.path,
             expect_status,
-            payloads,
-            head_request,
+            payloads: requests.payloads,
+            head_request: requests.head,
             greeting: self.greeting.into_bytes(),
             start_at_unix_s,
             require_headroom: self.require_headroom,
+        })
+    }
+
+    /// `--protocol`, or HTTP for URL targets and echo otherwise; a URL with another
+    /// protocol is refused.
+    fn checked_protocol(&self, targets: &[Target]) -> Result<ProtocolKind, String> {
+        let has_url = targets.iter().any(Target::is_url);
+        match (self.protocol, has_url) {
+            (Some(p), true) if p != ProtocolKind::Http => Err(format!(
+                "URL targets speak HTTP: drop --protocol {p} or give the target as HOST:PORT"
+            )),
+            (Some(p), _) => Ok(p),
+            (None, true) => Ok(ProtocolKind::Http),
+            (None, false) => Ok(ProtocolKind::Echo),
+        }
+    }
+
+    /// The HTTP options are refused when the run does not speak HTTP.
+    fn check_http_only(&self, protocol: ProtocolKind) -> Result<(), String> {
+        let http_only = [
+            ("--path", self.path.is_some()),
+            ("--method", self.method.is_some()),
+            ("--header", !self.headers.is_empty()),
+            ("--body", self.body.is_some()),
+            ("--body-file", self.body_file.is_some()),
+            ("--expect-status", self.expect_status.is_some()),
+        ];
+        if protocol == ProtocolKind::Http {
+            return Ok(());
+        }
+        match http_only.iter().find(|(_, given)| *given) {
+            Some((name, _)) => Err(format!(
+                "{name} applies to HTTP only (this run speaks {protocol}; add --protocol http)"
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// `--requests` and `--size` within their bounds.
+    fn check_sizes(&self) -> Result<(), String> {
+        if self.requests == Some(0) {
+            return Err("--requests must be at least 1".into());
+        }
+        if !(1..=MAX_SIZE).contains(&self.size) {
+            return Err(format!(
+                "--size must be between 1 byte and 1 GiB (got {})",
+                self.size
+            ));
+        }
+        Ok(())
+    }
+
+    /// `--pipeline`, by default 16 in stream mode and 1 otherwise; crr takes only 1.
+    fn checked_pipeline(&self, mode: Mode) -> Result<usize, String> {
+        let pipeline = self
+            .pipeline
+            .unwrap_or(if mode == Mode::Stream { 16 } else { 1 });
+        if !(1..=MAX_PIPELINE).contains(&pipeline) {
+            return Err(format!(
+                "--pipeline must be between 1 and {MAX_PIPELINE} (got {pipeline})"
+            ));
+        }
+        if mode == Mode::Crr && pipeline != 1 {
+            return Err("--pipeline does not apply to crr (one request per connection)".into());
+        }
+        Ok(pipeline)
+    }
+
+    /// `--threads`, by default one per CPU; never more than there are connections.
+    fn checked_threads(&self) -> Result<usize, String> {
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads = self
+            .threads
+            .unwrap_or(available.min(MAX_THREADS))
+            .min(self.connections);
+        if !(1..=MAX_THREADS).contains(&threads) {
+            return Err(format!("--threads must be between 1 and {MAX_THREADS}"));
+        }
+        Ok(threads)
+    }
+
+    /// What each target is sent: HTTP requests, the hello message, or nothing fixed (echo
+    /// bytes come from the pattern table).
+    fn checked_requests(
+        &self,
+        protocol: ProtocolKind,
+        targets: &[Target],
+        mode: Mode,
+    ) -> Result<Requests, String> {
+        Ok(match protocol {
+            ProtocolKind::Http => {
+                let (payloads, method, path) = self.http_requests(targets, mode)?;
+                Requests {
+                    payloads,
+                    head: method == "HEAD",
+                    method: Some(method),
+                    path: Some(path),
+                }
+            }
+            ProtocolKind::Hello => Requests {
+                payloads: vec![b"hello".to_vec(); targets.len()],
+                method: None,
+                path: None,
+                head: false,
+            },
+            ProtocolKind::Echo => Requests {
+                payloads: vec![Vec::new(); targets.len()],
+                method: None,
+                path: None,
+                head: false,
+            },
         })
     }
 
@@ -328,6 +398,18 @@ impl Args {
             .to_string();
         Ok((payloads, method, path))
     }
+}
+
+/// The requests of a plan, as [`Args::into_plan`] builds them.
+struct Requests {
+    /// One per target, in target order ([`Plan::payloads`]).
+    payloads: Vec<Vec<u8>>,
+    /// HTTP only.
+    method: Option<String>,
+    /// HTTP only: the first target's.
+    path: Option<String>,
+    /// A `HEAD` request: responses carry no body.
+    head: bool,
 }
 
 /// Rejects the mode × protocol combinations that make no sense.

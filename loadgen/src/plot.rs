@@ -1,5 +1,6 @@
 //! SVG plots of a run: the latency percentile curve on a log "1/(1-p)" axis (as HdrHistogram's
 //! plotter draws it) and latency over time, one point per second of the measured window.
+//! `ringd-report` draws a comparison's curves, read from `.hgrm` files, on the same axes.
 
 use std::path::Path;
 
@@ -150,7 +151,7 @@ fn over_time_chart(
 }
 
 /// Draws the series legend in a white box at `pos`.
-fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
+pub fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
     chart: &mut ChartContext<'a, DB, CT>,
     pos: SeriesLabelPosition,
 ) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
@@ -166,120 +167,6 @@ fn legend<'a, DB: DrawingBackend + 'a, CT: plotters::coord::CoordTranslate>(
 fn trim(p: f64) -> String {
     let s = format!("{p:.3}");
     s.trim_end_matches('0').trim_end_matches('.').to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nines_axis() {
-        let mut h = crate::stats::histogram();
-        for v in 1..=1000 {
-            h.record(v * 1000).unwrap();
-        }
-        let pts = percentile_points(&h);
-        let at = |x: f64| pts.iter().find(|p| (p.0 - x).abs() < 1e-9).unwrap().1;
-        assert!((at(1.0) - 900.0).abs() < 2.0, "p90 {}", at(1.0));
-        assert!((at(2.0) - 990.0).abs() < 2.0, "p99 {}", at(2.0));
-        assert_eq!(trim(99.9), "99.9");
-        assert_eq!(trim(90.0), "90");
-    }
-}
-
-/// One bar of a grouped bar chart.
-#[derive(Debug, Clone)]
-pub struct Bar {
-    /// The group (scenario) on the x axis.
-    pub group: String,
-    /// The series (engine) within the group.
-    pub series: String,
-    /// Bar height.
-    pub value: f64,
-    /// Lower end of the range whisker.
-    pub min: f64,
-    /// Upper end of the range whisker.
-    pub max: f64,
-}
-
-/// A grouped bar chart with min..max whiskers, one colour per series.
-pub fn bar_chart(
-    path: &Path,
-    title: &str,
-    y_desc: &str,
-    series: &[String],
-    bars: &[Bar],
-) -> Result<(), String> {
-    let draw = || -> Result<(), Box<dyn std::error::Error>> {
-        let mut groups: Vec<String> = Vec::new();
-        for b in bars {
-            if !groups.contains(&b.group) {
-                groups.push(b.group.clone());
-            }
-        }
-        let width = 220 * groups.len().max(1) as u32 + 200;
-        let root = SVGBackend::new(path, (width.max(700), 480)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let ymax = bars.iter().map(|b| b.max.max(b.value)).fold(1e-9, f64::max) * 1.15;
-        let n = series.len().max(1) as f64;
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 20))
-            .margin(15)
-            .x_label_area_size(50)
-            .y_label_area_size(80)
-            .build_cartesian_2d(0f64..groups.len() as f64, 0f64..ymax)?;
-        let labels = groups.clone();
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(groups.len() * 2 + 1)
-            .x_label_formatter(&|x| {
-                let i = x.floor() as usize;
-                if (x - i as f64 - 0.5).abs() < 0.01 {
-                    labels.get(i).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            })
-            .y_desc(y_desc)
-            .y_label_formatter(&|v| {
-                if v.abs() >= 1000.0 {
-                    format!("{:.0}k", v / 1000.0)
-                } else {
-                    format!("{v:.1}")
-                }
-            })
-            .draw()?;
-        for (si, s) in series.iter().enumerate() {
-            let c = color(si);
-            let mine: Vec<(f64, &Bar)> = bars
-                .iter()
-                .filter(|b| &b.series == s)
-                .filter_map(|b| {
-                    groups
-                        .iter()
-                        .position(|g| g == &b.group)
-                        .map(|gi| (gi as f64, b))
-                })
-                .collect();
-            let x0 = |gi: f64| gi + 0.1 + 0.8 * si as f64 / n;
-            let w = 0.8 / n;
-            chart
-                .draw_series(mine.iter().map(|(gi, b)| {
-                    Rectangle::new([(x0(*gi), 0.0), (x0(*gi) + w * 0.9, b.value)], c.filled())
-                }))?
-                .label(s.as_str())
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 15, y + 5)], c.filled()));
-            chart.draw_series(mine.iter().map(|(gi, b)| {
-                let xm = x0(*gi) + w * 0.45;
-                PathElement::new(vec![(xm, b.min), (xm, b.max)], BLACK.stroke_width(2))
-            }))?;
-        }
-        legend(&mut chart, SeriesLabelPosition::UpperRight)?;
-        root.present()?;
-        Ok(())
-    };
-    draw().map_err(|e| e.to_string())
 }
 
 /// Percentile curves read from `.hgrm` files (values in µs), overlaid on one chart.
@@ -303,4 +190,23 @@ pub fn percentile_chart_svg(
     root.fill(&WHITE).map_err(|e| e.to_string())?;
     percentile_chart(&root, title, &curves).map_err(|e| e.to_string())?;
     root.present().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nines_axis() {
+        let mut h = crate::stats::histogram();
+        for v in 1..=1000 {
+            h.record(v * 1000).unwrap();
+        }
+        let pts = percentile_points(&h);
+        let at = |x: f64| pts.iter().find(|p| (p.0 - x).abs() < 1e-9).unwrap().1;
+        assert!((at(1.0) - 900.0).abs() < 2.0, "p90 {}", at(1.0));
+        assert!((at(2.0) - 990.0).abs() < 2.0, "p99 {}", at(2.0));
+        assert_eq!(trim(99.9), "99.9");
+        assert_eq!(trim(90.0), "90");
+    }
 }

@@ -8,42 +8,36 @@ use serde::{Deserialize, Serialize};
 use crate::args::Mode;
 use crate::hdr;
 use crate::headroom::ClientBound;
+use crate::human::percent;
 use crate::plan::Plan;
 use crate::run::RunResult;
-use crate::stats::ErrorKind;
+use crate::stats::{Counters, ErrorKind};
 
 mod table;
 
 /// JSON schema identifier; bump on incompatible changes.
 pub const SCHEMA: &str = "loadgen/1";
 
-/// Latency summary in nanoseconds.
+/// A latency histogram summed up, in nanoseconds. Percentiles and the maximum are the
+/// highest value the histogram cannot tell apart from them (3 significant digits), so they
+/// never read low; an empty histogram reads all zeros.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Latency {
-    /// Samples.
+    /// Values recorded: answered requests, and in a corrected latency the unanswered ones as
+    /// lower bounds.
     pub count: u64,
-    /// Minimum.
     pub min: u64,
-    /// Mean.
     pub mean: f64,
-    /// Standard deviation.
     pub stdev: f64,
-    /// Median.
     pub p50: u64,
-    /// 90th percentile.
     pub p90: u64,
-    /// 99th percentile.
     pub p99: u64,
-    /// 99.9th percentile.
     pub p99_9: u64,
-    /// 99.99th percentile.
     pub p99_99: u64,
-    /// Maximum.
     pub max: u64,
 }
 
 impl Latency {
-    /// Summarises a histogram.
     pub fn of(h: &Histogram<u64>) -> Self {
         let q = |q: f64| h.highest_equivalent(h.value_at_quantile(q));
         Latency {
@@ -78,15 +72,44 @@ pub struct RateReport {
     pub kept: bool,
 }
 
+impl RateReport {
+    /// An open-loop schedule at `target` requests/s that achieved `achieved`, with `sent`
+    /// requests written and `unsent` left due.
+    pub fn judge(target: f64, achieved: f64, sent: u64, unsent: u64) -> Self {
+        RateReport {
+            target,
+            achieved,
+            due: sent + unsent,
+            kept: achieved >= target * 0.99 && unsent == 0,
+        }
+    }
+}
+
 /// CPU time of a process over the measured window.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Cpu {
-    /// Process id (the server's), if another process.
+    /// Process id (the server's); null for loadgen itself.
     pub pid: Option<u32>,
     /// CPU seconds (user + system).
     pub cpu_s: f64,
-    /// CPU microseconds per measured request.
+    /// CPU microseconds per measured request (0 when nothing was measured).
     pub us_per_request: f64,
+}
+
+impl Cpu {
+    /// `cpu_s` seconds of process `pid`, spread over `requests` measured requests.
+    pub fn over(pid: Option<u32>, cpu_s: f64, requests: u64) -> Self {
+        let us_per_request = if requests > 0 {
+            cpu_s * 1e6 / requests as f64
+        } else {
+            0.0
+        };
+        Cpu {
+            pid,
+            cpu_s,
+            us_per_request,
+        }
+    }
 }
 
 /// What the run left unanswered when it ended. Each of these entered the corrected latency
@@ -110,20 +133,43 @@ pub struct StatusClasses {
     /// 1xx (only 101: other interim responses are skipped).
     #[serde(rename = "1xx")]
     pub informational: u64,
-    /// 2xx.
     #[serde(rename = "2xx")]
     pub success: u64,
-    /// 3xx.
     #[serde(rename = "3xx")]
     pub redirection: u64,
-    /// 4xx.
     #[serde(rename = "4xx")]
     pub client_error: u64,
-    /// 5xx.
     #[serde(rename = "5xx")]
     pub server_error: u64,
-    /// Anything else.
+    /// A status whose first digit is not 1 to 5.
     pub other: u64,
+}
+
+impl StatusClasses {
+    /// From counts indexed by the status's first digit, 0 holding anything outside 1-5
+    /// ([`Counters::status_classes`]).
+    pub fn of(classes: &[u64; 6]) -> Self {
+        StatusClasses {
+            informational: classes[1],
+            success: classes[2],
+            redirection: classes[3],
+            client_error: classes[4],
+            server_error: classes[5],
+            other: classes[0],
+        }
+    }
+
+    /// The counts as [`StatusClasses::of`] takes them.
+    pub fn counts(&self) -> [u64; 6] {
+        [
+            self.other,
+            self.informational,
+            self.success,
+            self.redirection,
+            self.client_error,
+            self.server_error,
+        ]
+    }
 }
 
 /// One second of the measured window.
@@ -149,7 +195,7 @@ pub const HISTOGRAM_ENCODING: &str = "hdrhistogram-v2-deflate-base64";
 /// The whole run's histograms (values in ns), so that reports can be merged exactly.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Histograms {
-    /// [`HISTOGRAM_ENCODING`].
+    /// [`HISTOGRAM_ENCODING`]; `loadgen merge` refuses any other.
     pub encoding: String,
     /// Corrected latency (`latency_ns`).
     pub latency_ns: String,
@@ -206,9 +252,9 @@ pub struct MergeInfo {
 /// Everything a run reports.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
-    /// Schema identifier.
+    /// [`SCHEMA`]; `loadgen merge` refuses any other.
     pub schema: String,
-    /// loadgen's version.
+    /// The version of the loadgen that wrote the report.
     pub version: String,
     /// The plan that ran.
     pub config: Plan,
@@ -236,9 +282,9 @@ pub struct Report {
     pub error_rate: f64,
     /// Completed requests per second.
     pub throughput_rps: f64,
-    /// MiB/s written.
+    /// Bytes written per second of the measured window, in MiB.
     pub throughput_out_mib_s: f64,
-    /// MiB/s read.
+    /// Bytes read per second of the measured window, in MiB.
     pub throughput_in_mib_s: f64,
     /// Connections opened per second (crr).
     pub connections_per_s: Option<f64>,
@@ -257,17 +303,17 @@ pub struct Report {
     pub latency_ns: Latency,
     /// Latency from the actual send time (service time) of answered requests.
     pub latency_uncorrected_ns: Latency,
-    /// Connect latency (crr).
+    /// crr: from starting a connect to the socket being connected; null otherwise.
     pub connect_latency_ns: Option<Latency>,
     /// Error events by kind.
     pub errors: serde_json::Map<String, serde_json::Value>,
     /// Bytes that did not match (echo --verify).
     pub mismatched_bytes: u64,
-    /// Open-loop schedule.
+    /// Open loop: the schedule asked for and whether it was kept; null in closed loop.
     pub rate: Option<RateReport>,
     /// Per second of the measured window.
     pub timeseries: Vec<Second>,
-    /// loadgen's own CPU.
+    /// loadgen's own CPU, all its threads, over the measured window.
     pub loadgen_cpu: Cpu,
     /// Whether loadgen itself was the limit (null in reports from before it was measured).
     #[serde(default)]
@@ -323,62 +369,19 @@ impl Report {
     pub fn new(r: &RunResult) -> Self {
         let c = &r.stats.counters;
         let secs = r.measured.as_secs_f64();
-        let requests = c.completed;
-        let per_req = |cpu: f64| {
-            if requests > 0 {
-                cpu * 1e6 / requests as f64
-            } else {
-                0.0
-            }
-        };
         let per_s = |n: f64| if secs > 0.0 { n / secs } else { 0.0 };
-        let throughput = per_s(requests as f64);
-        let mut errors = serde_json::Map::new();
-        for k in ErrorKind::ALL {
-            errors.insert(k.name().into(), c.errors_of(k).into());
-        }
+        let throughput = per_s(c.completed as f64);
         let http = r.plan.protocol == ringd_common::ProtocolKind::Http;
-        let ended = c.warmup_completed + c.completed + c.failed;
-        let error_rate = if ended > 0 {
-            c.failed as f64 / ended as f64
-        } else {
-            0.0
-        };
-        let status_codes = http.then(|| {
-            c.status_codes
-                .iter()
-                .enumerate()
-                .filter(|(_, &n)| n > 0)
-                .map(|(code, &n)| (code.to_string(), n.into()))
-                .collect()
-        });
-        let s = &c.status_classes;
-        let timeseries = r
-            .intervals
-            .iter()
-            .zip(&r.per_second)
-            .enumerate()
-            .map(|(i, (h, &(completed, errors)))| Second {
-                second: i as u64,
-                completed,
-                errors,
-                p50_ns: Some(quantile(h, 0.5)),
-                p99_ns: Some(quantile(h, 0.99)),
-            })
-            .collect();
         let crr = r.plan.mode == Mode::Crr;
-        let started_unix_s = r
-            .started
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
+        let started_unix_s = r.started.duration_since(std::time::UNIX_EPOCH);
         let mut report = Report {
             schema: SCHEMA.into(),
             version: env!("CARGO_PKG_VERSION").into(),
             config: r.plan.clone(),
-            started_unix_s: Some(started_unix_s),
+            started_unix_s: Some(started_unix_s.map_or(0.0, |d| d.as_secs_f64())),
             warmup_requests: c.warmup_completed,
             duration_s: secs,
-            requests,
+            requests: c.completed,
             sent: c.sent,
             failed: c.failed,
             unfinished: c.unfinished,
@@ -389,50 +392,30 @@ impl Report {
                 unsent: c.unsent,
                 unsent_oldest_ns: r.stats.oldest_unsent_ns,
             },
-            error_rate,
+            error_rate: error_rate(c.failed, c.warmup_completed + c.completed + c.failed),
             throughput_rps: throughput,
             throughput_out_mib_s: per_s(c.bytes_sent as f64) / (1 << 20) as f64,
             throughput_in_mib_s: per_s(c.bytes_received as f64) / (1 << 20) as f64,
-            connections_per_s: (r.plan.mode == Mode::Crr).then_some(throughput),
+            connections_per_s: crr.then_some(throughput),
             connects: c.connects,
             reconnects: c.reconnects,
             retried: c.retried,
-            status: http.then(|| StatusClasses {
-                informational: s[1],
-                success: s[2],
-                redirection: s[3],
-                client_error: s[4],
-                server_error: s[5],
-                other: s[0],
-            }),
-            status_codes,
+            status: http.then(|| StatusClasses::of(&c.status_classes)),
+            status_codes: http.then(|| status_codes(&c.status_codes)),
             latency_ns: Latency::of(&r.stats.latency),
             latency_uncorrected_ns: Latency::of(&r.stats.service),
-            connect_latency_ns: (r.plan.mode == Mode::Crr).then(|| Latency::of(&r.stats.connect)),
-            errors,
+            connect_latency_ns: crr.then(|| Latency::of(&r.stats.connect)),
+            errors: error_counts(c),
             mismatched_bytes: c.mismatched_bytes,
-            rate: r.plan.rate.map(|target| RateReport {
-                target,
-                achieved: throughput,
-                due: c.sent + c.unsent,
-                kept: throughput >= target * 0.99 && c.unsent == 0,
-            }),
-            timeseries,
-            loadgen_cpu: Cpu {
-                pid: None,
-                cpu_s: r.loadgen_cpu,
-                us_per_request: per_req(r.loadgen_cpu),
-            },
+            rate: (r.plan.rate).map(|t| RateReport::judge(t, throughput, c.sent, c.unsent)),
+            timeseries: timeseries(&r.intervals, &r.per_second),
+            loadgen_cpu: Cpu::over(None, r.loadgen_cpu, c.completed),
             client_bound: Some(ClientBound::judge(
                 &r.stats.busy,
                 r.plan.rate.map(|_| quantile(&r.stats.slip, 0.99)),
                 c.unsent,
             )),
-            server_cpu: r.server_cpu.map(|cpu| Cpu {
-                pid: r.server_pid,
-                cpu_s: cpu,
-                us_per_request: per_req(cpu),
-            }),
+            server_cpu: (r.server_cpu).map(|cpu| Cpu::over(r.server_pid, cpu, c.completed)),
             thread_errors: r.thread_errors.clone(),
             interrupted: r.interrupted,
             exit_code: 0,
@@ -505,61 +488,54 @@ impl Report {
     }
 }
 
+/// Failed requests over those that ended (answered or failed); 0 when none did.
+pub fn error_rate(failed: u64, ended: u64) -> f64 {
+    if ended > 0 {
+        failed as f64 / ended as f64
+    } else {
+        0.0
+    }
+}
+
+/// Every error kind by its JSON name, zeros included, in report order.
+fn error_counts(c: &Counters) -> serde_json::Map<String, serde_json::Value> {
+    ErrorKind::ALL
+        .into_iter()
+        .map(|k| (k.name().into(), c.errors_of(k).into()))
+        .collect()
+}
+
+/// The status codes that were seen, by code.
+fn status_codes(counts: &[u64]) -> serde_json::Map<String, serde_json::Value> {
+    counts
+        .iter()
+        .enumerate()
+        .filter(|(_, &n)| n > 0)
+        .map(|(code, &n)| (code.to_string(), n.into()))
+        .collect()
+}
+
+/// One [`Second`] per interval histogram, with its completions and error events.
+fn timeseries(intervals: &[Histogram<u64>], per_second: &[(u64, u64)]) -> Vec<Second> {
+    intervals
+        .iter()
+        .zip(per_second)
+        .enumerate()
+        .map(|(i, (h, &(completed, errors)))| Second {
+            second: i as u64,
+            completed,
+            errors,
+            p50_ns: Some(quantile(h, 0.5)),
+            p99_ns: Some(quantile(h, 0.99)),
+        })
+        .collect()
+}
+
 /// A quantile of a histogram, 0 when it is empty.
 fn quantile(h: &Histogram<u64>, q: f64) -> u64 {
     if h.is_empty() {
         0
     } else {
         h.highest_equivalent(h.value_at_quantile(q))
-    }
-}
-
-/// `1.5%`, `0.013%`, `0%`.
-pub fn percent(f: f64) -> String {
-    let p = f * 100.0;
-    if p == 0.0 {
-        "0%".into()
-    } else if p >= 1.0 {
-        format!("{p:.1}%")
-    } else {
-        format!("{p:.3}%")
-    }
-}
-
-/// A latency in the unit that fits: `850ns`, `105.5µs`, `12.34ms`, `1.50s`, up to an hour
-/// (`3600.00s`) in at most 8 characters.
-pub fn fmt_ns(ns: u64) -> String {
-    let v = ns as f64;
-    if ns < 1_000 {
-        format!("{ns}ns")
-    } else if ns < 1_000_000 {
-        format!("{:.1}µs", v / 1e3)
-    } else if ns < 1_000_000_000 {
-        format!("{:.2}ms", v / 1e6)
-    } else {
-        format!("{:.2}s", v / 1e9)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn latencies_read_in_the_unit_that_fits() {
-        assert_eq!(fmt_ns(850), "850ns");
-        assert_eq!(fmt_ns(105_500), "105.5µs");
-        assert_eq!(fmt_ns(999_949), "999.9µs");
-        assert_eq!(fmt_ns(12_345_678), "12.35ms");
-        assert_eq!(fmt_ns(1_500_000_000), "1.50s");
-        assert_eq!(fmt_ns(crate::stats::MAX_LATENCY_NS), "3600.00s");
-        assert!(fmt_ns(crate::stats::MAX_LATENCY_NS).chars().count() <= 8);
-    }
-
-    #[test]
-    fn percentages() {
-        assert_eq!(percent(0.0), "0%");
-        assert_eq!(percent(0.25), "25.0%");
-        assert_eq!(percent(0.00013), "0.013%");
     }
 }

@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
@@ -69,10 +70,45 @@ pub struct RunOptions {
 /// Runs `plan`. Fails only when the run cannot start (a target does not answer, the
 /// server pid cannot be read); once it has started, whatever happens is in the result.
 pub fn run(plan: Plan, opts: &RunOptions) -> anyhow::Result<RunResult> {
-    let server_pid = opts.server_pid;
+    preflight(&plan, opts)?;
+    let plan = Arc::new(plan);
+    let shared = Arc::new(shared_from_now(plan.clone()));
+    let (tx, rx) = mpsc::channel::<Interval>();
+    let handles = spawn_threads(&shared, tx)?;
+    let watch = Watch::new(opts, shared.start).until_threads_end(&shared, &rx);
+    let (loadgen_cpu, server_cpu) = watch.cpu_over_window();
+    let (stats, thread_errors) = join(handles);
+    let window_end = match shared.end {
+        Some(end) => end.min(stats.stopped_ns),
+        None if stats.last_completion_ns > 0 => stats.last_completion_ns,
+        None => stats.stopped_ns,
+    };
+    let warmup_end = shared.warmup_end;
+    let measured = Duration::from_nanos(window_end.saturating_sub(warmup_end));
+    let started = SystemTime::now() - Duration::from_nanos(now_ns().saturating_sub(warmup_end));
+    drop(shared);
+    let plan = Arc::try_unwrap(plan).unwrap_or_else(|p| (*p).clone());
+    Ok(RunResult {
+        plan,
+        stats,
+        measured,
+        intervals: watch.seconds.hists,
+        per_second: watch.seconds.counts,
+        started,
+        loadgen_cpu,
+        server_cpu,
+        server_pid: opts.server_pid,
+        thread_errors,
+        interrupted: watch.interrupted,
+    })
+}
+
+/// What must hold before anything starts: file descriptors for every connection, every
+/// target reachable, the server's CPU time readable; then waits for `--start-at`.
+fn preflight(plan: &Plan, opts: &RunOptions) -> anyhow::Result<()> {
     ensure_fd_limit(plan.connections).map_err(anyhow::Error::msg)?;
-    check_reachable(&plan)?;
-    if let Some(pid) = server_pid {
+    check_reachable(plan)?;
+    if let Some(pid) = opts.server_pid {
         pid_cpu_secs(pid).map_err(|e| {
             anyhow::anyhow!("--server-pid {pid}: cannot read /proc/{pid}/stat: {e}")
         })?;
@@ -80,24 +116,38 @@ pub fn run(plan: Plan, opts: &RunOptions) -> anyhow::Result<RunResult> {
     if let Some(at) = plan.start_at_unix_s {
         wait_until(at, opts)?;
     }
-    let plan = Arc::new(plan);
+    Ok(())
+}
+
+/// The run's clock starts now: warm-up, then the measured duration (none in count mode).
+fn shared_from_now(plan: Arc<Plan>) -> Shared {
     let start = now_ns();
     let warmup_end = start + plan.warmup.as_nanos() as u64;
     let end = plan
         .requests
         .is_none()
         .then(|| warmup_end + plan.duration.as_nanos() as u64);
-    let shared = Arc::new(Shared {
-        plan: plan.clone(),
+    Shared {
         start,
         warmup_end,
         end,
         stop: AtomicBool::new(false),
         abort: AtomicBool::new(false),
         progress: (0..plan.threads).map(|_| AtomicU64::new(0)).collect(),
-    });
-    let interval_ns = plan.interval_ns();
-    let (tx, rx) = mpsc::channel::<Interval>();
+        plan,
+    }
+}
+
+/// An event-loop thread; it ends with what it measured, and why it gave up if it did.
+type EventLoop = JoinHandle<(ThreadStats, Option<String>)>;
+
+/// Starts one event-loop thread per `--threads`, each with every n-th connection and its
+/// share of a `--requests` quota, pinned when `--pin` says so.
+fn spawn_threads(
+    shared: &Arc<Shared>,
+    tx: mpsc::Sender<Interval>,
+) -> std::io::Result<Vec<EventLoop>> {
+    let plan = &shared.plan;
     let mut handles = Vec::new();
     for index in 0..plan.threads {
         let conn_ids: Vec<u64> = (index..plan.connections)
@@ -112,7 +162,7 @@ pub fn run(plan: Plan, opts: &RunOptions) -> anyhow::Result<RunResult> {
             index,
             conn_ids,
             quota,
-            interval_ns,
+            interval_ns: plan.interval_ns(),
         };
         let shared = shared.clone();
         let tx = tx.clone();
@@ -129,62 +179,11 @@ pub fn run(plan: Plan, opts: &RunOptions) -> anyhow::Result<RunResult> {
                 })?,
         );
     }
-    drop(tx);
+    Ok(handles)
+}
 
-    let mut seconds = Seconds::default();
-    let mut cpu_at_warmup: Option<(f64, Option<f64>)> = None;
-    let mut cpu_at_end: Option<(f64, Option<f64>)> = None;
-    let mut progress = opts.progress.then(|| Progress::new(start));
-    let mut interrupted = false;
-    let cpu_now = || {
-        (
-            process_cpu_secs(),
-            server_pid.and_then(|p| pid_cpu_secs(p).ok()),
-        )
-    };
-    loop {
-        let now = now_ns();
-        if cpu_at_warmup.is_none() && now >= warmup_end {
-            cpu_at_warmup = Some(cpu_now());
-        }
-        if cpu_at_end.is_none() && end.is_some_and(|e| now >= e) {
-            cpu_at_end = Some(cpu_now());
-        }
-        let signals = opts
-            .interrupts
-            .as_ref()
-            .map_or(0, |n| n.load(Ordering::Relaxed));
-        if signals >= 1 && !interrupted {
-            interrupted = true;
-            shared.stop.store(true, Ordering::Relaxed);
-            if cpu_at_end.is_none() {
-                cpu_at_end = Some(cpu_now());
-            }
-        }
-        if signals >= 2 {
-            shared.abort.store(true, Ordering::Relaxed);
-        }
-        let wake = match (cpu_at_warmup, end) {
-            (None, _) => warmup_end,
-            (Some(_), Some(e)) if cpu_at_end.is_none() => e,
-            _ => now + MAIN_WAKE_NS,
-        };
-        let wait = Duration::from_nanos(wake.saturating_sub(now).clamp(1_000, MAIN_WAKE_NS));
-        match rx.recv_timeout(wait) {
-            Ok(iv) => seconds.add(iv),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => break,
-        }
-        if let Some(p) = progress.as_mut() {
-            p.show(&shared, &seconds.hists, warmup_end, end);
-        }
-    }
-    if progress.is_some() {
-        eprint!("\r\x1b[K");
-    }
-    let end_cpu = cpu_at_end.unwrap_or_else(cpu_now);
-    let (cpu0, server0) = cpu_at_warmup.unwrap_or(end_cpu);
-
+/// Every thread's stats merged, and why threads gave up (a panic included).
+fn join(handles: Vec<EventLoop>) -> (ThreadStats, Vec<String>) {
     let mut stats = ThreadStats::new();
     let mut thread_errors = Vec::new();
     for h in handles {
@@ -196,30 +195,100 @@ pub fn run(plan: Plan, opts: &RunOptions) -> anyhow::Result<RunResult> {
             Err(_) => thread_errors.push("an event-loop thread panicked".into()),
         }
     }
-    let window_end = match end {
-        Some(end) => end.min(stats.stopped_ns),
-        None if stats.last_completion_ns > 0 => stats.last_completion_ns,
-        None => stats.stopped_ns,
-    };
-    let measured = Duration::from_nanos(window_end.saturating_sub(warmup_end));
-    let started = SystemTime::now() - Duration::from_nanos(now_ns().saturating_sub(warmup_end));
-    let plan = Arc::try_unwrap(plan).unwrap_or_else(|p| (*p).clone());
-    Ok(RunResult {
-        plan,
-        stats,
-        measured,
-        intervals: seconds.hists,
-        per_second: seconds.counts,
-        started,
-        loadgen_cpu: end_cpu.0 - cpu0,
-        server_cpu: match (server0, end_cpu.1) {
+    (stats, thread_errors)
+}
+
+/// loadgen's CPU seconds, and the server's when it can be read.
+type CpuSample = (f64, Option<f64>);
+
+/// The main thread while the event loops run: it samples CPU time at the edges of the
+/// measured window, passes signals on as a stop, collects the threads' seconds and shows
+/// progress, until every thread has hung up its interval channel.
+#[derive(Debug)]
+struct Watch<'a> {
+    opts: &'a RunOptions,
+    seconds: Seconds,
+    cpu_at_warmup: Option<CpuSample>,
+    /// At the end of the duration or at the first signal, whichever came first.
+    cpu_at_end: Option<CpuSample>,
+    progress: Option<Progress>,
+    interrupted: bool,
+}
+
+impl<'a> Watch<'a> {
+    fn new(opts: &'a RunOptions, start: u64) -> Self {
+        Watch {
+            opts,
+            seconds: Seconds::default(),
+            cpu_at_warmup: None,
+            cpu_at_end: None,
+            progress: opts.progress.then(|| Progress::new(start)),
+            interrupted: false,
+        }
+    }
+
+    fn cpu_now(&self) -> CpuSample {
+        let server = self.opts.server_pid.and_then(|p| pid_cpu_secs(p).ok());
+        (process_cpu_secs(), server)
+    }
+
+    fn until_threads_end(mut self, shared: &Shared, rx: &mpsc::Receiver<Interval>) -> Self {
+        loop {
+            let now = now_ns();
+            if self.cpu_at_warmup.is_none() && now >= shared.warmup_end {
+                self.cpu_at_warmup = Some(self.cpu_now());
+            }
+            if self.cpu_at_end.is_none() && shared.end.is_some_and(|e| now >= e) {
+                self.cpu_at_end = Some(self.cpu_now());
+            }
+            self.pass_on_signals(shared);
+            let wake = match (self.cpu_at_warmup, shared.end) {
+                (None, _) => shared.warmup_end,
+                (Some(_), Some(e)) if self.cpu_at_end.is_none() => e,
+                _ => now + MAIN_WAKE_NS,
+            };
+            let wait = Duration::from_nanos(wake.saturating_sub(now).clamp(1_000, MAIN_WAKE_NS));
+            match rx.recv_timeout(wait) {
+                Ok(iv) => self.seconds.add(iv),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            if let Some(p) = self.progress.as_mut() {
+                p.show(shared, &self.seconds.hists);
+            }
+        }
+        if self.progress.is_some() {
+            eprint!("\r\x1b[K");
+        }
+        self
+    }
+
+    /// The first signal stops the run (and ends its CPU window), the second aborts it.
+    fn pass_on_signals(&mut self, shared: &Shared) {
+        let signals = (self.opts.interrupts.as_ref()).map_or(0, |n| n.load(Ordering::Relaxed));
+        if signals >= 1 && !self.interrupted {
+            self.interrupted = true;
+            shared.stop.store(true, Ordering::Relaxed);
+            if self.cpu_at_end.is_none() {
+                self.cpu_at_end = Some(self.cpu_now());
+            }
+        }
+        if signals >= 2 {
+            shared.abort.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// loadgen's and the server's CPU seconds over the measured window; a window never
+    /// reached counts as empty, one never closed ends now.
+    fn cpu_over_window(&self) -> CpuSample {
+        let end = self.cpu_at_end.unwrap_or_else(|| self.cpu_now());
+        let (loadgen0, server0) = self.cpu_at_warmup.unwrap_or(end);
+        let server = match (server0, end.1) {
             (Some(a), Some(b)) => Some(b - a),
             _ => None,
-        },
-        server_pid,
-        thread_errors,
-        interrupted,
-    })
+        };
+        (end.0 - loadgen0, server)
+    }
 }
 
 /// Sleeps until `at` (seconds since the Unix epoch), against the wall clock each time so
@@ -302,13 +371,8 @@ impl Progress {
         }
     }
 
-    fn show(
-        &mut self,
-        shared: &Shared,
-        hists: &[Histogram<u64>],
-        warmup_end: u64,
-        end: Option<u64>,
-    ) {
+    fn show(&mut self, shared: &Shared, hists: &[Histogram<u64>]) {
+        let (warmup_end, end) = (shared.warmup_end, shared.end);
         let now = now_ns();
         if now < self.next {
             return;
@@ -325,7 +389,7 @@ impl Progress {
             .iter()
             .rev()
             .find(|h| !h.is_empty())
-            .map(|h| crate::report::fmt_ns(h.value_at_quantile(0.99)))
+            .map(|h| crate::human::fmt_ns(h.value_at_quantile(0.99)))
             .unwrap_or_else(|| "-".into());
         let phase = if now < warmup_end {
             "warm-up"

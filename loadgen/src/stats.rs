@@ -1,6 +1,7 @@
 //! What each event-loop thread records: latency histograms (nanoseconds) and counters. Each
 //! thread owns its own; they are merged once at the end, and interval histograms are handed
-//! to the main thread once a second, so nothing is shared on the per-request path.
+//! to the main thread once a second, so nothing is shared on the per-request path. A
+//! [`Recorder`] is where a thread's outcomes go as they happen.
 
 use hdrhistogram::Histogram;
 
@@ -171,9 +172,8 @@ pub struct ThreadStats {
     pub latency: Histogram<u64>,
     /// Latency from the actual send time (differs from `latency` only in open loop).
     pub service: Histogram<u64>,
-    /// Connect latency (crr).
+    /// crr: from starting a connect to the socket being connected (measured window only).
     pub connect: Histogram<u64>,
-    /// Counters.
     pub counters: Counters,
     /// When this thread stopped sending new requests (ns; 0: never started).
     pub stopped_ns: u64,
@@ -192,7 +192,7 @@ pub struct ThreadStats {
 }
 
 impl ThreadStats {
-    /// Empty stats.
+    /// Nothing recorded yet: histograms of [`histogram`]'s bounds.
     pub fn new() -> Self {
         ThreadStats {
             latency: histogram(),
@@ -227,6 +227,99 @@ impl ThreadStats {
 impl Default for ThreadStats {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Where outcomes are recorded: the thread's stats and the current interval.
+#[derive(Debug)]
+pub struct Recorder {
+    /// Everything this thread measured.
+    pub stats: ThreadStats,
+    /// Corrected latency of the current interval.
+    pub interval: Histogram<u64>,
+    /// Measured completions in the current interval.
+    pub interval_completed: u64,
+    /// Error events in the current interval.
+    pub interval_errors: u64,
+    /// When the warm-up ends.
+    pub warmup_end: u64,
+    /// When a request last completed (dead-run detection).
+    pub last_success: u64,
+}
+
+impl Recorder {
+    /// Nothing recorded yet; the warm-up ends at `warmup_end`.
+    pub fn new(warmup_end: u64, now: u64) -> Self {
+        Recorder {
+            stats: ThreadStats::new(),
+            interval: histogram(),
+            interval_completed: 0,
+            interval_errors: 0,
+            warmup_end,
+            last_success: now,
+        }
+    }
+
+    /// Records one completed request, meant to be sent at `intended` and first sent at
+    /// `sent`: warm-up or measured by its intended time, its latency counted from it.
+    pub fn complete(&mut self, intended: u64, sent: u64, now: u64) {
+        self.last_success = now;
+        if intended < self.warmup_end {
+            self.stats.counters.warmup_completed += 1;
+            return;
+        }
+        self.stats.counters.completed += 1;
+        self.stats.last_completion_ns = now;
+        self.interval_completed += 1;
+        let latency = now.saturating_sub(intended).max(1);
+        self.stats.latency.saturating_record(latency);
+        self.stats
+            .service
+            .saturating_record(now.saturating_sub(sent).max(1));
+        self.stats
+            .slip
+            .saturating_record(sent.saturating_sub(intended));
+        self.interval.saturating_record(latency);
+    }
+
+    /// Bytes written; counted in the measured window only.
+    pub fn bytes_sent(&mut self, n: u64, now: u64) {
+        if now >= self.warmup_end {
+            self.stats.counters.bytes_sent += n;
+        }
+    }
+
+    /// Bytes read; counted in the measured window only.
+    pub fn bytes_received(&mut self, n: u64, now: u64) {
+        if now >= self.warmup_end {
+            self.stats.counters.bytes_received += n;
+        }
+    }
+
+    /// Counts one error event.
+    pub fn error(&mut self, kind: ErrorKind, now: u64) {
+        self.stats.counters.error(kind);
+        if now >= self.warmup_end {
+            self.interval_errors += 1;
+        }
+    }
+
+    /// A request answered, but the answer failed a check: failed, and an error event.
+    pub fn failed_check(&mut self, kind: ErrorKind, now: u64) {
+        self.last_success = now;
+        self.stats.counters.failed += 1;
+        self.error(kind, now);
+    }
+
+    /// Records a lower bound of the latency of a measured request that was never
+    /// answered (`count` of them, all at least `age` old).
+    pub fn unanswered(&mut self, age: u64, count: u64) {
+        if count == 0 {
+            return;
+        }
+        let age = age.max(1);
+        self.stats.latency.saturating_record_n(age, count);
+        self.interval.saturating_record_n(age, count);
     }
 }
 

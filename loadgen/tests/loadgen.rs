@@ -281,9 +281,6 @@ fn stream_is_verified_and_moves_bytes() {
 
 #[test]
 fn files_round_trip_through_hdrhistogram_readers() {
-    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
-    use hdrhistogram::serialization::Deserializer;
-
     let server = ringd(ProtocolKind::Echo);
     let dir = tempfile::tempdir().unwrap();
     let (json, hgrm, hlog, svg) = (
@@ -316,7 +313,25 @@ fn files_round_trip_through_hdrhistogram_readers() {
     let requests = report["requests"].as_u64().unwrap();
     assert!(requests > 0);
 
-    // The JSON matches the printed table.
+    assert_table_matches_json(&table, &report);
+    assert_hgrm_matches_json(&hgrm, &report);
+    let text = std::fs::read(&hlog).unwrap();
+    assert_hlog_holds_every_request(&text, requests);
+    assert_json_carries_the_histograms(&report, &text);
+
+    // The SVG is a real SVG with both charts.
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        svg.starts_with("<svg")
+            && svg.contains("Latency by percentile")
+            && svg.contains("over time")
+    );
+    server.shutdown().unwrap();
+}
+
+/// The JSON matches the printed table: requests, their rate and the p99.
+fn assert_table_matches_json(table: &str, report: &serde_json::Value) {
+    let requests = report["requests"].as_u64().unwrap();
     let line = table
         .lines()
         .find(|l| l.trim_start().starts_with("Requests"))
@@ -325,7 +340,7 @@ fn files_round_trip_through_hdrhistogram_readers() {
     assert_eq!(printed, requests);
     let rps = format!("{:.1} req/s", report["throughput_rps"].as_f64().unwrap());
     assert!(line.contains(&rps), "{line} vs {rps}");
-    let p99 = loadgen::report::fmt_ns(report["latency_ns"]["p99"].as_u64().unwrap());
+    let p99 = loadgen::human::fmt_ns(report["latency_ns"]["p99"].as_u64().unwrap());
     let lat = table
         .lines()
         .find(|l| l.trim_start().starts_with("request "))
@@ -334,9 +349,12 @@ fn files_round_trip_through_hdrhistogram_readers() {
         lat.split_whitespace().any(|f| f == p99),
         "{lat} lacks p99 {p99}"
     );
+}
 
-    // .hgrm: total count and median agree with the JSON.
-    let (rows, total) = loadgen::hdr::parse_hgrm(&std::fs::read_to_string(&hgrm).unwrap()).unwrap();
+/// `.hgrm`: total count and median agree with the JSON.
+fn assert_hgrm_matches_json(hgrm: &std::path::Path, report: &serde_json::Value) {
+    let requests = report["requests"].as_u64().unwrap();
+    let (rows, total) = loadgen::hdr::parse_hgrm(&std::fs::read_to_string(hgrm).unwrap()).unwrap();
     assert_eq!(total, requests);
     let median = rows.iter().find(|r| r.quantile >= 0.5).unwrap().value * 1e3;
     let p50 = report["latency_ns"]["p50"].as_u64().unwrap() as f64;
@@ -344,13 +362,17 @@ fn files_round_trip_through_hdrhistogram_readers() {
         (median - p50).abs() <= p50 * 0.01 + 1.0,
         "{median} vs {p50}"
     );
+}
 
-    // .hlog: every interval decodes; together they hold every measured request.
-    let text = std::fs::read(&hlog).unwrap();
+/// `.hlog`: every interval decodes; together they hold every measured request.
+fn assert_hlog_holds_every_request(text: &[u8], requests: u64) {
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    use hdrhistogram::serialization::Deserializer;
+
     let mut deserializer = Deserializer::new();
     let mut counted = 0;
     let mut intervals = 0;
-    for entry in IntervalLogIterator::new(&text) {
+    for entry in IntervalLogIterator::new(text) {
         if let LogEntry::Interval(h) = entry.unwrap() {
             let bytes = base64_decode(h.encoded_histogram());
             let hist: hdrhistogram::Histogram<u64> =
@@ -361,9 +383,15 @@ fn files_round_trip_through_hdrhistogram_readers() {
     }
     assert!(intervals >= 2, "{intervals} intervals");
     assert_eq!(counted, requests);
+}
 
-    // The JSON carries the whole histograms, encoded as .hlog lines are, and when its
-    // window started.
+/// The JSON carries the whole histograms, encoded as `.hlog` lines are, and when its
+/// window started.
+fn assert_json_carries_the_histograms(report: &serde_json::Value, hlog: &[u8]) {
+    use hdrhistogram::serialization::Deserializer;
+
+    let requests = report["requests"].as_u64().unwrap();
+    let mut deserializer = Deserializer::new();
     let h = &report["histograms"];
     assert_eq!(h["encoding"], "hdrhistogram-v2-deflate-base64");
     let bytes = base64_decode(h["latency_ns"].as_str().unwrap());
@@ -377,17 +405,8 @@ fn files_round_trip_through_hdrhistogram_readers() {
     assert!(h["latency_uncorrected_ns"].is_string());
     assert!(h["connect_latency_ns"].is_null());
     assert!(report["started_unix_s"].as_f64().unwrap() > 1e9);
-    let log = loadgen::hdr::read_hlog(&text).unwrap();
+    let log = loadgen::hdr::read_hlog(hlog).unwrap();
     assert_eq!(log.measured, report["duration_s"].as_f64());
-
-    // The SVG is a real SVG with both charts.
-    let svg = std::fs::read_to_string(&svg).unwrap();
-    assert!(
-        svg.starts_with("<svg")
-            && svg.contains("Latency by percentile")
-            && svg.contains("over time")
-    );
-    server.shutdown().unwrap();
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {

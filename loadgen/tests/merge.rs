@@ -111,10 +111,48 @@ fn merging_two_runs_sums_counts_and_gives_the_percentiles_of_the_union() {
         .unwrap();
     let sum = |k: &str| a[k].as_u64().unwrap() + b[k].as_u64().unwrap();
     assert_eq!(union.len(), sum("requests"));
+    let m_json = merged_reports_add_up(dir.path(), [&a_json, &b_json], &sum, &union);
+    let m = read_json(&m_json);
+    // Rates over the common window: a run's own window contains it.
+    let window = m["duration_s"].as_f64().unwrap();
+    assert!(window > 0.0 && window <= a["duration_s"].as_f64().unwrap() + 1e-9);
+    assert!(m["throughput_rps"].as_f64().unwrap() > 0.0);
+    merged_logs_give_the_same_union(dir.path(), [&a_log, &b_log], &union);
 
-    // From the JSON reports.
-    let (m_json, m_hgrm) = (dir.path().join("m.json"), dir.path().join("m.hgrm"));
-    let out = loadgen_bin(&[
+    // A merge merges again: merged with nothing else it is itself.
+    let again = dir.path().join("again.json");
+    merge_ok(&[
+        "merge",
+        "--json",
+        again.to_str().unwrap(),
+        m_json.to_str().unwrap(),
+    ]);
+    let again = read_json(&again);
+    assert_eq!(again["requests"], m["requests"]);
+    assert_eq!(again["latency_ns"], m["latency_ns"]);
+}
+
+/// Runs `loadgen ARGS`, which must succeed.
+fn merge_ok(args: &[&str]) -> std::process::Output {
+    let out = loadgen_bin(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Merges the JSON reports: every count is the sum of the runs' (`sum`), the latency that
+/// of `union`, in the JSON, the table and the .hgrm. Returns the merged JSON's path.
+fn merged_reports_add_up(
+    dir: &Path,
+    [a_json, b_json]: [&Path; 2],
+    sum: &dyn Fn(&str) -> u64,
+    union: &Histogram<u64>,
+) -> PathBuf {
+    let (m_json, m_hgrm) = (dir.join("m.json"), dir.join("m.hgrm"));
+    let out = merge_ok(&[
         "merge",
         "--json",
         m_json.to_str().unwrap(),
@@ -123,11 +161,6 @@ fn merging_two_runs_sums_counts_and_gives_the_percentiles_of_the_union() {
         a_json.to_str().unwrap(),
         b_json.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let m = read_json(&m_json);
     assert_eq!(m["schema"], "loadgen/1");
     for k in [
@@ -145,15 +178,11 @@ fn merging_two_runs_sums_counts_and_gives_the_percentiles_of_the_union() {
     assert_eq!(m["config"]["connections"], 8);
     assert_eq!(m["config"]["sources"], serde_json::json!(["127.0.0.2"]));
     assert_eq!(m["merged"]["runs"].as_array().unwrap().len(), 2);
-    assert_latency(&m, &union);
+    assert_latency(&m, union);
     assert_eq!(
-        decode(m["histograms"]["latency_ns"].as_str().unwrap()),
+        &decode(m["histograms"]["latency_ns"].as_str().unwrap()),
         union
     );
-    // Rates over the common window: a run's own window contains it.
-    let window = m["duration_s"].as_f64().unwrap();
-    assert!(window > 0.0 && window <= a["duration_s"].as_f64().unwrap() + 1e-9);
-    assert!(m["throughput_rps"].as_f64().unwrap() > 0.0);
     let table = String::from_utf8(out.stdout).unwrap();
     let requests_line = table.lines().find(|l| l.contains("Requests")).unwrap();
     assert_eq!(
@@ -163,13 +192,16 @@ fn merging_two_runs_sums_counts_and_gives_the_percentiles_of_the_union() {
     assert!(table.contains("merged 2 run(s)"), "{table}");
     let (_, total) = loadgen::hdr::parse_hgrm(&std::fs::read_to_string(&m_hgrm).unwrap()).unwrap();
     assert_eq!(total, union.len());
+    m_json
+}
 
-    // From the interval logs: the same values, so the same union.
-    let mut log_union = log_total(&a_log);
-    log_union.add(log_total(&b_log)).unwrap();
-    assert_eq!(log_union, union);
-    let (l_json, l_log) = (dir.path().join("l.json"), dir.path().join("l.hlog"));
-    let out = loadgen_bin(&[
+/// Merges the interval logs: the same values, so the same union, in the JSON and the log.
+fn merged_logs_give_the_same_union(dir: &Path, [a_log, b_log]: [&Path; 2], union: &Histogram<u64>) {
+    let mut log_union = log_total(a_log);
+    log_union.add(log_total(b_log)).unwrap();
+    assert_eq!(&log_union, union);
+    let (l_json, l_log) = (dir.join("l.json"), dir.join("l.hlog"));
+    merge_ok(&[
         "merge",
         "--json",
         l_json.to_str().unwrap(),
@@ -178,32 +210,10 @@ fn merging_two_runs_sums_counts_and_gives_the_percentiles_of_the_union() {
         a_log.to_str().unwrap(),
         b_log.to_str().unwrap(),
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let l = read_json(&l_json);
     assert_eq!(l["requests"].as_u64().unwrap(), union.len());
-    assert_latency(&l, &union);
-    assert_eq!(log_total(&l_log), union);
-
-    // A merge merges again: merged with nothing else it is itself.
-    let again = dir.path().join("again.json");
-    let out = loadgen_bin(&[
-        "merge",
-        "--json",
-        again.to_str().unwrap(),
-        m_json.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let again = read_json(&again);
-    assert_eq!(again["requests"], m["requests"]);
-    assert_eq!(again["latency_ns"], m["latency_ns"]);
+    assert_latency(&l, union);
+    assert_eq!(&log_total(&l_log), union);
 }
 
 #[test]

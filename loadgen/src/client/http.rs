@@ -125,7 +125,6 @@ pub fn is_token(s: &str) -> bool {
 /// One complete response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Response {
-    /// Status code.
     pub status: u16,
     /// Body bytes (after de-chunking).
     pub body_len: u64,

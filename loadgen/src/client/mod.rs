@@ -1,12 +1,15 @@
 //! The client halves of the protocols loadgen speaks: HTTP requests and response framing
-//! ([`http`]), and the echo stream's verification pattern ([`pattern`]). Pure code with no
-//! I/O, unit-tested on its own; the event loops in [`crate::worker`] drive it.
+//! ([`http`]), the echo stream's verification pattern ([`pattern`]), and one connection's
+//! client side built on them ([`session`]). Pure code with no I/O, unit-tested on its own;
+//! the event loops in [`crate::worker`] drive it.
 
 pub mod http;
 pub mod pattern;
+pub mod session;
 
 pub use http::{
     build_request, parse_header, parse_http_response, RequestError, RequestSpec, Response,
     ResponseReader,
 };
 pub use pattern::{fill_pattern, pattern_byte, pattern_mismatches, pattern_window};
+pub use session::{Next, Pending, Session, Spec};

@@ -18,7 +18,7 @@ use crate::report::{Histograms, Latency, MergeInfo, Second, SCHEMA};
 pub struct LogReport {
     /// Schema identifier (the fields are those of the same name in a run's report).
     pub schema: &'static str,
-    /// loadgen's version.
+    /// The version of the loadgen that merged the logs.
     pub version: &'static str,
     /// Start of the common window (seconds since the Unix epoch).
     pub started_unix_s: f64,

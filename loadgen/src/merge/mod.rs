@@ -13,8 +13,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use clap::Parser;
 
-use crate::app::check_writable;
 use crate::hdr;
+use crate::output::check_writable;
 use crate::report::EXIT_USAGE;
 
 pub mod input;

@@ -12,8 +12,8 @@ use crate::args::Mode;
 use crate::headroom::ClientBound;
 use crate::plan::Plan;
 use crate::report::{
-    Cpu, EndOfRun, Histograms, Latency, MergeInfo, MergedRun, RateReport, Report, Second,
-    StatusClasses, SCHEMA,
+    error_rate, Cpu, EndOfRun, Histograms, Latency, MergeInfo, MergedRun, RateReport, Report,
+    Second, StatusClasses, SCHEMA,
 };
 
 /// Merges the reports of `inputs` (all JSON) over the common window `(w0, w1)`.
@@ -22,29 +22,16 @@ pub fn merge(inputs: &[Input], (w0, w1): (f64, f64)) -> Result<Report, String> {
     same_plan(inputs)?;
     let window = w1 - w0;
     let config = merged_plan(&reports);
+    let hists = Summed::of(inputs)?;
     let sum = |f: fn(&Report) -> u64| reports.iter().map(|r| f(r)).sum::<u64>();
-    let requests = sum(|r| r.requests);
-    let warmup_requests = sum(|r| r.warmup_requests);
-    let failed = sum(|r| r.failed);
-    let (sent, unsent, unfinished) = (sum(|r| r.sent), sum(|r| r.unsent), sum(|r| r.unfinished));
-    let ended = warmup_requests + requests + failed;
+    let (requests, sent, unsent) = (sum(|r| r.requests), sum(|r| r.sent), sum(|r| r.unsent));
+    let (warmup_requests, failed) = (sum(|r| r.warmup_requests), sum(|r| r.failed));
     let completed: f64 = inputs
         .iter()
         .map(|i| window::completed_within(&i.span, w0, w1))
         .sum();
     let throughput = completed / window;
-    let latency =
-        sum_histograms(inputs.iter().map(|i| Some(&i.latency)))?.ok_or("no latency histogram")?;
-    let uncorrected = sum_histograms(inputs.iter().map(|i| i.uncorrected.as_ref()))?;
-    let connect = sum_histograms(inputs.iter().map(|i| i.connect.as_ref()))?;
     let loadgen_cpu: f64 = reports.iter().map(|r| r.loadgen_cpu.cpu_s).sum();
-    let per_request = |cpu: f64| {
-        if requests > 0 {
-            cpu * 1e6 / requests as f64
-        } else {
-            0.0
-        }
-    };
     let t0 = inputs.iter().map(|i| i.span.start).fold(f64::MAX, f64::min);
     let crr = config.mode == Mode::Crr;
     let mut report = Report {
@@ -56,19 +43,10 @@ pub fn merge(inputs: &[Input], (w0, w1): (f64, f64)) -> Result<Report, String> {
         requests,
         sent,
         failed,
-        unfinished,
+        unfinished: sum(|r| r.unfinished),
         unsent,
-        end_of_run: EndOfRun {
-            unfinished,
-            unfinished_oldest_ns: max(&reports, |r| r.end_of_run.unfinished_oldest_ns),
-            unsent,
-            unsent_oldest_ns: max(&reports, |r| r.end_of_run.unsent_oldest_ns),
-        },
-        error_rate: if ended > 0 {
-            failed as f64 / ended as f64
-        } else {
-            0.0
-        },
+        end_of_run: end_of_run(&reports),
+        error_rate: error_rate(failed, warmup_requests + requests + failed),
         throughput_rps: throughput,
         throughput_out_mib_s: reports.iter().map(|r| r.throughput_out_mib_s).sum(),
         throughput_in_mib_s: reports.iter().map(|r| r.throughput_in_mib_s).sum(),
@@ -78,50 +56,81 @@ pub fn merge(inputs: &[Input], (w0, w1): (f64, f64)) -> Result<Report, String> {
         retried: sum(|r| r.retried),
         status: sum_status(&reports),
         status_codes: sum_maps(reports.iter().map(|r| r.status_codes.as_ref())),
-        latency_ns: Latency::of(&latency),
-        latency_uncorrected_ns: uncorrected
-            .as_ref()
-            .map_or_else(|| Latency::of(&latency), Latency::of),
-        connect_latency_ns: connect.as_ref().filter(|_| crr).map(Latency::of),
+        latency_ns: Latency::of(&hists.latency),
+        latency_uncorrected_ns: Latency::of(hists.uncorrected.as_ref().unwrap_or(&hists.latency)),
+        connect_latency_ns: hists.connect.as_ref().filter(|_| crr).map(Latency::of),
         errors: sum_maps(reports.iter().map(|r| Some(&r.errors))).unwrap_or_default(),
         mismatched_bytes: sum(|r| r.mismatched_bytes),
-        rate: config.rate.map(|target| RateReport {
-            target,
-            achieved: throughput,
-            due: sent + unsent,
-            kept: throughput >= target * 0.99 && unsent == 0,
-        }),
+        rate: (config.rate).map(|t| RateReport::judge(t, throughput, sent, unsent)),
         timeseries: timeseries(inputs.iter().map(|i| &i.span), t0),
-        loadgen_cpu: Cpu {
-            pid: None,
-            cpu_s: loadgen_cpu,
-            us_per_request: per_request(loadgen_cpu),
-        },
+        loadgen_cpu: Cpu::over(None, loadgen_cpu, requests),
         client_bound: ClientBound::combine(reports.iter().filter_map(|r| r.client_bound.as_ref())),
-        server_cpu: server_cpu(&reports).map(|(pid, cpu)| Cpu {
-            pid,
-            cpu_s: cpu,
-            us_per_request: per_request(cpu),
-        }),
-        thread_errors: inputs
-            .iter()
-            .flat_map(|i| {
-                let errors = i.report.as_ref().map(|r| r.thread_errors.clone());
-                errors
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(move |e| format!("{}: {e}", i.file))
-            })
-            .collect(),
+        server_cpu: server_cpu(&reports).map(|(pid, cpu)| Cpu::over(pid, cpu, requests)),
+        thread_errors: thread_errors(inputs),
         interrupted: reports.iter().any(|r| r.interrupted),
         exit_code: 0,
         exit_reason: None,
-        histograms: Histograms::encode(&latency, uncorrected.as_ref(), connect.as_ref()),
+        histograms: hists.encode(),
         merged: Some(merge_info(inputs, (w0, w1), t0)),
         config,
     };
     report.judge();
     Ok(report)
+}
+
+/// The runs' whole-run histograms, added exactly.
+struct Summed {
+    /// Corrected latency; every input has one.
+    latency: Histogram<u64>,
+    /// Service time, when any input carries it (interval logs do not).
+    uncorrected: Option<Histogram<u64>>,
+    /// Connect latency, when any input carries it.
+    connect: Option<Histogram<u64>>,
+}
+
+impl Summed {
+    fn of(inputs: &[Input]) -> Result<Self, String> {
+        let latency = sum_histograms(inputs.iter().map(|i| Some(&i.latency)))?
+            .ok_or("no latency histogram")?;
+        Ok(Summed {
+            latency,
+            uncorrected: sum_histograms(inputs.iter().map(|i| i.uncorrected.as_ref()))?,
+            connect: sum_histograms(inputs.iter().map(|i| i.connect.as_ref()))?,
+        })
+    }
+
+    fn encode(&self) -> Option<Histograms> {
+        Histograms::encode(
+            &self.latency,
+            self.uncorrected.as_ref(),
+            self.connect.as_ref(),
+        )
+    }
+}
+
+/// What every run left unanswered: counts summed, the oldest of each the oldest of all.
+fn end_of_run(reports: &[&Report]) -> EndOfRun {
+    let max = |f: fn(&EndOfRun) -> u64| reports.iter().map(|r| f(&r.end_of_run)).max();
+    EndOfRun {
+        unfinished: reports.iter().map(|r| r.unfinished).sum(),
+        unfinished_oldest_ns: max(|e| e.unfinished_oldest_ns).unwrap_or(0),
+        unsent: reports.iter().map(|r| r.unsent).sum(),
+        unsent_oldest_ns: max(|e| e.unsent_oldest_ns).unwrap_or(0),
+    }
+}
+
+/// Every run's thread errors, each prefixed with the file it came from.
+fn thread_errors(inputs: &[Input]) -> Vec<String> {
+    inputs
+        .iter()
+        .flat_map(|i| {
+            let errors = i.report.as_ref().map(|r| r.thread_errors.clone());
+            errors
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |e| format!("{}: {e}", i.file))
+        })
+        .collect()
 }
 
 /// The runs and the window, as the merged report states them.
@@ -253,29 +262,16 @@ fn sum_histograms<'a>(
     Ok(total)
 }
 
-fn max(reports: &[&Report], f: fn(&Report) -> u64) -> u64 {
-    reports.iter().map(|r| f(r)).max().unwrap_or(0)
-}
-
+/// HTTP status classes summed over the runs that have them; `None` if none does.
 fn sum_status(reports: &[&Report]) -> Option<StatusClasses> {
-    let mut total: Option<StatusClasses> = None;
+    let mut total: Option<[u64; 6]> = None;
     for s in reports.iter().filter_map(|r| r.status.as_ref()) {
-        let t = total.get_or_insert(StatusClasses {
-            informational: 0,
-            success: 0,
-            redirection: 0,
-            client_error: 0,
-            server_error: 0,
-            other: 0,
-        });
-        t.informational += s.informational;
-        t.success += s.success;
-        t.redirection += s.redirection;
-        t.client_error += s.client_error;
-        t.server_error += s.server_error;
-        t.other += s.other;
+        let t = total.get_or_insert([0; 6]);
+        for (a, b) in t.iter_mut().zip(s.counts()) {
+            *a += b;
+        }
     }
-    total
+    total.as_ref().map(StatusClasses::of)
 }
 
 /// Sums maps of counts key by key (keys in first-seen order); `None` if none is given.

@@ -21,7 +21,7 @@ pub struct Bucket {
 pub struct Span {
     /// Start of the measured window, seconds since the Unix epoch.
     pub start: f64,
-    /// Its end.
+    /// End of the measured window, on the same clock.
     pub end: f64,
     /// Its counts over time, in order.
     pub buckets: Vec<Bucket>,

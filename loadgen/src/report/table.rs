@@ -4,8 +4,9 @@
 
 use std::fmt::Write as _;
 
-use super::{fmt_ns, percent, Latency, MergeInfo, Report};
+use super::{Latency, MergeInfo, Report};
 use crate::args::Mode;
+use crate::human::{fmt_ns, percent};
 
 /// Width of one latency column.
 const COL: usize = 10;
@@ -42,8 +43,28 @@ impl Latency {
 impl Report {
     /// The table printed at the end of a run.
     pub fn table(&self) -> String {
-        let p = &self.config;
         let mut s = String::new();
+        self.heading(&mut s);
+        let _ = writeln!(s);
+        self.traffic(&mut s);
+        self.end_of_run_line(&mut s);
+        let _ = writeln!(s);
+        self.latency_rows(&mut s);
+        let _ = writeln!(s);
+        self.errors(&mut s);
+        self.cost(&mut s);
+        for e in &self.thread_errors {
+            let _ = writeln!(s, "  Warning     a thread stopped early: {e}");
+        }
+        if let Some(why) = &self.exit_reason {
+            let _ = writeln!(s, "  FAILED      {why}");
+        }
+        s
+    }
+
+    /// What ran, against what, for how long (and which runs, merged).
+    fn heading(&self, s: &mut String) {
+        let p = &self.config;
         let shape = match p.rate {
             Some(r) => format!("open loop at {r} req/s"),
             None => "closed loop".into(),
@@ -64,30 +85,32 @@ impl Report {
             p.pipeline,
             if p.verify { ", verified" } else { "" },
         );
+        let stopped = match self.interrupted {
+            true => " (stopped by a signal)",
+            false => "",
+        };
         let _ = writeln!(
             s,
-            "target {} | warm-up {:.2} s ({} requests), measured {:.2} s{}",
+            "target {} | warm-up {:.2} s ({} requests), measured {:.2} s{stopped}",
             p.target_names.join(", "),
             p.warmup.as_secs_f64(),
             self.warmup_requests,
             self.duration_s,
-            if self.interrupted {
-                " (stopped by a signal)"
-            } else {
-                ""
-            }
         );
         if let Some(m) = &self.merged {
             let _ = writeln!(s, "{}", m.describe());
         }
-        let _ = writeln!(s);
+    }
+
+    /// Requests, statuses, connections, bytes and the open-loop schedule.
+    fn traffic(&self, s: &mut String) {
         let _ = writeln!(
             s,
             "  Requests    {} ({:.1} req/s)   sent {}, failed {}, unfinished {}",
             self.requests, self.throughput_rps, self.sent, self.failed, self.unfinished
         );
-        self.status_line(&mut s);
-        if p.mode == Mode::Crr {
+        self.status_line(s);
+        if self.config.mode == Mode::Crr {
             let _ = writeln!(
                 s,
                 "  Connects    {:.1} connections/s",
@@ -106,45 +129,50 @@ impl Report {
             self.throughput_out_mib_s, self.throughput_in_mib_s
         );
         if let Some(r) = &self.rate {
+            let kept = match r.kept {
+                true => "",
+                false => "  (NOT KEPT: the server or loadgen could not keep up)",
+            };
             let _ = writeln!(
                 s,
-                "  Schedule    asked {:.1} req/s, achieved {:.1} req/s, {} fell due{}",
-                r.target,
-                r.achieved,
-                r.due,
-                if r.kept {
-                    ""
-                } else {
-                    "  (NOT KEPT: the server or loadgen could not keep up)"
-                }
+                "  Schedule    asked {:.1} req/s, achieved {:.1} req/s, {} fell due{kept}",
+                r.target, r.achieved, r.due,
             );
         }
+    }
+
+    /// What the end of the run left unanswered, if anything.
+    fn end_of_run_line(&self, s: &mut String) {
         let e = &self.end_of_run;
-        if e.unfinished > 0 || e.unsent > 0 {
-            let mut parts = Vec::new();
-            if e.unfinished > 0 {
-                parts.push(format!(
-                    "{} sent and unanswered (oldest {})",
-                    e.unfinished,
-                    fmt_ns(e.unfinished_oldest_ns)
-                ));
-            }
-            if e.unsent > 0 {
-                parts.push(format!(
-                    "{} due and never sent (oldest {})",
-                    e.unsent,
-                    fmt_ns(e.unsent_oldest_ns)
-                ));
-            }
+        let mut parts = Vec::new();
+        if e.unfinished > 0 {
+            parts.push(format!(
+                "{} sent and unanswered (oldest {})",
+                e.unfinished,
+                fmt_ns(e.unfinished_oldest_ns)
+            ));
+        }
+        if e.unsent > 0 {
+            parts.push(format!(
+                "{} due and never sent (oldest {})",
+                e.unsent,
+                fmt_ns(e.unsent_oldest_ns)
+            ));
+        }
+        if !parts.is_empty() {
             let _ = writeln!(
                 s,
                 "  At the end  {}: in the latency below with their age, as lower bounds",
                 parts.join(", ")
             );
         }
-        let _ = writeln!(s);
+    }
+
+    /// Corrected and uncorrected latency in open loop, request latency in closed loop, and
+    /// connect latency in crr.
+    fn latency_rows(&self, s: &mut String) {
         let _ = writeln!(s, "{}", Latency::header());
-        if p.rate.is_some() {
+        if self.config.rate.is_some() {
             let _ = writeln!(s, "{}", self.latency_ns.row("corrected"));
             let _ = writeln!(s, "{}", self.latency_uncorrected_ns.row("uncorrected"));
         } else {
@@ -153,29 +181,33 @@ impl Report {
         if let Some(c) = &self.connect_latency_ns {
             let _ = writeln!(s, "{}", c.row("connect"));
         }
-        let _ = writeln!(s);
+    }
+
+    /// Error events by kind (the ones that happened) and mismatched bytes.
+    fn errors(&self, s: &mut String) {
         let errors: Vec<String> = self
             .errors
             .iter()
             .filter(|(_, v)| v.as_u64().unwrap_or(0) > 0)
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
-        let _ = writeln!(
-            s,
-            "  Errors      {}",
-            if errors.is_empty() {
-                "none".into()
-            } else {
-                format!(
-                    "{} (failed requests {} of those that ended)",
-                    errors.join(", "),
-                    percent(self.error_rate)
-                )
-            }
-        );
+        let line = if errors.is_empty() {
+            "none".into()
+        } else {
+            format!(
+                "{} (failed requests {} of those that ended)",
+                errors.join(", "),
+                percent(self.error_rate)
+            )
+        };
+        let _ = writeln!(s, "  Errors      {line}");
         if self.mismatched_bytes > 0 {
             let _ = writeln!(s, "  Mismatched  {} bytes", self.mismatched_bytes);
         }
+    }
+
+    /// CPU of loadgen and the server, and how busy loadgen's threads were.
+    fn cost(&self, s: &mut String) {
         let mut cpu = format!(
             "loadgen {:.2} s ({:.2} µs/request)",
             self.loadgen_cpu.cpu_s, self.loadgen_cpu.us_per_request
@@ -201,13 +233,6 @@ impl Report {
                 let _ = writeln!(s, "  {line}");
             }
         }
-        for e in &self.thread_errors {
-            let _ = writeln!(s, "  Warning     a thread stopped early: {e}");
-        }
-        if let Some(why) = &self.exit_reason {
-            let _ = writeln!(s, "  FAILED      {why}");
-        }
-        s
     }
 
     /// HTTP: responses by status class, and the codes when there is more than one.

@@ -29,9 +29,8 @@ impl Worker<'_> {
                 // still unanswered, is reported as such with its age.
                 State::Open => {
                     !self.stopping
-                        && c.inflight
-                            .front()
-                            .is_some_and(|p| now.saturating_sub(p.sent) > timeout)
+                        && (c.session.oldest_sent())
+                            .is_some_and(|sent| now.saturating_sub(sent) > timeout)
                 }
                 State::Closed => false,
             };
@@ -39,7 +38,7 @@ impl Worker<'_> {
                 let e = io::Error::from(io::ErrorKind::TimedOut);
                 self.fail(k, ErrorKind::Timeout, &e, now);
             }
-            if self.conns[k].failures > 0 {
+            if self.conns[k].session.failing() {
                 failing += 1;
             }
         }
@@ -91,8 +90,7 @@ impl Worker<'_> {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for k in keys {
             let c = &self.conns[k];
-            let mut unanswered: Vec<u64> = Vec::with_capacity(c.outstanding());
-            unanswered.extend(c.inflight.iter().chain(c.retry.iter()).map(|p| p.intended));
+            let unanswered: Vec<u64> = c.session.unanswered().collect();
             let unsent = self.interval_ns.map(|iv| {
                 let (first, len) = (c.backlog.first, c.backlog.len);
                 let later = if c.next_due < self.schedule_end {

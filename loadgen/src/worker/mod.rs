@@ -3,9 +3,11 @@
 //! histograms and its counters; the only things it shares are stop flags it reads, a
 //! progress counter and interval histograms it publishes once per tick, not per request.
 //!
-//! Files: [`conn`] (a connection's state), `send` (connect, write, close, reopen),
-//! `responses` (read, frame, verify, record), `housekeeping` (timeouts, intervals, and the
-//! end-of-run accounting).
+//! What a connection sends and how its responses count is its [`Session`], which has no
+//! socket: this loop owns the sockets and the clock and drives it. Files: [`conn`] (a
+//! connection's socket, phase and schedule), `send` (connect, write, close, reopen),
+//! `responses` (read, and act on what the session says), `housekeeping` (timeouts,
+//! intervals, and the end-of-run accounting).
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -21,17 +23,18 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::args::Mode;
+use crate::client::{Session, Spec};
 use crate::clock::{now_ns, thread_busy_ns, Timer};
 use crate::plan::Plan;
 use crate::source;
-use crate::stats::{histogram, ErrorKind, ThreadStats};
+use crate::stats::{Recorder, ThreadStats};
 
 mod conn;
 mod housekeeping;
 mod responses;
 mod send;
 
-use conn::{Conn, Pending, State};
+use conn::{Conn, State};
 
 /// How often timeouts, progress and intervals are looked at. Reopening a closed connection
 /// waits for no tick: it has its own deadline in `Worker::reopening`.
@@ -63,7 +66,6 @@ pub struct Interval {
 /// What the run tells every thread.
 #[derive(Debug)]
 pub struct Shared {
-    /// The plan.
     pub plan: Arc<Plan>,
     /// When the run started (ns, CLOCK_MONOTONIC): the open-loop schedule starts here.
     pub start: u64,
@@ -82,7 +84,7 @@ pub struct Shared {
 /// One thread's share of the run.
 #[derive(Debug)]
 pub struct ThreadPlan {
-    /// Thread index.
+    /// 0-based, in spawn order: the thread's slot in [`Shared::progress`].
     pub index: usize,
     /// Global ids of this thread's connections (also their verification seeds).
     pub conn_ids: Vec<u64>,
@@ -112,6 +114,8 @@ pub fn run(
 struct Worker<'a> {
     shared: &'a Shared,
     plan: &'a Plan,
+    /// What every connection's session sends and checks, from `plan`.
+    spec: Spec<'a>,
     index: usize,
     quota: Option<u64>,
     interval_ns: Option<u64>,
@@ -158,7 +162,8 @@ impl<'a> Worker<'a> {
         let total = plan.connections as u64;
         for &id in &tp.conn_ids {
             let target = id as usize % plan.targets.len();
-            let mut c = Conn::new(id, target, plan.targets[target], plan.head_request, now);
+            let session = Session::new(id, target, plan.head_request);
+            let mut c = Conn::new(session, plan.targets[target], now);
             c.source = source::of_connection(&plan.sources, plan.targets.len(), id);
             // One schedule for the whole run, spread over one interval so connections do
             // not fire in lockstep: exactly rate × time requests fall due.
@@ -174,6 +179,7 @@ impl<'a> Worker<'a> {
         Ok(Worker {
             shared,
             plan,
+            spec: plan.client_spec(),
             index: tp.index,
             quota: tp.quota,
             interval_ns: tp.interval_ns,
@@ -184,14 +190,7 @@ impl<'a> Worker<'a> {
             reopening: BinaryHeap::new(),
             scratch: vec![0u8; SCRATCH],
             unread: Vec::new(),
-            rec: Recorder {
-                stats: ThreadStats::new(),
-                interval: histogram(),
-                interval_completed: 0,
-                interval_errors: 0,
-                warmup_end: shared.warmup_end,
-                last_success: now,
-            },
+            rec: Recorder::new(shared.warmup_end, now),
             interval_index: 0,
             intervals,
             measured_sent: 0,
@@ -204,20 +203,10 @@ impl<'a> Worker<'a> {
 
     fn run(&mut self) -> (ThreadStats, Option<String>) {
         let mut events = Events::with_capacity(1024);
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        if self.plan.mode != Mode::Crr {
-            for &k in &keys {
-                self.connect(k, now_ns());
-            }
-        } else if self.interval_ns.is_none() {
-            for &k in &keys {
-                self.start_transaction(k, now_ns(), None);
-            }
-        }
+        self.open_connections();
         let mut next_tick = now_ns() + TICK_NS;
         let mut drain_deadline = u64::MAX;
-        let mut gave_up = None;
-        loop {
+        let gave_up = loop {
             let now = now_ns();
             if self.busy_from.is_none() && now >= self.shared.warmup_end {
                 self.busy_from = Some((now, thread_busy_ns()));
@@ -235,68 +224,95 @@ impl<'a> Worker<'a> {
                     || now >= drain_deadline
                     || self.shared.abort.load(Ordering::Relaxed))
             {
-                break;
+                break None;
             }
-            let mut wait = next_tick.saturating_sub(now);
-            if let Some(end) = self.shared.end {
-                if !self.stopping {
-                    wait = wait.min(end.saturating_sub(now));
-                }
-            }
-            if let Some(&Reverse((at, _))) = self.due.peek() {
-                if !self.stopping {
-                    if let Err(e) = self.timer.arm_by(at) {
-                        gave_up = Some(format!("timer: {e}"));
-                        break;
-                    }
-                }
-            }
-            if let Some(&Reverse((at, _))) = self.reopening.peek() {
-                wait = wait.min(at.saturating_sub(now));
-            }
-            if !self.unread.is_empty() {
-                wait = 0;
-            }
+            let wait = match self.wait_ns(now, next_tick) {
+                Ok(wait) => wait,
+                Err(e) => break Some(format!("timer: {e}")),
+            };
             // Whole milliseconds, rounded up: the timerfd handles finer deadlines.
             let timeout = std::time::Duration::from_millis(wait.div_ceil(1_000_000));
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
-                    gave_up = Some(format!("poll: {e}"));
-                    break;
+                    break Some(format!("poll: {e}"));
                 }
             }
-            for ev in events.iter() {
-                if ev.token() == TIMER {
-                    self.timer.fired();
-                    continue;
-                }
-                let key = ev.token().0;
-                if !self.conns.contains(key) {
-                    continue;
-                }
-                if ev.is_writable() || ev.is_error() {
-                    self.on_writable(key);
-                }
-                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
-                    self.on_readable(key, ev.is_read_closed() || ev.is_error());
-                }
-            }
+            self.dispatch(&events);
             self.read_unread();
             let now = now_ns();
             self.reopen_due(now);
             if now >= next_tick {
                 next_tick = now + TICK_NS;
                 if let Err(e) = self.tick(now) {
-                    gave_up = Some(e);
-                    break;
+                    break Some(e);
                 }
             }
-        }
+        };
         if !self.stopping {
             self.begin_stop(now_ns());
         }
         self.finish();
         (std::mem::take(&mut self.rec.stats), gave_up)
+    }
+
+    /// Opens every connection at the start: rr and stream connect now; closed-loop crr
+    /// starts a transaction on each; open-loop crr waits for each one's schedule.
+    fn open_connections(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        if self.plan.mode != Mode::Crr {
+            for &k in &keys {
+                self.connect(k, now_ns());
+            }
+        } else if self.interval_ns.is_none() {
+            for &k in &keys {
+                self.start_transaction(k, now_ns(), None);
+            }
+        }
+    }
+
+    /// How long the loop may sleep (ns): until the next tick, the end of the run, a reopen
+    /// that falls due, or not at all when connections have bytes left unread. The next send
+    /// of the open-loop schedule arms the timerfd instead, to the nanosecond.
+    fn wait_ns(&mut self, now: u64, next_tick: u64) -> io::Result<u64> {
+        let mut wait = next_tick.saturating_sub(now);
+        if let Some(end) = self.shared.end {
+            if !self.stopping {
+                wait = wait.min(end.saturating_sub(now));
+            }
+        }
+        if let Some(&Reverse((at, _))) = self.due.peek() {
+            if !self.stopping {
+                self.timer.arm_by(at)?;
+            }
+        }
+        if let Some(&Reverse((at, _))) = self.reopening.peek() {
+            wait = wait.min(at.saturating_sub(now));
+        }
+        if !self.unread.is_empty() {
+            wait = 0;
+        }
+        Ok(wait)
+    }
+
+    /// Hands each readiness event to its connection (an error wakes both directions, so
+    /// that the write or the read sees it).
+    fn dispatch(&mut self, events: &Events) {
+        for ev in events.iter() {
+            if ev.token() == TIMER {
+                self.timer.fired();
+                continue;
+            }
+            let key = ev.token().0;
+            if !self.conns.contains(key) {
+                continue;
+            }
+            if ev.is_writable() || ev.is_error() {
+                self.on_writable(key);
+            }
+            if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                self.on_readable(key, ev.is_read_closed() || ev.is_error());
+            }
+        }
     }
 
     fn should_stop(&self, now: u64) -> bool {
@@ -335,7 +351,10 @@ impl<'a> Worker<'a> {
 
     /// Requests sent and not yet answered.
     fn outstanding(&self) -> usize {
-        self.conns.iter().map(|(_, c)| c.outstanding()).sum()
+        self.conns
+            .iter()
+            .map(|(_, c)| c.session.outstanding())
+            .sum()
     }
 
     /// Open loop: moves due send times into their connection's backlog and sends.
@@ -352,7 +371,7 @@ impl<'a> Worker<'a> {
             self.due.push(Reverse((at + iv, key)));
             if self.plan.mode == Mode::Crr {
                 let c = &mut self.conns[key];
-                if c.state == State::Closed && c.inflight.is_empty() && c.retry_at <= now {
+                if c.state == State::Closed && c.session.in_flight() == 0 && c.retry_at <= now {
                     let intended = c.backlog.pop(iv);
                     self.start_transaction(key, now, intended);
                 }
@@ -370,71 +389,5 @@ impl<'a> Worker<'a> {
             self.rec.stats.counters.sent_measured += 1;
             self.measured_sent += 1;
         }
-    }
-}
-
-/// Where outcomes are recorded: the thread's stats and the current interval.
-#[derive(Debug)]
-struct Recorder {
-    /// Everything this thread measured.
-    stats: ThreadStats,
-    /// Corrected latency of the current interval.
-    interval: Histogram<u64>,
-    /// Measured completions in the current interval.
-    interval_completed: u64,
-    /// Error events in the current interval.
-    interval_errors: u64,
-    /// When the warm-up ends.
-    warmup_end: u64,
-    /// When a request last completed (dead-run detection).
-    last_success: u64,
-}
-
-impl Recorder {
-    /// Records one completed request: warm-up or measured by when it was meant to be sent.
-    fn complete(&mut self, p: Pending, now: u64) {
-        self.last_success = now;
-        if p.intended < self.warmup_end {
-            self.stats.counters.warmup_completed += 1;
-            return;
-        }
-        self.stats.counters.completed += 1;
-        self.stats.last_completion_ns = now;
-        self.interval_completed += 1;
-        let latency = now.saturating_sub(p.intended).max(1);
-        self.stats.latency.saturating_record(latency);
-        self.stats
-            .service
-            .saturating_record(now.saturating_sub(p.sent).max(1));
-        self.stats
-            .slip
-            .saturating_record(p.sent.saturating_sub(p.intended));
-        self.interval.saturating_record(latency);
-    }
-
-    /// Counts one error event.
-    fn error(&mut self, kind: ErrorKind, now: u64) {
-        self.stats.counters.error(kind);
-        if now >= self.warmup_end {
-            self.interval_errors += 1;
-        }
-    }
-
-    /// A request answered, but the answer failed a check: failed, and an error event.
-    fn failed_check(&mut self, kind: ErrorKind, now: u64) {
-        self.last_success = now;
-        self.stats.counters.failed += 1;
-        self.error(kind, now);
-    }
-
-    /// Records a lower bound of the latency of a measured request that was never
-    /// answered (`count` of them, all at least `age` old).
-    fn unanswered(&mut self, age: u64, count: u64) {
-        if count == 0 {
-            return;
-        }
-        let age = age.max(1);
-        self.stats.latency.saturating_record_n(age, count);
-        self.interval.saturating_record_n(age, count);
     }
 }

@@ -7,10 +7,9 @@ use std::cmp::Reverse;
 use std::io::{self, Write};
 
 use mio::{Interest, Token};
-use ringd_common::ProtocolKind;
 
-use super::{Mode, Pending, State, Worker};
-use crate::client::pattern_window;
+use super::{Mode, State, Worker};
+use crate::client::Pending;
 use crate::source;
 use crate::stats::ErrorKind;
 
@@ -22,10 +21,10 @@ const MAX_BACKOFF_MS: u64 = 1000;
 impl Worker<'_> {
     /// Opens connection `key` (rr and stream).
     pub(super) fn connect(&mut self, key: usize, now: u64) {
-        let head_request = self.plan.head_request;
         let c = &mut self.conns[key];
         c.connect_started = now;
-        c.reset_stream(head_request);
+        c.session.reset();
+        c.write_reset = false;
         self.rec.stats.counters.connects += 1;
         if std::mem::take(&mut c.reopen) {
             self.rec.stats.counters.reconnects += 1;
@@ -62,11 +61,10 @@ impl Worker<'_> {
         }
         let intended = intended.unwrap_or(now);
         self.count_sent(intended);
-        self.conns[key].inflight.push_back(Pending {
-            intended,
-            sent: now,
-            end_offset: self.plan.size as u64,
-        });
+        let spec = self.spec;
+        self.conns[key]
+            .session
+            .begin_transaction(&spec, intended, now);
     }
 
     /// Queues as many requests as the pipeline allows (rr, stream) and writes them:
@@ -82,10 +80,10 @@ impl Worker<'_> {
             }
             _ => return,
         }
-        while self.conns[key].inflight.len() < plan.pipeline {
+        while self.conns[key].session.in_flight() < plan.pipeline {
             let no_new = self.stopping || self.quota_reached();
-            let retried = self.conns[key].retry.pop_front();
-            let mut p = match retried {
+            let retried = self.conns[key].session.take_retry();
+            let p = match retried {
                 Some(p) => p,
                 None => {
                     if no_new {
@@ -99,22 +97,11 @@ impl Worker<'_> {
                         None => now,
                     };
                     self.count_sent(intended);
-                    Pending {
-                        intended,
-                        sent: now,
-                        end_offset: 0,
-                    }
+                    Pending::new(intended, now)
                 }
             };
-            let c = &mut self.conns[key];
-            match plan.protocol {
-                ProtocolKind::Echo => {
-                    c.tx_queued += plan.size as u64;
-                    p.end_offset = c.tx_queued;
-                }
-                _ => c.out.extend_from_slice(&plan.payloads[c.target]),
-            }
-            c.inflight.push_back(p);
+            let spec = self.spec;
+            self.conns[key].session.queue(&spec, p);
         }
         self.flush(key, now);
     }
@@ -122,42 +109,22 @@ impl Worker<'_> {
     /// Writes pending output until done or the socket is full. Echo bytes are written
     /// straight from the pattern table; HTTP and hello from the request buffer.
     pub(super) fn flush(&mut self, key: usize, now: u64) {
-        let measured = now >= self.shared.warmup_end;
         let c = &mut self.conns[key];
         let Some(stream) = c.stream.as_mut() else {
             return;
         };
-        loop {
-            let from_out = c.out_pos < c.out.len();
-            let buf: &[u8] = if from_out {
-                &c.out[c.out_pos..]
-            } else if c.tx_written < c.tx_queued {
-                pattern_window(c.id, c.tx_written, c.tx_queued - c.tx_written)
-            } else {
-                break;
-            };
+        while let Some(buf) = c.session.transmit() {
             match stream.write(buf) {
                 Ok(0) => {
                     let e = io::Error::from(io::ErrorKind::WriteZero);
                     return self.fail(key, ErrorKind::Reset, &e, now);
                 }
-                Ok(n) => {
-                    if from_out {
-                        c.out_pos += n;
-                    } else {
-                        c.tx_written += n as u64;
-                    }
-                    if measured {
-                        self.rec.stats.counters.bytes_sent += n as u64;
-                    }
-                }
+                Ok(n) => c.session.written(n, now, &mut self.rec),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return self.on_write_error(key, &e, now),
             }
         }
-        c.out.clear();
-        c.out_pos = 0;
     }
 
     /// A write failed: the server ended the connection. What it sent before that is read
@@ -211,10 +178,7 @@ impl Worker<'_> {
                     .connect
                     .record(now.saturating_sub(c.connect_started).max(1));
             }
-            match self.plan.protocol {
-                ProtocolKind::Echo => c.tx_queued = self.plan.size as u64,
-                _ => c.out.extend_from_slice(&self.plan.payloads[c.target]),
-            }
+            c.session.connected(&self.spec);
         }
         self.flush(key, now);
     }
@@ -222,7 +186,6 @@ impl Worker<'_> {
     /// crr: closes the finished transaction and starts the next one.
     pub(super) fn end_transaction(&mut self, key: usize, now: u64) {
         self.close(key);
-        self.conns[key].failures = 0;
         if self.stopping || self.quota_reached() {
             // What is left in the backlog is reported as unsent at the end.
             return;
@@ -243,16 +206,13 @@ impl Worker<'_> {
         // epoll_ctl is spent on it: this is on every reconnect's path.
         drop(c.stream.take());
         c.state = State::Closed;
-        c.out.clear();
-        c.out_pos = 0;
-        c.rbuf.clear();
+        c.session.reset();
     }
 
     /// Counts an error, fails the connection's requests in flight and schedules the
     /// connection to reopen: at once after a failure on an open connection (a reset, a
     /// response cut short, a timeout), after a backoff when connects keep failing.
     pub(super) fn fail(&mut self, key: usize, kind: ErrorKind, err: &io::Error, now: u64) {
-        self.rec.error(kind, now);
         let c = &self.conns[key];
         self.last_error = Some(match c.source {
             Some(src) => format!("{src} to {}: {err}", c.addr),
@@ -261,9 +221,7 @@ impl Worker<'_> {
         let connecting = c.state != State::Open;
         self.close(key);
         let c = &mut self.conns[key];
-        self.rec.stats.counters.failed += c.inflight.len() as u64;
-        c.inflight.clear();
-        c.failures += 1;
+        c.session.fail(kind, now, &mut self.rec);
         if connecting {
             c.connect_failures += 1;
         }
@@ -310,10 +268,9 @@ impl Worker<'_> {
         }
         self.close(key);
         let c = &mut self.conns[key];
-        let retried = c.requeue_inflight();
+        c.session.requeue(&mut self.rec);
         c.reopen = true;
         c.retry_at = now;
-        self.rec.stats.counters.retried += retried;
         if self.has_work(key) {
             self.connect(key, now);
         }
@@ -323,7 +280,7 @@ impl Worker<'_> {
     /// ones — always in closed loop, due ones in open loop.
     pub(super) fn has_work(&self, key: usize) -> bool {
         let c = &self.conns[key];
-        !c.retry.is_empty()
+        c.session.has_retries()
             || (!self.stopping
                 && !self.quota_reached()
                 && (self.interval_ns.is_none() || c.backlog.len > 0))
