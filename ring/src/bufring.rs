@@ -31,11 +31,13 @@ pub struct BufRing {
     /// Buffers handed to the kernel and not yet completed, or completed and not yet returned.
     /// Equals `entries` exactly when every buffer is back in the ring.
     available: usize,
+    /// `lent[bid]`: a send the kernel has not completed reads buffer `bid`.
+    lent: Vec<bool>,
 }
 
 impl BufRing {
     /// Allocates `entries` buffers of `size` bytes and registers them as group `bgid`.
-    pub fn new(ring: &IoUring, bgid: u16, entries: u16, size: usize) -> io::Result<Self> {
+    pub(crate) fn new(ring: &IoUring, bgid: u16, entries: u16, size: usize) -> io::Result<Self> {
         if !entries.is_power_of_two() || entries > 32768 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -57,10 +59,11 @@ impl BufRing {
             bufs,
             tail: 0,
             available: 0,
+            lent: vec![false; entries as usize],
         };
         // SAFETY: the ring memory is page aligned, `entries` descriptors long, and lives until
-        // `Drop`, which runs only after the ring is unregistered (see `unregister`) or the
-        // io_uring instance that refers to it is gone (the engine drops the ring first).
+        // `Drop`, which runs only after the ring is unregistered (see `unregister`) with
+        // nothing in flight; the driver leaks it otherwise (see `Driver`'s `Drop`).
         unsafe {
             ring.submitter()
                 .register_buf_ring_with_flags(this.ring as u64, entries, bgid, 0)?;
@@ -98,7 +101,14 @@ impl BufRing {
     }
 
     /// Returns buffer `bid` to the ring (visible to the kernel after [`BufRing::publish`]).
+    ///
+    /// # Panics
+    /// If a send in flight still reads it: the kernel could receive into it mid-send.
     pub fn give(&mut self, bid: u16) {
+        assert!(
+            !self.lent[bid as usize],
+            "buffer {bid} given back while a send reads it"
+        );
         let idx = (self.tail & (self.entries - 1)) as usize;
         // SAFETY: `idx` < entries; the slot at the tail is not in use by the kernel (it only
         // reads slots between its head and our published tail).
@@ -122,7 +132,7 @@ impl BufRing {
     }
 
     /// Unregisters the group; the memory is freed when `self` drops.
-    pub fn unregister(&self, ring: &IoUring) -> io::Result<()> {
+    pub(crate) fn unregister(&self, ring: &IoUring) -> io::Result<()> {
         ring.submitter().unregister_buf_ring(self.bgid)
     }
 }
@@ -141,6 +151,16 @@ impl BufRing {
     /// Buffers in all.
     pub fn entries(&self) -> usize {
         self.entries as usize
+    }
+
+    /// A send reads buffer `bid` until its completion: it cannot be given back until then.
+    pub(crate) fn lend(&mut self, bid: u16) {
+        self.lent[bid as usize] = true;
+    }
+
+    /// The send that read buffer `bid` completed.
+    pub(crate) fn unlend(&mut self, bid: u16) {
+        self.lent[bid as usize] = false;
     }
 }
 

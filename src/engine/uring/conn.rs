@@ -8,6 +8,7 @@
 //! only once nothing else is in flight, so no operation outlives the socket or the buffers it
 //! uses.
 
+use super::sendq::Out;
 use super::sock::{Pool, SockOps, Submit};
 use crate::connection::{Connection, Input, Limits, Millis, Phase, WorkerStats};
 use crate::proxy::Side;
@@ -110,10 +111,10 @@ impl UConn {
         self.step(env);
     }
 
-    /// A send completion.
-    pub fn on_send<P: Pool>(&mut self, res: i32, env: &mut Env<P>) {
+    /// A send completion, with the bytes it was given.
+    pub fn on_send<P: Pool>(&mut self, res: i32, buf: Out, env: &mut Env<P>) {
         if res < 0 {
-            self.sock.send = super::sock::SendState::Idle;
+            self.sock.on_sent(0, buf, env.pool, &mut drop);
             if res != -libc::ECANCELED {
                 tracing::debug!("send failed: {}", std::io::Error::from_raw_os_error(-res));
             }
@@ -124,7 +125,8 @@ impl UConn {
         WorkerStats::add(&env.stats.bytes_out, sent as u64);
         self.conn.on_sent(env.now, sent, env.limits);
         let conn = &mut self.conn;
-        self.sock.on_sent(sent, env.pool, &mut |v| conn.recycle(v));
+        self.sock
+            .on_sent(sent, buf, env.pool, &mut |v| conn.recycle(v));
         self.step(env);
     }
 
@@ -199,8 +201,7 @@ impl UConn {
         // close sends it, right after the last byte. (IORING_OP_SHUTDOWN cannot complete
         // inline and goes through an io-wq thread: a wake-up and two context switches.)
         let lingers = self.conn.lingers();
-        self.sock
-            .start_send(SIDE, env.pool, closing && lingers, env.submit);
+        self.sock.start_send(SIDE, closing && lingers, env.submit);
         if self.conn.wants_fin() {
             if !lingers {
                 self.conn.on_fin(env.now, env.limits);
@@ -230,7 +231,6 @@ impl UConn {
             }
         }
         if self.teardown == Teardown::Cancelled && !self.busy() {
-            self.sock.clear(env.pool);
             env.submit.push(Submit::Close {
                 side: SIDE,
                 reset: self.conn.was_cut(),

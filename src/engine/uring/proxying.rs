@@ -4,12 +4,11 @@
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-use io_uring::{cqueue, opcode, types};
+use ringd_ring::{Completion, Sqe, Target};
 use socket2::{Domain, SockAddr, Socket, Type};
 use tracing::warn;
 
 use super::conn::Env;
-use super::fixed::Target;
 use super::op::{Op, Token};
 use super::pair::{UPair, Upstream};
 use super::sock::Submit;
@@ -34,9 +33,6 @@ macro_rules! upstream {
 pub(super) struct PairSlot {
     /// `fds[side]`: the sockets; each taken out when its close is submitted.
     pub fds: [Option<OwnedFd>; 2],
-    /// The upstream address of the connect in flight (the kernel reads it during the
-    /// operation; boxed so it stays put).
-    target: Option<Box<SockAddr>>,
     /// Its operations and state.
     pub up: UPair,
 }
@@ -68,7 +64,6 @@ impl Worker {
         };
         let key = self.pairs.insert(PairSlot {
             fds: [Some(fd), None],
-            target: None,
             up: UPair::new(relay, header),
         });
         let t = self.next_gen(key);
@@ -82,18 +77,20 @@ impl Worker {
     }
 
     /// A completion for a proxied connection.
-    pub(super) fn pair_completion(&mut self, op: Op, t: Token, res: i32, flags: u32) {
-        let side = t.side;
-        match op {
-            Op::Recv(_) => {
-                let (more, bid) = (cqueue::more(flags), cqueue::buffer_select(flags));
+    pub(super) fn pair_completion(&mut self, t: Token, c: Completion<Op>) {
+        let (side, res) = (t.side, c.result);
+        let (more, bid) = (c.more(), c.buffer_id());
+        match (c.op, c.buf) {
+            (Op::Recv(_), _) => {
                 self.with_pair(t, |p, env, up| p.on_recv(side, res, more, bid, env, up.ups));
             }
-            Op::Send(_) => self.with_pair(t, |p, env, up| p.on_send(side, res, env, up.ups)),
-            Op::Fin(_) => self.with_pair(t, |p, env, _| p.on_fin(side, res, env)),
-            Op::Cancel(_) => self.with_pair(t, |p, env, _| p.on_cancel(env)),
-            Op::Connect(_) => self.with_pair(t, |p, env, up| p.on_connect(res, env, up)),
-            _ => {}
+            (Op::Send(_), Some(buf)) => {
+                self.with_pair(t, |p, env, up| p.on_send(side, res, buf, env, up.ups))
+            }
+            (Op::Fin(_), _) => self.with_pair(t, |p, env, _| p.on_fin(side, res, env)),
+            (Op::Cancel(_), _) => self.with_pair(t, |p, env, _| p.on_cancel(env)),
+            (Op::Connect(_), _) => self.with_pair(t, |p, env, up| p.on_connect(res, env, up)),
+            (op, _) => warn!(?op, "a completion a proxied connection cannot have"),
         }
     }
 
@@ -133,45 +130,51 @@ impl Worker {
             &mut conn_env!(self),
             &mut upstream!(self, proxy),
         );
-        // A connect that cannot even start (no descriptor, no memory) fails this client
-        // alone: a local shortage says nothing of the upstream's health.
-        let mut i = 0;
-        while i < self.submits.len() {
-            if self.submits[i] != Submit::Connect {
-                i += 1;
-                continue;
-            }
-            let slot = &mut self.pairs[key];
-            let Some(u) = slot.up.upstream else { break };
-            let addr = proxy.upstreams.get(u).addr;
-            match upstream_socket(addr) {
-                Ok(sock) => {
-                    // The previous attempt's socket, if any, is closed here: nothing is in
-                    // flight on it any more.
-                    slot.fds[Side::Upstream.index()] = Some(sock);
-                    slot.target = Some(Box::new(SockAddr::from(addr)));
-                    i += 1;
-                }
-                Err(e) => {
-                    self.submits.remove(i);
-                    slot.up.upstream_socket = slot.fds[Side::Upstream.index()].is_some();
-                    slot.up.on_local_failure(&e, &mut conn_env!(self));
-                }
-            }
-        }
+        let connect_to = self.open_upstream(key);
         let slot = &self.pairs[key];
         if slot.up.socks.iter().any(|s| s.starved) && !was_starved {
             self.starved.push_back(Token::new(key, self.gens[key]));
         }
-        let fds = slot
+        self.push_pair_submits(key, connect_to);
+    }
+
+    /// Opens the upstream socket a [`Submit::Connect`] asks for; returns the address to
+    /// connect it to. A connect that cannot even start (no descriptor, no memory) fails this
+    /// client alone: a local shortage says nothing of the upstream's health.
+    fn open_upstream(&mut self, key: usize) -> Option<SocketAddr> {
+        let Service::Proxy(proxy) = &self.service else {
+            return None;
+        };
+        let i = self.submits.iter().position(|s| *s == Submit::Connect)?;
+        let slot = &mut self.pairs[key];
+        let u = slot.up.upstream?;
+        let addr = proxy.upstreams.get(u).addr;
+        match upstream_socket(addr) {
+            Ok(sock) => {
+                // The previous attempt's socket, if any, is closed here: nothing is in
+                // flight on it any more.
+                slot.fds[Side::Upstream.index()] = Some(sock);
+                Some(addr)
+            }
+            Err(e) => {
+                self.submits.remove(i);
+                slot.up.upstream_socket = slot.fds[Side::Upstream.index()].is_some();
+                slot.up.on_local_failure(&e, &mut conn_env!(self));
+                None
+            }
+        }
+    }
+
+    /// Pushes what the pair in slot `key` asked for.
+    fn push_pair_submits(&mut self, key: usize, connect_to: Option<SocketAddr>) {
+        let fds = self.pairs[key]
             .fds
             .each_ref()
             .map(|f| f.as_ref().map(AsRawFd::as_raw_fd));
-        let target = slot.target.as_ref().map(|t| (t.as_ptr(), t.len()));
         let token = Token::new(key, self.gens[key]);
         let mut closed_already = 0;
-        for i in 0..self.submits.len() {
-            let sub = self.submits[i];
+        let mut submits = std::mem::take(&mut self.submits);
+        for sub in submits.drain(..) {
             let side = match sub {
                 Submit::Recv { side: s, .. }
                 | Submit::Send { side: s, .. }
@@ -188,15 +191,15 @@ impl Worker {
                 (Submit::Close { .. }, None) => closed_already += 1,
                 (_, None) => {}
                 (Submit::Connect, Some(fd)) => {
-                    if let Some((ptr, len)) = target {
-                        let sqe = opcode::Connect::new(types::Fd(fd), ptr.cast(), len).build();
-                        self.push(sqe, Op::Connect(tok));
+                    if let Some(addr) = connect_to {
+                        let sqe = Sqe::connect(fd, SockAddr::from(addr), Op::Connect(tok));
+                        self.driver.push(sqe);
                     }
                 }
-                (sub, Some(fd)) => self.push_socket_op(sub, tok, Target::Raw(fd)),
+                (sub, Some(fd)) => self.push_socket_op(sub, tok, Target::Fd(fd)),
             }
         }
-        self.submits.clear();
+        self.submits = submits;
         for _ in 0..closed_already {
             self.pair_closed(token);
         }

@@ -112,7 +112,8 @@ fn run(seed: u64) -> (Sim, UPair) {
             Cqe::Send(side, res) => {
                 failed(side, res);
                 sim.peer(side).send_out = false;
-                pair.on_send(side, res, &mut conn_env!(), &ups);
+                let buf = sim.peer(side).returned.take().expect("the send's bytes");
+                pair.on_send(side, res, buf, &mut conn_env!(), &ups);
             }
             Cqe::Fin(side, res) => {
                 failed(side, res);
