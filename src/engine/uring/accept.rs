@@ -11,11 +11,17 @@
 use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 
+use std::io;
+
 use ringd_ring::{Descriptor, Sqe};
 use tracing::{debug, info};
 
+use super::conn::UConn;
 use super::op::Op;
+use super::session::{Session, SessionEvent};
 use super::{AcceptState, Worker};
+use crate::config::Service;
+use crate::connection::{Connection, WorkerStats};
 
 /// How many connections a listener with `backlog` can queue: the kernel caps it at
 /// `net.core.somaxconn`.
@@ -70,25 +76,81 @@ impl Worker {
         // other workers' instead, so connections go round.
         let direct = self.driver.files().direct;
         let multishot = !self.env.shared_listener;
-        let fd = self.listener.as_raw_fd();
+        let fd = self.acceptor.listener.as_raw_fd();
         self.driver
             .push(Sqe::accept(fd, direct, multishot, Op::Accept));
-        self.accept = AcceptState::Armed;
-        self.accept_direct = direct;
+        self.acceptor.state = AcceptState::Armed;
+        self.acceptor.direct = direct;
     }
 
     /// An accept completed with `res` (a descriptor, or a slot for a direct accept).
     pub(super) fn accepted(&mut self, res: i32) -> Descriptor {
-        let (sock, leave) = self.driver.accepted(res, self.accept_direct);
+        let (sock, leave) = self.driver.accepted(res, self.acceptor.direct);
         if leave {
             // The table is nearly full: the accept in flight is cancelled and re-armed for
             // ordinary descriptors, until half the table is free again.
             self.table_full();
-            if self.accept == AcceptState::Armed {
+            if self.acceptor.state == AcceptState::Armed {
                 self.cancel_accept();
             }
         }
         sock
+    }
+
+    pub(super) fn on_accept(&mut self, res: i32, more: bool) {
+        if !more {
+            self.acceptor.state = AcceptState::Off;
+        }
+        if res >= 0 {
+            self.acceptor.backoff.on_success();
+            let sock = self.accepted(res);
+            self.admit(sock);
+        } else if res == -libc::ENFILE && self.acceptor.direct {
+            self.table_full();
+        } else if self.stopping.is_none() && res != -libc::ECANCELED {
+            let err = io::Error::from_raw_os_error(-res);
+            if let Some(pause) = self.acceptor.backoff.on_error(&err, &self.env.stats) {
+                if self.acceptor.state == AcceptState::Armed {
+                    return;
+                }
+                self.driver
+                    .push(Sqe::timeout(pause, false, Op::AcceptRetry));
+                self.acceptor.state = AcceptState::Retrying;
+                return;
+            }
+        }
+        if self.acceptor.state == AcceptState::Off && self.stopping.is_none() {
+            self.arm_accept();
+        }
+    }
+
+    /// Starts serving an accepted connection (or, over `--max-connections`, telling it so):
+    /// the service decides which kind of session it becomes. A connection that raced the
+    /// drain is served too, draining from the start.
+    fn admit(&mut self, sock: Descriptor) {
+        // The loop's clock may be a turn old: a deadline counted from it would come early.
+        let now = self.time.clock.advance();
+        let (sock, spec) = match (sock, &self.serving.service) {
+            (Descriptor::Os(fd), Service::Proxy(_)) => return self.admit_pair(fd),
+            (Descriptor::Fixed(_), Service::Proxy(_)) => {
+                unreachable!("proxy mode never registers the descriptor table (see `run`)")
+            }
+            (sock, Service::Protocol(spec)) => (sock, spec),
+        };
+        let conn = if self.env.limit.try_admit() {
+            WorkerStats::inc(&self.env.stats.accepted);
+            Connection::new(spec, now)
+        } else {
+            WorkerStats::inc(&self.env.stats.rejected);
+            Connection::rejected(spec, now)
+        };
+        let t = self
+            .sessions
+            .insert(Session::Conn(Some(sock), UConn::new(conn)));
+        match self.stopping {
+            Some(_) => self.dispatch(t, SessionEvent::Drain),
+            None => self.dispatch(t, SessionEvent::Start),
+        }
     }
 
     /// Cancels the accept in flight (its completion re-arms it, as the table says).
@@ -114,7 +176,7 @@ impl Worker {
     /// half free (the accept is cancelled and re-armed).
     pub(super) fn maybe_back_to_direct(&mut self) {
         if self.driver.files().may_return()
-            && self.accept == AcceptState::Armed
+            && self.acceptor.state == AcceptState::Armed
             && self.stopping.is_none()
         {
             self.driver.files().direct = true;

@@ -68,6 +68,16 @@ impl UConn {
         }
     }
 
+    /// When the connection next needs [`UConn::on_time`].
+    pub fn poll_timeout(&self, limits: &Limits) -> Option<Millis> {
+        self.conn.poll_timeout(limits)
+    }
+
+    /// Why the connection ended.
+    pub fn close_reason(&self) -> crate::connection::CloseReason {
+        self.conn.close_reason()
+    }
+
     /// True while an operation other than the close is in flight.
     pub fn busy(&self) -> bool {
         self.sock.busy() || self.cancels > 0

@@ -14,20 +14,6 @@
 //! every way out (return, error, panic) cancels what is still in flight and reaps it before
 //! any of that memory is freed.
 
-/// What a connection's events need from the worker `$w`, borrowed field by field (so that a
-/// connection in the worker's table can be borrowed beside it).
-macro_rules! conn_env {
-    ($w:ident) => {
-        Env {
-            now: $w.clock.now(),
-            limits: &$w.limits,
-            pool: $w.driver.buffers(),
-            stats: &$w.env.stats,
-            submit: &mut $w.submits,
-        }
-    };
-}
-
 mod accept;
 mod conn;
 #[cfg(test)]
@@ -38,31 +24,27 @@ mod pair;
 mod probe;
 mod proxying;
 mod sendq;
+mod session;
 mod sock;
 mod submit;
 
-use std::collections::VecDeque;
 use std::io;
 use std::net::TcpListener;
 use std::sync::mpsc;
 use std::time::Duration;
 
 use io_uring::types;
-use ringd_ring::{Completion, Descriptor, Driver, Event, Setup, Sqe, Wait};
-use slab::Slab;
+use ringd_ring::{Driver, Event, Setup, Sqe, Wait};
 use tracing::{info, warn};
 
 use super::{EngineKind, WorkerCtx, WorkerEnv};
 use crate::config::Service;
-use crate::connection::{Clock, Connection, Limits, WorkerStats};
+use crate::connection::{Clock, Limits};
 use crate::engine::admission::AcceptBackoff;
 use crate::engine::control::Lifecycle;
 use crate::error::Error;
-use crate::proxy::Side;
-use conn::{Env, UConn};
-use op::{Op, Token};
-use proxying::PairSlot;
-use ringd_ring::BufRing;
+use op::Op;
+use session::{SessionEvent, Sessions};
 use sock::Submit;
 
 pub use probe::check as check_features;
@@ -82,15 +64,6 @@ const TICK_SPEC: types::Timespec = types::Timespec::new().nsec(100_000_000);
 const RESERVED_CONNS: usize = 65536;
 /// Buffer group id of the worker's receive buffers.
 const BGID: u16 = 0;
-
-/// A connection in the worker's table.
-#[derive(Debug)]
-struct Slot {
-    /// The socket; taken out when its close is submitted.
-    fd: Option<Descriptor>,
-    /// Its operations and state.
-    uc: UConn,
-}
 
 /// The multishot accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,7 +89,7 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
     let mut w = Worker::new(driver, listener, env, reserved);
     // A cut connection on a table slot is reset with IORING_OP_URING_CMD's setsockopt
     // (Linux 6.7); older kernels keep ordinary descriptors, which are reset directly.
-    if w.service.proxy().is_none()
+    if w.serving.service.proxy().is_none()
         && w.env.config.direct_descriptors
         && ringd_ring::setup::kernel_version() >= (6, 7)
     {
@@ -168,82 +141,101 @@ fn setup_driver(ctx: &WorkerCtx, ready: &mpsc::Sender<Result<(), Error>>) -> Opt
     Some(driver)
 }
 
-/// One worker: its ring, buffers and connections.
+/// One worker: its ring, its sessions, and the parts of its loop.
 struct Worker {
     /// The ring, its buffers and the memory of every operation in flight.
     driver: Driver<Op>,
-    /// Live connections by slot.
-    conns: Slab<Slot>,
-    /// Generation of each slot (how many connections used it).
-    gens: Vec<u32>,
-    /// Connections whose recv ran out of buffers, re-armed as buffers come back.
-    starved: VecDeque<Token>,
-    /// Proxied connections by slot (proxy mode uses these instead of `conns`).
-    pairs: Slab<PairSlot>,
-    /// What is done with each connection: a protocol (`conns`) or the proxy (`pairs`).
+    /// The sessions (connections and proxied pairs).
+    sessions: Sessions,
+    /// What is done with each connection, and the state that needs.
+    serving: Serving,
+    /// The accept on the worker's listener.
+    acceptor: Acceptor,
+    /// Time: the clock, the limits, the deadline sweep.
+    time: Time,
+    /// Buffers reused every turn.
+    scratch: Scratch,
+    /// Set once the server stops: how.
+    stopping: Option<Lifecycle>,
+    /// Configuration, counters, limit, lifecycle.
+    env: WorkerEnv,
+}
+
+/// What is done with each connection.
+#[derive(Debug)]
+struct Serving {
+    /// A protocol, or the proxy.
     service: Service,
     /// This worker's round-robin position over the upstreams.
     cursor: usize,
-    /// Sockets to close once this turn's other submissions are in: a close costs the kernel
-    /// more than a send, and nobody waits for it.
-    to_close: Vec<(usize, Side, bool)>,
-    /// Scratch: what a connection asked to submit.
-    submits: Vec<Submit>,
-    /// Scratch: connections whose deadline passed.
-    due: Vec<usize>,
-    /// Scratch: this turn's completions.
-    events: Vec<Event<Op>>,
-    /// The multishot accept.
-    accept: AcceptState,
+}
+
+/// The accept on the worker's listener.
+#[derive(Debug)]
+struct Acceptor {
+    /// The worker's listener.
+    listener: TcpListener,
+    /// The accept's state.
+    state: AcceptState,
     /// The accept in flight takes direct descriptors.
-    accept_direct: bool,
+    direct: bool,
     /// Accept error backoff.
     backoff: AcceptBackoff,
+}
+
+/// Time as the worker keeps it.
+#[derive(Debug)]
+struct Time {
     /// Timeouts and the output bound.
     limits: Limits,
     /// Coarse clock, advanced once per loop turn.
     clock: Clock,
     /// Next look at deadlines, on `clock`.
     next_sweep: u64,
-    /// Set once the server stops: how.
-    stopping: Option<Lifecycle>,
     /// Bound every wait by `TICK` (kernels without multishot timeouts).
     timed_wait: bool,
-    /// The worker's listener.
-    listener: TcpListener,
-    /// Configuration, counters, limit, lifecycle.
-    env: WorkerEnv,
+}
+
+/// Buffers reused every turn.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// What a session asked to submit.
+    submits: Vec<Submit>,
+    /// Sockets to close once this turn's other submissions are in (a close costs the
+    /// kernel more than a send, and nobody waits for it); `true`: with a reset.
+    to_close: Vec<(op::Token, bool)>,
+    /// Sessions whose deadline passed.
+    due: Vec<op::Token>,
+    /// This turn's completions.
+    events: Vec<Event<Op>>,
 }
 
 impl Worker {
     fn new(driver: Driver<Op>, listener: TcpListener, env: WorkerEnv, reserved: usize) -> Self {
-        // Address space for many connections up front: pages are touched (and count in RSS)
-        // only as connections arrive, and the table never reallocates and copies under load.
-        let (conns, pairs) = match env.config.service {
-            Service::Protocol(_) => (reserved, 0),
-            Service::Proxy(_) => (0, reserved),
-        };
         Worker {
-            limits: env.config.limits(),
-            clock: Clock::default(),
-            next_sweep: 0,
             driver,
-            conns: Slab::with_capacity(conns),
-            gens: Vec::new(),
-            starved: VecDeque::new(),
-            pairs: Slab::with_capacity(pairs),
-            service: env.config.service.clone(),
-            cursor: env.id,
-            to_close: Vec::new(),
-            submits: Vec::new(),
-            due: Vec::new(),
-            events: Vec::with_capacity(CQ_ENTRIES as usize),
-            accept: AcceptState::Off,
-            accept_direct: false,
-            backoff: AcceptBackoff::default(),
+            sessions: Sessions::with_capacity(reserved),
+            serving: Serving {
+                service: env.config.service.clone(),
+                cursor: env.id,
+            },
+            acceptor: Acceptor {
+                listener,
+                state: AcceptState::Off,
+                direct: false,
+                backoff: AcceptBackoff::default(),
+            },
+            time: Time {
+                limits: env.config.limits(),
+                clock: Clock::default(),
+                next_sweep: 0,
+                timed_wait: false,
+            },
+            scratch: Scratch {
+                events: Vec::with_capacity(CQ_ENTRIES as usize),
+                ..Scratch::default()
+            },
             stopping: None,
-            timed_wait: false,
-            listener,
             env,
         }
     }
@@ -254,17 +246,17 @@ impl Worker {
         self.driver.push(Sqe::timeout(TICK, true, Op::Tick));
         loop {
             self.wait()?;
-            let mut events = std::mem::take(&mut self.events);
+            let mut events = std::mem::take(&mut self.scratch.events);
             self.driver.complete(&mut events);
             for event in events.drain(..) {
                 self.handle(event);
             }
-            self.events = events;
+            self.scratch.events = events;
             self.feed_starved();
             self.push_closes();
-            let now = self.clock.advance();
-            if now >= self.next_sweep {
-                self.next_sweep = now + self.limits.tick().as_millis() as u64;
+            let now = self.time.clock.advance();
+            if now >= self.time.next_sweep {
+                self.time.next_sweep = now + self.time.limits.tick().as_millis() as u64;
                 self.sweep(now);
                 self.maybe_back_to_direct();
             }
@@ -275,9 +267,8 @@ impl Worker {
                 }
             }
             if self.stopping.is_some()
-                && self.conns.is_empty()
-                && self.pairs.is_empty()
-                && self.accept == AcceptState::Off
+                && self.sessions.len() == 0
+                && self.acceptor.state == AcceptState::Off
             {
                 return Ok(());
             }
@@ -287,7 +278,7 @@ impl Worker {
     /// Submits this turn's SQEs and waits for completions.
     fn wait(&mut self) -> io::Result<()> {
         let batch = &self.env.config.uring;
-        let wait = if self.timed_wait {
+        let wait = if self.time.timed_wait {
             Wait::Timed(&TICK_SPEC)
         } else if batch.wait_batch > 1 {
             // Wait for a batch of completions, but no longer than `min_wait` once one is
@@ -305,25 +296,6 @@ impl Worker {
         self.driver.submit_and_wait(wait)
     }
 
-    /// Submits the closes this turn's events asked for.
-    fn push_closes(&mut self) {
-        for (key, side, reset) in std::mem::take(&mut self.to_close) {
-            let sock = match self.service {
-                Service::Protocol(_) => self.conns.get_mut(key).and_then(|s| s.fd.take()),
-                Service::Proxy(_) => self
-                    .pairs
-                    .get_mut(key)
-                    .and_then(|s| s.fds[side.index()].take())
-                    .map(Descriptor::Os),
-            };
-            if let Some(sock) = sock {
-                let token = Token::new(key, self.gens[key]).on(side);
-                self.driver
-                    .close(sock, reset, Op::Linger(token), Op::Close(token));
-            }
-        }
-    }
-
     /// Wakes the loop when the lifecycle changes (a drain, a handover), instead of at the
     /// next heartbeat.
     fn arm_bell(&mut self) {
@@ -331,6 +303,8 @@ impl Worker {
         self.driver.push(Sqe::poll_in_multi(fd, Op::Bell));
     }
 
+    /// Handles one completion: the worker's own operations here, a session's by the
+    /// session.
     fn handle(&mut self, event: Event<Op>) {
         let c = match event {
             Event::Done(c) => c,
@@ -342,180 +316,43 @@ impl Worker {
         match c.op {
             Op::Accept => self.on_accept(res, more),
             Op::AcceptRetry => {
-                self.accept = AcceptState::Off;
+                self.acceptor.state = AcceptState::Off;
                 if self.stopping.is_none() {
                     self.arm_accept();
                 }
             }
             Op::AcceptCancel | Op::Linger(_) => {}
-            Op::Bell => {
-                // The lifecycle is looked at after this turn's completions.
-                self.env.drain.bell().clear();
-                if !more && self.stopping.is_none() && res >= 0 {
-                    self.arm_bell();
-                }
+            Op::Bell => self.on_bell(res, more),
+            Op::Tick => self.on_tick(res, more),
+            Op::Recv(t) => {
+                let bid = c.buffer_id();
+                self.dispatch(t, SessionEvent::Recv { res, more, bid })
             }
-            Op::Tick => {
-                if res == -libc::EINVAL {
-                    // Multishot timeouts need Linux 6.4: bound each wait instead.
-                    self.timed_wait = true;
-                } else if !more {
-                    self.driver.push(Sqe::timeout(TICK, true, Op::Tick));
-                }
-            }
-            Op::Recv(t) | Op::Send(t) | Op::Fin(t) | Op::Cancel(t) | Op::Connect(t) => {
-                match self.service {
-                    Service::Proxy(_) => self.pair_completion(t, c),
-                    Service::Protocol(_) => self.conn_completion(t, c),
-                }
-            }
-            Op::Close(t) if self.service.proxy().is_some() => self.pair_closed(t),
-            Op::Close(t) => {
-                let key = t.slot as usize;
-                if self.conns.contains(key) && self.gens[key] == t.gen {
-                    let slot = self.conns.remove(key);
-                    self.finished(slot.uc.conn.close_reason());
-                }
-            }
+            Op::Send(t) => match c.buf {
+                Some(buf) => self.dispatch(t, SessionEvent::Send(res, buf)),
+                None => warn!(?t, "a send completed without its bytes"),
+            },
+            Op::Fin(t) => self.dispatch(t, SessionEvent::Fin(res)),
+            Op::Cancel(t) => self.dispatch(t, SessionEvent::Cancel),
+            Op::Connect(t) => self.dispatch(t, SessionEvent::Connect(res)),
+            Op::Close(t) => self.closed(t),
         }
     }
 
-    /// A completion for a protocol connection.
-    fn conn_completion(&mut self, t: Token, c: Completion<Op>) {
-        let res = c.result;
-        let (more, bid) = (c.more(), c.buffer_id());
-        match (c.op, c.buf) {
-            (Op::Recv(_), _) => {
-                self.with_conn(t, |uc, env| uc.on_recv(res, more, bid, env));
-            }
-            (Op::Send(_), Some(buf)) => self.with_conn(t, |uc, env| uc.on_send(res, buf, env)),
-            (Op::Fin(_), _) => self.with_conn(t, |uc, env| uc.on_fin(res, env)),
-            (Op::Cancel(_), _) => self.with_conn(t, |uc, env| uc.on_cancel(env)),
-            (op, _) => warn!(?op, "a completion a protocol connection cannot have"),
+    fn on_bell(&mut self, res: i32, more: bool) {
+        // The lifecycle is looked at after this turn's completions.
+        self.env.drain.bell().clear();
+        if !more && self.stopping.is_none() && res >= 0 {
+            self.arm_bell();
         }
     }
 
-    /// Counts a connection that ended.
-    fn finished(&mut self, reason: crate::connection::CloseReason) {
-        self.env.stats.close(reason);
-        if reason.admitted() {
-            self.env.limit.release();
-        }
-    }
-
-    /// Hands an event to the connection `t` names and submits what it asks for.
-    fn with_conn(&mut self, t: Token, f: impl FnOnce(&mut UConn, &mut Env<BufRing>)) {
-        let key = t.slot as usize;
-        if !self.conns.contains(key) || self.gens[key] != t.gen {
-            warn!(?t, "completion for a connection that is gone");
-            return;
-        }
-        let slot = &mut self.conns[key];
-        let was_starved = slot.uc.sock.starved;
-        let mut env = conn_env!(self);
-        f(&mut slot.uc, &mut env);
-        if slot.uc.sock.starved && !was_starved {
-            self.starved.push_back(Token::new(key, self.gens[key]));
-        }
-        let token = Token::new(key, self.gens[key]);
-        let target = self.conns[key].fd.as_ref().map(Descriptor::target);
-        let mut submits = std::mem::take(&mut self.submits);
-        for sub in submits.drain(..) {
-            match (sub, target) {
-                (Submit::Close { reset, .. }, _) => self.to_close.push((key, Side::Client, reset)),
-                (sub, Some(target)) => self.push_socket_op(sub, token, target),
-                (_, None) => {}
-            }
-        }
-        self.submits = submits;
-    }
-
-    fn on_accept(&mut self, res: i32, more: bool) {
-        if !more {
-            self.accept = AcceptState::Off;
-        }
-        if res >= 0 {
-            self.backoff.on_success();
-            let sock = self.accepted(res);
-            self.admit(sock);
-        } else if res == -libc::ENFILE && self.accept_direct {
-            self.table_full();
-        } else if self.stopping.is_none() && res != -libc::ECANCELED {
-            let err = io::Error::from_raw_os_error(-res);
-            if let Some(pause) = self.backoff.on_error(&err, &self.env.stats) {
-                if self.accept == AcceptState::Armed {
-                    return;
-                }
-                self.driver
-                    .push(Sqe::timeout(pause, false, Op::AcceptRetry));
-                self.accept = AcceptState::Retrying;
-                return;
-            }
-        }
-        if self.accept == AcceptState::Off && self.stopping.is_none() {
-            self.arm_accept();
-        }
-    }
-
-    /// Starts serving an accepted connection (or, over `--max-connections`, telling it so).
-    /// A connection that raced the drain is served too, draining from the start.
-    fn admit(&mut self, sock: Descriptor) {
-        // The loop's clock may be a turn old: a deadline counted from it would come early.
-        let now = self.clock.advance();
-        let (fd, spec) = match (sock, &self.service) {
-            (Descriptor::Os(fd), Service::Proxy(_)) => return self.admit_pair(fd),
-            (Descriptor::Fixed(_), Service::Proxy(_)) => {
-                unreachable!("proxy mode never registers the descriptor table (see `run`)")
-            }
-            (sock, Service::Protocol(spec)) => (sock, spec),
-        };
-        let conn = if self.env.limit.try_admit() {
-            WorkerStats::inc(&self.env.stats.accepted);
-            Connection::new(spec, now)
-        } else {
-            WorkerStats::inc(&self.env.stats.rejected);
-            Connection::rejected(spec, now)
-        };
-        let key = self.conns.insert(Slot {
-            fd: Some(fd),
-            uc: UConn::new(conn),
-        });
-        let t = self.next_gen(key);
-        match self.stopping {
-            Some(_) => self.with_conn(t, |uc, env| uc.on_drain(env)),
-            None => self.with_conn(t, |uc, env| uc.step(env)),
-        }
-    }
-
-    /// A new connection in slot `key`: the slot's next generation, and its token.
-    fn next_gen(&mut self, key: usize) -> Token {
-        if key >= self.gens.len() {
-            self.gens.resize(key + 1, 0);
-        }
-        self.gens[key] = self.gens[key].wrapping_add(1) & Token::GEN_MASK;
-        Token::new(key, self.gens[key])
-    }
-
-    /// Re-arms connections whose recv ran out of buffers, as buffers come back.
-    /// Oldest first, and no more connections than there are buffers to fill: re-arming one
-    /// takes no buffer yet, so waking every starved connection for one free buffer would
-    /// only starve them all again.
-    fn feed_starved(&mut self) {
-        for _ in 0..self.driver.buffers().available() {
-            let Some(t) = self.starved.pop_front() else {
-                return;
-            };
-            let key = t.slot as usize;
-            let current = self.gens.get(key) == Some(&t.gen);
-            match self.service {
-                Service::Proxy(_) if current && self.pairs.contains(key) => {
-                    self.with_pair(t, |p, env, _| p.on_buffers(env))
-                }
-                Service::Protocol(_) if current && self.conns.contains(key) => {
-                    self.with_conn(t, |uc, env| uc.on_buffers(env))
-                }
-                _ => {}
-            }
+    fn on_tick(&mut self, res: i32, more: bool) {
+        if res == -libc::EINVAL {
+            // Multishot timeouts need Linux 6.4: bound each wait instead.
+            self.time.timed_wait = true;
+        } else if !more {
+            self.driver.push(Sqe::timeout(TICK, true, Op::Tick));
         }
     }
 }

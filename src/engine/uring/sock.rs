@@ -93,6 +93,21 @@ pub enum Submit {
     CancelConnect,
 }
 
+impl Submit {
+    /// The socket it is for.
+    pub fn side(&self) -> Side {
+        match self {
+            Submit::Recv { side, .. }
+            | Submit::Send { side, .. }
+            | Submit::Fin(side)
+            | Submit::CancelRecv(side)
+            | Submit::CancelAll(side)
+            | Submit::Close { side, .. } => *side,
+            Submit::Connect | Submit::CancelConnect => Side::Upstream,
+        }
+    }
+}
+
 /// The multishot recv.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecvState {
