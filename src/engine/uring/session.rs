@@ -20,12 +20,24 @@ use crate::connection::{CloseReason, Limits, Millis};
 use crate::proxy::Side;
 
 /// A session and its sockets.
+// Boxing the connection would cost an allocation per connection and a pointer chase per
+// event on the hot path; the slot is the connection's either way.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub(super) enum Session {
     /// A protocol connection: its socket (taken out when its close is submitted).
     Conn(Option<Descriptor>, UConn),
-    /// A proxied pair: `[client, upstream]` sockets.
-    Pair([Option<Descriptor>; 2], UPair),
+    /// A proxied pair (boxed: a protocol connection's slot stays the size of its own).
+    Pair(Box<PairSession>),
+}
+
+/// A proxied pair and its sockets.
+#[derive(Debug)]
+pub(super) struct PairSession {
+    /// `[client, upstream]` sockets (each taken out when its close is submitted).
+    pub fds: [Option<Descriptor>; 2],
+    /// The pair.
+    pub up: UPair,
 }
 
 /// What happens to a session.
@@ -127,7 +139,7 @@ impl Session {
     fn target(&self, side: Side) -> Option<Target> {
         match self {
             Session::Conn(fd, _) => fd.as_ref().map(Descriptor::target),
-            Session::Pair(fds, _) => fds[side.index()].as_ref().map(Descriptor::target),
+            Session::Pair(p) => p.fds[side.index()].as_ref().map(Descriptor::target),
         }
     }
 
@@ -135,7 +147,7 @@ impl Session {
     fn take_socket(&mut self, side: Side) -> Option<Descriptor> {
         match self {
             Session::Conn(fd, _) => fd.take(),
-            Session::Pair(fds, _) => fds[side.index()].take(),
+            Session::Pair(p) => p.fds[side.index()].take(),
         }
     }
 
@@ -143,7 +155,7 @@ impl Session {
     fn starved(&self) -> bool {
         match self {
             Session::Conn(_, uc) => uc.sock.starved,
-            Session::Pair(_, p) => p.socks.iter().any(|s| s.starved),
+            Session::Pair(p) => p.up.socks.iter().any(|s| s.starved),
         }
     }
 
@@ -151,7 +163,7 @@ impl Session {
     pub fn poll_timeout(&self, limits: &Limits) -> Option<Millis> {
         match self {
             Session::Conn(_, uc) => uc.poll_timeout(limits),
-            Session::Pair(_, p) => p.relay.poll_timeout(limits),
+            Session::Pair(p) => p.up.relay.poll_timeout(limits),
         }
     }
 
@@ -159,7 +171,7 @@ impl Session {
     fn on_close(&mut self) -> bool {
         match self {
             Session::Conn(..) => true,
-            Session::Pair(_, p) => p.on_close(),
+            Session::Pair(p) => p.up.on_close(),
         }
     }
 
@@ -177,9 +189,9 @@ impl Session {
                 uc_event(uc, ev, env);
                 None
             }
-            (Session::Pair(fds, p), Some(up)) => {
-                pair_event(p, side, ev, env, up);
-                super::proxying::open_upstream(fds, p, env, up.ups)
+            (Session::Pair(p), Some(up)) => {
+                pair_event(&mut p.up, side, ev, env, up);
+                super::proxying::open_upstream(&mut p.fds, &mut p.up, env, up.ups)
             }
             (Session::Pair(..), None) => {
                 warn!("a proxied pair outside proxy mode");
@@ -298,11 +310,11 @@ impl Worker {
         }
         let reason = match self.sessions.remove(t) {
             Some(Session::Conn(_, uc)) => uc.close_reason(),
-            Some(Session::Pair(_, mut p)) => {
+            Some(Session::Pair(mut p)) => {
                 if let Some(proxy) = self.serving.service.proxy() {
-                    p.release(&proxy.upstreams);
+                    p.up.release(&proxy.upstreams);
                 }
-                p.relay.close_reason()
+                p.up.relay.close_reason()
             }
             None => return,
         };
