@@ -304,6 +304,58 @@ impl Sim {
 /// protocol may write past the output bound.
 const RESPONSE_SLACK: usize = 160;
 
+/// What a connection's events need from the simulation.
+fn env<'a>(sim: &'a mut Sim, subs: &'a mut Vec<Submit>) -> Env<'a, FakePool> {
+    Env {
+        now: sim.now,
+        limits: &sim.limits,
+        pool: &mut sim.pool,
+        stats: &sim.stats,
+        submit: subs,
+    }
+}
+
+/// Hands the completion `cqe` to the connection; returns what was sent when the FIN went out,
+/// if this was the FIN's completion.
+fn deliver(sim: &mut Sim, uc: &mut UConn, subs: &mut Vec<Submit>, cqe: Cqe) -> Option<usize> {
+    match cqe {
+        Cqe::Recv { res, more, bid } if res == -libc::EAGAIN => {
+            let _ = (more, bid);
+            uc.on_time(&mut env(sim, subs));
+        }
+        Cqe::Recv { res, more, bid } => uc.on_recv(res, more, bid, &mut env(sim, subs)),
+        Cqe::Send(res) => {
+            let buf = sim.returned.take().expect("the send's bytes");
+            uc.on_send(res, buf, &mut env(sim, subs))
+        }
+        Cqe::Fin(res) => {
+            let at = (res == 0).then_some(sim.sent.len());
+            uc.on_fin(res, &mut env(sim, subs));
+            return at;
+        }
+        Cqe::Cancel => uc.on_cancel(&mut env(sim, subs)),
+        Cqe::Close => sim.closed = true,
+    }
+    None
+}
+
+/// What the connection holds stays within its bound, give or take the last buffer a recv
+/// filled (echo's output is its input) or the last response the protocol wrote.
+fn check_bounds(seed: u64, kind: ProtocolKind, sim: &Sim, uc: &UConn) {
+    let bound = sim.limits.max_pending + sim.pool.size;
+    let out_bound = match kind {
+        ProtocolKind::Echo => bound,
+        _ => sim.limits.max_pending + RESPONSE_SLACK,
+    };
+    assert!(
+        uc.conn.queued() <= out_bound && uc.conn.pending_len() <= bound,
+        "seed {seed}: holds {} bytes of output and {} of input over a bound of {}",
+        uc.conn.queued(),
+        uc.conn.pending_len(),
+        sim.limits.max_pending
+    );
+}
+
 /// Runs one scenario; returns the bytes the server sent, whether its FIN went out, and the
 /// sent length when it did.
 fn run(seed: u64, kind: ProtocolKind, input: Vec<u8>) -> (Vec<u8>, bool, usize, Sim) {
@@ -350,40 +402,11 @@ fn run(seed: u64, kind: ProtocolKind, input: Vec<u8>) -> (Vec<u8>, bool, usize, 
             sim.take(&mut subs);
             continue;
         };
-        match cqe {
-            Cqe::Recv { res, more, bid } if res == -libc::EAGAIN => {
-                let _ = (more, bid);
-                uc.on_time(&mut conn_env!());
-            }
-            Cqe::Recv { res, more, bid } => uc.on_recv(res, more, bid, &mut conn_env!()),
-            Cqe::Send(res) => {
-                let buf = sim.returned.take().expect("the send's bytes");
-                uc.on_send(res, buf, &mut conn_env!())
-            }
-            Cqe::Fin(res) => {
-                if res == 0 {
-                    sent_at_fin = Some(sim.sent.len());
-                }
-                uc.on_fin(res, &mut conn_env!())
-            }
-            Cqe::Cancel => uc.on_cancel(&mut conn_env!()),
-            Cqe::Close => sim.closed = true,
+        if let Some(at) = deliver(&mut sim, &mut uc, &mut subs, cqe) {
+            sent_at_fin = Some(at);
         }
         sim.take(&mut subs);
-        // What the connection holds stays within its bound, give or take the last buffer a
-        // recv filled (echo's output is its input) or the last response the protocol wrote.
-        let bound = sim.limits.max_pending + sim.pool.size;
-        let out_bound = match kind {
-            ProtocolKind::Echo => bound,
-            _ => sim.limits.max_pending + RESPONSE_SLACK,
-        };
-        assert!(
-            uc.conn.queued() <= out_bound && uc.conn.pending_len() <= bound,
-            "seed {seed}: holds {} bytes of output and {} of input over a bound of {}",
-            uc.conn.queued(),
-            uc.conn.pending_len(),
-            sim.limits.max_pending
-        );
+        check_bounds(seed, kind, &sim, &uc);
     }
     assert!(
         sim.closed,

@@ -291,6 +291,33 @@ impl Sim {
         }
     }
 
+    fn complete_fin(&mut self, side: Side) -> Cqe {
+        let p = &mut self.peers[side.index()];
+        p.fin_live = false;
+        match p.reset {
+            true => Cqe::Fin(side, -libc::ENOTCONN),
+            false => {
+                p.fin_at = Some(p.got.len());
+                self.seen.first_fin.get_or_insert(side);
+                Cqe::Fin(side, 0)
+            }
+        }
+    }
+
+    fn complete_connect(&mut self) -> Cqe {
+        let res = match self.connect_live.take() {
+            Some(Outcome::Accepted) => {
+                self.accepted = true;
+                0
+            }
+            _ => {
+                self.seen.refused = true;
+                -libc::ECONNREFUSED
+            }
+        };
+        Cqe::Connect(res)
+    }
+
     /// One random thing the kernel or a peer does; `None` when only time can help.
     pub(super) fn event(&mut self) -> Option<Cqe> {
         #[derive(Clone, Copy)]
@@ -349,31 +376,8 @@ impl Sim {
             return Some(match options[self.rng.gen_range(0..options.len())] {
                 Ev::Recv(side) => self.recv(side),
                 Ev::Send(side) => self.complete_send(side),
-                Ev::Fin(side) => {
-                    let p = &mut self.peers[side.index()];
-                    p.fin_live = false;
-                    match p.reset {
-                        true => Cqe::Fin(side, -libc::ENOTCONN),
-                        false => {
-                            p.fin_at = Some(p.got.len());
-                            self.seen.first_fin.get_or_insert(side);
-                            Cqe::Fin(side, 0)
-                        }
-                    }
-                }
-                Ev::Connect => {
-                    let res = match self.connect_live.take() {
-                        Some(Outcome::Accepted) => {
-                            self.accepted = true;
-                            0
-                        }
-                        _ => {
-                            self.seen.refused = true;
-                            -libc::ECONNREFUSED
-                        }
-                    };
-                    Cqe::Connect(res)
-                }
+                Ev::Fin(side) => self.complete_fin(side),
+                Ev::Connect => self.complete_connect(),
                 Ev::Cancel => self.cancel(),
                 Ev::Late(i) => self.late.swap_remove(i),
                 Ev::Reset(side) => {
