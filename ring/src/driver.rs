@@ -237,8 +237,9 @@ impl<O: Operation> Driver<O> {
         let Driver {
             ring, bufs, held, ..
         } = self;
-        let mut sq = ring.submission();
-        for sqe in chain {
+        // Everything that can fail (a buffer lent that is not the user's) happens before the
+        // first entry is queued.
+        let entries = chain.map(|sqe| {
             debug_assert_eq!(sqe.op.encode() & DRIVER_BIT, 0, "{:?}", sqe.op);
             let user_data = match sqe.held {
                 None => sqe.op.encode(),
@@ -250,14 +251,17 @@ impl<O: Operation> Driver<O> {
                     DRIVER_BIT | held.insert((sqe.op, h)) as u64
                 }
             };
-            let entry = sqe.entry.user_data(user_data);
+            sqe.entry.user_data(user_data)
+        });
+        let mut sq = ring.submission();
+        for entry in &entries {
             // SAFETY: every `Sqe` is built in this crate from memory that outlives the
             // operation: memory it owns (now in `held` until the last completion: a Vec's
             // or a Box's heap block does not move when they do), provided buffers (freed
             // only in `Drop`, and a lent one cannot be given back), or statics. `Drop`
             // cancels and reaps whatever is in flight before freeing any of it, or leaks
             // it. Room was made above, so the push cannot fail.
-            let pushed = unsafe { sq.push(&entry) };
+            let pushed = unsafe { sq.push(entry) };
             debug_assert!(pushed.is_ok());
         }
         // Dropping the queue publishes its tail: the whole chain at once.

@@ -32,19 +32,29 @@ impl Descriptor {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct FileTable {
     /// Slots registered (0: no table).
-    pub size: u32,
+    pub(crate) size: u32,
     /// Slots holding a socket (or whose close is in flight).
-    pub used: u32,
+    pub(crate) used: u32,
     /// Accepts go into the table (false once it is nearly full, until its usable part is
     /// half free).
-    pub direct: bool,
+    pub(crate) direct: bool,
     /// Slots kept free: accepting leaves the table when no more than this many are left,
     /// because a direct accept that finds the table full loses its connection (the kernel
     /// closes it) and accepts already under way still take slots.
-    pub headroom: u32,
+    pub(crate) headroom: u32,
 }
 
 impl FileTable {
+    /// Slots registered (0: no table).
+    pub fn size(&self) -> u32 {
+        self.size
+    }
+
+    /// True while accepts go into the table.
+    pub fn direct(&self) -> bool {
+        self.direct
+    }
+
     /// A direct accept took a slot; true when accepting must leave the table now.
     pub(crate) fn took(&mut self) -> bool {
         self.used += 1;
@@ -54,6 +64,15 @@ impl FileTable {
     /// Accepting leaves the table (nearly full, or a direct accept failed with `ENFILE`).
     pub fn leave(&mut self) {
         self.direct = false;
+    }
+
+    /// Accepting goes back into the table, if [`FileTable::may_return`] says it may; true
+    /// when it did.
+    pub fn enter(&mut self) -> bool {
+        if self.may_return() {
+            self.direct = true;
+        }
+        self.direct
     }
 
     /// True when accepting may go back into the table: its usable part (what the headroom

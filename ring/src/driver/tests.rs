@@ -158,6 +158,10 @@ fn a_provided_buffer_cannot_be_recycled_while_a_send_reads_it() {
     assert_eq!(sent.result, 4);
     assert!(matches!(sent.buf, Some(SendBuf::Provided { bid: b2, .. }) if b2 == bid));
     d.buffers().give(bid);
+    let late = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        d.buffers().bytes(bid, 4).to_vec()
+    }));
+    assert!(late.is_err(), "a buffer back in the ring was read");
     let mut got = [0; 4];
     b.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"ping");

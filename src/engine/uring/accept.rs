@@ -74,7 +74,7 @@ impl Worker {
         // the first waiter: on a socket that several workers share it would take every
         // connection. A single accept re-armed after each completion queues up behind the
         // other workers' instead, so connections go round.
-        let direct = self.driver.files().direct;
+        let direct = self.driver.files().direct();
         let multishot = !self.env.shared_listener;
         let fd = self.acceptor.listener.as_raw_fd();
         self.driver
@@ -167,7 +167,7 @@ impl Worker {
             .fixed_fallbacks
             .fetch_add(1, Ordering::Relaxed);
         info!(
-            slots = self.driver.files().size,
+            slots = self.driver.files().size(),
             "the direct descriptor table is full: accepting ordinary descriptors for now"
         );
     }
@@ -178,8 +178,8 @@ impl Worker {
         if self.driver.files().may_return()
             && self.acceptor.state == AcceptState::Armed
             && self.stopping.is_none()
+            && self.driver.files().enter()
         {
-            self.driver.files().direct = true;
             self.cancel_accept();
         }
     }

@@ -241,7 +241,7 @@ impl Worker {
     /// Hands `ev` to the session `t` names and pushes what it asks for.
     pub(super) fn dispatch(&mut self, t: Token, ev: SessionEvent) {
         let Some(session) = self.sessions.get_mut(t) else {
-            return warn!(?t, ?ev, "an event for a session that is gone");
+            return warn!(?t, "an event for a session that is gone");
         };
         let was_starved = session.starved();
         let mut env = Env {
