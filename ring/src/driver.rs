@@ -233,7 +233,10 @@ impl<O: Operation> Driver<O> {
     /// is made first (submitting what is queued), and the queue's tail is published once,
     /// after the last, so neither a submit nor an SQPOLL thread can see part of the chain.
     pub fn push_chain<const N: usize>(&mut self, chain: [Sqe<O>; N]) {
-        self.make_room(N);
+        assert!(
+            N <= self.ring.params().sq_entries() as usize,
+            "chain too long"
+        );
         let Driver {
             ring, bufs, held, ..
         } = self;
@@ -253,39 +256,31 @@ impl<O: Operation> Driver<O> {
             };
             sqe.entry.user_data(user_data)
         });
-        let mut sq = ring.submission();
-        for entry in &entries {
-            // SAFETY: every `Sqe` is built in this crate from memory that outlives the
-            // operation: memory it owns (now in `held` until the last completion: a Vec's
-            // or a Box's heap block does not move when they do), provided buffers (freed
-            // only in `Drop`, and a lent one cannot be given back), or statics. `Drop`
-            // cancels and reaps whatever is in flight before freeing any of it, or leaks
-            // it. Room was made above, so the push cannot fail.
-            let pushed = unsafe { sq.push(entry) };
-            debug_assert!(pushed.is_ok());
-        }
-        // Dropping the queue publishes its tail: the whole chain at once.
-        drop(sq);
-        self.outstanding += N;
-    }
-
-    /// Submits until the submission queue has room for `n` entries.
-    fn make_room(&mut self, n: usize) {
-        assert!(
-            n <= self.ring.params().sq_entries() as usize,
-            "chain too long"
-        );
         loop {
-            let sq = self.ring.submission();
-            if sq.capacity() - sq.len() >= n {
-                return;
+            let mut sq = ring.submission();
+            if sq.capacity() - sq.len() < N {
+                drop(sq);
+                // A failed submit (EBUSY: completions to reap first) leaves the entries
+                // queued; the next try may find room.
+                if ring.submit().is_err() {
+                    std::thread::yield_now();
+                }
+                continue;
             }
+            for entry in &entries {
+                // SAFETY: every `Sqe` is built in this crate from memory that outlives the
+                // operation: memory it owns (now in `held` until the last completion: a
+                // Vec's or a Box's heap block does not move when they do), provided buffers
+                // (freed only in `Drop`, and a lent one cannot be given back), or statics.
+                // `Drop` cancels and reaps whatever is in flight before freeing any of it,
+                // or leaks it. There is room (checked above), so the push cannot fail.
+                let pushed = unsafe { sq.push(entry) };
+                debug_assert!(pushed.is_ok());
+            }
+            // Dropping the queue publishes its tail: the whole chain at once.
             drop(sq);
-            // A failed submit (EBUSY: completions to reap first) leaves the entries queued;
-            // reaping them does not need room, so the loop's next wait makes progress.
-            if self.ring.submit().is_err() {
-                std::thread::yield_now();
-            }
+            self.outstanding += N;
+            return;
         }
     }
 
@@ -399,10 +394,14 @@ impl<O: Operation> Driver<O> {
     }
 
     fn cancel_and_reap(&mut self) {
-        self.make_room(1);
         let sqe = io_uring::opcode::AsyncCancel2::new(types::CancelBuilder::any().all())
             .build()
             .user_data(TEARDOWN);
+        while self.ring.submission().is_full() {
+            if self.ring.submit().is_err() {
+                return;
+            }
+        }
         // SAFETY: a cancel names no memory.
         let _ = unsafe { self.ring.submission().push(&sqe) };
         self.outstanding += 1;
