@@ -18,7 +18,7 @@ use tracing::{debug, info};
 
 use super::conn::UConn;
 use super::op::Op;
-use super::session::{Session, SessionEvent};
+use super::session::{ConnSession, SessionEvent};
 use super::{AcceptState, Worker};
 use crate::config::Service;
 use crate::connection::{Connection, WorkerStats};
@@ -144,9 +144,10 @@ impl Worker {
             WorkerStats::inc(&self.env.stats.rejected);
             Connection::rejected(spec, now)
         };
-        let t = self
-            .sessions
-            .insert(Session::Conn(Some(sock), UConn::new(conn)));
+        let t = self.sessions.insert_conn(ConnSession {
+            fd: Some(sock),
+            uc: UConn::new(conn),
+        });
         match self.stopping {
             Some(_) => self.dispatch(t, SessionEvent::Drain),
             None => self.dispatch(t, SessionEvent::Start),

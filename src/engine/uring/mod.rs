@@ -214,7 +214,7 @@ impl Worker {
     fn new(driver: Driver<Op>, listener: TcpListener, env: WorkerEnv, reserved: usize) -> Self {
         Worker {
             driver,
-            sessions: Sessions::with_capacity(reserved),
+            sessions: Sessions::new(env.config.service.proxy().is_some(), reserved),
             serving: Serving {
                 service: env.config.service.clone(),
                 cursor: env.id,

@@ -9,7 +9,7 @@ use socket2::{Domain, Socket, Type};
 
 use super::conn::Env;
 use super::pair::UPair;
-use super::session::{PairSession, Session, SessionEvent};
+use super::session::{PairSession, SessionEvent};
 use super::sock::Submit;
 use super::Worker;
 use crate::connection::{CloseReason, WorkerStats};
@@ -40,11 +40,10 @@ impl Worker {
                 None
             }
         };
-        let session = Session::Pair(Box::new(PairSession {
+        let t = self.sessions.insert_pair(PairSession {
             fds: [Some(Descriptor::Os(fd)), None],
             up: UPair::new(relay, header),
-        }));
-        let t = self.sessions.insert(session);
+        });
         self.dispatch(t, SessionEvent::Start);
     }
 }

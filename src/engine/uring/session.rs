@@ -19,16 +19,13 @@ use super::Worker;
 use crate::connection::{CloseReason, Limits, Millis};
 use crate::proxy::Side;
 
-/// A session and its sockets.
-// Boxing the connection would cost an allocation per connection and a pointer chase per
-// event on the hot path; the slot is the connection's either way.
-#[allow(clippy::large_enum_variant)]
+/// A protocol connection and its socket.
 #[derive(Debug)]
-pub(super) enum Session {
-    /// A protocol connection: its socket (taken out when its close is submitted).
-    Conn(Option<Descriptor>, UConn),
-    /// A proxied pair (boxed: a protocol connection's slot stays the size of its own).
-    Pair(Box<PairSession>),
+pub(super) struct ConnSession {
+    /// The socket (taken out when its close is submitted).
+    pub fd: Option<Descriptor>,
+    /// The connection.
+    pub uc: UConn,
 }
 
 /// A proxied pair and its sockets.
@@ -38,6 +35,15 @@ pub(super) struct PairSession {
     pub fds: [Option<Descriptor>; 2],
     /// The pair.
     pub up: UPair,
+}
+
+/// A session of either kind, as its table holds it.
+#[derive(Debug)]
+pub(super) enum Session<'a> {
+    /// A protocol connection.
+    Conn(&'a mut ConnSession),
+    /// A proxied pair.
+    Pair(&'a mut PairSession),
 }
 
 /// What happens to a session.
@@ -70,32 +76,28 @@ pub(super) enum SessionEvent {
     Buffers,
 }
 
-/// Sessions by slot, each slot with a generation that tells a late completion for a slot's
-/// previous session from one for its current session.
+/// Sessions of one kind by slot, each slot with a generation that tells a late completion
+/// for a slot's previous session from one for its current session.
 #[derive(Debug)]
-pub(super) struct Sessions {
+struct Table<S> {
     /// Live sessions by slot.
-    table: Slab<Session>,
+    slots: Slab<S>,
     /// Generation of each slot (how many sessions used it).
     gens: Vec<u32>,
-    /// Sessions whose recv ran out of buffers, re-armed as buffers come back.
-    pub starved: VecDeque<Token>,
 }
 
-impl Sessions {
-    /// A table with room for `reserved` sessions (address space only, until used: the
-    /// table never reallocates and copies under load).
-    pub fn with_capacity(reserved: usize) -> Self {
-        Sessions {
-            table: Slab::with_capacity(reserved),
+impl<S> Table<S> {
+    /// Room for `reserved` sessions (address space only, until used: the table never
+    /// reallocates and copies under load).
+    fn with_capacity(reserved: usize) -> Self {
+        Table {
+            slots: Slab::with_capacity(reserved),
             gens: Vec::new(),
-            starved: VecDeque::new(),
         }
     }
 
-    /// Adds a session; its token (client socket).
-    pub fn insert(&mut self, session: Session) -> Token {
-        let key = self.table.insert(session);
+    fn insert(&mut self, session: S) -> Token {
+        let key = self.slots.insert(session);
         if key >= self.gens.len() {
             self.gens.resize(key + 1, 0);
         }
@@ -103,42 +105,123 @@ impl Sessions {
         Token::new(key, self.gens[key])
     }
 
-    /// The session `t` names, if it is still there.
-    pub fn get_mut(&mut self, t: Token) -> Option<&mut Session> {
+    fn get_mut(&mut self, t: Token) -> Option<&mut S> {
         let key = t.slot as usize;
         match self.gens.get(key) == Some(&t.gen) {
-            true => self.table.get_mut(key),
+            true => self.slots.get_mut(key),
             false => None,
         }
     }
 
-    /// Removes the session `t` names.
-    fn remove(&mut self, t: Token) -> Option<Session> {
+    fn remove(&mut self, t: Token) -> Option<S> {
         self.get_mut(t)?;
-        Some(self.table.remove(t.slot as usize))
+        Some(self.slots.remove(t.slot as usize))
     }
 
-    /// The tokens of the sessions `pick` selects.
-    pub fn tokens(&self, mut pick: impl FnMut(&Session) -> bool, out: &mut Vec<Token>) {
-        out.extend(
-            self.table
-                .iter()
-                .filter(|(_, s)| pick(s))
-                .map(|(k, _)| Token::new(k, self.gens[k])),
-        );
+    fn tokens(&mut self, mut pick: impl FnMut(&mut S) -> bool, out: &mut Vec<Token>) {
+        for (k, s) in self.slots.iter_mut() {
+            if pick(s) {
+                out.push(Token::new(k, self.gens[k]));
+            }
+        }
+    }
+}
+
+/// The worker's sessions: one table, of the kind its service makes.
+#[derive(Debug)]
+pub(super) struct Sessions {
+    /// The table.
+    table: Kind,
+    /// Sessions whose recv ran out of buffers, re-armed as buffers come back.
+    pub starved: VecDeque<Token>,
+}
+
+/// The table of the one kind of session a worker makes.
+#[derive(Debug)]
+enum Kind {
+    /// Protocol connections.
+    Conns(Table<ConnSession>),
+    /// Proxied pairs.
+    Pairs(Table<PairSession>),
+}
+
+/// A session taken out of its table.
+#[derive(Debug)]
+enum Ended {
+    /// A protocol connection.
+    Conn(ConnSession),
+    /// A proxied pair.
+    Pair(PairSession),
+}
+
+impl Sessions {
+    /// A table of protocol connections (`proxy`: false) or of proxied pairs, with room
+    /// for `reserved` of them.
+    pub fn new(proxy: bool, reserved: usize) -> Self {
+        let table = match proxy {
+            false => Kind::Conns(Table::with_capacity(reserved)),
+            true => Kind::Pairs(Table::with_capacity(reserved)),
+        };
+        Sessions {
+            table,
+            starved: VecDeque::new(),
+        }
+    }
+
+    /// Adds a protocol connection; its token.
+    pub fn insert_conn(&mut self, session: ConnSession) -> Token {
+        match &mut self.table {
+            Kind::Conns(t) => t.insert(session),
+            Kind::Pairs(_) => unreachable!("a protocol connection in proxy mode"),
+        }
+    }
+
+    /// Adds a proxied pair; its token (client socket).
+    pub fn insert_pair(&mut self, session: PairSession) -> Token {
+        match &mut self.table {
+            Kind::Pairs(t) => t.insert(session),
+            Kind::Conns(_) => unreachable!("a proxied pair outside proxy mode"),
+        }
+    }
+
+    /// The session `t` names, if it is still there.
+    pub fn get_mut(&mut self, t: Token) -> Option<Session<'_>> {
+        match &mut self.table {
+            Kind::Conns(table) => table.get_mut(t).map(Session::Conn),
+            Kind::Pairs(table) => table.get_mut(t).map(Session::Pair),
+        }
+    }
+
+    /// Removes the session `t` names.
+    fn remove(&mut self, t: Token) -> Option<Ended> {
+        match &mut self.table {
+            Kind::Conns(table) => table.remove(t).map(Ended::Conn),
+            Kind::Pairs(table) => table.remove(t).map(Ended::Pair),
+        }
+    }
+
+    /// The tokens of the sessions `pick` selects, appended to `out`.
+    pub fn tokens(&mut self, mut pick: impl FnMut(&Session) -> bool, out: &mut Vec<Token>) {
+        match &mut self.table {
+            Kind::Conns(table) => table.tokens(|s| pick(&Session::Conn(s)), out),
+            Kind::Pairs(table) => table.tokens(|s| pick(&Session::Pair(s)), out),
+        }
     }
 
     /// Sessions live.
     pub fn len(&self) -> usize {
-        self.table.len()
+        match &self.table {
+            Kind::Conns(t) => t.slots.len(),
+            Kind::Pairs(t) => t.slots.len(),
+        }
     }
 }
 
-impl Session {
+impl Session<'_> {
     /// The socket `side` as SQEs name it.
     fn target(&self, side: Side) -> Option<Target> {
         match self {
-            Session::Conn(fd, _) => fd.as_ref().map(Descriptor::target),
+            Session::Conn(c) => c.fd.as_ref().map(Descriptor::target),
             Session::Pair(p) => p.fds[side.index()].as_ref().map(Descriptor::target),
         }
     }
@@ -146,7 +229,7 @@ impl Session {
     /// Takes socket `side` out to close it.
     fn take_socket(&mut self, side: Side) -> Option<Descriptor> {
         match self {
-            Session::Conn(fd, _) => fd.take(),
+            Session::Conn(c) => c.fd.take(),
             Session::Pair(p) => p.fds[side.index()].take(),
         }
     }
@@ -154,7 +237,7 @@ impl Session {
     /// A recv of it ran out of buffers.
     fn starved(&self) -> bool {
         match self {
-            Session::Conn(_, uc) => uc.sock.starved,
+            Session::Conn(c) => c.uc.sock.starved,
             Session::Pair(p) => p.up.socks.iter().any(|s| s.starved),
         }
     }
@@ -162,7 +245,7 @@ impl Session {
     /// When it next needs [`SessionEvent::Time`].
     pub fn poll_timeout(&self, limits: &Limits) -> Option<Millis> {
         match self {
-            Session::Conn(_, uc) => uc.poll_timeout(limits),
+            Session::Conn(c) => c.uc.poll_timeout(limits),
             Session::Pair(p) => p.up.relay.poll_timeout(limits),
         }
     }
@@ -185,8 +268,8 @@ impl Session {
         up: Option<&mut Upstream>,
     ) -> Option<SocketAddr> {
         match (self, up) {
-            (Session::Conn(_, uc), _) => {
-                uc_event(uc, ev, env);
+            (Session::Conn(c), _) => {
+                uc_event(&mut c.uc, ev, env);
                 None
             }
             (Session::Pair(p), Some(up)) => {
@@ -240,7 +323,7 @@ fn pair_event(
 impl Worker {
     /// Hands `ev` to the session `t` names and pushes what it asks for.
     pub(super) fn dispatch(&mut self, t: Token, ev: SessionEvent) {
-        let Some(session) = self.sessions.get_mut(t) else {
+        let Some(mut session) = self.sessions.get_mut(t) else {
             return warn!(?t, "an event for a session that is gone");
         };
         let was_starved = session.starved();
@@ -297,7 +380,11 @@ impl Worker {
     /// Submits the closes this turn's events asked for.
     pub(super) fn push_closes(&mut self) {
         for (t, reset) in std::mem::take(&mut self.scratch.to_close) {
-            if let Some(sock) = self.sessions.get_mut(t).and_then(|s| s.take_socket(t.side)) {
+            if let Some(sock) = self
+                .sessions
+                .get_mut(t)
+                .and_then(|mut s| s.take_socket(t.side))
+            {
                 self.driver.close(sock, reset, Op::Linger(t), Op::Close(t));
             }
         }
@@ -305,12 +392,12 @@ impl Worker {
 
     /// A socket of session `t` is closed; the session goes with its last.
     pub(super) fn closed(&mut self, t: Token) {
-        if !self.sessions.get_mut(t).is_some_and(Session::on_close) {
+        if !self.sessions.get_mut(t).is_some_and(|mut s| s.on_close()) {
             return;
         }
         let reason = match self.sessions.remove(t) {
-            Some(Session::Conn(_, uc)) => uc.close_reason(),
-            Some(Session::Pair(mut p)) => {
+            Some(Ended::Conn(c)) => c.uc.close_reason(),
+            Some(Ended::Pair(mut p)) => {
                 if let Some(proxy) = self.serving.service.proxy() {
                     p.up.release(&proxy.upstreams);
                 }
