@@ -1,7 +1,8 @@
 //! The worker's sessions: a protocol connection ([`UConn`], one socket) and a proxied pair
-//! ([`UPair`], two) are two kinds of [`Session`] in one generational table ([`Sessions`]).
-//! The worker hands every event to a session by its token and pushes what the session asks
-//! for; which kind it holds is matched here, once per event, and nowhere in the loop.
+//! ([`UPair`], two) are two kinds of [`Session`], kept in one generational table of the kind
+//! the worker's service makes ([`Sessions`]). The worker hands every event to a session by
+//! its token and pushes what the session asks for; which kind it holds is matched here, and
+//! nowhere in the loop.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
