@@ -31,11 +31,24 @@ pub struct BufRing {
     /// Buffers handed to the kernel and not yet completed, or completed and not yet returned.
     /// Equals `entries` exactly when every buffer is back in the ring.
     available: usize,
+    /// Who has each buffer.
+    state: Vec<Holder>,
+}
+
+/// Who has a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    /// The ring: the kernel may write it at any time.
+    Ring,
+    /// The user, since a completion handed it over.
+    User,
+    /// A send the kernel has not completed reads it.
+    Lent,
 }
 
 impl BufRing {
     /// Allocates `entries` buffers of `size` bytes and registers them as group `bgid`.
-    pub fn new(ring: &IoUring, bgid: u16, entries: u16, size: usize) -> io::Result<Self> {
+    pub(crate) fn new(ring: &IoUring, bgid: u16, entries: u16, size: usize) -> io::Result<Self> {
         if !entries.is_power_of_two() || entries > 32768 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -57,10 +70,11 @@ impl BufRing {
             bufs,
             tail: 0,
             available: 0,
+            state: vec![Holder::User; entries as usize],
         };
         // SAFETY: the ring memory is page aligned, `entries` descriptors long, and lives until
-        // `Drop`, which runs only after the ring is unregistered (see `unregister`) or the
-        // io_uring instance that refers to it is gone (the engine drops the ring first).
+        // `Drop`, which runs only after the ring is unregistered (see `unregister`) with
+        // nothing in flight; the driver leaks it otherwise (see `Driver`'s `Drop`).
         unsafe {
             ring.submitter()
                 .register_buf_ring_with_flags(this.ring as u64, entries, bgid, 0)?;
@@ -86,19 +100,36 @@ impl BufRing {
     }
 
     /// Buffer `bid`'s first `len` bytes, as filled by a recv completion.
+    ///
+    /// # Panics
+    /// If `bid` or `len` is out of range, or the buffer is in the ring.
     pub fn bytes(&self, bid: u16, len: usize) -> &[u8] {
         assert!(
             bid < self.entries && len <= self.size,
             "buffer id or length out of range"
         );
-        // SAFETY: `bid` and `len` are in range (checked above); the kernel finished writing
-        // this buffer before posting the completion that gave us `bid`, and it will not touch
-        // it again until we give it back.
+        assert!(
+            self.state[bid as usize] != Holder::Ring,
+            "buffer {bid} read while the kernel may write it"
+        );
+        // SAFETY: `bid` and `len` are in range (checked above); the buffer is not in the ring
+        // (checked above): the kernel finished writing it before posting the completion that
+        // handed it over, and it will not write it again until it is given back, which needs
+        // `&mut self` and so cannot happen while the slice lives.
         unsafe { std::slice::from_raw_parts(self.bufs.add(bid as usize * self.size), len) }
     }
 
     /// Returns buffer `bid` to the ring (visible to the kernel after [`BufRing::publish`]).
+    ///
+    /// # Panics
+    /// If a send in flight still reads it (the kernel could receive into it mid-send), or
+    /// it is in the ring already.
     pub fn give(&mut self, bid: u16) {
+        match self.state[bid as usize] {
+            Holder::User => self.state[bid as usize] = Holder::Ring,
+            Holder::Lent => panic!("buffer {bid} given back while a send reads it"),
+            Holder::Ring => panic!("buffer {bid} given back twice"),
+        }
         let idx = (self.tail & (self.entries - 1)) as usize;
         // SAFETY: `idx` < entries; the slot at the tail is not in use by the kernel (it only
         // reads slots between its head and our published tail).
@@ -122,14 +153,20 @@ impl BufRing {
     }
 
     /// Unregisters the group; the memory is freed when `self` drops.
-    pub fn unregister(&self, ring: &IoUring) -> io::Result<()> {
+    pub(crate) fn unregister(&self, ring: &IoUring) -> io::Result<()> {
         ring.submitter().unregister_buf_ring(self.bgid)
     }
 }
 
 impl BufRing {
-    /// A completion handed buffer `_bid` to us: the kernel has one fewer to fill.
-    pub fn taken(&mut self, _bid: u16) {
+    /// A completion handed buffer `bid` to us: the kernel has one fewer to fill.
+    ///
+    /// # Panics
+    /// If the buffer was not in the ring.
+    pub fn taken(&mut self, bid: u16) {
+        let s = &mut self.state[bid as usize];
+        assert_eq!(*s, Holder::Ring, "buffer {bid} taken but not in the ring");
+        *s = Holder::User;
         self.available -= 1;
     }
 
@@ -141,6 +178,18 @@ impl BufRing {
     /// Buffers in all.
     pub fn entries(&self) -> usize {
         self.entries as usize
+    }
+
+    /// A send reads buffer `bid` until its completion: it cannot be given back until then.
+    pub(crate) fn lend(&mut self, bid: u16) {
+        let s = &mut self.state[bid as usize];
+        assert_eq!(*s, Holder::User, "buffer {bid} sent but not the user's");
+        *s = Holder::Lent;
+    }
+
+    /// The send that read buffer `bid` completed.
+    pub(crate) fn unlend(&mut self, bid: u16) {
+        self.state[bid as usize] = Holder::User;
     }
 }
 

@@ -1,29 +1,237 @@
-//! Submission entries: fields the `io-uring` crate has no builder for, and the probe that
-//! says whether the kernel reads them.
+//! Submission entries a [`crate::Driver`] can push safely: each is built here from what its
+//! operation reads or writes, and carries that memory with it ([`Sqe`]), so nothing the
+//! kernel touches can be freed before the completion. Also the SQE field the `io-uring`
+//! crate has no builder for.
 
-use io_uring::{opcode, IoUring};
+use std::os::fd::RawFd;
+use std::time::Duration;
 
-/// True when the kernel can end a multishot recv by itself once it has delivered a total
-/// length (`sqe->optlen`, Linux 6.17). Asked of `ring` itself: a kernel without it refuses
-/// the field when the request is prepared (`EINVAL`), one with it gets as far as looking up
-/// the descriptor (`EBADF` for -1). Call before anything else is in flight on `ring`.
-pub fn recv_total_limit(ring: &mut IoUring) -> bool {
-    const PROBE: u64 = u64::MAX;
-    let sqe = with_total_len(
-        opcode::RecvMulti::new(io_uring::types::Fd(-1), 0).build(),
-        1,
-    )
-    .user_data(PROBE);
-    // SAFETY: the SQE names no memory (no buffer address; the kernel would pick a provided
-    // buffer, and the request fails before it could).
-    if unsafe { ring.submission().push(&sqe) }.is_err() || ring.submit_and_wait(1).is_err() {
-        return false;
+use io_uring::{opcode, squeue, types};
+use socket2::SockAddr;
+
+use crate::op::Operation;
+
+/// What an SQE names: a descriptor or a slot of the ring's file table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// A descriptor.
+    Fd(RawFd),
+    /// A slot in the ring's file table.
+    Fixed(u32),
+}
+
+/// Builds an SQE for `$target` with `$f` bound to `types::Fd` or `types::Fixed`.
+macro_rules! on {
+    ($target:expr, |$f:ident| $build:expr) => {
+        match $target {
+            Target::Fd(fd) => {
+                let $f = types::Fd(fd);
+                $build
+            }
+            Target::Fixed(i) => {
+                let $f = types::Fixed(i);
+                $build
+            }
+        }
+    };
+}
+pub(crate) use on;
+
+/// Bytes a send reads: owned by the operation from its submission to its completion, which
+/// hands them back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendBuf {
+    /// Bytes the user made.
+    Bytes {
+        /// The bytes.
+        data: Vec<u8>,
+        /// Bytes already sent.
+        off: usize,
+    },
+    /// Bytes a recv left in a provided buffer: the buffer cannot be given back to the ring
+    /// while a send reads it.
+    Provided {
+        /// Buffer id in the driver's buffer ring.
+        bid: u16,
+        /// Bytes already sent.
+        off: usize,
+        /// Bytes received into it.
+        len: usize,
+    },
+}
+
+impl SendBuf {
+    /// Bytes still to send.
+    pub fn remaining(&self) -> usize {
+        match self {
+            SendBuf::Bytes { data, off } => data.len() - off,
+            SendBuf::Provided { off, len, .. } => len - off,
+        }
     }
-    let res = ring
-        .completion()
-        .find(|c| c.user_data() == PROBE)
-        .map(|c| c.result());
-    matches!(res, Some(r) if r != -libc::EINVAL)
+
+    /// Marks `n` more bytes as sent.
+    pub fn advance(&mut self, n: usize) {
+        match self {
+            SendBuf::Bytes { off, .. } | SendBuf::Provided { off, .. } => *off += n,
+        }
+    }
+}
+
+/// Memory an operation in flight reads or writes, kept by the driver until the operation's
+/// last completion.
+#[derive(Debug)]
+pub(crate) enum Held {
+    /// A send's bytes.
+    Send(SendBuf),
+    /// A connect's address.
+    Addr(#[allow(dead_code)] Box<SockAddr>),
+    /// A timeout's duration.
+    Time(#[allow(dead_code)] Box<types::Timespec>),
+}
+
+/// `SO_LINGER` on, 0 seconds: a close resets the connection. Static: the kernel reads it
+/// while the operation runs.
+pub(crate) static LINGER_RESET: libc::linger = libc::linger {
+    l_onoff: 1,
+    l_linger: 0,
+};
+
+/// A submission and what it needs to stay alive until it completes.
+#[derive(Debug)]
+pub struct Sqe<O> {
+    /// The entry (its `user_data` is set when it is pushed).
+    pub(crate) entry: squeue::Entry,
+    /// What it is for.
+    pub(crate) op: O,
+    /// The memory it uses.
+    pub(crate) held: Option<Held>,
+}
+
+impl<O: Operation> Sqe<O> {
+    fn plain(entry: squeue::Entry, op: O) -> Self {
+        Sqe {
+            entry,
+            op,
+            held: None,
+        }
+    }
+
+    /// Does nothing (completes with 0).
+    pub fn nop(op: O) -> Self {
+        Self::plain(opcode::Nop::new().build(), op)
+    }
+
+    /// A multishot recv into provided buffer group `bgid`; with `total`, it ends by itself
+    /// once it has delivered that many bytes (where [`crate::Features`] says the kernel can).
+    pub fn recv_multi(target: Target, bgid: u16, total: Option<u32>, op: O) -> Self {
+        let mut sqe = on!(target, |f| opcode::RecvMulti::new(f, bgid).build());
+        if let Some(total) = total {
+            sqe = with_total_len(sqe, total);
+        }
+        Self::plain(sqe, op)
+    }
+
+    /// `shutdown(2)` of `target` (`how`: `libc::SHUT_*`).
+    pub fn shutdown(target: Target, how: i32, op: O) -> Self {
+        Self::plain(on!(target, |f| opcode::Shutdown::new(f, how).build()), op)
+    }
+
+    /// Cancels the operation `target` stands for. Only operations pushed without memory of
+    /// their own are found by their `user_data`; cancel the others with
+    /// [`Sqe::cancel_fd`].
+    pub fn cancel(target: O, op: O) -> Self {
+        Self::plain(opcode::AsyncCancel::new(target.encode()).build(), op)
+    }
+
+    /// Cancels every operation in flight on `target`.
+    pub fn cancel_fd(target: Target, op: O) -> Self {
+        let builder = on!(target, |f| types::CancelBuilder::fd(f).all());
+        Self::plain(opcode::AsyncCancel2::new(builder).build(), op)
+    }
+
+    /// Connects socket `fd` to `addr`.
+    pub fn connect(fd: RawFd, addr: SockAddr, op: O) -> Self {
+        let addr = Box::new(addr);
+        let sqe = opcode::Connect::new(types::Fd(fd), addr.as_ptr().cast(), addr.len()).build();
+        Sqe {
+            entry: sqe,
+            op,
+            held: Some(Held::Addr(addr)),
+        }
+    }
+
+    /// A timeout after `after`; `multishot`: it fires every `after` until cancelled.
+    pub fn timeout(after: Duration, multishot: bool, op: O) -> Self {
+        let ts = Box::new(types::Timespec::from(after));
+        let mut t = opcode::Timeout::new(&*ts);
+        if multishot {
+            t = t.flags(types::TimeoutFlags::MULTISHOT);
+        }
+        Sqe {
+            entry: t.build(),
+            op,
+            held: Some(Held::Time(ts)),
+        }
+    }
+
+    /// A multishot poll for `POLLIN` on `fd`.
+    pub fn poll_in_multi(fd: RawFd, op: O) -> Self {
+        let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build();
+        Self::plain(sqe, op)
+    }
+
+    /// An accept on listener `fd` (no peer address asked for): `direct` into the ring's
+    /// file table; `multishot` accepts until cancelled.
+    pub fn accept(fd: RawFd, direct: bool, multishot: bool, op: O) -> Self {
+        let fd = types::Fd(fd);
+        // Close-on-exec concerns descriptors; the kernel refuses it for a table slot.
+        let flags = if direct { 0 } else { libc::SOCK_CLOEXEC };
+        let sqe = match multishot {
+            false => opcode::Accept::new(fd, std::ptr::null_mut(), std::ptr::null_mut())
+                .file_index(direct.then(types::DestinationSlot::auto_target))
+                .flags(flags)
+                .build(),
+            true => opcode::AcceptMulti::new(fd)
+                .allocate_file_index(direct)
+                .flags(flags)
+                .build(),
+        };
+        Self::plain(sqe, op)
+    }
+
+    /// Sets `SO_LINGER` to 0 seconds on table slot `slot` (its close then resets).
+    pub(crate) fn linger_reset(slot: u32, op: O) -> Self {
+        let linger: *const libc::linger = &LINGER_RESET;
+        let sqe = opcode::SetSockOpt::new(
+            types::Fixed(slot),
+            libc::SOL_SOCKET as u32,
+            libc::SO_LINGER as u32,
+            linger.cast(),
+            std::mem::size_of::<libc::linger>() as u32,
+        )
+        .build();
+        Self::plain(sqe, op)
+    }
+
+    /// Closes `target`.
+    pub(crate) fn close(target: Target, op: O) -> Self {
+        Self::plain(on!(target, |f| opcode::Close::new(f).build()), op)
+    }
+
+    /// The next SQE of the chain runs only if this one succeeds (a short send counts as a
+    /// failure only with `MSG_WAITALL`).
+    pub fn link(mut self) -> Self {
+        self.entry = self.entry.flags(squeue::Flags::IO_LINK);
+        self
+    }
+
+    /// The next SQE of the chain runs after this one, whatever its result.
+    pub fn hardlink(mut self) -> Self {
+        self.entry = self.entry.flags(squeue::Flags::IO_HARDLINK);
+        self
+    }
 }
 
 /// Offset of the 32-bit union `splice_fd_in` / `file_index` / `optlen` in the kernel's
@@ -33,9 +241,9 @@ const SQE_OPTLEN_OFFSET: usize = 44;
 /// A multishot recv `sqe` that ends (a completion without `IORING_CQE_F_MORE`) once it
 /// has delivered `len` bytes; the last buffer it fills may take it past `len`. The
 /// `io-uring` crate has no builder method for this field.
-pub fn with_total_len(mut sqe: io_uring::squeue::Entry, len: u32) -> io_uring::squeue::Entry {
-    const _: () = assert!(std::mem::size_of::<io_uring::squeue::Entry>() == 64);
-    let p: *mut io_uring::squeue::Entry = &mut sqe;
+pub fn with_total_len(mut sqe: squeue::Entry, len: u32) -> squeue::Entry {
+    const _: () = assert!(std::mem::size_of::<squeue::Entry>() == 64);
+    let p: *mut squeue::Entry = &mut sqe;
     // SAFETY: `squeue::Entry` is `#[repr(C)]` around the kernel's 64-byte `io_uring_sqe`
     // (size checked above); bytes 44..48 are the `optlen` union member, inside it, and an
     // unaligned write of a `u32` there is valid for any bit pattern of the field.
@@ -55,16 +263,16 @@ mod tests {
     #[test]
     fn total_len_lands_in_the_optlen_field() {
         // The crate writes `file_index` (the same union) at the offset the kernel reads.
-        let slot = io_uring::types::DestinationSlot::try_from_slot_target(6).unwrap();
+        let slot = types::DestinationSlot::try_from_slot_target(6).unwrap();
         let sqe = opcode::Socket::new(libc::AF_INET, libc::SOCK_STREAM, 0)
             .file_index(Some(slot))
             .build();
-        let raw = |e: &io_uring::squeue::Entry| {
+        let raw = |e: &squeue::Entry| {
             // SAFETY: a 64-byte `#[repr(C)]` plain-data struct read as bytes.
             unsafe { std::mem::transmute_copy::<_, [u8; 64]>(e) }
         };
         assert_eq!(raw(&sqe)[SQE_OPTLEN_OFFSET..][..4], 7u32.to_ne_bytes());
-        let recv = opcode::RecvMulti::new(io_uring::types::Fd(3), 0).build();
+        let recv = opcode::RecvMulti::new(types::Fd(3), 0).build();
         let capped = with_total_len(recv.clone(), 4096);
         assert_eq!(
             raw(&capped)[SQE_OPTLEN_OFFSET..][..4],
@@ -73,22 +281,5 @@ mod tests {
         let (a, b) = (raw(&recv), raw(&capped));
         let changed: Vec<usize> = (0..64).filter(|&i| a[i] != b[i]).collect();
         assert!(changed.iter().all(|i| (44..48).contains(i)), "{changed:?}");
-    }
-
-    #[test]
-    fn the_recv_cap_is_found_where_the_kernel_has_it() {
-        let mut ring = IoUring::new(8).expect("a ring");
-        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-        let mut v = release
-            .split(|c: char| !c.is_ascii_digit())
-            .filter(|p| !p.is_empty())
-            .map(|p| p.parse::<u32>().unwrap_or(0));
-        let version = (v.next().unwrap_or(0), v.next().unwrap_or(0));
-        assert_eq!(
-            recv_total_limit(&mut ring),
-            version >= (6, 17),
-            "Linux {}: the probe disagrees with the version that brought the cap (6.17)",
-            release.trim()
-        );
     }
 }

@@ -8,6 +8,7 @@
 //! only once nothing else is in flight, so no operation outlives the socket or the buffers it
 //! uses.
 
+use super::sendq::Out;
 use super::sock::{Pool, SockOps, Submit};
 use crate::connection::{Action, Connection, Input, Limits, Millis, Phase, WorkerStats};
 use crate::proxy::Side;
@@ -67,6 +68,16 @@ impl UConn {
         }
     }
 
+    /// When the connection next needs [`UConn::on_time`].
+    pub fn poll_timeout(&self, limits: &Limits) -> Option<Millis> {
+        self.conn.poll_timeout(limits)
+    }
+
+    /// Why the connection ended.
+    pub fn close_reason(&self) -> crate::connection::CloseReason {
+        self.conn.close_reason()
+    }
+
     /// True while an operation other than the close is in flight.
     pub fn busy(&self) -> bool {
         self.sock.busy() || self.cancels > 0
@@ -110,10 +121,10 @@ impl UConn {
         self.step(env);
     }
 
-    /// A send completion.
-    pub fn on_send<P: Pool>(&mut self, res: i32, env: &mut Env<P>) {
+    /// A send completion, with the bytes it was given.
+    pub fn on_send<P: Pool>(&mut self, res: i32, buf: Out, env: &mut Env<P>) {
         if res < 0 {
-            self.sock.send = super::sock::SendState::Idle;
+            self.sock.on_sent(0, buf, env.pool, &mut drop);
             if res != -libc::ECANCELED {
                 tracing::debug!("send failed: {}", std::io::Error::from_raw_os_error(-res));
             }
@@ -124,7 +135,8 @@ impl UConn {
         WorkerStats::add(&env.stats.bytes_out, sent as u64);
         self.conn.handle_sent(env.now, sent, env.limits);
         let conn = &mut self.conn;
-        self.sock.on_sent(sent, env.pool, &mut |v| conn.recycle(v));
+        self.sock
+            .on_sent(sent, buf, env.pool, &mut |v| conn.recycle(v));
         self.step(env);
     }
 
@@ -206,7 +218,7 @@ impl UConn {
         // linked behind its last send.
         let closing = self.conn.phase() == Phase::Closing;
         let lingers = closing && self.conn.lingers();
-        self.sock.start_send(SIDE, env.pool, lingers, env.submit);
+        self.sock.start_send(SIDE, lingers, env.submit);
         if fin {
             self.sock.start_fin(SIDE, env.submit);
         }
@@ -232,7 +244,6 @@ impl UConn {
             }
         }
         if self.teardown == Teardown::Cancelled && !self.busy() {
-            self.sock.clear(env.pool);
             env.submit.push(Submit::Close { side: SIDE, reset });
             self.teardown = Teardown::Closing;
         }

@@ -3,6 +3,7 @@
 
 use std::collections::{HashSet, VecDeque};
 
+use super::sendq::Out;
 use super::sock::Pool;
 
 /// A small buffer ring, so that it runs dry often.
@@ -13,6 +14,8 @@ pub(super) struct FakePool {
     ring: VecDeque<u16>,
     /// Filled by the kernel and not yet given back.
     out: HashSet<u16>,
+    /// Read by a send in flight: not to be given back before its completion.
+    lent: HashSet<u16>,
 }
 
 impl FakePool {
@@ -22,6 +25,26 @@ impl FakePool {
             data: vec![vec![0; size]; n as usize],
             ring: (0..n).collect(),
             out: HashSet::new(),
+            lent: HashSet::new(),
+        }
+    }
+
+    /// A send of `buf` is submitted: its bytes, which stay put until its completion (a
+    /// provided buffer stays out of the ring until then).
+    pub(super) fn lend(&mut self, buf: &Out) -> Vec<u8> {
+        match buf {
+            Out::Bytes { data, off } => data[*off..].to_vec(),
+            Out::Provided { bid, off, len } => {
+                assert!(self.lent.insert(*bid), "buffer {bid} in two sends");
+                self.bytes(*bid, *len)[*off..].to_vec()
+            }
+        }
+    }
+
+    /// The send of `buf` completed: its bytes are the sender's again.
+    pub(super) fn unlend(&mut self, buf: &Out) {
+        if let Out::Provided { bid, .. } = buf {
+            assert!(self.lent.remove(bid), "buffer {bid} was not in a send");
         }
     }
 
@@ -46,6 +69,10 @@ impl Pool for FakePool {
         assert!(self.out.contains(&bid), "took buffer {bid} twice");
     }
     fn give(&mut self, bid: u16) {
+        assert!(
+            !self.lent.contains(&bid),
+            "gave back buffer {bid} while a send reads it"
+        );
         assert!(
             self.out.remove(&bid),
             "gave back buffer {bid} that was not out"

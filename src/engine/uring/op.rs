@@ -2,10 +2,11 @@
 //! `user_data`, and every completion is decoded back into one and matched exhaustively: an
 //! operation added later cannot be dropped silently by a catch-all.
 //!
-//! Layout of `user_data`: bits 0..8 the operation, 8..31 the connection's generation, bit 31
-//! the socket (a proxied connection has two: client, upstream), 32..64 its slot. The
-//! generation tells a late completion for a slot's previous connection from one for its
-//! current connection.
+//! Layout of `user_data` ([`Packed`]): the operation, the session's slot and generation, and
+//! the socket (a proxied connection has two: client, upstream). The generation tells a late
+//! completion for a slot's previous session from one for its current session.
+
+use ringd_ring::{Operation, Packed};
 
 use crate::proxy::Side;
 
@@ -23,7 +24,7 @@ pub struct Token {
 
 impl Token {
     /// Generations wrap at 23 bits.
-    pub const GEN_MASK: u32 = (1 << 23) - 1;
+    pub const GEN_MASK: u32 = Packed::GEN_MASK;
 
     /// The token of slot `slot`, generation `gen`, client socket.
     pub fn new(slot: usize, gen: u32) -> Self {
@@ -51,8 +52,6 @@ pub enum Op {
     AcceptCancel,
     /// The loop's multishot heartbeat.
     Tick,
-    /// The cancel of everything still in flight when the worker goes away.
-    Teardown,
     /// The multishot poll on the worker's lifecycle doorbell.
     Bell,
     /// A connection's multishot recv.
@@ -81,24 +80,29 @@ impl Op {
     const FIN: u64 = 7;
     const CANCEL: u64 = 8;
     const CLOSE: u64 = 9;
-    const TEARDOWN: u64 = 10;
     const CONNECT: u64 = 11;
     const BELL: u64 = 12;
     const LINGER: u64 = 13;
 
-    /// The `user_data` that stands for this operation.
-    pub fn encode(self) -> u64 {
-        let conn = |tag: u64, t: Token| {
-            let side = u64::from(t.side == Side::Upstream) << 31;
-            (u64::from(t.slot) << 32) | side | (u64::from(t.gen & Token::GEN_MASK) << 8) | tag
+    fn packed(self) -> Packed {
+        let conn = |kind: u64, t: Token| Packed {
+            kind: kind as u8,
+            slot: t.slot,
+            gen: t.gen,
+            sub: t.side == Side::Upstream,
+        };
+        let worker = |kind: u64| Packed {
+            kind: kind as u8,
+            slot: 0,
+            gen: 0,
+            sub: false,
         };
         match self {
-            Op::Accept => Self::ACCEPT,
-            Op::AcceptRetry => Self::ACCEPT_RETRY,
-            Op::AcceptCancel => Self::ACCEPT_CANCEL,
-            Op::Tick => Self::TICK,
-            Op::Teardown => Self::TEARDOWN,
-            Op::Bell => Self::BELL,
+            Op::Accept => worker(Self::ACCEPT),
+            Op::AcceptRetry => worker(Self::ACCEPT_RETRY),
+            Op::AcceptCancel => worker(Self::ACCEPT_CANCEL),
+            Op::Tick => worker(Self::TICK),
+            Op::Bell => worker(Self::BELL),
             Op::Recv(t) => conn(Self::RECV, t),
             Op::Send(t) => conn(Self::SEND, t),
             Op::Fin(t) => conn(Self::FIN, t),
@@ -108,25 +112,29 @@ impl Op {
             Op::Linger(t) => conn(Self::LINGER, t),
         }
     }
+}
 
-    /// The operation a completion's `user_data` stands for; `None` for a value this engine
-    /// never submits.
-    pub fn decode(user_data: u64) -> Option<Op> {
+impl Operation for Op {
+    fn encode(self) -> u64 {
+        self.packed().encode()
+    }
+
+    fn decode(user_data: u64) -> Option<Op> {
+        let p = Packed::decode(user_data);
         let token = Token {
-            slot: (user_data >> 32) as u32,
-            gen: ((user_data >> 8) as u32) & Token::GEN_MASK,
-            side: match (user_data >> 31) & 1 {
-                0 => Side::Client,
-                _ => Side::Upstream,
+            slot: p.slot,
+            gen: p.gen,
+            side: match p.sub {
+                false => Side::Client,
+                true => Side::Upstream,
             },
         };
         let worker_op = |op: Op| (user_data >> 8 == 0).then_some(op);
-        match user_data & 0xff {
+        match u64::from(p.kind) {
             Self::ACCEPT => worker_op(Op::Accept),
             Self::ACCEPT_RETRY => worker_op(Op::AcceptRetry),
             Self::ACCEPT_CANCEL => worker_op(Op::AcceptCancel),
             Self::TICK => worker_op(Op::Tick),
-            Self::TEARDOWN => worker_op(Op::Teardown),
             Self::BELL => worker_op(Op::Bell),
             Self::RECV => Some(Op::Recv(token)),
             Self::SEND => Some(Op::Send(token)),
@@ -154,17 +162,16 @@ mod tests {
             Op::AcceptRetry,
             Op::AcceptCancel,
             Op::Tick,
-            Op::Teardown,
             Op::Bell,
             Op::Recv(t),
             Op::Send(t),
             Op::Fin(t),
             Op::Cancel(t),
-            Op::Close(Token::new(u32::MAX as usize, Token::GEN_MASK)),
+            Op::Close(Token::new(Packed::SLOT_MASK as usize, Token::GEN_MASK)),
             Op::Recv(u),
             Op::Connect(u),
             Op::Linger(u),
-            Op::Close(Token::new(u32::MAX as usize, Token::GEN_MASK).on(Side::Upstream)),
+            Op::Close(Token::new(Packed::SLOT_MASK as usize, Token::GEN_MASK).on(Side::Upstream)),
         ] {
             assert_eq!(Op::decode(op.encode()), Some(op), "{op:?}");
         }

@@ -6,7 +6,8 @@
 //! appends the [`Submit`]s the worker must push.
 
 use super::conn::Env;
-use super::sock::{FinState, Pool, RecvState, SendState, SockOps, Submit};
+use super::sendq::Out;
+use super::sock::{FinState, Pool, RecvState, SockOps, Submit};
 use crate::connection::{CloseReason, WorkerStats};
 use crate::proxy::relay::{Phase, Timeout};
 use crate::proxy::{Relay, Side, Upstreams};
@@ -144,7 +145,7 @@ impl UPair {
             self.relay.on_connected(env.now);
             if let Some(h) = self.header.take() {
                 self.relay
-                    .on_input(Side::Client, env.now, h.len(), env.limits);
+                    .on_header(env.now, Side::Client, h.len(), env.limits);
                 self.sock(Side::Upstream).push_front_owned(h);
             }
         } else {
@@ -217,10 +218,17 @@ impl UPair {
         self.step(env);
     }
 
-    /// A send completion on `side`.
-    pub fn on_send<P: Pool>(&mut self, side: Side, res: i32, env: &mut Env<P>, up: &Upstreams) {
+    /// A send completion on `side`, with the bytes it was given.
+    pub fn on_send<P: Pool>(
+        &mut self,
+        side: Side,
+        res: i32,
+        buf: Out,
+        env: &mut Env<P>,
+        up: &Upstreams,
+    ) {
         if res < 0 {
-            self.sock(side).send = SendState::Idle;
+            self.socks[side.index()].on_sent(0, buf, env.pool, &mut drop);
             if res != -libc::ECANCELED {
                 tracing::debug!(
                     "{side:?} send failed: {}",
@@ -237,7 +245,7 @@ impl UPair {
             (Side::Upstream, None) => {}
         }
         self.relay.on_sent(side, env.now, n, env.limits);
-        self.sock(side).on_sent(n, env.pool, &mut drop);
+        self.socks[side.index()].on_sent(n, buf, env.pool, &mut drop);
         self.step(env);
     }
 
@@ -321,7 +329,7 @@ impl UPair {
             let wants_fin = self.relay.wants_fin(side);
             let reading = self.relay.reading(side);
             let sock = &mut self.socks[side.index()];
-            sock.start_send(side, env.pool, false, env.submit);
+            sock.start_send(side, false, env.submit);
             if wants_fin {
                 sock.start_fin(side, env.submit);
             }
@@ -358,9 +366,6 @@ impl UPair {
             }
         }
         if self.teardown == Teardown::Cancelled && !self.busy() {
-            for s in &mut self.socks {
-                s.clear(env.pool);
-            }
             env.submit.push(Submit::Close {
                 side: Side::Client,
                 reset: self.reset[0],

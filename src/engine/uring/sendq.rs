@@ -4,43 +4,7 @@
 
 use std::collections::VecDeque;
 
-/// Output waiting to be sent; the front one may be in flight.
-#[derive(Debug)]
-pub enum Out {
-    /// Bytes of a provided buffer (echo): sent as they were received.
-    Buf {
-        /// Buffer id in the worker's ring.
-        bid: u16,
-        /// Bytes already sent.
-        off: usize,
-        /// Bytes received into it.
-        len: usize,
-    },
-    /// Protocol output.
-    Owned {
-        /// The bytes.
-        data: Vec<u8>,
-        /// Bytes already sent.
-        off: usize,
-    },
-}
-
-impl Out {
-    /// Bytes still to send.
-    pub fn remaining(&self) -> usize {
-        match self {
-            Out::Buf { off, len, .. } => len - off,
-            Out::Owned { data, off } => data.len() - off,
-        }
-    }
-
-    /// Marks `n` more bytes as sent.
-    pub fn advance(&mut self, n: usize) {
-        match self {
-            Out::Buf { off, .. } | Out::Owned { off, .. } => *off += n,
-        }
-    }
-}
+pub use ringd_ring::SendBuf as Out;
 
 /// First-in first-out output with the first entry inline.
 #[derive(Debug, Default)]
@@ -68,16 +32,6 @@ impl SendQueue {
         }
     }
 
-    /// The front entry.
-    pub fn front(&self) -> Option<&Out> {
-        self.head.as_ref()
-    }
-
-    /// The front entry, mutably.
-    pub fn front_mut(&mut self) -> Option<&mut Out> {
-        self.head.as_mut()
-    }
-
     /// Removes the front entry.
     pub fn pop_front(&mut self) -> Option<Out> {
         let out = self.head.take();
@@ -88,11 +42,6 @@ impl SendQueue {
     /// Removes the back entry.
     pub fn pop_back(&mut self) -> Option<Out> {
         self.rest.pop_back().or_else(|| self.head.take())
-    }
-
-    /// Entries waiting.
-    pub fn len(&self) -> usize {
-        usize::from(self.head.is_some()) + self.rest.len()
     }
 
     /// True when nothing waits.
@@ -106,7 +55,7 @@ mod tests {
     use super::*;
 
     fn buf(bid: u16) -> Out {
-        Out::Buf {
+        Out::Provided {
             bid,
             off: 0,
             len: 10,
@@ -115,7 +64,7 @@ mod tests {
 
     fn bid(o: Option<Out>) -> Option<u16> {
         match o {
-            Some(Out::Buf { bid, .. }) => Some(bid),
+            Some(Out::Provided { bid, .. }) => Some(bid),
             _ => None,
         }
     }
@@ -127,9 +76,6 @@ mod tests {
         q.push_back(buf(1));
         q.push_back(buf(2));
         q.push_back(buf(3));
-        assert_eq!(q.len(), 3);
-        q.front_mut().unwrap().advance(4);
-        assert_eq!(q.front().unwrap().remaining(), 6);
         q.push_front(buf(0));
         assert_eq!(bid(q.pop_front()), Some(0));
         assert_eq!(bid(q.pop_front()), Some(1));

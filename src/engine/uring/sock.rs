@@ -1,7 +1,8 @@
 //! One socket's operations on the ring: its multishot recv, its send queue with at most one
 //! send in flight, and its FIN. Shared by a protocol connection ([`super::conn::UConn`], one
 //! socket) and a proxied pair ([`super::pair::UPair`], two). Like them, it never touches the
-//! ring: it appends the [`Submit`]s the worker must push.
+//! ring: it appends the [`Submit`]s the worker must push. The bytes of a send leave its
+//! queue with the [`Submit::Send`] and come back with the send's completion.
 
 use super::sendq::{Out, SendQueue};
 use crate::proxy::Side;
@@ -49,7 +50,7 @@ impl Pool for ringd_ring::BufRing {
 
 /// What the worker must submit, in order. `Side` names the socket (a protocol connection's
 /// one socket is the client's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Submit {
     /// A multishot recv into the provided buffers that ends by itself once it has
     /// delivered `room` bytes (where the kernel can cap it), so a peer that sends faster
@@ -61,16 +62,14 @@ pub enum Submit {
         /// Bytes the socket may still take in.
         room: usize,
     },
-    /// A send of `len` bytes at `ptr` (the front of the queue, which stays put until the
-    /// send completes); `fin`: a FIN linked behind it, which must run only if the send
-    /// succeeded in full (`MSG_WAITALL`: the kernel sends all of it or fails the link).
+    /// A send of the front of the queue, handed over until the send completes; `fin`: a
+    /// FIN linked behind it, which must run only if the send succeeded in full
+    /// (`MSG_WAITALL`: the kernel sends all of it or fails the link).
     Send {
         /// The socket.
         side: Side,
-        /// First byte.
-        ptr: *const u8,
-        /// Bytes.
-        len: u32,
+        /// The bytes.
+        buf: Out,
         /// A FIN follows, linked.
         fin: bool,
     },
@@ -94,6 +93,21 @@ pub enum Submit {
     CancelConnect,
 }
 
+impl Submit {
+    /// The socket it is for.
+    pub fn side(&self) -> Side {
+        match self {
+            Submit::Recv { side, .. }
+            | Submit::Send { side, .. }
+            | Submit::Fin(side)
+            | Submit::CancelRecv(side)
+            | Submit::CancelAll(side)
+            | Submit::Close { side, .. } => *side,
+            Submit::Connect | Submit::CancelConnect => Side::Upstream,
+        }
+    }
+}
+
 /// The multishot recv.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RecvState {
@@ -110,7 +124,7 @@ pub enum RecvState {
 pub enum SendState {
     /// No send in flight.
     Idle,
-    /// The front of the queue is being sent.
+    /// What was the front of the queue is being sent.
     InFlight,
 }
 
@@ -128,9 +142,9 @@ pub enum FinState {
 /// One socket's operations.
 #[derive(Debug)]
 pub struct SockOps {
-    /// Output not yet sent, in order; the front is in flight while `send` says so.
+    /// Output not yet sent, in order (the bytes of a send in flight are not in it).
     queue: SendQueue,
-    /// Provided buffers in `queue`.
+    /// Provided buffers in `queue` or in flight.
     held: u16,
     /// The recv.
     pub recv: RecvState,
@@ -163,9 +177,9 @@ impl SockOps {
             || self.fin == FinState::InFlight
     }
 
-    /// True while output waits to be sent.
+    /// True while output waits to be sent or is being sent.
     pub fn has_unsent(&self) -> bool {
-        !self.queue.is_empty()
+        !self.queue.is_empty() || self.send == SendState::InFlight
     }
 
     /// Received bytes (`n` in buffer `bid`) to send on this socket: the buffer itself, no
@@ -174,7 +188,7 @@ impl SockOps {
     pub fn push_received<P: Pool>(&mut self, bid: u16, n: usize, pool: &mut P) {
         if self.held < MAX_HELD_BUFFERS && pool.available() > pool.entries() / 4 {
             self.held += 1;
-            self.queue.push_back(Out::Buf {
+            self.queue.push_back(Out::Provided {
                 bid,
                 off: 0,
                 len: n,
@@ -182,46 +196,33 @@ impl SockOps {
         } else {
             let data = pool.bytes(bid, n).to_vec();
             pool.give(bid);
-            self.queue.push_back(Out::Owned { data, off: 0 });
+            self.queue.push_back(Out::Bytes { data, off: 0 });
         }
     }
 
     /// Bytes to send after everything queued.
     pub fn push_owned(&mut self, data: Vec<u8>) {
-        self.queue.push_back(Out::Owned { data, off: 0 });
+        self.queue.push_back(Out::Bytes { data, off: 0 });
     }
 
     /// Bytes to send before everything queued (nothing may be in flight).
     pub fn push_front_owned(&mut self, data: Vec<u8>) {
         debug_assert_eq!(self.send, SendState::Idle);
-        self.queue.push_front(Out::Owned { data, off: 0 });
+        self.queue.push_front(Out::Bytes { data, off: 0 });
     }
 
     /// Starts sending the front of the queue if nothing is in flight and the FIN is not
     /// sent. `fin_after`: the connection closes once the queue is sent, so a small last send
     /// carries the FIN linked behind it.
-    pub fn start_send<P: Pool>(
-        &mut self,
-        side: Side,
-        pool: &P,
-        fin_after: bool,
-        submit: &mut Vec<Submit>,
-    ) {
+    pub fn start_send(&mut self, side: Side, fin_after: bool, submit: &mut Vec<Submit>) {
         if self.send != SendState::Idle || self.fin != FinState::Pending {
             return;
         }
-        let bytes = match self.queue.front() {
-            Some(Out::Buf { bid, off, len }) => &pool.bytes(*bid, *len)[*off..],
-            Some(Out::Owned { data, off }) => &data[*off..],
-            None => return,
+        let Some(buf) = self.queue.pop_front() else {
+            return;
         };
-        let fin = fin_after && self.queue.len() == 1 && bytes.len() <= LINK_FIN_MAX;
-        submit.push(Submit::Send {
-            side,
-            ptr: bytes.as_ptr(),
-            len: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
-            fin,
-        });
+        let fin = fin_after && self.queue.is_empty() && buf.remaining() <= LINK_FIN_MAX;
+        submit.push(Submit::Send { side, buf, fin });
         self.send = SendState::InFlight;
         if fin {
             self.fin = FinState::InFlight;
@@ -236,23 +237,22 @@ impl SockOps {
         }
     }
 
-    /// `sent` bytes of the send in flight went out (it is over): the queue advances, spent
-    /// buffers go back, spent output vectors to `recycle`.
+    /// The send in flight is over, `sent` bytes of `buf` went out (0 when it failed): the
+    /// rest goes back to the front of the queue; spent buffers go back to the pool, spent
+    /// output vectors to `recycle`.
     pub fn on_sent<P: Pool>(
         &mut self,
-        mut sent: usize,
+        sent: usize,
+        mut buf: Out,
         pool: &mut P,
         recycle: &mut impl FnMut(Vec<u8>),
     ) {
         self.send = SendState::Idle;
-        while let Some(front) = self.queue.front_mut() {
-            let n = sent.min(front.remaining());
-            front.advance(n);
-            sent -= n;
-            if front.remaining() > 0 {
-                break;
-            }
-            self.pop_front(pool, recycle);
+        buf.advance(sent.min(buf.remaining()));
+        if buf.remaining() > 0 {
+            self.queue.push_front(buf);
+        } else {
+            self.release(buf, pool, recycle);
         }
     }
 
@@ -281,33 +281,21 @@ impl SockOps {
         }
     }
 
-    /// The connection is over: unsent output is dropped (the front stays while its send is
-    /// in flight).
+    /// The connection is over: unsent output is dropped (a send in flight keeps its bytes
+    /// until its completion brings them back).
     pub fn drop_unsent<P: Pool>(&mut self, pool: &mut P) {
-        let keep = usize::from(self.send == SendState::InFlight);
-        while self.queue.len() > keep {
-            if let Some(Out::Buf { bid, .. }) = self.queue.pop_back() {
-                self.held -= 1;
-                pool.give(bid);
-            }
+        while let Some(out) = self.queue.pop_back() {
+            self.release(out, pool, &mut drop);
         }
     }
 
-    /// Nothing is in flight any more: everything left goes.
-    pub fn clear<P: Pool>(&mut self, pool: &mut P) {
-        while !self.queue.is_empty() {
-            self.pop_front(pool, &mut drop);
-        }
-    }
-
-    fn pop_front<P: Pool>(&mut self, pool: &mut P, recycle: &mut impl FnMut(Vec<u8>)) {
-        match self.queue.pop_front() {
-            Some(Out::Buf { bid, .. }) => {
+    fn release<P: Pool>(&mut self, out: Out, pool: &mut P, recycle: &mut impl FnMut(Vec<u8>)) {
+        match out {
+            Out::Provided { bid, .. } => {
                 self.held -= 1;
                 pool.give(bid);
             }
-            Some(Out::Owned { data, .. }) => recycle(data),
-            None => {}
+            Out::Bytes { data, .. } => recycle(data),
         }
     }
 }

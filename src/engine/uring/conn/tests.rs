@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 use super::*;
 use crate::connection::CloseReason;
 use crate::engine::uring::fake_pool::FakePool;
+use crate::engine::uring::sendq::Out;
 use crate::engine::uring::sock::Pool;
 use crate::protocol::{error_response, ErrorStatus, ProtocolKind, ProtocolSpec};
 
@@ -48,7 +49,10 @@ struct Sim {
     /// Bytes the armed recv may still deliver before it ends by itself.
     recv_room: usize,
     recv_cancel: bool,
-    send: Option<(*const u8, u32, bool)>,
+    /// The send in flight: its bytes as submitted, and whether a FIN is linked to it.
+    send: Option<(Out, Vec<u8>, bool)>,
+    /// The bytes of the send whose completion is posted, handed back with it.
+    returned: Option<Out>,
     fin_alone: bool,
     cancels: Vec<Submit>,
     close_submitted: bool,
@@ -82,6 +86,7 @@ impl Sim {
             recv_room: 0,
             recv_cancel: false,
             send: None,
+            returned: None,
             fin_alone: false,
             cancels: Vec::new(),
             close_submitted: false,
@@ -107,11 +112,12 @@ impl Sim {
                     self.recv_room = room.max(1);
                     self.recv_cancel = false;
                 }
-                Submit::Send { ptr, len, fin, .. } => {
+                Submit::Send { buf, fin, .. } => {
                     assert!(self.send.is_none(), "two sends in flight");
                     assert!(!self.fin_done, "send after the FIN");
-                    assert!(len > 0, "empty send");
-                    self.send = Some((ptr, len, fin));
+                    let bytes = self.pool.lend(&buf);
+                    assert!(!bytes.is_empty(), "empty send");
+                    self.send = Some((buf, bytes, fin));
                 }
                 Submit::Fin(_) => {
                     assert!(self.send.is_none() && !self.fin_alone, "FIN beside a send");
@@ -232,7 +238,9 @@ impl Sim {
     }
 
     fn complete_send(&mut self) -> Cqe {
-        let (ptr, len, fin) = self.send.take().expect("a send in flight");
+        let (buf, bytes, fin) = self.send.take().expect("a send in flight");
+        self.give_back(buf);
+        let len = bytes.len() as u32;
         if self.rng.gen_bool(0.02) {
             if fin {
                 self.posted.push_back(Cqe::Fin(-libc::ECANCELED));
@@ -244,10 +252,7 @@ impl Sim {
         } else {
             len
         };
-        // SAFETY: the connection keeps the bytes of an in-flight send alive and unmoved
-        // until its completion, which is being posted now.
-        let bytes = unsafe { std::slice::from_raw_parts(ptr, n as usize) };
-        self.sent.extend_from_slice(bytes);
+        self.sent.extend_from_slice(&bytes[..n as usize]);
         if fin {
             // A send that is not whole fails its link: the FIN must not run.
             if n == len {
@@ -258,6 +263,12 @@ impl Sim {
             }
         }
         Cqe::Send(n as i32)
+    }
+
+    /// The send of `buf` is over: its bytes go back with the completion about to be posted.
+    fn give_back(&mut self, buf: Out) {
+        self.pool.unlend(&buf);
+        assert!(self.returned.replace(buf).is_none(), "two sends completed");
     }
 
     fn cancel(&mut self) -> Cqe {
@@ -271,7 +282,8 @@ impl Sim {
             });
         }
         if matches!(which, Submit::CancelAll(_)) {
-            if let Some((_, _, fin)) = self.send.take() {
+            if let Some((buf, _, fin)) = self.send.take() {
+                self.give_back(buf);
                 self.posted.push_back(Cqe::Send(-libc::ECANCELED));
                 if fin {
                     self.posted.push_back(Cqe::Fin(-libc::ECANCELED));
@@ -291,6 +303,58 @@ impl Sim {
 /// The longest response the HTTP scenarios get (a `408` with its headers), which the
 /// protocol may write past the output bound.
 const RESPONSE_SLACK: usize = 160;
+
+/// What a connection's events need from the simulation.
+fn env<'a>(sim: &'a mut Sim, subs: &'a mut Vec<Submit>) -> Env<'a, FakePool> {
+    Env {
+        now: sim.now,
+        limits: &sim.limits,
+        pool: &mut sim.pool,
+        stats: &sim.stats,
+        submit: subs,
+    }
+}
+
+/// Hands the completion `cqe` to the connection; returns what was sent when the FIN went out,
+/// if this was the FIN's completion.
+fn deliver(sim: &mut Sim, uc: &mut UConn, subs: &mut Vec<Submit>, cqe: Cqe) -> Option<usize> {
+    match cqe {
+        Cqe::Recv { res, more, bid } if res == -libc::EAGAIN => {
+            let _ = (more, bid);
+            uc.on_time(&mut env(sim, subs));
+        }
+        Cqe::Recv { res, more, bid } => uc.on_recv(res, more, bid, &mut env(sim, subs)),
+        Cqe::Send(res) => {
+            let buf = sim.returned.take().expect("the send's bytes");
+            uc.on_send(res, buf, &mut env(sim, subs))
+        }
+        Cqe::Fin(res) => {
+            let at = (res == 0).then_some(sim.sent.len());
+            uc.on_fin(res, &mut env(sim, subs));
+            return at;
+        }
+        Cqe::Cancel => uc.on_cancel(&mut env(sim, subs)),
+        Cqe::Close => sim.closed = true,
+    }
+    None
+}
+
+/// What the connection holds stays within its bound, give or take the last buffer a recv
+/// filled (echo's output is its input) or the last response the protocol wrote.
+fn check_bounds(seed: u64, kind: ProtocolKind, sim: &Sim, uc: &UConn) {
+    let bound = sim.limits.max_pending + sim.pool.size;
+    let out_bound = match kind {
+        ProtocolKind::Echo => bound,
+        _ => sim.limits.max_pending + RESPONSE_SLACK,
+    };
+    assert!(
+        uc.conn.queued() <= out_bound && uc.conn.pending_len() <= bound,
+        "seed {seed}: holds {} bytes of output and {} of input over a bound of {}",
+        uc.conn.queued(),
+        uc.conn.pending_len(),
+        sim.limits.max_pending
+    );
+}
 
 /// Runs one scenario; returns the bytes the server sent, whether its FIN went out, and the
 /// sent length when it did.
@@ -338,37 +402,11 @@ fn run(seed: u64, kind: ProtocolKind, input: Vec<u8>) -> (Vec<u8>, bool, usize, 
             sim.take(&mut subs);
             continue;
         };
-        match cqe {
-            Cqe::Recv { res, more, bid } if res == -libc::EAGAIN => {
-                let _ = (more, bid);
-                uc.on_time(&mut conn_env!());
-            }
-            Cqe::Recv { res, more, bid } => uc.on_recv(res, more, bid, &mut conn_env!()),
-            Cqe::Send(res) => uc.on_send(res, &mut conn_env!()),
-            Cqe::Fin(res) => {
-                if res == 0 {
-                    sent_at_fin = Some(sim.sent.len());
-                }
-                uc.on_fin(res, &mut conn_env!())
-            }
-            Cqe::Cancel => uc.on_cancel(&mut conn_env!()),
-            Cqe::Close => sim.closed = true,
+        if let Some(at) = deliver(&mut sim, &mut uc, &mut subs, cqe) {
+            sent_at_fin = Some(at);
         }
         sim.take(&mut subs);
-        // What the connection holds stays within its bound, give or take the last buffer a
-        // recv filled (echo's output is its input) or the last response the protocol wrote.
-        let bound = sim.limits.max_pending + sim.pool.size;
-        let out_bound = match kind {
-            ProtocolKind::Echo => bound,
-            _ => sim.limits.max_pending + RESPONSE_SLACK,
-        };
-        assert!(
-            uc.conn.queued() <= out_bound && uc.conn.pending_len() <= bound,
-            "seed {seed}: holds {} bytes of output and {} of input over a bound of {}",
-            uc.conn.queued(),
-            uc.conn.pending_len(),
-            sim.limits.max_pending
-        );
+        check_bounds(seed, kind, &sim, &uc);
     }
     assert!(
         sim.closed,

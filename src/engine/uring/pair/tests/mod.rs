@@ -13,11 +13,41 @@
 mod sim;
 
 use super::*;
+use crate::engine::uring::fake_pool::FakePool;
 use crate::proxy::Balance;
 use rand::Rng;
 use sim::*;
 use std::net::SocketAddr;
 use std::time::Duration;
+
+/// What a pair's events need from the simulation.
+fn env<'a>(sim: &'a mut Sim, subs: &'a mut Vec<Submit>) -> Env<'a, FakePool> {
+    Env {
+        now: sim.now,
+        limits: &sim.limits,
+        pool: &mut sim.pool,
+        stats: &sim.stats,
+        submit: subs,
+    }
+}
+
+/// What the worker does with the pair's submissions. A connect needs a socket first, which
+/// may fail (no descriptor), and then the connect is not submitted.
+fn submit(sim: &mut Sim, pair: &mut UPair, subs: &mut Vec<Submit>) {
+    let mut i = 0;
+    while i < subs.len() {
+        if subs[i] != Submit::Connect || !sim.rng.gen_bool(0.03) {
+            i += 1;
+            continue;
+        }
+        subs.remove(i);
+        sim.seen.local_failure = true;
+        pair.upstream_socket = sim.attempts > 0;
+        let err = std::io::Error::from_raw_os_error(libc::EMFILE);
+        pair.on_local_failure(&err, &mut env(sim, subs));
+    }
+    sim.take(subs);
+}
 
 /// Runs one scenario to its end and checks it; returns the simulation and the pair.
 fn run(seed: u64) -> (Sim, UPair) {
@@ -36,39 +66,9 @@ fn run(seed: u64) -> (Sim, UPair) {
         cursor: &mut cursor,
         connect_ms,
     };
-    let mut subs = Vec::new();
-    macro_rules! conn_env {
-        () => {
-            Env {
-                now: sim.now,
-                limits: &sim.limits,
-                pool: &mut sim.pool,
-                stats: &sim.stats,
-                submit: &mut subs,
-            }
-        };
-    }
-    // What the worker does with a connect: make a socket first, which may fail (no
-    // descriptor), and then the connect is not submitted.
-    macro_rules! submit {
-        () => {
-            let mut i = 0;
-            while i < subs.len() {
-                if subs[i] != Submit::Connect || !sim.rng.gen_bool(0.03) {
-                    i += 1;
-                    continue;
-                }
-                subs.remove(i);
-                sim.seen.local_failure = true;
-                pair.upstream_socket = sim.attempts > 0;
-                let err = std::io::Error::from_raw_os_error(libc::EMFILE);
-                pair.on_local_failure(&err, &mut conn_env!());
-            }
-            sim.take(&mut subs);
-        };
-    }
-    pair.start(&mut conn_env!(), &mut up);
-    submit!();
+    let subs = &mut Vec::new();
+    pair.start(&mut env(&mut sim, subs), &mut up);
+    submit(&mut sim, &mut pair, subs);
     let mut closes_done = 0;
     for _ in 0..50_000 {
         if pair.teardown == Teardown::Done {
@@ -76,77 +76,23 @@ fn run(seed: u64) -> (Sim, UPair) {
         }
         if sim.rng.gen_bool(0.05) {
             sim.now += sim.rng.gen_range(1..200);
-            pair.on_time(&mut conn_env!());
-            submit!();
+            pair.on_time(&mut env(&mut sim, subs));
+            submit(&mut sim, &mut pair, subs);
         }
         if pair.socks.iter().any(|s| s.starved) && sim.pool.available() > 0 {
-            pair.on_buffers(&mut conn_env!());
-            submit!();
+            pair.on_buffers(&mut env(&mut sim, subs));
+            submit(&mut sim, &mut pair, subs);
         }
         let Some(cqe) = sim.event() else {
             // Nothing can complete now: only time moves the pair on.
             sim.now += 500;
-            pair.on_time(&mut conn_env!());
-            submit!();
+            pair.on_time(&mut env(&mut sim, subs));
+            submit(&mut sim, &mut pair, subs);
             continue;
         };
-        let open = pair.relay.phase() != Phase::Closed;
-        let mut failed = |side: Side, res: i32| {
-            if open && res < 0 && res != -libc::ECANCELED && res != -libc::ENOBUFS {
-                sim.seen.error_from.get_or_insert(side);
-            }
-        };
-        match cqe {
-            Cqe::Recv {
-                side,
-                res,
-                more,
-                bid,
-            } => {
-                failed(side, res);
-                if !more {
-                    sim.peer(side).recv_out = false;
-                }
-                pair.on_recv(side, res, more, bid, &mut conn_env!(), &ups);
-            }
-            Cqe::Send(side, res) => {
-                failed(side, res);
-                sim.peer(side).send_out = false;
-                pair.on_send(side, res, &mut conn_env!(), &ups);
-            }
-            Cqe::Fin(side, res) => {
-                failed(side, res);
-                sim.peer(side).fin_out = false;
-                pair.on_fin(side, res, &mut conn_env!());
-            }
-            Cqe::Connect(res) => {
-                sim.connect_out = false;
-                pair.on_connect(res, &mut conn_env!(), &mut up);
-            }
-            Cqe::Cancel => pair.on_cancel(&mut conn_env!()),
-            Cqe::Close(_) => {
-                closes_done += 1;
-                let done = pair.on_close();
-                let expected = 1 + usize::from(pair.upstream_socket);
-                assert_eq!(
-                    done,
-                    closes_done == expected,
-                    "seed {seed}: done after {closes_done} of {expected} closes"
-                );
-            }
-        }
-        submit!();
-        // Each direction holds no more than its bound, give or take the last buffer a recv
-        // filled, and the PROXY header on the client's.
-        for (side, extra) in [(Side::Client, sim.header.len()), (Side::Upstream, 0)] {
-            let bound = sim.limits.max_pending + sim.pool.size + extra;
-            sim.seen.paused[side.index()] |= pair.relay.queued(side) > sim.limits.max_pending;
-            assert!(
-                pair.relay.queued(side) <= bound,
-                "seed {seed}: {side:?} holds {} bytes, over {bound}",
-                pair.relay.queued(side)
-            );
-        }
+        deliver(&mut sim, &mut pair, &mut up, subs, cqe, &mut closes_done);
+        submit(&mut sim, &mut pair, subs);
+        check_bounds(&mut sim, &pair);
     }
     assert_eq!(
         pair.teardown,
@@ -156,6 +102,80 @@ fn run(seed: u64) -> (Sim, UPair) {
     pair.release(&ups);
     check_end(seed, &sim, &pair, &ups);
     (sim, pair)
+}
+
+/// Hands the completion `cqe` to the pair.
+fn deliver(
+    sim: &mut Sim,
+    pair: &mut UPair,
+    up: &mut Upstream,
+    subs: &mut Vec<Submit>,
+    cqe: Cqe,
+    closes_done: &mut usize,
+) {
+    let open = pair.relay.phase() != Phase::Closed;
+    let failed = |sim: &mut Sim, side: Side, res: i32| {
+        if open && res < 0 && res != -libc::ECANCELED && res != -libc::ENOBUFS {
+            sim.seen.error_from.get_or_insert(side);
+        }
+    };
+    let ups = up.ups;
+    match cqe {
+        Cqe::Recv {
+            side,
+            res,
+            more,
+            bid,
+        } => {
+            failed(sim, side, res);
+            if !more {
+                sim.peer(side).recv_out = false;
+            }
+            pair.on_recv(side, res, more, bid, &mut env(sim, subs), ups);
+        }
+        Cqe::Send(side, res) => {
+            failed(sim, side, res);
+            sim.peer(side).send_out = false;
+            let buf = sim.peer(side).returned.take().expect("the send's bytes");
+            pair.on_send(side, res, buf, &mut env(sim, subs), ups);
+        }
+        Cqe::Fin(side, res) => {
+            failed(sim, side, res);
+            sim.peer(side).fin_out = false;
+            pair.on_fin(side, res, &mut env(sim, subs));
+        }
+        Cqe::Connect(res) => {
+            sim.connect_out = false;
+            pair.on_connect(res, &mut env(sim, subs), up);
+        }
+        Cqe::Cancel => pair.on_cancel(&mut env(sim, subs)),
+        Cqe::Close(_) => {
+            *closes_done += 1;
+            let done = pair.on_close();
+            let expected = 1 + usize::from(pair.upstream_socket);
+            assert_eq!(
+                done,
+                *closes_done == expected,
+                "seed {}: done after {closes_done} of {expected} closes",
+                sim.seed
+            );
+        }
+    }
+}
+
+/// Each direction holds no more than its bound, give or take the last buffer a recv filled,
+/// and the PROXY header on the client's.
+fn check_bounds(sim: &mut Sim, pair: &UPair) {
+    for (side, extra) in [(Side::Client, sim.header.len()), (Side::Upstream, 0)] {
+        let bound = sim.limits.max_pending + sim.pool.size + extra;
+        sim.seen.paused[side.index()] |= pair.relay.queued(side) > sim.limits.max_pending;
+        assert!(
+            pair.relay.queued(side) <= bound,
+            "seed {}: {side:?} holds {} bytes, over {bound}",
+            sim.seed,
+            pair.relay.queued(side)
+        );
+    }
 }
 
 /// What must hold once both sockets are closed.

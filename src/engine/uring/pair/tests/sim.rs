@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 use super::super::*;
 use crate::connection::{Limits, Millis};
 use crate::engine::uring::fake_pool::FakePool;
+use crate::engine::uring::sendq::Out;
 
 /// A completion the simulated kernel will post.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +64,10 @@ pub(super) struct Peer {
     pub(super) recv_live: bool,
     /// Bytes the live recv may still deliver before it ends by itself.
     pub(super) recv_room: usize,
-    pub(super) send_live: Option<(*const u8, u32, bool)>,
+    /// The send in flight: its bytes as submitted, and whether a FIN is linked to it.
+    pub(super) send_live: Option<(Out, Vec<u8>, bool)>,
+    /// The bytes of the send whose completion is posted, handed back with it.
+    pub(super) returned: Option<Out>,
     pub(super) fin_live: bool,
     /// Operations whose last completion the pair has not been handed yet.
     pub(super) recv_out: bool,
@@ -97,6 +101,7 @@ impl Peer {
             recv_live: false,
             recv_room: 0,
             send_live: None,
+            returned: None,
             fin_live: false,
             recv_out: false,
             send_out: false,
@@ -238,14 +243,16 @@ impl Sim {
                     p.recv_out = true;
                     p.recv_room = room.max(1);
                 }
-                Submit::Send { ptr, len, fin, .. } => {
+                Submit::Send { buf, fin, .. } => {
                     assert!(
                         !p.send_out && !p.fin_out,
                         "seed {seed}: a send beside another or a FIN on {side:?}"
                     );
                     assert!(p.fin_at.is_none(), "seed {seed}: send after the FIN");
-                    assert!(len > 0, "seed {seed}: empty send");
-                    p.send_live = Some((ptr, len, fin));
+                    let bytes = self.pool.lend(&buf);
+                    assert!(!bytes.is_empty(), "seed {seed}: empty send");
+                    let p = &mut self.peers[side.index()];
+                    p.send_live = Some((buf, bytes, fin));
                     p.send_out = true;
                     p.fin_out = fin;
                 }
@@ -282,6 +289,33 @@ impl Sim {
                 }
             }
         }
+    }
+
+    fn complete_fin(&mut self, side: Side) -> Cqe {
+        let p = &mut self.peers[side.index()];
+        p.fin_live = false;
+        match p.reset {
+            true => Cqe::Fin(side, -libc::ENOTCONN),
+            false => {
+                p.fin_at = Some(p.got.len());
+                self.seen.first_fin.get_or_insert(side);
+                Cqe::Fin(side, 0)
+            }
+        }
+    }
+
+    fn complete_connect(&mut self) -> Cqe {
+        let res = match self.connect_live.take() {
+            Some(Outcome::Accepted) => {
+                self.accepted = true;
+                0
+            }
+            _ => {
+                self.seen.refused = true;
+                -libc::ECONNREFUSED
+            }
+        };
+        Cqe::Connect(res)
     }
 
     /// One random thing the kernel or a peer does; `None` when only time can help.
@@ -342,31 +376,8 @@ impl Sim {
             return Some(match options[self.rng.gen_range(0..options.len())] {
                 Ev::Recv(side) => self.recv(side),
                 Ev::Send(side) => self.complete_send(side),
-                Ev::Fin(side) => {
-                    let p = &mut self.peers[side.index()];
-                    p.fin_live = false;
-                    match p.reset {
-                        true => Cqe::Fin(side, -libc::ENOTCONN),
-                        false => {
-                            p.fin_at = Some(p.got.len());
-                            self.seen.first_fin.get_or_insert(side);
-                            Cqe::Fin(side, 0)
-                        }
-                    }
-                }
-                Ev::Connect => {
-                    let res = match self.connect_live.take() {
-                        Some(Outcome::Accepted) => {
-                            self.accepted = true;
-                            0
-                        }
-                        _ => {
-                            self.seen.refused = true;
-                            -libc::ECONNREFUSED
-                        }
-                    };
-                    Cqe::Connect(res)
-                }
+                Ev::Fin(side) => self.complete_fin(side),
+                Ev::Connect => self.complete_connect(),
                 Ev::Cancel => self.cancel(),
                 Ev::Late(i) => self.late.swap_remove(i),
                 Ev::Reset(side) => {
@@ -440,7 +451,10 @@ impl Sim {
         let expected = self.expected(side);
         let other_fin = self.peers[side.other().index()].fin_at.is_some();
         let p = &mut self.peers[side.index()];
-        let (ptr, len, fin) = p.send_live.take().expect("a send in flight");
+        let (buf, bytes, fin) = p.send_live.take().expect("a send in flight");
+        let len = bytes.len() as u32;
+        self.give_back(side, buf);
+        let p = &mut self.peers[side.index()];
         if p.reset {
             if fin {
                 p.fin_live = false;
@@ -453,10 +467,7 @@ impl Sim {
             true => self.rng.gen_range(1..=len),
             false => len,
         };
-        // SAFETY: the pair keeps the bytes of an in-flight send alive and unmoved until its
-        // completion, which is being posted now.
-        let bytes = unsafe { std::slice::from_raw_parts(ptr, n as usize) };
-        p.got.extend_from_slice(bytes);
+        p.got.extend_from_slice(&bytes[..n as usize]);
         assert!(
             expected.starts_with(&p.got),
             "seed {}: {side:?} received bytes out of order or not sent to it",
@@ -478,6 +489,13 @@ impl Sim {
             self.posted.push_back(Cqe::Fin(side, res));
         }
         Cqe::Send(side, n as i32)
+    }
+
+    /// The send of `buf` on `side` is over: its bytes go back with its completion.
+    fn give_back(&mut self, side: Side, buf: Out) {
+        self.pool.unlend(&buf);
+        let p = &mut self.peers[side.index()];
+        assert!(p.returned.replace(buf).is_none(), "two sends completed");
     }
 
     /// The completion of an operation a cancel ends: before the cancel's own, or, now and
@@ -512,7 +530,8 @@ impl Sim {
                     bid: None,
                 });
             }
-            if all && p.send_live.take().is_some() {
+            if let Some((buf, _, _)) = all.then(|| p.send_live.take()).flatten() {
+                self.give_back(side, buf);
                 self.cancelled(Cqe::Send(side, -libc::ECANCELED));
             }
             let p = &mut self.peers[side.index()];
