@@ -450,10 +450,20 @@ fn service_manager_notifications() {
 /// would take for a reset), and keeps counting.
 fn counters_continue(engine: &str) {
     let dir = temp_dir("upgrade-counters");
-    let mut l = Lineage::start(Start::new(&dir, &args(engine, &[])));
+    let log = dir.join("access.log");
+    let log = log.to_str().unwrap();
+    let mut l = Lineage::start(Start::new(&dir, &args(engine, &["--access-log", log])));
     let metrics = l.metrics.unwrap();
     for _ in 0..20 {
         assert!(get(l.addr).starts_with("HTTP/1.1 200"));
+    }
+    // The process's own series continue too (the access log's writer counts its lines a
+    // moment after the connections close).
+    let written = "ringd_access_log_lines_total{result=\"written\"}";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while counters(&scrape(metrics)).get(written) < Some(&20) {
+        assert!(std::time::Instant::now() < deadline, "{written} below 20");
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let before = counters(&scrape(metrics));
     let accepted = |c: &BTreeMap<String, u64>| {

@@ -18,7 +18,7 @@ use tracing::{debug, info};
 
 use super::conn::UConn;
 use super::op::Op;
-use super::session::{ConnSession, SessionEvent};
+use super::session::{ConnSession, Origin, SessionEvent};
 use super::{AcceptState, Worker};
 use crate::config::Service;
 use crate::connection::{Connection, WorkerStats};
@@ -144,9 +144,16 @@ impl Worker {
             WorkerStats::inc(&self.env.stats.rejected);
             Connection::rejected(spec, now)
         };
+        // The access log is written with ordinary descriptors only (see `run`): a direct
+        // one has no address to read.
+        let origin = match (&self.env.access_log, &sock) {
+            (Some(_), Descriptor::Os(fd)) => Origin::of(fd, now),
+            _ => None,
+        };
         let t = self.sessions.insert_conn(ConnSession {
             fd: Some(sock),
             uc: UConn::new(conn),
+            origin,
         });
         match self.stopping {
             Some(_) => self.dispatch(t, SessionEvent::Drain),

@@ -88,9 +88,11 @@ pub fn run(ctx: WorkerCtx, ready: mpsc::Sender<Result<(), Error>>) -> io::Result
     };
     let mut w = Worker::new(driver, listener, env, reserved);
     // A cut connection on a table slot is reset with IORING_OP_URING_CMD's setsockopt
-    // (Linux 6.7); older kernels keep ordinary descriptors, which are reset directly.
+    // (Linux 6.7); older kernels keep ordinary descriptors, which are reset directly. The
+    // access log needs the client's address, which a direct descriptor cannot be asked for.
     if w.serving.service.proxy().is_none()
         && w.env.config.direct_descriptors
+        && w.env.access_log.is_none()
         && ringd_ring::setup::kernel_version() >= (6, 7)
     {
         w.register_table(reserved);

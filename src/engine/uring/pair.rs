@@ -309,6 +309,11 @@ impl UPair {
         self.step(env);
     }
 
+    /// The connect to its upstream succeeded (until [`UPair::release`]).
+    pub fn reached(&self) -> bool {
+        self.connected
+    }
+
     /// The pair ends: the upstream no longer counts it.
     pub fn release(&mut self, ups: &Upstreams) {
         if let (true, Some(i)) = (self.connected, self.upstream) {

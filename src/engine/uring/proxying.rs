@@ -9,7 +9,7 @@ use socket2::{Domain, Socket, Type};
 
 use super::conn::Env;
 use super::pair::UPair;
-use super::session::{PairSession, SessionEvent};
+use super::session::{Origin, PairSession, SessionEvent};
 use super::sock::Submit;
 use super::Worker;
 use crate::connection::{CloseReason, WorkerStats};
@@ -40,9 +40,14 @@ impl Worker {
                 None
             }
         };
+        let origin = match self.env.access_log {
+            Some(_) => Origin::of(&fd, now),
+            None => None,
+        };
         let t = self.sessions.insert_pair(PairSession {
             fds: [Some(Descriptor::Os(fd)), None],
             up: UPair::new(relay, header),
+            origin,
         });
         self.dispatch(t, SessionEvent::Start);
     }

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 
 use ringd_ring::{BufRing, Descriptor, Sqe, Target};
 use slab::Slab;
@@ -17,6 +18,7 @@ use super::pair::{UPair, Upstream};
 use super::sendq::Out;
 use super::sock::Submit;
 use super::Worker;
+use crate::access_log::{Ended as LogEnded, Record, UpstreamRecord};
 use crate::connection::{CloseReason, Limits, Millis};
 use crate::proxy::Side;
 
@@ -27,6 +29,31 @@ pub(super) struct ConnSession {
     pub fd: Option<Descriptor>,
     /// The connection.
     pub uc: UConn,
+    /// Where it came from, for the access log (`None` when there is none).
+    pub origin: Option<Origin>,
+}
+
+/// Where a session came from and when, for its line in the access log.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Origin {
+    /// The client.
+    pub client: SocketAddr,
+    /// The address it connected to.
+    pub listener: SocketAddr,
+    /// When it was accepted, by the worker's clock.
+    pub opened: Millis,
+}
+
+impl Origin {
+    /// The addresses of the accepted socket `fd`, accepted at `now`.
+    pub fn of(fd: &OwnedFd, now: Millis) -> Option<Origin> {
+        let s = socket2::SockRef::from(fd);
+        Some(Origin {
+            client: s.peer_addr().ok()?.as_socket()?,
+            listener: s.local_addr().ok()?.as_socket()?,
+            opened: now,
+        })
+    }
 }
 
 /// A proxied pair and its sockets.
@@ -36,6 +63,8 @@ pub(super) struct PairSession {
     pub fds: [Option<Descriptor>; 2],
     /// The pair.
     pub up: UPair,
+    /// Where it came from, for the access log (`None` when there is none).
+    pub origin: Option<Origin>,
 }
 
 /// A session of either kind, as its table holds it.
@@ -396,17 +425,53 @@ impl Worker {
         if !self.sessions.get_mut(t).is_some_and(|mut s| s.on_close()) {
             return;
         }
-        let reason = match self.sessions.remove(t) {
-            Some(Ended::Conn(c)) => c.uc.close_reason(),
+        let (reason, origin, ended) = match self.sessions.remove(t) {
+            Some(Ended::Conn(c)) => {
+                let (bytes_in, bytes_out) = c.uc.conn.bytes();
+                let reason = c.uc.close_reason();
+                let ended = LogEnded {
+                    reason,
+                    bytes_in,
+                    bytes_out,
+                    upstream: None,
+                };
+                (reason, c.origin, ended)
+            }
             Some(Ended::Pair(mut p)) => {
+                let ended = self.pair_ended(&p.up);
                 if let Some(proxy) = self.serving.service.proxy() {
                     p.up.release(&proxy.upstreams);
                 }
-                p.up.relay.close_reason()
+                (ended.reason, p.origin, ended)
             }
             None => return,
         };
+        if let (Some(log), Some(o)) = (&self.env.access_log, origin) {
+            let duration = self.time.clock.now().saturating_sub(o.opened);
+            let record = Record::of(ended, o.client, o.listener, self.env.id, duration);
+            log.log(record);
+        }
         self.finished(reason);
+    }
+
+    /// What the access log says of a pair that ended.
+    fn pair_ended(&self, up: &UPair) -> LogEnded {
+        let (bytes_in, bytes_out) = up.relay.bytes(Side::Client);
+        let (received, sent) = up.relay.bytes(Side::Upstream);
+        let addr = match (up.upstream, self.serving.service.proxy()) {
+            (Some(i), Some(proxy)) if up.reached() => Some(proxy.upstreams.get(i).addr),
+            _ => None,
+        };
+        LogEnded {
+            reason: up.relay.close_reason(),
+            bytes_in,
+            bytes_out,
+            upstream: addr.map(|addr| UpstreamRecord {
+                addr,
+                bytes_sent: sent,
+                bytes_received: received,
+            }),
+        }
     }
 
     /// Counts a session that ended.
