@@ -299,19 +299,7 @@ impl Args {
         let cpus = allowed_cpus();
         let threads = self.threads.unwrap_or(cpus.len());
         let pin = !self.no_pin;
-        let protocol = |kind| {
-            Service::Protocol(ProtocolSpec::new(
-                kind,
-                self.greeting.as_bytes(),
-                self.http_body.as_bytes(),
-            ))
-        };
-        let service = match self.protocol {
-            ServiceArg::Echo => protocol(ProtocolKind::Echo),
-            ServiceArg::Hello => protocol(ProtocolKind::Hello),
-            ServiceArg::Http => protocol(ProtocolKind::Http),
-            ServiceArg::Proxy => Service::Proxy(self.proxy_config()?),
-        };
+        let service = self.service()?;
         let uring = crate::config::UringTuning {
             wait_batch: self.uring_wait_batch.max(1),
             min_wait_us: u32::try_from(self.uring_min_wait.as_micros()).unwrap_or(u32::MAX),
@@ -360,14 +348,7 @@ impl Args {
             direct_descriptors: !self.no_direct_descriptors,
             uring,
             metrics: self.metrics,
-            access_log: self.access_log.as_deref().map(|t| AccessLogSpec {
-                target: Target::parse(t),
-                format: match self.access_log_format {
-                    LogFormatArg::Json => Format::Json,
-                    LogFormatArg::Logfmt => Format::Logfmt,
-                },
-                queue: self.access_log_queue.max(1),
-            }),
+            access_log: self.access_log_spec(),
             test_fault: match std::env::var(TestFault::VAR) {
                 Ok(v) if !v.is_empty() => Some(TestFault::parse(&v)?),
                 _ => None,
@@ -379,6 +360,35 @@ impl Args {
 }
 
 impl Args {
+    /// What is done with each connection.
+    fn service(&self) -> Result<Service, String> {
+        let protocol = |kind| {
+            Service::Protocol(ProtocolSpec::new(
+                kind,
+                self.greeting.as_bytes(),
+                self.http_body.as_bytes(),
+            ))
+        };
+        Ok(match self.protocol {
+            ServiceArg::Echo => protocol(ProtocolKind::Echo),
+            ServiceArg::Hello => protocol(ProtocolKind::Hello),
+            ServiceArg::Http => protocol(ProtocolKind::Http),
+            ServiceArg::Proxy => Service::Proxy(self.proxy_config()?),
+        })
+    }
+
+    /// `--access-log` and its options, if it is written.
+    fn access_log_spec(&self) -> Option<AccessLogSpec> {
+        self.access_log.as_deref().map(|t| AccessLogSpec {
+            target: Target::parse(t),
+            format: match self.access_log_format {
+                LogFormatArg::Json => Format::Json,
+                LogFormatArg::Logfmt => Format::Logfmt,
+            },
+            queue: self.access_log_queue.max(1),
+        })
+    }
+
     /// The proxy configuration: the upstreams resolved, once.
     fn proxy_config(&self) -> Result<ProxyConfig, String> {
         if self.upstream.is_empty() {

@@ -112,9 +112,23 @@ pub fn take_from_env() -> Result<Option<Activation>, Error> {
     if count == 0 {
         return Ok(None);
     }
-    let names: Vec<&str> = names
-        .as_deref()
-        .map_or(Vec::new(), |n| n.split(':').collect());
+    let sockets = take_sockets(count, names.as_deref())?;
+    let predecessor = match (from, ready) {
+        (Some(from), Some(ready)) => {
+            Some(take_predecessor(&from, &ready, upgrades, counters, count)?)
+        }
+        _ => None,
+    };
+    Ok(Some(Activation {
+        sockets,
+        predecessor,
+    }))
+}
+
+/// The `count` inherited sockets from descriptor 3 on, named by `names` (`LISTEN_FDNAMES`):
+/// the one named [`METRICS_NAME`] serves the metrics, the others the workers.
+fn take_sockets(count: RawFd, names: Option<&str>) -> Result<InheritedSockets, Error> {
+    let names: Vec<&str> = names.map_or(Vec::new(), |n| n.split(':').collect());
     let mut sockets = InheritedSockets {
         listeners: Vec::new(),
         metrics: None,
@@ -133,47 +147,45 @@ pub fn take_from_env() -> Result<Option<Activation>, Error> {
             "LISTEN_FDS={count} passes no listening socket for the workers (only `{METRICS_NAME}`)"
         )));
     }
-    let predecessor = match (from, ready) {
-        (Some(from), Some(ready)) => {
-            let pid = from
-                .parse()
-                .map_err(|_| inherited(format!("{UPGRADE_FROM}={from} is not a pid")))?;
-            let fd: RawFd = ready
-                .parse()
-                .ok()
-                .filter(|&fd| fd >= FIRST_FD + count)
-                .ok_or_else(|| inherited(format!("{READY_FD}={ready} is not a descriptor")))?;
-            let ready = take_fd(fd)
-                .ok_or_else(|| inherited(format!("{READY_FD}={fd} is not an open descriptor")))?;
-            let upgrades = upgrades.and_then(|u| u.parse().ok()).unwrap_or(1);
-            let counters = match counters {
-                Some(c) => {
-                    let fd: RawFd = c
-                        .parse()
-                        .ok()
-                        .filter(|&fd| fd >= FIRST_FD + count)
-                        .ok_or_else(|| {
-                            inherited(format!("{COUNTERS_FD}={c} is not a descriptor"))
-                        })?;
-                    Some(take_fd(fd).ok_or_else(|| {
-                        inherited(format!("{COUNTERS_FD}={fd} is not an open descriptor"))
-                    })?)
-                }
-                None => None,
-            };
-            Some(Predecessor {
-                pid,
-                upgrades,
-                ready,
-                counters,
-            })
-        }
-        _ => None,
+    Ok(sockets)
+}
+
+/// The predecessor of a live upgrade, from its variables: its pid (`from`), the pipe to tell
+/// it that this process is ready (`ready`), the upgrade count, and the pipe its counters
+/// come through, past the `count` sockets.
+fn take_predecessor(
+    from: &str,
+    ready: &str,
+    upgrades: Option<String>,
+    counters: Option<String>,
+    count: RawFd,
+) -> Result<Predecessor, Error> {
+    let pid = from
+        .parse()
+        .map_err(|_| inherited(format!("{UPGRADE_FROM}={from} is not a pid")))?;
+    let ready = take_pipe(READY_FD, ready, count)?;
+    let upgrades = upgrades.and_then(|u| u.parse().ok()).unwrap_or(1);
+    let counters = match counters {
+        Some(c) => Some(take_pipe(COUNTERS_FD, &c, count)?),
+        None => None,
     };
-    Ok(Some(Activation {
-        sockets,
-        predecessor,
-    }))
+    Ok(Predecessor {
+        pid,
+        upgrades,
+        ready,
+        counters,
+    })
+}
+
+/// The descriptor the variable `var` names by `value`, which must come after the `count`
+/// sockets and be open.
+fn take_pipe(var: &str, value: &str, count: RawFd) -> Result<OwnedFd, Error> {
+    let fd: RawFd = value
+        .parse()
+        .ok()
+        .filter(|&fd| fd >= FIRST_FD + count)
+        .ok_or_else(|| inherited(format!("{var}={value} is not a descriptor")))?;
+    take_fd(fd).ok_or_else(|| inherited(format!("{var}={fd} is not an open descriptor")))
 }
 
 fn inherited(msg: String) -> Error {

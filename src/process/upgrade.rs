@@ -116,24 +116,10 @@ struct ChildPlan {
     err_w: RawFd,
 }
 
-/// Where `LISTEN_PID=` ends in [`ChildPlan::pid_var`].
-const PID_PREFIX: &[u8] = b"LISTEN_PID=";
-
-/// Starts the successor with `sockets` (named as in `LISTEN_FDNAMES`) and the upgrade count
-/// it starts from. Fails if it cannot be executed.
-pub fn spawn(
-    exe: &Executable,
-    sockets: &[(OwnedFd, &'static str)],
-    upgrades: u64,
-) -> io::Result<Successor> {
-    let (ready_r, ready_w) = pipe()?;
-    let (counters_r, counters_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
-    let k = sockets.len() as RawFd;
-    let mut fds: Vec<RawFd> = sockets.iter().map(|(fd, _)| fd.as_raw_fd()).collect();
-    fds.push(ready_w.as_raw_fd());
-    fds.push(counters_r.as_raw_fd());
-    let names: Vec<&str> = sockets.iter().map(|(_, n)| *n).collect();
+/// The successor's environment: this process's, without the variables of socket activation
+/// and upgrades, then those of this upgrade (the sockets named `names`, in order).
+fn successor_env(names: &[&str], upgrades: u64) -> io::Result<Vec<CString>> {
+    let k = names.len() as RawFd;
     let extra = [
         ("LISTEN_FDS", k.to_string()),
         ("LISTEN_FDNAMES", names.join(":")),
@@ -154,36 +140,72 @@ pub fn spawn(
     for (name, value) in extra {
         env.push(CString::new(format!("{name}={value}")).map_err(io::Error::other)?);
     }
-    let args: Vec<CString> = exe
-        .args
-        .iter()
-        .map(|a| CString::new(a.clone().into_vec()))
-        .collect::<Result<_, _>>()
-        .map_err(io::Error::other)?;
-    let mut pid_var = PID_PREFIX.to_vec();
-    pid_var.extend_from_slice(&[b'0'; 12]);
-    pid_var.push(0);
-    // The child writes its pid through this pointer and the exec reads the variable through
-    // `envp`: one pointer for both. The Vec's heap buffer does not move when the Vec does.
-    let pid_slot = pid_var.as_mut_ptr();
-    let mut envp: Vec<*const libc::c_char> = env.iter().map(|s| s.as_ptr()).collect();
-    envp.push(pid_slot.cast_const().cast());
-    envp.push(std::ptr::null());
-    let mut argv: Vec<*const libc::c_char> = args.iter().map(|s| s.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let mut strings = env;
-    strings.extend(args);
-    let scratch = vec![-1; fds.len()];
-    let mut plan = ChildPlan {
-        path: CString::new(exe.path.as_os_str().as_bytes()).map_err(io::Error::other)?,
-        argv,
-        envp,
-        _strings: strings,
-        _pid_var: pid_var,
-        fds,
-        scratch,
-        err_w: err_w.as_raw_fd(),
-    };
+    Ok(env)
+}
+
+impl ChildPlan {
+    /// Everything the child of a fork needs to exec `exe` with `env`, passing `fds`, prepared
+    /// before the fork; and where the child writes its pid into `LISTEN_PID=`.
+    fn new(
+        exe: &Executable,
+        env: Vec<CString>,
+        fds: Vec<RawFd>,
+        err_w: RawFd,
+    ) -> io::Result<(ChildPlan, *mut u8)> {
+        let args: Vec<CString> = exe
+            .args
+            .iter()
+            .map(|a| CString::new(a.clone().into_vec()))
+            .collect::<Result<_, _>>()
+            .map_err(io::Error::other)?;
+        let mut pid_var = PID_PREFIX.to_vec();
+        pid_var.extend_from_slice(&[b'0'; 12]);
+        pid_var.push(0);
+        // The child writes its pid through this pointer and the exec reads the variable
+        // through `envp`: one pointer for both. The Vec's heap buffer does not move when the
+        // Vec does.
+        let pid_slot = pid_var.as_mut_ptr();
+        let mut envp: Vec<*const libc::c_char> = env.iter().map(|s| s.as_ptr()).collect();
+        envp.push(pid_slot.cast_const().cast());
+        envp.push(std::ptr::null());
+        let mut argv: Vec<*const libc::c_char> = args.iter().map(|s| s.as_ptr()).collect();
+        argv.push(std::ptr::null());
+        let mut strings = env;
+        strings.extend(args);
+        let scratch = vec![-1; fds.len()];
+        let plan = ChildPlan {
+            path: CString::new(exe.path.as_os_str().as_bytes()).map_err(io::Error::other)?,
+            argv,
+            envp,
+            _strings: strings,
+            _pid_var: pid_var,
+            fds,
+            scratch,
+            err_w,
+        };
+        Ok((plan, pid_slot))
+    }
+}
+
+/// Where `LISTEN_PID=` ends in [`ChildPlan::pid_var`].
+const PID_PREFIX: &[u8] = b"LISTEN_PID=";
+
+/// Starts the successor with `sockets` (named as in `LISTEN_FDNAMES`) and the upgrade count
+/// it starts from. Fails if it cannot be executed.
+pub fn spawn(
+    exe: &Executable,
+    sockets: &[(OwnedFd, &'static str)],
+    upgrades: u64,
+) -> io::Result<Successor> {
+    let (ready_r, ready_w) = pipe()?;
+    let (counters_r, counters_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let mut fds: Vec<RawFd> = sockets.iter().map(|(fd, _)| fd.as_raw_fd()).collect();
+    fds.push(ready_w.as_raw_fd());
+    fds.push(counters_r.as_raw_fd());
+    let names: Vec<&str> = sockets.iter().map(|(_, n)| *n).collect();
+    let env = successor_env(&names, upgrades)?;
+    let (mut plan, pid_slot) = ChildPlan::new(exe, env, fds, err_w.as_raw_fd())?;
     // SAFETY: fork(2) has no preconditions; the child runs only `exec_child`, which makes
     // async-signal-safe calls and touches only memory prepared above.
     let pid = unsafe { libc::fork() };
