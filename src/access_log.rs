@@ -294,22 +294,6 @@ impl AccessLog {
     }
 }
 
-impl crate::metrics::Series for AccessLog {
-    fn counters(&self) -> Vec<crate::metrics::Family> {
-        let c = &self.counters;
-        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        vec![crate::metrics::Family {
-            name: "ringd_access_log_lines_total",
-            help: "Access log lines by result: written, dropped (the queue was full), failed (a write error).",
-            samples: vec![
-                ("result=\"written\"".into(), l(&c.written)),
-                ("result=\"dropped\"".into(), l(&c.dropped)),
-                ("result=\"failed\"".into(), l(&c.failed)),
-            ],
-        }]
-    }
-}
-
 impl Drop for AccessLog {
     fn drop(&mut self) {
         // The writer writes what is queued, then ends.

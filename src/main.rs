@@ -47,7 +47,7 @@ fn main() -> ExitCode {
 
 /// `ringd check-config FILE`: `FILE: OK` and 0, or one line per problem and 2.
 fn check_config(file: &std::path::Path) -> ExitCode {
-    match ringd::config::file::check(file) {
+    match ringd::config::file::check(file, ringd::engine::auto::pick) {
         Ok(()) => {
             println!("{}: OK", file.display());
             ExitCode::SUCCESS

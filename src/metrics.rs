@@ -208,6 +208,22 @@ impl Family {
     }
 }
 
+impl Series for crate::access_log::AccessLog {
+    fn counters(&self) -> Vec<Family> {
+        let c = self.counters();
+        let l = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        vec![Family {
+            name: "ringd_access_log_lines_total",
+            help: "Access log lines by result: written, dropped (the queue was full), failed (a write error).",
+            samples: vec![
+                ("result=\"written\"".into(), l(&c.written)),
+                ("result=\"dropped\"".into(), l(&c.dropped)),
+                ("result=\"failed\"".into(), l(&c.failed)),
+            ],
+        }]
+    }
+}
+
 /// Appends the families of `more`.
 fn render_more(out: &mut String, more: &[Arc<dyn Series>]) {
     render_families(out, more.iter().flat_map(|m| m.counters()));

@@ -10,7 +10,7 @@ use clap::Parser;
 use tracing_subscriber::filter::LevelFilter;
 use tracing_subscriber::EnvFilter;
 
-use super::{allowed_cpus, Config, EngineChoice, EngineKind, Service, TestFault};
+use super::{allowed_cpus, Config, EngineChoice, EngineKind, Service, TestFault, UringTuning};
 use crate::access_log::{AccessLogSpec, Format, Target};
 use crate::config::ListenOptions;
 use crate::protocol::{ProtocolKind, ProtocolSpec, DEFAULT_BODY, DEFAULT_GREETING};
@@ -284,6 +284,11 @@ pub struct Args {
     pub log_level: String,
 }
 
+/// How `--engine auto` becomes an engine: the best one this kernel allows, and the better
+/// ones it refused and why. The process layer passes `engine::auto::pick`, which
+/// probes the kernel; the configuration itself knows nothing of kernels.
+pub type PickEngine = fn(&UringTuning) -> (EngineKind, Option<String>);
+
 /// `--access-log-format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormatArg {
@@ -295,12 +300,12 @@ pub enum LogFormatArg {
 
 impl Args {
     /// Checks the arguments and builds the configuration.
-    pub fn into_config(&self) -> Result<Config, String> {
+    pub fn into_config(&self, pick: PickEngine) -> Result<Config, String> {
         let cpus = allowed_cpus();
         let threads = self.threads.unwrap_or(cpus.len());
         let pin = !self.no_pin;
         let service = self.service()?;
-        let uring = crate::config::UringTuning {
+        let uring = UringTuning {
             wait_batch: self.uring_wait_batch.max(1),
             min_wait_us: u32::try_from(self.uring_min_wait.as_micros()).unwrap_or(u32::MAX),
             sqpoll: self.uring_sqpoll,
@@ -309,7 +314,7 @@ impl Args {
             EngineChoice::Uring => (EngineKind::Uring, None),
             EngineChoice::TokioUring => (EngineKind::TokioUring, None),
             EngineChoice::Epoll => (EngineKind::Epoll, None),
-            EngineChoice::Auto => crate::engine::availability::pick(&uring),
+            EngineChoice::Auto => pick(&uring),
         };
         let proxy = matches!(service, Service::Proxy(_));
         if !proxy && !self.upstream.is_empty() {
@@ -593,24 +598,26 @@ mod tests {
 
     #[test]
     fn defaults() {
-        let c = Args::parse_from(["ringd"]).into_config().unwrap();
+        let c = Args::parse_from(["ringd"])
+            .into_config(crate::engine::auto::pick)
+            .unwrap();
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
         assert!(matches!(&c.service, Service::Protocol(s) if s.kind == ProtocolKind::Echo));
         assert_eq!(c.buffer_size, 4096);
         let p = Args::parse_from(["ringd", "--protocol", "proxy", "--upstream", "127.0.0.1:1"])
-            .into_config()
+            .into_config(crate::engine::auto::pick)
             .unwrap();
         assert_eq!(p.buffer_size, 16384);
         let small = ["ringd", "--protocol", "proxy", "--upstream", "127.0.0.1:1"];
         let e = Args::parse_from(small.iter().chain(&["--engine", "epoll"]))
-            .into_config()
+            .into_config(crate::engine::auto::pick)
             .unwrap();
         assert_eq!(
             e.buffer_size, 4096,
             "a tokio pump holds its buffer per pair"
         );
         let m = Args::parse_from(small.iter().chain(&["--max-pending-output", "8KiB"]))
-            .into_config()
+            .into_config(crate::engine::auto::pick)
             .unwrap();
         assert_eq!(m.buffer_size, 4096, "within a smaller --max-pending-output");
         assert_eq!(c.listen_options.backlog, 4096);
@@ -637,7 +644,9 @@ mod tests {
             "--metrics",
             "localhost:2",
         ];
-        let c = Args::parse_from(args).into_config().unwrap();
+        let c = Args::parse_from(args)
+            .into_config(crate::engine::auto::pick)
+            .unwrap();
         assert_eq!(c.listen, "127.0.0.1:1".parse().unwrap());
         assert_eq!(c.metrics, Some("127.0.0.1:2".parse().unwrap()));
     }
@@ -675,17 +684,19 @@ mod tests {
     #[test]
     fn no_pin_and_bad_values() {
         let c = Args::parse_from(["ringd", "--no-pin"])
-            .into_config()
+            .into_config(crate::engine::auto::pick)
             .unwrap();
         assert!(c.cpus.is_empty());
         assert!(Args::parse_from(["ringd", "--threads", "0"])
-            .into_config()
+            .into_config(crate::engine::auto::pick)
             .is_err());
         assert!(Args::parse_from(["ringd", "--buffer-size", "8"])
-            .into_config()
+            .into_config(crate::engine::auto::pick)
             .is_err());
         assert!(Args::try_parse_from(["ringd", "--listen", "nope"]).is_err());
-        let proxy = |args: &[&str]| Args::parse_from([&["ringd"], args].concat()).into_config();
+        let proxy = |args: &[&str]| {
+            Args::parse_from([&["ringd"], args].concat()).into_config(crate::engine::auto::pick)
+        };
         assert!(proxy(&["--protocol", "proxy"])
             .unwrap_err()
             .contains("--upstream"));
@@ -708,7 +719,8 @@ mod tests {
     #[test]
     fn upstreams_are_checked() {
         let upstream = |list: &str| {
-            Args::parse_from(["ringd", "--protocol", "proxy", "--upstream", list]).into_config()
+            Args::parse_from(["ringd", "--protocol", "proxy", "--upstream", list])
+                .into_config(crate::engine::auto::pick)
         };
         for (list, says) in [
             ("127.0.0.1:1,127.0.0.1:1", "already listed as 127.0.0.1:1"),

@@ -67,16 +67,16 @@ pub fn resolve(argv: &[OsString]) -> Result<(Args, Option<FileInfo>), Vec<String
     Ok((args, Some(info)))
 }
 
-/// Checks the file at `path` as `ringd --config FILE` would use it, without starting
-/// anything; every problem, one line each.
-pub fn check(path: &Path) -> Result<(), Vec<String>> {
+/// Checks the file at `path` as `ringd --config FILE` would use it (`--engine auto`
+/// resolved by `pick`), without starting anything; every problem, one line each.
+pub fn check(path: &Path, pick: super::cli::PickEngine) -> Result<(), Vec<String>> {
     let argv = [
         "ringd".into(),
         "--config".into(),
         path.as_os_str().to_owned(),
     ];
     let (args, _) = resolve(&argv)?;
-    args.into_config().map(drop).map_err(|e| vec![e])
+    args.into_config(pick).map(drop).map_err(|e| vec![e])
 }
 
 /// The command-line words of the file at `path`, by argument id, and what it is.

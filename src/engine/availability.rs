@@ -7,7 +7,6 @@ use std::io;
 use std::os::fd::RawFd;
 use std::sync::{Mutex, MutexGuard};
 
-use crate::config::{EngineKind, UringTuning};
 use crate::error::Error;
 
 /// Held while ringd creates or probes an io_uring instance, so that a worker can tell which
@@ -37,34 +36,6 @@ pub fn io_uring_fds() -> HashSet<RawFd> {
 pub fn check_io_uring() -> Result<(), Error> {
     let _setup = ring_setup_lock();
     io_uring::IoUring::new(2).map(drop).map_err(explain)
-}
-
-/// `--engine auto`: the first engine of `uring`, `tokio-uring`, `epoll` that this kernel
-/// allows, with the engine refused and why (`None`: `uring` runs). Uses the same checks that
-/// make an engine named on the command line fail to start.
-pub fn pick(tuning: &UringTuning) -> (EngineKind, Option<String>) {
-    match check_io_uring() {
-        Err(Error::IoUringUnavailable { reason }) => (
-            EngineKind::Epoll,
-            Some(format!(
-                "uring and tokio-uring refused: io_uring is unavailable: {reason}"
-            )),
-        ),
-        Err(e) => (
-            EngineKind::Epoll,
-            Some(format!("uring and tokio-uring refused: {e}")),
-        ),
-        Ok(()) => match crate::engine::uring::check_features(tuning) {
-            Ok(()) => (EngineKind::Uring, None),
-            Err(Error::UringFeature { missing, kernel }) => (
-                EngineKind::TokioUring,
-                Some(format!(
-                    "uring refused: it needs {missing}, which this kernel ({kernel}) lacks"
-                )),
-            ),
-            Err(e) => (EngineKind::TokioUring, Some(format!("uring refused: {e}"))),
-        },
-    }
 }
 
 /// Turns a ring setup error into an [`Error::IoUringUnavailable`] that names the cause.

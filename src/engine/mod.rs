@@ -4,6 +4,7 @@
 //! shutdown. What the bytes and the time mean is the connection's business, not theirs.
 
 pub mod admission;
+pub mod auto;
 pub mod availability;
 pub mod control;
 pub mod epoll;

@@ -100,7 +100,9 @@ pub fn run(args: &Args, file: Option<FileInfo>) -> Result<(), Error> {
         .as_ref()
         .map_or_else(|| std::env::args_os().collect(), |e| e.args.clone());
     let activation = activation::take_from_env()?;
-    let config = args.into_config().map_err(Error::Usage)?;
+    let config = args
+        .into_config(crate::engine::auto::pick)
+        .map_err(Error::Usage)?;
     if let Some(refusal) = &config.engine_refusal {
         warn!("--engine auto: {refusal}; running {}", config.engine);
     }

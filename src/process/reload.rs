@@ -90,7 +90,7 @@ impl Reload {
                 keys.join(", ")
             ));
         }
-        let config = args.into_config()?;
+        let config = args.into_config(crate::engine::auto::pick)?;
         self.reloader.apply(config)?;
         *running = args;
         Ok(info.sha256)
