@@ -444,6 +444,7 @@ impl Worker {
                 let key = t.slot as usize;
                 if self.conns.contains(key) && self.gens[key] == t.gen {
                     let slot = self.conns.remove(key);
+                    slot.uc.conn.count_tls(&self.env.stats);
                     self.finished(slot.uc.conn.close_reason());
                 }
             }
