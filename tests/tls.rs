@@ -419,3 +419,69 @@ fn openssl_hello(addr: SocketAddr, cert: &Cert) -> String {
     let out = child.wait_with_output().expect("openssl ends");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// Runs the ringd binary with `args` (it must refuse them): its exit code and stderr.
+fn refused(args: &[&std::ffi::OsStr]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringd"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .output()
+        .expect("ringd runs");
+    let code = out.status.code().expect("an exit, not a signal");
+    (code, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn bad_tls_files_and_proxy_mode_are_refused_in_one_line() {
+    let (a, b) = (cert("a.test"), cert("b.test"));
+    let garbage = std::env::temp_dir().join(format!("ringd-tls-garbage-{}", std::process::id()));
+    std::fs::write(&garbage, "not PEM\n").unwrap();
+    let cases: [(&[&std::ffi::OsStr], &str); 4] = [
+        (
+            &[
+                "--tls-cert".as_ref(),
+                garbage.as_ref(),
+                "--tls-key".as_ref(),
+                a.pair.key.as_ref(),
+            ],
+            "no CERTIFICATE",
+        ),
+        (
+            &[
+                "--tls-cert".as_ref(),
+                a.pair.cert.as_ref(),
+                "--tls-key".as_ref(),
+                garbage.as_ref(),
+            ],
+            "key",
+        ),
+        (
+            &[
+                "--tls-cert".as_ref(),
+                a.pair.cert.as_ref(),
+                "--tls-key".as_ref(),
+                b.pair.key.as_ref(),
+            ],
+            "cannot serve",
+        ),
+        (
+            &[
+                "--protocol".as_ref(),
+                "proxy".as_ref(),
+                "--upstream".as_ref(),
+                "127.0.0.1:9".as_ref(),
+                "--tls-cert".as_ref(),
+                a.pair.cert.as_ref(),
+                "--tls-key".as_ref(),
+                a.pair.key.as_ref(),
+            ],
+            "TLS termination in proxy mode is not supported yet",
+        ),
+    ];
+    for (args, says) in cases {
+        let (code, err) = refused(args);
+        assert_ne!(code, 0, "{err}");
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+        assert!(err.contains(says) && !err.contains("panicked"), "{err}");
+    }
+}
