@@ -420,13 +420,27 @@ fn openssl_hello(addr: SocketAddr, cert: &Cert) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Runs the ringd binary with `args` (it must refuse them): its exit code and stderr.
+/// Runs the ringd binary with `args`, which it must refuse at start (within 10 s): its exit
+/// code and stderr.
 fn refused(args: &[&std::ffi::OsStr]) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringd"))
-        .args(["--listen", "127.0.0.1:0"])
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringd"))
+        .args(["--listen", "127.0.0.1:0", "--threads", "1"])
         .args(args)
-        .output()
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("ringd runs");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ringd started with {args:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("ringd ends");
     let code = out.status.code().expect("an exit, not a signal");
     (code, String::from_utf8_lossy(&out.stderr).into_owned())
 }
