@@ -29,7 +29,9 @@ pub(super) fn start(spec: &ProtocolSpec, now: Millis) -> Option<Box<Tls>> {
 }
 
 impl Connection {
-    /// [`Connection::handle_input`] of an open TLS connection.
+    /// [`Connection::handle_input`] of an open TLS connection. Out of line, so that the
+    /// plain path stays small enough to inline.
+    #[inline(never)]
     pub(super) fn tls_input(&mut self, now: Millis, data: &[u8], limits: &Limits) -> Input {
         let Some(mut tls) = self.tls.take() else {
             return Input::Dropped;
@@ -70,6 +72,13 @@ impl Connection {
     /// `close_notify` of a closing connection, and moves every record ready into `out`.
     #[inline]
     pub(super) fn seal(&mut self, mark: usize) {
+        if self.tls.is_some() {
+            self.seal_records(mark);
+        }
+    }
+
+    #[inline(never)]
+    fn seal_records(&mut self, mark: usize) {
         let Some(tls) = self.tls.as_mut() else {
             return;
         };
