@@ -316,10 +316,9 @@ impl Counters {
             match words.next()? {
                 "w" => {
                     let mut a: Vec<u64> = words.map(|w| w.parse().ok()).collect::<Option<_>>()?;
-                    if a.len() < WORKER_FIELDS_BEFORE_TLS {
-                        return None;
+                    if a.len() == WORKER_FIELDS_BEFORE_TLS {
+                        a.resize(WORKER_FIELDS, 0);
                     }
-                    a.resize(WORKER_FIELDS.max(a.len()), 0);
                     c.workers.push(WorkerCounts::from_array(a.try_into().ok()?));
                 }
                 "u" => {
