@@ -30,6 +30,14 @@ use socket2::{Domain, Socket, Type};
 struct Cert {
     der: CertificateDer<'static>,
     pair: CertPair,
+    /// The folder of the files, removed with the `Cert`.
+    dir: PathBuf,
+}
+
+impl Drop for Cert {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// A certificate for `name` (and its key), written under the system's temporary folder.
@@ -55,6 +63,7 @@ fn cert(name: &str) -> Cert {
             cert,
             key: key_path,
         },
+        dir,
     }
 }
 
@@ -423,6 +432,15 @@ fn openssl_hello(addr: SocketAddr, cert: &Cert) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// A file removed when this is dropped.
+struct Removed(PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Runs the ringd binary with `args`, which it must refuse at start (within 10 s): its exit
 /// code and stderr.
 fn refused(args: &[&std::ffi::OsStr]) -> (i32, String) {
@@ -453,6 +471,7 @@ fn bad_tls_files_and_proxy_mode_are_refused_in_one_line() {
     let (a, b) = (cert("a.test"), cert("b.test"));
     let garbage = std::env::temp_dir().join(format!("ringd-tls-garbage-{}", std::process::id()));
     std::fs::write(&garbage, "not PEM\n").unwrap();
+    let _remove = Removed(garbage.clone());
     let cases: [(&[&std::ffi::OsStr], &str); 4] = [
         (
             &[

@@ -161,7 +161,9 @@ mod tests {
         std::fs::write(&pair.key, key.serialize_pem()).unwrap();
         let mut spec = ProtocolSpec::with_defaults(kind);
         let http = kind == ProtocolKind::Http;
-        spec.tls = Some(ServerTls::load(&[pair], http, Duration::from_millis(500)).unwrap());
+        let tls = ServerTls::load(&[pair], http, Duration::from_millis(500));
+        let _ = std::fs::remove_dir_all(&dir);
+        spec.tls = Some(tls.unwrap());
         let mut roots = RootCertStore::empty();
         roots.add(cert.der().clone()).unwrap();
         #[allow(deprecated)]
