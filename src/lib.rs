@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod process;
 pub mod protocol;
 pub mod proxy;
+pub mod tls;
 
 pub use config::EngineKind;
 pub use config::{Config, Service};

@@ -30,6 +30,7 @@ use tracing::{debug, info};
 use crate::config::Config;
 use crate::connection::{CloseReason, WorkerStats};
 use crate::error::Error;
+use crate::tls::Handshake;
 pub use carried::{
     expect_carried, pending as counters_pending, set_carried, totals, Counters, UpstreamCounts,
     WorkerCounts,
@@ -530,12 +531,37 @@ fn render_workers(out: &mut String, stats: &[Arc<WorkerStats>], totals: &[Worker
     }
     write_header(out, "ringd_workers", "gauge", "Worker threads.");
     let _ = writeln!(out, "ringd_workers {}", stats.len());
+    render_tls(out, totals);
     let name = "ringd_connections_closed_total";
     write_header(out, name, "counter", "Connections closed, by reason.");
     for (i, c) in totals.iter().enumerate() {
         for (r, n) in CloseReason::ALL.iter().zip(c.closed) {
             let _ = writeln!(out, "{name}{{worker=\"{i}\",reason=\"{}\"}} {n}", r.label());
         }
+    }
+}
+
+/// The TLS counters, per worker: handshakes by outcome and truncations.
+fn render_tls(out: &mut String, totals: &[WorkerCounts]) {
+    let name = "ringd_tls_handshakes_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} TLS handshakes by outcome, counted when their connection ends."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (i, c) in totals.iter().enumerate() {
+        for (h, n) in Handshake::COUNTED.iter().zip(c.tls_handshakes) {
+            let _ = writeln!(out, "{name}{{worker=\"{i}\",result=\"{}\"}} {n}", h.label());
+        }
+    }
+    let name = "ringd_tls_truncations_total";
+    let _ = writeln!(
+        out,
+        "# HELP {name} TLS connections whose peer ended its input without close_notify."
+    );
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (i, c) in totals.iter().enumerate() {
+        let _ = writeln!(out, "{name}{{worker=\"{i}\"}} {}", c.tls_truncations);
     }
 }
 

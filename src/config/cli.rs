@@ -16,6 +16,7 @@ use crate::config::ListenOptions;
 use crate::protocol::{ProtocolKind, ProtocolSpec, DEFAULT_BODY, DEFAULT_GREETING};
 use crate::proxy::upstream::{MAX_UPSTREAMS, MAX_WEIGHT};
 use crate::proxy::{Balance, HealthCheck, ProxyConfig, SendProxy, UpstreamSpec, Upstreams};
+use crate::tls::{CertPair, ServerTls};
 use ringd_common::units::{parse_bytes, parse_duration};
 
 /// `--protocol`: speak a protocol, or proxy.
@@ -224,6 +225,20 @@ pub struct Args {
     #[arg(long, default_value = "64KiB", value_parser = parse_bytes)]
     pub max_pending_output: usize,
 
+    /// Terminate TLS with this PEM certificate chain (echo, hello, http). Repeat with one
+    /// --tls-key each: the certificate valid for the name a client asks for (SNI) serves
+    /// it; the first one serves clients without SNI or with another name.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Vec<std::path::PathBuf>,
+
+    /// The PEM private key of the --tls-cert in the same position.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Vec<std::path::PathBuf>,
+
+    /// Close a TLS connection whose handshake is not done within this (0: never).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub tls_handshake_timeout: Duration,
+
     /// uring: keep connections in the process's descriptor table instead of the ring's own
     /// (direct descriptors are the default; this is for comparison and debugging).
     #[arg(long)]
@@ -304,7 +319,8 @@ impl Args {
         let cpus = allowed_cpus();
         let threads = self.threads.unwrap_or(cpus.len());
         let pin = !self.no_pin;
-        let service = self.service()?;
+        let mut service = self.service()?;
+        self.add_tls(&mut service)?;
         let uring = UringTuning {
             wait_batch: self.uring_wait_batch.max(1),
             min_wait_us: u32::try_from(self.uring_min_wait.as_micros()).unwrap_or(u32::MAX),
@@ -395,6 +411,41 @@ impl Args {
     }
 
     /// The proxy configuration: the upstreams resolved, once.
+    /// `--tls-cert`/`--tls-key`: the files are read and checked here, before anything
+    /// starts.
+    fn add_tls(&self, service: &mut Service) -> Result<(), String> {
+        if self.tls_cert.is_empty() && self.tls_key.is_empty() {
+            return Ok(());
+        }
+        let spec = match service {
+            Service::Protocol(spec) => spec,
+            Service::Proxy(_) => {
+                return Err("TLS termination in proxy mode is not supported yet".into())
+            }
+        };
+        if self.tls_cert.len() != self.tls_key.len() {
+            return Err(format!(
+                "{} --tls-cert but {} --tls-key: give them in pairs",
+                self.tls_cert.len(),
+                self.tls_key.len()
+            ));
+        }
+        let pairs: Vec<CertPair> = self
+            .tls_cert
+            .iter()
+            .zip(&self.tls_key)
+            .map(|(cert, key)| CertPair {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+            .collect();
+        let http = spec.kind == ProtocolKind::Http;
+        let tls =
+            ServerTls::load(&pairs, http, self.tls_handshake_timeout).map_err(|e| e.to_string())?;
+        spec.tls = Some(tls);
+        Ok(())
+    }
+
     fn proxy_config(&self) -> Result<ProxyConfig, String> {
         if self.upstream.is_empty() {
             return Err("--protocol proxy needs --upstream HOST:PORT[,HOST:PORT…]".into());

@@ -36,10 +36,12 @@
 //!    [`room`](Connection::room) bytes where the engine can cap a read.
 //! 4. **Time**: call back at [`poll_timeout`](Connection::poll_timeout).
 
+mod secure;
 pub mod stats;
 pub mod timeouts;
 
 use crate::protocol::{ProtocolSpec, Session};
+use crate::tls::Tls;
 pub use stats::{CloseReason, WorkerStats};
 pub use timeouts::{Clock, Limits, Millis};
 
@@ -98,6 +100,9 @@ pub enum Input {
 pub struct Connection {
     /// The protocol state machine.
     session: Session,
+    /// TLS in front of the protocol: `out`, `unsent` and `queued()` then count records
+    /// (ciphertext), `pending` counts plaintext (see `secure`).
+    tls: Option<Box<Tls>>,
     /// Input the protocol has not consumed yet (an incomplete request).
     pending: Vec<u8>,
     /// Output not yet handed to the engine.
@@ -150,6 +155,7 @@ impl Connection {
         let request_since = if session.is_http() { now } else { 0 };
         Connection {
             session,
+            tls: secure::start(spec, now),
             pending: Vec::new(),
             out: Vec::new(),
             unsent: 0,
@@ -172,8 +178,14 @@ impl Connection {
     }
 
     /// A connection over `--max-connections`: it says so (http: `503`) and closes.
+    /// Over TLS it closes without a word: a reply would need a handshake first.
     pub fn rejected(spec: &ProtocolSpec, now: Millis) -> Self {
         let mut c = Connection::new(spec, now);
+        c.tls = None;
+        if spec.tls.is_some() {
+            c.close_after_flush(CloseReason::Rejected);
+            return c;
+        }
         c.session.on_rejected(&mut c.out);
         c.close_after_flush(CloseReason::Rejected);
         c
@@ -250,6 +262,9 @@ impl Connection {
             return Input::Dropped;
         }
         self.last_active = now;
+        if self.tls.is_some() {
+            return self.tls_input(now, data, limits);
+        }
         if self.session.is_echo() {
             self.unsent += data.len();
             self.update_throttle(limits);
@@ -359,7 +374,9 @@ impl Connection {
         }
         if self.held_back {
             // Requests that came in one read with others wait no more than their turn.
+            let mark = self.out.len();
             self.feed(now, &[], limits);
+            self.seal(mark);
         } else if self.queued() == 0 && self.request_since > 0 {
             // The header clock counts only time in which the request could arrive: while
             // output was queued the server was not reading it.
@@ -371,6 +388,16 @@ impl Connection {
     /// before are answered first (those held back while output was at its bound too), then
     /// whatever the protocol still has to say (hello's greeting), then the connection closes.
     pub fn handle_eof(&mut self) {
+        let mark = self.out.len();
+        if let Some(tls) = &mut self.tls {
+            tls.on_eof(self.phase == Phase::Open);
+        }
+        self.input_ended();
+        self.seal(mark);
+    }
+
+    /// No more input comes (the peer's FIN, or its `close_notify`).
+    fn input_ended(&mut self) {
         self.peer_done = true;
         match self.phase {
             Phase::Open if self.held_back => {}
@@ -472,7 +499,8 @@ impl Connection {
                     true => Some(self.drain_since.max(self.last_active) + limits.drain_grace_ms),
                     false => None,
                 };
-                [idle, header, grace].into_iter().flatten().min()
+                let handshake = self.tls.as_ref().and_then(|t| t.deadline());
+                [idle, header, grace, handshake].into_iter().flatten().min()
             }
             Phase::Closing => after(self.last_active, limits.idle_ms),
             Phase::Lingering => Some(self.linger_until),
@@ -486,7 +514,9 @@ impl Connection {
     /// not read), an abort.
     pub fn handle_timeout(&mut self, now: Millis, limits: &Limits) {
         let passed = |since: Millis, ms: Millis| since > 0 && ms > 0 && now >= since + ms;
+        let mark = self.out.len();
         match self.phase {
+            Phase::Open if self.handshake_overdue(now) => self.handshake_timed_out(),
             Phase::Open => {
                 if self.session.is_http()
                     && self.queued() == 0
@@ -524,6 +554,7 @@ impl Connection {
             }
             Phase::Closed => {}
         }
+        self.seal(mark);
     }
 
     /// Draining `http`, with no request in progress and nothing to send: a keep-alive

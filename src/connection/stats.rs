@@ -88,6 +88,11 @@ pub struct WorkerStats {
     pub leaked_buffers: AtomicU64,
     /// Connections still open when the worker stopped (`uring`; 0 expected).
     pub leaked_fds: AtomicU64,
+    /// TLS handshakes by outcome (in [`crate::tls::Handshake::COUNTED`] order), counted
+    /// when their connection ends.
+    pub tls_handshakes: [AtomicU64; 3],
+    /// TLS connections whose peer's input ended without its `close_notify`.
+    pub tls_truncations: AtomicU64,
 }
 
 impl WorkerStats {

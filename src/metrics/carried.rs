@@ -133,10 +133,18 @@ pub struct WorkerCounts {
     pub recv_enobufs: u64,
     /// `ringd_direct_descriptor_fallbacks_total`.
     pub fixed_fallbacks: u64,
+    /// `ringd_tls_handshakes_total`, in [`crate::tls::Handshake::COUNTED`] order.
+    pub tls_handshakes: [u64; 3],
+    /// `ringd_tls_truncations_total`.
+    pub tls_truncations: u64,
 }
 
 /// Fields of a `w` line.
-const WORKER_FIELDS: usize = 16;
+const WORKER_FIELDS: usize = 20;
+
+/// Fields of a `w` line written by a ringd without TLS counters: the fields it lacks are
+/// read as 0, so an upgrade from it keeps its counts.
+const WORKER_FIELDS_BEFORE_TLS: usize = 16;
 
 impl WorkerCounts {
     /// A worker's own counts now.
@@ -153,6 +161,8 @@ impl WorkerCounts {
             accept_backoffs: l(&s.accept_backoffs),
             recv_enobufs: l(&s.recv_enobufs),
             fixed_fallbacks: l(&s.fixed_fallbacks),
+            tls_handshakes: std::array::from_fn(|i| l(&s.tls_handshakes[i])),
+            tls_truncations: l(&s.tls_truncations),
         }
     }
 
@@ -175,6 +185,10 @@ impl WorkerCounts {
             self.accept_backoffs,
             self.recv_enobufs,
             self.fixed_fallbacks,
+            self.tls_handshakes[0],
+            self.tls_handshakes[1],
+            self.tls_handshakes[2],
+            self.tls_truncations,
         ]
     }
 
@@ -190,6 +204,8 @@ impl WorkerCounts {
             accept_backoffs: a[13],
             recv_enobufs: a[14],
             fixed_fallbacks: a[15],
+            tls_handshakes: [a[16], a[17], a[18]],
+            tls_truncations: a[19],
         }
     }
 
@@ -303,7 +319,10 @@ impl Counters {
             let mut words = line.split(' ');
             match words.next()? {
                 "w" => {
-                    let a: Vec<u64> = words.map(|w| w.parse().ok()).collect::<Option<_>>()?;
+                    let mut a: Vec<u64> = words.map(|w| w.parse().ok()).collect::<Option<_>>()?;
+                    if a.len() == WORKER_FIELDS_BEFORE_TLS {
+                        a.resize(WORKER_FIELDS, 0);
+                    }
                     c.workers.push(WorkerCounts::from_array(a.try_into().ok()?));
                 }
                 "u" => {
@@ -383,6 +402,8 @@ mod tests {
             ..Default::default()
         };
         w.closed[6] = 2;
+        w.tls_handshakes[2] = 4;
+        w.tls_truncations = 1;
         Counters {
             workers: vec![w, WorkerCounts::default().plus(w)],
             upstreams: vec![(
@@ -400,6 +421,26 @@ mod tests {
     fn a_snapshot_reads_back_as_it_was_written() {
         let c = sample();
         assert_eq!(Counters::decode(&c.encode()), Some(c));
+    }
+
+    #[test]
+    fn a_snapshot_without_tls_counters_reads_them_as_zero() {
+        let c = sample();
+        let short = c
+            .encode()
+            .lines()
+            .map(|l| match l.strip_prefix("w ") {
+                Some(w) => {
+                    let f: Vec<&str> = w.split(' ').take(WORKER_FIELDS_BEFORE_TLS).collect();
+                    format!("w {}\n", f.join(" "))
+                }
+                None => format!("{l}\n"),
+            })
+            .collect::<String>();
+        let got = Counters::decode(&short).expect("read");
+        assert_eq!(got.workers[0].accepted, 5);
+        assert_eq!(got.workers[0].tls_handshakes, [0; 3]);
+        assert_eq!(got.workers[0].tls_truncations, 0);
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub struct ProtocolSpec {
     pub greeting: Arc<[u8]>,
     /// Pre-rendered `http` responses.
     http: Arc<http::Responses>,
+    /// Terminate TLS in front of the protocol (`--tls-cert`): the connection layer does it,
+    /// and the protocol only ever sees plaintext.
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl ProtocolSpec {
@@ -39,6 +42,7 @@ impl ProtocolSpec {
             kind,
             greeting: greeting.into(),
             http: Arc::new(http::Responses::new(http_body)),
+            tls: None,
         }
     }
 

@@ -25,6 +25,7 @@ fn sample(long: &str) -> Option<&'static str> {
         "greeting" | "http-body" | "check-send" | "check-expect" => "\"x\"",
         "pid-file" => "\"/tmp/x.pid\"",
         "access-log" => "\"/tmp/access.log\"",
+        "tls-cert" | "tls-key" => "[\"/tmp/x.pem\"]",
         "access-log-format" => "\"logfmt\"",
         "access-log-queue" => "64",
         "log-level" => "\"warn\"",

@@ -47,6 +47,7 @@ pub(super) async fn connection<S: Stream>(
     if task.abandoned {
         task.sock.end_pending();
     }
+    task.conn.count_tls(&shared.stats);
     let (bytes_in, bytes_out) = task.conn.bytes();
     Ended {
         reason: task.conn.close_reason(),

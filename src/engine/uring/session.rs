@@ -427,6 +427,7 @@ impl Worker {
         }
         let (reason, origin, ended) = match self.sessions.remove(t) {
             Some(Ended::Conn(c)) => {
+                c.uc.conn.count_tls(&self.env.stats);
                 let (bytes_in, bytes_out) = c.uc.conn.bytes();
                 let reason = c.uc.close_reason();
                 let ended = LogEnded {
