@@ -405,6 +405,76 @@ every_engine! {
         assert!(out.contains("Hello, world!"), "{out}");
         shutdown_clean(server);
     }
+    #[test]
+    fn a_reload_serves_the_new_certificate_and_keeps_the_old_for_a_bad_one() {
+        let (old, new) = (cert("reload.test"), cert("reload.test"));
+        let dir = std::env::temp_dir().join(format!("ringd-tls-reload-{}-{}", std::process::id(), ENGINE.name()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (pem, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let install = |c: &Cert| {
+            std::fs::copy(&c.pair.cert, &pem).unwrap();
+            std::fs::copy(&c.pair.key, &key).unwrap();
+        };
+        install(&old);
+        let config = dir.join("ringd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "protocol = \"hello\"\nthreads = 1\nmetrics = \"127.0.0.1:0\"\ntls-cert = [{pem:?}]\ntls-key = [{key:?}]\n"
+            ),
+        )
+        .unwrap();
+        let ringd = RingdProcess::start(
+            &["--engine", ENGINE.name(), "--config", config.to_str().unwrap()],
+            None,
+        );
+        let hello_with = |c: &Cert| {
+            Client::connect(ringd.addr, client_config(&[c], &[]), "reload.test")
+                .map(|mut client| client.exchange(b"hi", true, false).0)
+        };
+        assert!(hello_with(&old).unwrap().starts_with(b"Hello"));
+        assert!(hello_with(&new).is_err(), "the new certificate is not served yet");
+        let reloads = |result: &str| {
+            let text = http_get(ringd.metrics_addr(), "/metrics");
+            let label = format!("result=\"{result}\"");
+            ringd::metrics::sum_metric(&text, "ringd_config_reloads_total", &label)
+        };
+        install(&new);
+        ringd.signal(libc::SIGHUP);
+        wait_until(|| reloads("ok") == 1);
+        assert!(hello_with(&new).unwrap().starts_with(b"Hello"), "the new certificate serves");
+        std::fs::write(&pem, "not a certificate").unwrap();
+        ringd.signal(libc::SIGHUP);
+        wait_until(|| reloads("failed") == 1);
+        assert!(
+            hello_with(&new).unwrap().starts_with(b"Hello"),
+            "a bad certificate is refused and the one in force goes on serving"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+/// Waits (10 s at most) until `cond` holds.
+fn wait_until(mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The body of `GET path` from `addr`.
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
 }
 
 /// Runs `openssl s_client` against `addr`, verifying `cert`, sends a line and returns what
