@@ -579,7 +579,7 @@ fn render_upstreams(out: &mut String, ups: &crate::proxy::Upstreams, totals: &Co
         (
             "ringd_upstream_connections_active",
             "gauge",
-            "Connections to the upstream open now.",
+            "Connections to the upstream open now, or being opened.",
             |s, _| s.active.load(Ordering::Relaxed),
         ),
         (

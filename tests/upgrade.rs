@@ -682,6 +682,49 @@ fn a_handover_saves_keep_alive_and_echo_connections() {
     }
 }
 
+/// A SIGHUP that reaches the old process after it handed over (a deploy script that still
+/// holds the old pid) is forwarded to the process that serves, which reads the file again.
+#[test]
+fn a_sighup_after_the_handover_reaches_the_successor() {
+    let dir = temp_dir("upgrade-sighup");
+    let config = dir.join("ringd.toml");
+    let write = |body: &str| {
+        let text =
+            format!("protocol = \"http\"\nhttp-body = \"{body}\"\nshutdown-timeout = \"10s\"\n");
+        std::fs::write(&config, text).unwrap();
+    };
+    write("AAA");
+    let config_arg = config.to_str().unwrap().to_string();
+    let start = [
+        "--listen",
+        "127.0.0.1:0",
+        "--engine",
+        "epoll",
+        "--config",
+        &config_arg,
+    ];
+    let mut l = Lineage::start(Start::new(&dir, &start));
+    assert!(get(l.addr).ends_with("AAA"));
+    // An unfinished request keeps the old process draining for a while after the handover.
+    let mut held = std::net::TcpStream::connect(l.addr).unwrap();
+    std::io::Write::write_all(&mut held, b"GET / HTTP/1.1\r\n").unwrap();
+    let old = l.current();
+    l.upgrade();
+    write("BBB");
+    l.signal(old, libc::SIGHUP);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !get(l.addr).ends_with("BBB") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the successor never reloaded"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(held);
+    assert_eq!(l.stop(), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn metrics_name_the_process() {
     let dir = temp_dir("upgrade-metrics");

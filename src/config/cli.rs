@@ -477,6 +477,14 @@ impl Args {
         if self.check_timeout.is_zero() || self.check_rise == 0 || self.check_fall == 0 {
             return Err("--check-timeout, --check-rise and --check-fall must be above 0".into());
         }
+        // Each round checks every upstream at once, a thread and a connect each: rounds
+        // closer than this are a load on the upstreams, not a faster verdict.
+        if self.check_interval < std::time::Duration::from_millis(10) {
+            return Err(format!(
+                "--check-interval {:?} is below 10ms (0 turns the checks off)",
+                self.check_interval
+            ));
+        }
         Ok(Some(HealthCheck {
             interval: self.check_interval,
             timeout: self.check_timeout,
@@ -646,6 +654,26 @@ pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::ne
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_checks_closer_than_10ms_are_refused() {
+        let config = |interval: &str| {
+            Args::parse_from([
+                "ringd",
+                "--protocol",
+                "proxy",
+                "--upstream",
+                "127.0.0.1:9",
+                "--check-interval",
+                interval,
+            ])
+            .into_config(crate::engine::auto::pick)
+        };
+        let err = config("1ms").unwrap_err();
+        assert!(err.contains("below 10ms"), "{err}");
+        assert!(config("10ms").is_ok());
+        assert!(config("0").is_ok(), "0 turns them off");
+    }
 
     #[test]
     fn defaults() {

@@ -21,6 +21,7 @@ pub mod upgrade;
 mod worker;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -78,6 +79,8 @@ struct Shared {
     access_log: Option<Arc<crate::access_log::AccessLog>>,
     /// SIGHUP.
     reload: reload::Reload,
+    /// A SIGHUP came during an upgrade: the successor gets one too once it serves.
+    reload_after_upgrade: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -142,6 +145,7 @@ pub fn run(args: &Args, file: Option<FileInfo>) -> Result<(), Error> {
         series: server.series(),
         access_log: server.access_log().cloned(),
         reload: reload::Reload::new(argv, args.clone(), file, server.reloader()),
+        reload_after_upgrade: AtomicBool::new(false),
     });
     let announced = match predecessor {
         // The predecessor writes the pid file and tells systemd once it has handed over.
@@ -323,11 +327,19 @@ fn on_signal(shared: &Arc<Shared>, sig: i32) {
     }
     let mut phase = lock(&shared.phase);
     match (sig, *phase) {
-        (SIGHUP, Phase::Serving | Phase::Upgrading) => {
+        (SIGHUP, Phase::Serving) => {
             drop(phase);
             shared.reload.run();
         }
-        (SIGHUP, _) => info!("SIGHUP ignored: draining"),
+        (SIGHUP, Phase::Upgrading) => {
+            // The successor may have read the file before it changed: it is told again
+            // once it serves (or, if the upgrade fails, this process has it).
+            shared.reload_after_upgrade.store(true, Ordering::Release);
+            drop(phase);
+            shared.reload.run();
+        }
+        (SIGHUP, Phase::HandedOver(pid)) => forward_sighup(pid),
+        (SIGHUP, Phase::Stopping) => info!("SIGHUP ignored: draining"),
         (SIGUSR2, Phase::Serving) if metrics::counters_pending() => {
             // A successor handed only this process's own counts would report less than
             // was scraped: the predecessor's must have arrived first.
@@ -371,6 +383,19 @@ fn on_signal(shared: &Arc<Shared>, sig: i32) {
         (_, Phase::HandedOver(_) | Phase::Stopping) => {
             info!("signal {name} received: already draining")
         }
+    }
+}
+
+/// A reload asked of this process after it handed over goes to the one that serves now.
+fn forward_sighup(pid: u32) {
+    // SAFETY: kill(2) with a pid this process started and has not reaped (it serves).
+    let sent = unsafe { libc::kill(pid as libc::pid_t, libc::SIGHUP) } == 0;
+    match sent {
+        true => info!("SIGHUP forwarded to pid {pid}, which serves now"),
+        false => warn!(
+            "SIGHUP: cannot forward it to pid {pid}, which serves now: {}",
+            std::io::Error::last_os_error()
+        ),
     }
 }
 
@@ -420,6 +445,9 @@ fn upgrade(shared: &Shared) {
         notify::notify(&format!("MAINPID={pid}"));
         let n = metrics::count_upgrade();
         *phase = Phase::HandedOver(pid);
+        if shared.reload_after_upgrade.swap(false, Ordering::AcqRel) {
+            forward_sighup(pid);
+        }
         // Stops this process's metrics endpoint first: the snapshot below is then at least
         // what any scrape of this process saw.
         shared.trigger.hand_over();

@@ -103,12 +103,15 @@ pub fn round(ups: &Upstreams, how: &HealthCheck) -> Vec<(usize, bool)> {
             .iter()
             .map(|&i| {
                 let addr = ups.get(i).addr;
-                (i, s.spawn(move || check(addr, how)))
+                // A thread that cannot start (no memory, a thread limit) is a failed check,
+                // not the end of the checks.
+                let t = std::thread::Builder::new().spawn_scoped(s, move || check(addr, how));
+                (i, t.ok())
             })
             .collect();
         running
             .into_iter()
-            .map(|(i, t)| (i, t.join().unwrap_or(false)))
+            .map(|(i, t)| (i, t.is_some_and(|t| t.join().unwrap_or(false))))
             .collect()
     })
 }

@@ -30,7 +30,7 @@ pub const MAX_WEIGHT: u32 = 256;
 pub struct UpstreamStats {
     /// Connections established to it.
     pub connections: AtomicU64,
-    /// Connections to it open now.
+    /// Connections to it open now, or being opened (a pick takes the place).
     pub active: AtomicU64,
     /// Connects that failed (refused, unreachable, timed out).
     pub failed_connects: AtomicU64,
@@ -111,26 +111,43 @@ impl Table {
         }
     }
 
-    /// The slot of `addr`, filled if it is new; `None` when the table is full.
-    fn slot_of(&self, addr: SocketAddr) -> Option<usize> {
+    /// The slots of `addrs`, in order, the new ones filled; `None`, with nothing filled,
+    /// when the table has no room for all the new ones.
+    fn slots_of(&self, addrs: &[SocketAddr]) -> Option<Vec<usize>> {
         let _one = self.grow.lock().unwrap_or_else(PoisonError::into_inner);
-        let len = self.len.load(Ordering::Acquire);
-        if let Some(i) = (0..len).find(|&i| self.get(i).addr == addr) {
-            return Some(i);
+        let mut len = self.len.load(Ordering::Acquire);
+        let known = |addr: &SocketAddr, len: usize| (0..len).find(|&i| self.get(i).addr == *addr);
+        let mut fresh: Vec<SocketAddr> = addrs
+            .iter()
+            .filter(|a| known(a, len).is_none())
+            .copied()
+            .collect();
+        fresh.sort_unstable();
+        fresh.dedup();
+        if len + fresh.len() > MAX_UPSTREAMS {
+            return None;
         }
-        let slot = self.slots.get(len)?;
-        let _ = slot.set(Upstream {
-            addr,
-            stats: UpstreamStats::default(),
-            down_until: AtomicU64::new(0),
-            check_down: AtomicBool::new(false),
-        });
-        self.len.store(len + 1, Ordering::Release);
-        Some(len)
+        let mut slots = Vec::with_capacity(addrs.len());
+        for &addr in addrs {
+            if let Some(i) = known(&addr, len) {
+                slots.push(i);
+                continue;
+            }
+            let _ = self.slots[len].set(Upstream {
+                addr,
+                stats: UpstreamStats::default(),
+                down_until: AtomicU64::new(0),
+                check_down: AtomicBool::new(false),
+            });
+            slots.push(len);
+            len += 1;
+            self.len.store(len, Ordering::Release);
+        }
+        Some(slots)
     }
 
     fn get(&self, i: usize) -> &Upstream {
-        // Invariant: slot indices handed out come from `slot_of`, which fills the slot
+        // Invariant: slot indices handed out come from `slots_of`, which fills the slot
         // before anyone can hold its index.
         self.slots[i]
             .get()
@@ -197,15 +214,13 @@ impl Upstreams {
         balance: Balance,
         down_for: Duration,
     ) -> Option<Self> {
-        let members = specs
-            .iter()
-            .map(|&spec| {
-                Some(Member {
-                    slot: table.slot_of(spec.addr)?,
-                    spec,
-                })
-            })
-            .collect::<Option<Vec<_>>>()?;
+        let addrs: Vec<SocketAddr> = specs.iter().map(|s| s.addr).collect();
+        let members: Vec<Member> = table
+            .slots_of(&addrs)?
+            .into_iter()
+            .zip(specs)
+            .map(|(slot, &spec)| Member { slot, spec })
+            .collect();
         let order = |backup: bool| {
             let weights: Vec<(u8, u32)> = (0..members.len())
                 .filter(|&m| members[m].spec.backup == backup)
@@ -291,6 +306,31 @@ impl Upstreams {
     /// restart of a fraction of a second into an outage of that length). An upstream that its
     /// health checks hold down, or that has `max-conns` connections open, is never picked.
     pub fn pick(&self, cursor: &mut usize, tried: u64) -> Option<usize> {
+        // A place under `max-conns` is taken when the upstream is picked, not when its
+        // connect completes, so that clients arriving together cannot all see room. Another
+        // worker may take the last place between the look and the taking: look again.
+        for _ in 0..=self.members.len() {
+            let m = match self.candidate(cursor, tried) {
+                Some(m) => m,
+                None => break,
+            };
+            let Member { slot, spec } = self.members[m];
+            let max = spec.max_connections;
+            let taken = self.get(slot).stats.active.fetch_update(
+                Ordering::AcqRel,
+                Ordering::Acquire,
+                |a| (max == 0 || a < max).then_some(a + 1),
+            );
+            if taken.is_ok() {
+                return Some(slot);
+            }
+        }
+        self.table.refused.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    /// The member [`Upstreams::pick`] would take now, before its place is taken.
+    fn candidate(&self, cursor: &mut usize, tried: u64) -> Option<usize> {
         let now = self.now_ms();
         let usable = |m: usize, passive: bool| {
             let slot = self.members[m].slot;
@@ -304,7 +344,7 @@ impl Upstreams {
         ]
         .into_iter()
         .find(|(order, passive)| order.iter().any(|&m| usable(m as usize, *passive)));
-        let chosen = tier.and_then(|(order, passive)| {
+        tier.and_then(|(order, passive)| {
             let open = |m: usize| {
                 let Member { slot, spec } = self.members[m];
                 let active = self.get(slot).stats.active.load(Ordering::Relaxed);
@@ -316,14 +356,7 @@ impl Upstreams {
                 Balance::RoundRobin => self.next_in_turn(order, cursor, open),
                 Balance::LeastConn => self.least_loaded(order, cursor, open),
             }
-        });
-        match chosen {
-            Some(m) => Some(self.members[m].slot),
-            None => {
-                self.table.refused.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        }
+        })
     }
 
     /// Round-robin: the first open member in `order` from the cursor on.
@@ -372,9 +405,11 @@ impl Upstreams {
         self.get(i).down_until.load(Ordering::Relaxed) <= now
     }
 
-    /// A connect to upstream `i` failed: counted, and the upstream skipped for a while.
+    /// A connect to upstream `i` failed: counted, its place given back, and the upstream
+    /// skipped for a while.
     pub fn connect_failed(&self, i: usize) {
         let u = self.get(i);
+        u.stats.active.fetch_sub(1, Ordering::Relaxed);
         u.stats.failed_connects.fetch_add(1, Ordering::Relaxed);
         let now = self.now_ms();
         let until = now + self.down_for.as_millis() as u64;
@@ -388,14 +423,16 @@ impl Upstreams {
         }
     }
 
-    /// A connection to upstream `i` was established.
+    /// A connection to upstream `i` was established (it holds the place its pick took).
     pub fn connected(&self, i: usize) {
         let s = &self.get(i).stats;
         s.connections.fetch_add(1, Ordering::Relaxed);
-        s.active.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A connection to upstream `i` ended.
+    /// The place [`Upstreams::pick`] took on upstream `i` is given back: its connection
+    /// ended, or its connect was given up for a reason that says nothing of the upstream
+    /// (the client left, a local shortage). Every pick ends in this or in
+    /// [`Upstreams::connect_failed`], once.
     pub fn released(&self, i: usize) {
         self.get(i).stats.active.fetch_sub(1, Ordering::Relaxed);
     }

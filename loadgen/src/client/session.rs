@@ -376,10 +376,10 @@ impl Session {
                         rec.stats.counters.failed += 1;
                         return Next::Failed(ErrorKind::ShortResponse, "closed without a reply");
                     }
-                    self.failures = 0;
                     if spec.verify && self.rbuf != spec.greeting {
                         rec.failed_check(ErrorKind::VerifyMismatch, now);
                     } else {
+                        self.failures = 0;
                         rec.complete(p.intended, p.sent, now);
                     }
                     return Next::TransactionDone;

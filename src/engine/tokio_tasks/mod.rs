@@ -152,10 +152,11 @@ fn admit<L: Listener>(shared: &Rc<Shared>, stream: L::Stream, peer: SocketAddr) 
                 let shared = shared.clone();
                 tokio::task::spawn_local(
                     async move {
-                        let end = Ending::new(&shared, true, peer, now);
+                        let end = Ending::new(&shared, true, peer, now, &stream);
                         let ended = proxy::relay::<L>(&stream, peer, &registered, &shared).await;
                         drop(registered);
-                        end.done(ended, &stream);
+                        drop(stream);
+                        end.done(ended);
                     }
                     .instrument(tracing::debug_span!("proxy", %peer)),
                 );
@@ -172,18 +173,19 @@ fn admit<L: Listener>(shared: &Rc<Shared>, stream: L::Stream, peer: SocketAddr) 
     let shared = shared.clone();
     tokio::task::spawn_local(
         async move {
-            let end = Ending::new(&shared, admitted, peer, now);
+            let end = Ending::new(&shared, admitted, peer, now, &stream);
             let ended = conn::connection(&stream, conn, &registered, &shared).await;
             drop(registered);
-            end.done(ended, &stream);
+            drop(stream);
+            end.done(ended);
         }
         .instrument(tracing::debug_span!("conn", %peer)),
     );
 }
 
-/// A connection task's end, counted exactly once: its close reason, its place under
-/// `--max-connections` given back if it held one (even when the task panics), and its line
-/// in the access log.
+/// A connection task's end, counted exactly once, after its socket is closed: its close
+/// reason, its place under `--max-connections` given back if it held one, and its line in
+/// the access log (even when the task panics).
 struct Ending<'a> {
     shared: &'a Shared,
     /// It holds a place.
@@ -192,41 +194,53 @@ struct Ending<'a> {
     done: bool,
     /// The client.
     peer: SocketAddr,
+    /// The address it connected to (read only when the access log is written).
+    listener: SocketAddr,
     /// When it was accepted, by the worker's clock.
     opened: Millis,
 }
 
 impl<'a> Ending<'a> {
-    fn new(shared: &'a Shared, admitted: bool, peer: SocketAddr, opened: Millis) -> Self {
+    fn new<S: Stream>(
+        shared: &'a Shared,
+        admitted: bool,
+        peer: SocketAddr,
+        opened: Millis,
+        stream: &S,
+    ) -> Self {
+        let unknown = SocketAddr::from(([0, 0, 0, 0], 0));
+        let listener = match shared.access_log {
+            Some(_) => stream.local_addr().unwrap_or(unknown),
+            None => unknown,
+        };
         Ending {
             shared,
             admitted,
             done: false,
             peer,
+            listener,
             opened,
         }
     }
 
-    /// The connection on `stream` ended as `ended` says; then the socket is closed.
-    fn done<S: Stream>(mut self, ended: Ended, stream: &S) {
-        self.count(ended.reason);
-        if let Some(log) = &self.shared.access_log {
-            let listener = stream
-                .local_addr()
-                .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-            let duration = self.shared.clock.now().saturating_sub(self.opened);
-            let worker = self.shared.worker;
-            log.log(Record::of(ended, self.peer, listener, worker, duration));
-        }
+    /// The connection ended as `ended` says.
+    fn done(mut self, ended: Ended) {
+        self.finish(ended);
     }
 
-    fn count(&mut self, reason: CloseReason) {
-        if !self.done {
-            self.done = true;
-            if self.admitted {
-                self.shared.stats.close(reason);
-                self.shared.limit.release();
-            }
+    fn finish(&mut self, ended: Ended) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        if self.admitted {
+            self.shared.stats.close(ended.reason);
+            self.shared.limit.release();
+        }
+        if let Some(log) = &self.shared.access_log {
+            let duration = self.shared.clock.now().saturating_sub(self.opened);
+            let (peer, listener, worker) = (self.peer, self.listener, self.shared.worker);
+            log.log(Record::of(ended, peer, listener, worker, duration));
         }
     }
 }
@@ -234,6 +248,6 @@ impl<'a> Ending<'a> {
 impl Drop for Ending<'_> {
     fn drop(&mut self) {
         // Only reached without `done` when the task panicked.
-        self.count(CloseReason::Error);
+        self.finish(Ended::empty(CloseReason::Error));
     }
 }

@@ -109,6 +109,7 @@ async fn connect_upstream<L: Listener>(
                 // A local shortage (no descriptor, no memory) fails this client alone: it
                 // says nothing of the upstream's health.
                 debug!("cannot open a socket for the upstream: {e}");
+                ups.released(i);
                 return Err(CloseReason::Error);
             }
         };
@@ -117,6 +118,7 @@ async fn connect_upstream<L: Listener>(
                 Ok(s) => return Ok((i, s)),
                 Err(e) => {
                     debug!("cannot use the upstream socket: {e}");
+                    ups.released(i);
                     return Err(CloseReason::Error);
                 }
             },

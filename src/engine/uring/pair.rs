@@ -61,8 +61,11 @@ pub struct UPair {
     tried: u64,
     /// The connect.
     pub connect: ConnectState,
-    /// The connect succeeded (the upstream counts it as active until the pair ends).
+    /// The connect succeeded.
     connected: bool,
+    /// The pick of `upstream` took a place there (under its `max-conns`), given back by a
+    /// failed connect or at the end ([`UPair::release`]).
+    holds_place: bool,
     /// An upstream socket exists (to be closed at the end).
     pub upstream_socket: bool,
     /// The PROXY header, sent first once connected.
@@ -86,6 +89,7 @@ impl UPair {
             tried: 0,
             connect: ConnectState::Idle,
             connected: false,
+            holds_place: false,
             upstream_socket: false,
             header,
             cancels: 0,
@@ -118,6 +122,7 @@ impl UPair {
             Some(i) => {
                 self.tried |= 1 << i;
                 self.upstream = Some(i);
+                self.holds_place = true;
                 self.relay.connecting(env.now + up.connect_ms);
                 env.submit.push(Submit::Connect);
                 self.connect = ConnectState::InFlight;
@@ -155,6 +160,7 @@ impl UPair {
                 std::io::Error::from_raw_os_error(-res)
             );
             up.ups.connect_failed(i);
+            self.holds_place = false;
             self.connect_next(env, up);
         }
         self.step(env);
@@ -309,16 +315,16 @@ impl UPair {
         self.step(env);
     }
 
-    /// The connect to its upstream succeeded (until [`UPair::release`]).
+    /// The connect to its upstream succeeded.
     pub fn reached(&self) -> bool {
         self.connected
     }
 
     /// The pair ends: the upstream no longer counts it.
     pub fn release(&mut self, ups: &Upstreams) {
-        if let (true, Some(i)) = (self.connected, self.upstream) {
+        if let (true, Some(i)) = (self.holds_place, self.upstream) {
             ups.released(i);
-            self.connected = false;
+            self.holds_place = false;
         }
     }
 

@@ -11,6 +11,18 @@ fn three(balance: Balance) -> Upstreams {
     )
 }
 
+/// A connection to upstream `i` opened: the place a pick takes, then the connect.
+fn hold(u: &Upstreams, i: usize) {
+    u.get(i).stats.active.fetch_add(1, Ordering::Relaxed);
+    u.connected(i);
+}
+
+/// A connect to upstream `i` (with the place a pick took) failed.
+fn fail(u: &Upstreams, i: usize) {
+    u.get(i).stats.active.fetch_add(1, Ordering::Relaxed);
+    u.connect_failed(i);
+}
+
 #[test]
 fn round_robin_skips_down_and_tried() {
     let u = three(Balance::RoundRobin);
@@ -19,10 +31,10 @@ fn round_robin_skips_down_and_tried() {
     assert_eq!(u.pick(&mut cur, 0), Some(1));
     assert_eq!(u.pick(&mut cur, 0), Some(2));
     assert_eq!(u.pick(&mut cur, 0), Some(0));
-    u.connect_failed(1);
+    fail(&u, 1);
     assert!(!u.is_up(1));
     assert_eq!(u.get(1).stats.marked_down.load(Ordering::Relaxed), 1);
-    u.connect_failed(1);
+    fail(&u, 1);
     assert_eq!(
         u.get(1).stats.marked_down.load(Ordering::Relaxed),
         1,
@@ -38,12 +50,12 @@ fn round_robin_skips_down_and_tried() {
 fn least_conn_takes_the_least_busy() {
     let u = three(Balance::LeastConn);
     let mut cur = 0;
-    u.connected(0);
-    u.connected(0);
-    u.connected(1);
+    hold(&u, 0);
+    hold(&u, 0);
+    hold(&u, 1);
     assert_eq!(u.pick(&mut cur, 0), Some(2));
-    u.connected(2);
-    u.connected(2);
+    hold(&u, 2);
+    hold(&u, 2);
     assert_eq!(u.pick(&mut cur, 0), Some(1));
     u.released(0);
     u.released(0);
@@ -60,7 +72,7 @@ fn down_ends_after_its_time() {
         Balance::RoundRobin,
         Duration::from_millis(30),
     );
-    u.connect_failed(0);
+    fail(&u, 0);
     assert_eq!(u.pick(&mut 0, 0), Some(1));
     assert_eq!(u.pick(&mut 0, 0b10), None, "0 down while 1 is up");
     std::thread::sleep(Duration::from_millis(40));
@@ -72,7 +84,7 @@ fn every_upstream_down_tries_them_anyway() {
     for balance in [Balance::RoundRobin, Balance::LeastConn] {
         let u = three(balance);
         for i in 0..3 {
-            u.connect_failed(i);
+            fail(&u, i);
         }
         assert!((0..3).all(|i| !u.is_up(i)));
         let mut cur = 0;
@@ -87,7 +99,7 @@ fn every_upstream_down_tries_them_anyway() {
         Balance::RoundRobin,
         Duration::from_secs(60),
     );
-    u.connect_failed(0);
+    fail(&u, 0);
     assert_eq!(u.pick(&mut 0, 0), Some(0));
 }
 
@@ -161,7 +173,7 @@ fn backups_only_when_every_primary_is_down() {
                 "{balance:?}: primaries are up"
             );
         }
-        u.connect_failed(0);
+        fail(&u, 0);
         assert_eq!(u.pick(&mut cur, 0), Some(2), "{balance:?}");
         assert!(u.set_checked_down(2, true));
         assert_eq!(
@@ -184,7 +196,7 @@ fn checked_down_is_never_picked_and_full_ones_are_skipped() {
     u.set_checked_down(1, true);
     let mut cur = 0;
     assert_eq!(u.pick(&mut cur, 0), Some(0));
-    u.connected(0);
+    hold(&u, 0);
     assert_eq!(
         u.pick(&mut cur, 0),
         None,
@@ -207,7 +219,7 @@ fn a_successor_keeps_slots_and_counters() {
         Balance::RoundRobin,
         Duration::from_secs(60),
     );
-    old.connected(1);
+    hold(&old, 1);
     let next = Upstreams::with_specs(
         vec![spec(3, 1, false, 0), spec(2, 2, false, 0)],
         Balance::LeastConn,
@@ -226,4 +238,49 @@ fn a_successor_keeps_slots_and_counters() {
     assert_eq!(next.pick(&mut cur, 0), Some(2), "least loaded");
     next.released(1);
     assert_eq!(old.get(1).stats.active.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn picks_take_their_place_before_any_connect_completes() {
+    let u = Upstreams::with_specs(
+        vec![spec(1, 1, false, 2), spec(2, 1, false, 0)],
+        Balance::LeastConn,
+        Duration::ZERO,
+    );
+    let mut cur = 0;
+    // Clients arriving together: no connect has completed when the next is picked.
+    let picks: Vec<usize> = (0..10).filter_map(|_| u.pick(&mut cur, 0b10)).collect();
+    assert_eq!(
+        picks,
+        [0, 0],
+        "max-conns 2 holds while the connects are in flight"
+    );
+    u.connect_failed(0);
+    assert_eq!(
+        u.pick(&mut cur, 0b10),
+        Some(0),
+        "a failed connect gives its place back"
+    );
+    u.released(0);
+    u.released(0);
+    assert_eq!(u.get(0).stats.active.load(Ordering::Relaxed), 0);
+    // Least connections sees the connects in flight too.
+    let spread: Vec<usize> = (0..4).filter_map(|_| u.pick(&mut cur, 0)).collect();
+    assert_eq!(spread.iter().filter(|&&i| i == 1).count(), 2, "{spread:?}");
+}
+
+#[test]
+fn a_successor_that_does_not_fit_fills_no_slot() {
+    let first: Vec<UpstreamSpec> = (1..=62).map(|p| spec(p, 1, false, 0)).collect();
+    let old = Upstreams::with_specs(first, Balance::RoundRobin, Duration::from_secs(60));
+    let more: Vec<UpstreamSpec> = (100..110).map(|p| spec(p, 1, false, 0)).collect();
+    let next = Upstreams::with_specs(more, Balance::RoundRobin, Duration::from_secs(60));
+    assert!(
+        next.succeed(&old).is_err(),
+        "10 new addresses do not fit beside 62"
+    );
+    assert_eq!(old.list().len(), 62, "a refused successor takes no slot");
+    let two: Vec<UpstreamSpec> = (100..102).map(|p| spec(p, 1, false, 0)).collect();
+    let next = Upstreams::with_specs(two, Balance::RoundRobin, Duration::from_secs(60));
+    assert_eq!(next.succeed(&old).unwrap().member_slots(), [62, 63]);
 }
