@@ -312,3 +312,28 @@ impl Worker<'_> {
         self.flush(key, now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_round_trip_through_user_data_and_strangers_are_refused() {
+        for (i, &kind) in KINDS.iter().enumerate() {
+            let op = Op {
+                kind,
+                key: 1000 + i,
+                gen: Packed::GEN_MASK - i as u32,
+            };
+            let back = Op::decode(op.encode()).unwrap();
+            assert_eq!((back.kind, back.key, back.gen), (op.kind, op.key, op.gen));
+        }
+        let stranger = Packed {
+            kind: KINDS.len() as u8,
+            slot: 1,
+            gen: 0,
+            sub: false,
+        };
+        assert!(Op::decode(stranger.encode()).is_none());
+    }
+}
