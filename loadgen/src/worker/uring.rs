@@ -28,8 +28,9 @@ use crate::stats::ErrorKind;
 const BGID: u16 = 0;
 /// Size of one provided buffer: one recv completion carries at most this much.
 const BUF_SIZE: usize = 16 * 1024;
-/// Most provided buffers per thread (a power of two; `u16` ids).
-const MAX_BUFS: usize = 4096;
+/// Most provided buffers per thread (a power of two): 16 MiB. They go back to the ring as
+/// soon as their completion is handled, so a burst, not the connection count, uses them.
+const MAX_BUFS: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
