@@ -33,6 +33,38 @@ impl Mode {
     }
 }
 
+/// The event loop that drives the connections.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// io_uring: multishot receives into provided buffers, one submit-and-wait per turn.
+    Uring,
+    /// epoll (mio): readiness, then read(2) and write(2). Reports from before the choice
+    /// existed were made with it.
+    #[default]
+    Epoll,
+}
+
+impl Engine {
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Uring => "uring",
+            Engine::Epoll => "epoll",
+        }
+    }
+}
+
 /// loadgen: closed- and open-loop TCP load with HdrHistogram latency (coordinated omission
 /// corrected), for ringd and any echo or HTTP/1.1 server.
 #[derive(Debug, Parser)]
@@ -177,6 +209,11 @@ pub struct Args {
     /// left unsent).
     #[arg(long)]
     pub require_headroom: bool,
+
+    /// Event loop: io_uring, or epoll [default: uring where the kernel allows it, else epoll
+    /// with a line saying why].
+    #[arg(long, value_enum)]
+    pub engine: Option<Engine>,
 
     /// No live progress line, even on a terminal.
     #[arg(long, short = 'q')]

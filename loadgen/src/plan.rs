@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ringd_common::ProtocolKind;
 
-use crate::args::{parse_status_set, Args, Mode, StatusSet};
+use crate::args::{parse_status_set, Args, Engine, Mode, StatusSet};
 use crate::client::http::{build_request, is_token, parse_header, RequestSpec};
 use crate::client::Spec;
 use crate::source;
@@ -103,6 +103,9 @@ pub struct Plan {
     /// A client-bound run fails with exit status 4.
     #[serde(default)]
     pub require_headroom: bool,
+    /// The event loop that ran.
+    #[serde(default)]
+    pub engine: Engine,
 }
 
 impl Plan {
@@ -123,6 +126,26 @@ impl Plan {
     pub fn interval_ns(&self) -> Option<u64> {
         self.rate
             .map(|rate| ((self.connections as f64 / rate) * 1e9).max(1.0) as u64)
+    }
+}
+
+/// `--engine`, or io_uring when this kernel lets a ring be set up (else epoll, with one line
+/// on stderr saying why). io_uring asked for and refused is an error.
+fn checked_engine(asked: Option<Engine>) -> Result<Engine, String> {
+    if asked == Some(Engine::Epoll) {
+        return Ok(Engine::Epoll);
+    }
+    let why = match ringd_ring::setup::check(false) {
+        Ok(()) => return Ok(Engine::Uring),
+        Err(ringd_ring::SetupError::Missing(what)) => format!("the kernel lacks {what}"),
+        Err(ringd_ring::SetupError::Os(e)) => format!("setting up a ring failed: {e}"),
+    };
+    match asked {
+        None => {
+            eprintln!("loadgen: io_uring unavailable ({why}); using epoll");
+            Ok(Engine::Epoll)
+        }
+        Some(_) => Err(format!("--engine uring: {why}")),
     }
 }
 
@@ -167,6 +190,7 @@ impl Args {
         // until written (echo bytes come from a shared table).
         let per_request = requests.payloads.iter().map(Vec::len).max().unwrap_or(0) as u64 + 64;
         check_memory(per_request * pipeline as u64 * self.connections as u64)?;
+        let engine = checked_engine(self.engine)?;
         let start_at_unix_s = self
             .start_at
             .as_deref()
@@ -198,6 +222,7 @@ impl Args {
             greeting: self.greeting.into_bytes(),
             start_at_unix_s,
             require_headroom: self.require_headroom,
+            engine,
         })
     }
 

@@ -208,6 +208,19 @@ pub fn connect(src: Option<IpAddr>, dst: SocketAddr) -> io::Result<mio::net::Tcp
     Ok(mio::net::TcpStream::from_std(socket.into()))
 }
 
+/// A socket, not yet connected, for a connection to `dst`, bound to `src` if given (the port
+/// is chosen at the connect), for an engine that connects it itself.
+pub fn socket(src: Option<IpAddr>, dst: SocketAddr) -> io::Result<Socket> {
+    match src {
+        Some(src) => bound_socket(src),
+        None => Socket::new(
+            Domain::for_address(dst),
+            Type::STREAM.cloexec(),
+            Some(Protocol::TCP),
+        ),
+    }
+}
+
 /// A blocking connect with a timeout from `src` (or the kernel's choice): is the target
 /// reachable from there?
 pub fn connect_timeout(src: Option<IpAddr>, dst: SocketAddr, timeout: Duration) -> io::Result<()> {

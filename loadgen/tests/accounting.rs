@@ -13,7 +13,6 @@ use loadgen::report::Report;
 use loadgen::stats::ErrorKind;
 use ringd::ProtocolKind;
 
-#[test]
 fn a_stall_at_the_end_of_an_open_loop_run_cannot_hide() {
     // 10 connections at 1000 req/s for 2 s: 2000 requests fall due. The server answers the
     // first 1000 and then nothing: each connection is left with one request in flight, the
@@ -66,7 +65,6 @@ fn a_stall_at_the_end_of_an_open_loop_run_cannot_hide() {
     assert_eq!(in_intervals, 2000);
 }
 
-#[test]
 fn a_rate_the_server_cannot_reach_says_how_much_was_never_sent() {
     // One connection, one request at a time, 200 of them due in 100 ms; the server answers
     // 50 and stalls: the rest is unsent, not silently dropped.
@@ -92,7 +90,6 @@ fn a_rate_the_server_cannot_reach_says_how_much_was_never_sent() {
     assert_eq!(r.stats.latency.len(), 200);
 }
 
-#[test]
 fn warm_up_is_decided_by_intended_send_time_and_n_counts_measured_requests() {
     let server = ringd(ProtocolKind::Echo);
     let target = server.local_addr().to_string();
@@ -119,7 +116,6 @@ fn warm_up_is_decided_by_intended_send_time_and_n_counts_measured_requests() {
     server.shutdown().unwrap();
 }
 
-#[test]
 fn the_measured_window_is_the_duration_asked_for() {
     let server = ringd(ProtocolKind::Echo);
     let target = server.local_addr().to_string();
@@ -154,7 +150,6 @@ fn turning_bad_server(good: u64) -> SocketAddr {
     })
 }
 
-#[test]
 fn a_thread_that_gives_up_keeps_what_it_measured() {
     // Thread 0 loads a good server; thread 1 a server that answers 300 requests and then
     // only garbage, so that every connection of thread 1 fails until it gives up (after
@@ -201,7 +196,6 @@ fn a_thread_that_gives_up_keeps_what_it_measured() {
     good.shutdown().unwrap();
 }
 
-#[test]
 fn a_run_where_everything_fails_still_reports_and_writes_every_file() {
     let bad = turning_bad_server(0);
     let dir = tempfile::tempdir().unwrap();
@@ -231,7 +225,6 @@ fn a_run_where_everything_fails_still_reports_and_writes_every_file() {
     assert!(json["failed"].as_u64().unwrap() > 0);
 }
 
-#[test]
 fn exit_status_follows_the_error_budget() {
     // One request in three fails --verify (a 404 and a 500 in every three).
     let addr = http_server(|_, _, n| {
@@ -274,12 +267,12 @@ fn exit_status_follows_the_error_budget() {
     );
 }
 
-#[test]
 fn sigint_stops_the_run_and_it_reports() {
     let server = ringd(ProtocolKind::Echo);
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(common::engine_args())
         .arg(server.local_addr().to_string())
         .args([
             "-c", "4", "-t", "1", "-d", "60s", "--warmup", "100ms", "--json",
@@ -308,7 +301,6 @@ fn sigint_stops_the_run_and_it_reports() {
     server.shutdown().unwrap();
 }
 
-#[test]
 fn output_paths_are_checked_before_the_run_and_json_can_go_to_stdout() {
     let server = ringd(ProtocolKind::Echo);
     let target = server.local_addr().to_string();
@@ -339,7 +331,6 @@ fn output_paths_are_checked_before_the_run_and_json_can_go_to_stdout() {
     server.shutdown().unwrap();
 }
 
-#[test]
 fn input_that_cannot_work_is_refused_before_anything_starts() {
     for (args, needle) in [
         (&["-d", "0"][..], "--duration"),
@@ -360,7 +351,6 @@ fn input_that_cannot_work_is_refused_before_anything_starts() {
     }
 }
 
-#[test]
 fn large_stream_chunks_need_no_memory_of_their_own() {
     // 16 MiB chunks, 16 in flight on 2 connections: 512 MiB if loadgen buffered them. Under
     // a 400 MB address-space limit it must still run and verify.
@@ -368,6 +358,7 @@ fn large_stream_chunks_need_no_memory_of_their_own() {
     let out = std::process::Command::new("prlimit")
         .arg("--as=400000000")
         .arg(env!("CARGO_BIN_EXE_loadgen"))
+        .args(common::engine_args())
         .arg(server.local_addr().to_string())
         .args([
             "--mode", "stream", "--size", "16MiB", "-c", "2", "-t", "1", "-d", "1s", "--warmup",
@@ -383,7 +374,6 @@ fn large_stream_chunks_need_no_memory_of_their_own() {
     server.shutdown().unwrap();
 }
 
-#[test]
 fn every_mode_and_protocol_loadgen_accepts_works() {
     let echo = ringd(ProtocolKind::Echo);
     let http = ringd(ProtocolKind::Http);
@@ -418,3 +408,18 @@ fn every_mode_and_protocol_loadgen_accepts_works() {
     http.shutdown().unwrap();
     hello.shutdown().unwrap();
 }
+
+on_both_engines!(
+    a_stall_at_the_end_of_an_open_loop_run_cannot_hide,
+    a_rate_the_server_cannot_reach_says_how_much_was_never_sent,
+    warm_up_is_decided_by_intended_send_time_and_n_counts_measured_requests,
+    the_measured_window_is_the_duration_asked_for,
+    a_thread_that_gives_up_keeps_what_it_measured,
+    a_run_where_everything_fails_still_reports_and_writes_every_file,
+    exit_status_follows_the_error_budget,
+    sigint_stops_the_run_and_it_reports,
+    output_paths_are_checked_before_the_run_and_json_can_go_to_stdout,
+    input_that_cannot_work_is_refused_before_anything_starts,
+    large_stream_chunks_need_no_memory_of_their_own,
+    every_mode_and_protocol_loadgen_accepts_works,
+);

@@ -28,6 +28,7 @@ fn loadgen(niced: bool, target: SocketAddr, args: &[&str]) -> (Output, serde_jso
         Command::new(bin)
     };
     let out = cmd
+        .args(common::engine_args())
         .arg(target.to_string())
         .args(["-q", "-t", "1", "--json", "-"])
         .args(args)
@@ -114,7 +115,6 @@ fn busy_of(r: &serde_json::Value) -> Vec<f64> {
 /// at once, and with 64 connections of 4 pipelined requests loadgen always has responses
 /// to read: it is either running or waiting for the CPU the whole window, whatever the
 /// machine's speed. Busy counts that wait (schedstat), so the thread is near 100% busy.
-#[test]
 fn a_starved_loadgen_is_client_bound_and_fails_the_headroom_check() {
     let server = ringd(ProtocolKind::Echo);
     let cpus = core_affinity::get_core_ids().unwrap();
@@ -163,7 +163,6 @@ fn a_starved_loadgen_is_client_bound_and_fails_the_headroom_check() {
 /// The server holds every request 5 ms and there are 4 connections: about 800 requests a
 /// second, a few microseconds of loadgen's time each, so its thread sleeps in epoll nearly
 /// all the window, in closed and in open loop.
-#[test]
 fn a_slow_server_leaves_loadgen_idle_and_not_client_bound() {
     let server = slow_echo_server(64, Duration::from_millis(5));
     for extra in [&[][..], &["--rate", "400"][..]] {
@@ -200,7 +199,6 @@ fn unix_now() -> f64 {
         .as_secs_f64()
 }
 
-#[test]
 fn start_at_delays_the_whole_run_and_refuses_times_out_of_range() {
     let server = ringd(ProtocolKind::Echo);
     let launch = unix_now();
@@ -241,3 +239,9 @@ fn start_at_delays_the_whole_run_and_refuses_times_out_of_range() {
         assert!(stderr.contains(why), "{when}: {stderr}");
     }
 }
+
+on_both_engines!(
+    a_starved_loadgen_is_client_bound_and_fails_the_headroom_check,
+    a_slow_server_leaves_loadgen_idle_and_not_client_bound,
+    start_at_delays_the_whole_run_and_refuses_times_out_of_range,
+);

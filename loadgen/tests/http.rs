@@ -12,7 +12,6 @@ use loadgen::stats::ErrorKind;
 
 const OK: &[u8] = b"Hello, World!";
 
-#[test]
 fn connection_close_after_n_requests_is_a_reconnect_not_an_error() {
     // Like nginx's keepalive_requests: the 10th response on a connection says close.
     let addr = http_server(|_, on_conn, _| {
@@ -58,7 +57,6 @@ fn connection_close_after_n_requests_is_a_reconnect_not_an_error() {
     assert!(c.reconnects >= c.completed / 10 - 8, "{c:?}");
 }
 
-#[test]
 fn a_reused_connection_closed_silently_retries_its_request() {
     // No Connection: close: after 10 responses the server just closes (a FIN). The
     // request loadgen sent meanwhile, on a connection that already answered, is retried.
@@ -84,7 +82,6 @@ fn a_reused_connection_closed_silently_retries_its_request() {
     assert!(c.retried <= 99);
 }
 
-#[test]
 fn a_reset_after_a_fin_is_a_reconnect_and_a_reset_alone_an_error() {
     // After 5 responses: a FIN, then a reset when the next request arrives.
     let addr = http_server(|_, on_conn, _| {
@@ -124,7 +121,6 @@ fn a_reset_after_a_fin_is_a_reconnect_and_a_reset_alone_an_error() {
     assert_eq!(report.exit_code, 3, "{:?}", report.exit_reason);
 }
 
-#[test]
 fn http_1_0_servers_close_after_every_response() {
     // Content-Length, no keep-alive: a reconnect after every response.
     let addr = http_server(|_, _, _| Act::ReplyThenClose(response("1.0", 200, &[], OK)));
@@ -174,7 +170,6 @@ fn mixed_status_server() -> std::net::SocketAddr {
     })
 }
 
-#[test]
 fn statuses_are_counted_by_class_and_fail_only_when_checked() {
     let addr = mixed_status_server();
     let target = url(addr, "/");
@@ -235,7 +230,6 @@ fn statuses_are_counted_by_class_and_fail_only_when_checked() {
     assert_eq!((c.completed, c.failed), (200, 100));
 }
 
-#[test]
 fn chunked_responses_are_read_and_verified() {
     let addr = http_server(|_, on_conn, _| {
         // Chunks of different sizes, an extension and a trailer; the same 12-byte body.
@@ -274,7 +268,6 @@ fn chunked_responses_are_read_and_verified() {
     assert_eq!(c.connects, 2);
 }
 
-#[test]
 fn an_idle_connection_closed_by_the_server_is_reopened() {
     // The server closes a keep-alive connection idle for 30 ms after a response (as
     // nginx's keepalive_timeout does); requests come every 100 ms.
@@ -317,7 +310,6 @@ fn an_idle_connection_closed_by_the_server_is_reopened() {
     assert!(c.reconnects >= 10, "{c:?}");
 }
 
-#[test]
 fn host_method_and_body_are_what_was_asked() {
     let body = b"{\"k\": 1}".to_vec();
     let expected = body.clone();
@@ -359,7 +351,6 @@ fn host_method_and_body_are_what_was_asked() {
     assert_eq!(c.connects, 1);
 }
 
-#[test]
 fn the_fragment_stays_home_and_host_and_content_length_go_once() {
     let addr = http_server(|req, _, _| {
         let ok = req.path == "/p?q=1" && req.content_lengths == 1 && req.body == b"hello";
@@ -396,7 +387,6 @@ fn the_fragment_stays_home_and_host_and_content_length_go_once() {
     assert_eq!(c.connects, 1);
 }
 
-#[test]
 fn headers_that_contradict_the_request_are_one_line_and_exit_2() {
     let target = url(
         http_server(|_, _, _| Act::Reply(response("1.1", 200, &[], OK))),
@@ -448,3 +438,16 @@ fn headers_that_contradict_the_request_are_one_line_and_exit_2() {
         }
     }
 }
+
+on_both_engines!(
+    connection_close_after_n_requests_is_a_reconnect_not_an_error,
+    a_reused_connection_closed_silently_retries_its_request,
+    a_reset_after_a_fin_is_a_reconnect_and_a_reset_alone_an_error,
+    http_1_0_servers_close_after_every_response,
+    statuses_are_counted_by_class_and_fail_only_when_checked,
+    chunked_responses_are_read_and_verified,
+    an_idle_connection_closed_by_the_server_is_reopened,
+    host_method_and_body_are_what_was_asked,
+    the_fragment_stays_home_and_host_and_content_length_go_once,
+    headers_that_contradict_the_request_are_one_line_and_exit_2,
+);

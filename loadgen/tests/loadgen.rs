@@ -1,6 +1,8 @@
 //! loadgen against real servers on 127.0.0.1:0: in-process ringd, and small misbehaving test
 //! servers (one that corrupts, one that stalls).
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
@@ -24,6 +26,7 @@ fn load(addr: SocketAddr, args: &[&str]) -> RunResult {
     let addr = addr.to_string();
     let argv = ["loadgen", addr.as_str(), "--quiet"]
         .into_iter()
+        .chain(common::engine_args())
         .chain(args.iter().copied());
     let plan = Args::try_parse_from(argv).unwrap().into_plan().unwrap();
     run(plan, &RunOptions::default()).unwrap()
@@ -38,7 +41,6 @@ fn assert_counts_add_up(r: &RunResult) {
     );
 }
 
-#[test]
 fn rr_counts_add_up_and_verify_passes() {
     let server = ringd(ProtocolKind::Echo);
     let r = load(
@@ -65,7 +67,6 @@ fn rr_counts_add_up_and_verify_passes() {
     server.shutdown().unwrap();
 }
 
-#[test]
 fn request_count_mode_stops_at_the_count() {
     let server = ringd(ProtocolKind::Http);
     let r = load(
@@ -117,7 +118,6 @@ fn corrupting_server() -> SocketAddr {
     addr
 }
 
-#[test]
 fn verify_catches_a_corrupting_server() {
     let addr = corrupting_server();
     let r = load(
@@ -167,7 +167,6 @@ fn stalling_server(after: Duration, stall: Duration) -> SocketAddr {
     addr
 }
 
-#[test]
 fn open_loop_shows_a_stall_that_service_time_hides() {
     let addr = stalling_server(Duration::from_millis(1500), Duration::from_millis(300));
     let r = load(
@@ -194,7 +193,6 @@ fn open_loop_shows_a_stall_that_service_time_hides() {
     assert!(report.rate.as_ref().unwrap().achieved > 900.0);
 }
 
-#[test]
 fn crr_against_hello() {
     let server = ringd(ProtocolKind::Hello);
     let r = load(
@@ -244,7 +242,6 @@ fn crr_against_hello() {
 /// Both connections keep moving: a connection whose replies arrive as fast as they are read
 /// must not keep the thread (loadgen's, or the server worker's) to itself. Without a read
 /// budget on both sides, one of the two connections stalled for seconds and timed out.
-#[test]
 fn stream_is_verified_and_moves_bytes() {
     let server = ringd(ProtocolKind::Echo);
     let r = load(
@@ -279,7 +276,6 @@ fn stream_is_verified_and_moves_bytes() {
     server.shutdown().unwrap();
 }
 
-#[test]
 fn files_round_trip_through_hdrhistogram_readers() {
     let server = ringd(ProtocolKind::Echo);
     let dir = tempfile::tempdir().unwrap();
@@ -290,6 +286,7 @@ fn files_round_trip_through_hdrhistogram_readers() {
         dir.path().join("r.svg"),
     );
     let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(common::engine_args())
         .arg(server.local_addr().to_string())
         .args(["-c", "8", "-t", "1", "-d", "2s", "--warmup", "200ms"])
         .arg("--json")
@@ -414,7 +411,6 @@ fn base64_decode(s: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD.decode(s).unwrap()
 }
 
-#[test]
 fn bad_input_is_one_line_and_nonzero() {
     let free = {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -426,6 +422,7 @@ fn bad_input_is_one_line_and_nonzero() {
         (vec![free.as_str(), "-d", "1s"], "cannot connect", 1),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(common::engine_args())
             .args(&args)
             .output()
             .unwrap();
@@ -446,6 +443,7 @@ fn bad_input_is_one_line_and_nonzero() {
             "1000",
             "127.0.0.1:1",
         ])
+        .args(common::engine_args())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -455,3 +453,40 @@ fn bad_input_is_one_line_and_nonzero() {
         "{err}"
     );
 }
+
+/// The engine asked for is the one that runs, and both reports say which it was.
+fn the_report_and_the_table_name_the_engine() {
+    let server = ringd(ProtocolKind::Echo);
+    let target = server.local_addr().to_string();
+    let out = common::loadgen_bin(&[
+        &target, "-c", "2", "-n", "50", "--warmup", "0s", "--json", "-",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let engine = common::engine_args()[1];
+    assert_eq!(json["config"]["engine"], engine);
+    let table = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        table.starts_with(&format!(
+            "loadgen {} ({engine}) |",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{table}"
+    );
+}
+
+on_both_engines!(
+    the_report_and_the_table_name_the_engine,
+    rr_counts_add_up_and_verify_passes,
+    request_count_mode_stops_at_the_count,
+    verify_catches_a_corrupting_server,
+    open_loop_shows_a_stall_that_service_time_hides,
+    crr_against_hello,
+    stream_is_verified_and_moves_bytes,
+    files_round_trip_through_hdrhistogram_readers,
+    bad_input_is_one_line_and_nonzero,
+);

@@ -11,7 +11,6 @@ use loadgen::stats::ErrorKind;
 
 const OK: &[u8] = b"Hello, World!";
 
-#[test]
 fn a_server_that_resets_every_4th_request_is_loaded_at_its_own_pace() {
     let addr = http_server(|_, _, n| {
         if n % 4 == 0 {
@@ -31,7 +30,6 @@ fn a_server_that_resets_every_4th_request_is_loaded_at_its_own_pace() {
     assert!(c.completed <= 3 * (c.failed + 1), "{c:?}");
 }
 
-#[test]
 fn a_server_that_cuts_every_10th_response_is_loaded_at_its_own_pace() {
     let cut = {
         let whole = response("1.1", 200, &[], OK);
@@ -55,7 +53,6 @@ fn a_server_that_cuts_every_10th_response_is_loaded_at_its_own_pace() {
     assert_eq!(c.retried, 0, "{c:?}");
 }
 
-#[test]
 fn a_refused_connect_is_retried_with_a_growing_backoff() {
     // The port answers loadgen's reachability check, then closes: every connect after
     // that is refused.
@@ -87,3 +84,9 @@ fn a_refused_connect_is_retried_with_a_growing_backoff() {
     assert!((4..=15).contains(&refused), "{json}");
     assert!(json["connects"].as_u64().unwrap() <= refused + 2, "{json}");
 }
+
+on_both_engines!(
+    a_server_that_resets_every_4th_request_is_loaded_at_its_own_pace,
+    a_server_that_cuts_every_10th_response_is_loaded_at_its_own_pace,
+    a_refused_connect_is_retried_with_a_growing_backoff,
+);

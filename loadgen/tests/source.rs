@@ -50,7 +50,6 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-#[test]
 fn connections_leave_from_every_source_evenly_for_every_target() {
     let (a, peers_a) = echo_server_counting_peers("127.0.0.1:0").unwrap();
     let (b, peers_b) = echo_server_counting_peers("127.0.0.1:0").unwrap();
@@ -86,7 +85,6 @@ fn connections_leave_from_every_source_evenly_for_every_target() {
     assert_eq!(*peers_b.lock().unwrap(), want);
 }
 
-#[test]
 fn an_ipv6_source_reaches_an_ipv6_target() {
     let Some((addr, peers)) = echo_server_counting_peers("[::1]:0") else {
         eprintln!("no IPv6 loopback here: skipped");
@@ -102,7 +100,6 @@ fn an_ipv6_source_reaches_an_ipv6_target() {
     assert_eq!(*peers.lock().unwrap(), BTreeMap::from([(ip("::1"), 2)]));
 }
 
-#[test]
 fn sources_that_cannot_work_are_one_line_and_exit_2() {
     let (addr, peers) = echo_server_counting_peers("127.0.0.1:0").unwrap();
     let target = addr.to_string();
@@ -124,7 +121,6 @@ fn sources_that_cannot_work_are_one_line_and_exit_2() {
     assert!(peers.lock().unwrap().is_empty(), "no run started");
 }
 
-#[test]
 fn the_json_config_records_the_sources() {
     let (addr, _) = echo_server_counting_peers("127.0.0.1:0").unwrap();
     let dir = tempfile::tempdir().unwrap();
@@ -153,3 +149,10 @@ fn the_json_config_records_the_sources() {
         serde_json::json!(["127.0.0.1", "127.0.0.2"])
     );
 }
+
+on_both_engines!(
+    connections_leave_from_every_source_evenly_for_every_target,
+    an_ipv6_source_reaches_an_ipv6_target,
+    sources_that_cannot_work_are_one_line_and_exit_2,
+    the_json_config_records_the_sources,
+);

@@ -1,6 +1,8 @@
 //! loadgen through ringd's proxy mode, every engine: rr and stream against an echo upstream,
 //! crr against a hello upstream, all verified, no error.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::process::Command;
 
@@ -33,6 +35,7 @@ fn loadgen(target: SocketAddr, args: &[&str]) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("r.json");
     let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(common::engine_args())
         .arg(target.to_string())
         .args([
             "-q", "-t", "1", "-d", "1s", "--warmup", "200ms", "--verify", "--json",
@@ -86,17 +89,16 @@ fn through(engine: EngineKind) {
     hello.shutdown().unwrap();
 }
 
-#[test]
 fn uring() {
     through(EngineKind::Uring);
 }
 
-#[test]
 fn tokio_uring() {
     through(EngineKind::TokioUring);
 }
 
-#[test]
 fn epoll() {
     through(EngineKind::Epoll);
 }
+
+on_both_engines!(uring, tokio_uring, epoll,);

@@ -76,8 +76,9 @@ impl Report {
         };
         let _ = writeln!(
             s,
-            "loadgen {} | {} {} {shape} | {} connections on {} thread(s){what}, pipeline {}{}",
+            "loadgen {} ({}) | {} {} {shape} | {} connections on {} thread(s){what}, pipeline {}{}",
             self.version,
+            p.engine.name(),
             p.protocol,
             p.mode.name(),
             p.connections,

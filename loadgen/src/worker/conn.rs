@@ -3,6 +3,7 @@
 //! requests, the bytes, the responses).
 
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
 
 use mio::net::TcpStream;
 
@@ -55,7 +56,14 @@ pub(super) struct Conn {
     pub addr: SocketAddr,
     /// The address it connects from (`--source`), the same on every reconnect.
     pub source: Option<IpAddr>,
+    /// epoll: the socket.
     pub stream: Option<TcpStream>,
+    /// io_uring: the socket, and the generation its operations carry (bumped when it
+    /// closes, so that a late completion for a closed socket is known as such).
+    pub fd: Option<OwnedFd>,
+    pub gen: u32,
+    /// io_uring: a send is in flight; its bytes are the first [`Session::transmit`] has.
+    pub sending: bool,
     pub state: State,
     pub connect_started: u64,
     /// When a closed connection may open again: now after a failure on an open one, later
@@ -83,6 +91,9 @@ impl Conn {
             addr,
             source: None,
             stream: None,
+            fd: None,
+            gen: 0,
+            sending: false,
             state: State::Closed,
             connect_started: 0,
             retry_at: now,

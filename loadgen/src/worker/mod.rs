@@ -22,7 +22,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::args::Mode;
+use crate::args::{Engine, Mode};
 use crate::client::{Session, Spec};
 use crate::clock::{now_ns, thread_busy_ns, Timer};
 use crate::plan::Plan;
@@ -33,6 +33,7 @@ mod conn;
 mod housekeeping;
 mod responses;
 mod send;
+mod uring;
 
 use conn::{Conn, State};
 
@@ -111,6 +112,14 @@ pub fn run(
     }
 }
 
+/// An engine's own state; everything else in [`Worker`] is the same on both.
+enum Io {
+    /// Readiness from epoll, and a timerfd for the open-loop schedule.
+    Epoll { poll: Poll, timer: Timer },
+    /// A ring; its wait's timeout is the open-loop schedule's timer.
+    Uring(Box<uring::Ring>),
+}
+
 struct Worker<'a> {
     shared: &'a Shared,
     plan: &'a Plan,
@@ -119,8 +128,8 @@ struct Worker<'a> {
     index: usize,
     quota: Option<u64>,
     interval_ns: Option<u64>,
-    poll: Poll,
-    timer: Timer,
+    /// The engine: what the sockets are driven with.
+    io: Io,
     conns: Slab<Conn>,
     due: BinaryHeap<Reverse<(u64, usize)>>,
     /// Closed connections to open again, by when (`Conn::retry_at`); an entry whose
@@ -151,11 +160,17 @@ impl<'a> Worker<'a> {
         intervals: mpsc::Sender<Interval>,
     ) -> io::Result<Self> {
         let plan = &*shared.plan;
-        let poll = Poll::new()?;
-        let timer = Timer::new()?;
-        let timer_fd = timer.as_fd().as_raw_fd();
-        poll.registry()
-            .register(&mut SourceFd(&timer_fd), TIMER, Interest::READABLE)?;
+        let io = match plan.engine {
+            Engine::Epoll => {
+                let poll = Poll::new()?;
+                let timer = Timer::new()?;
+                let timer_fd = timer.as_fd().as_raw_fd();
+                poll.registry()
+                    .register(&mut SourceFd(&timer_fd), TIMER, Interest::READABLE)?;
+                Io::Epoll { poll, timer }
+            }
+            Engine::Uring => Io::Uring(Box::new(uring::Ring::new(tp.conn_ids.len())?)),
+        };
         let now = now_ns();
         let mut conns = Slab::with_capacity(tp.conn_ids.len());
         let mut due = BinaryHeap::new();
@@ -183,8 +198,7 @@ impl<'a> Worker<'a> {
             index: tp.index,
             quota: tp.quota,
             interval_ns: tp.interval_ns,
-            poll,
-            timer,
+            io,
             conns,
             due,
             reopening: BinaryHeap::new(),
@@ -230,15 +244,13 @@ impl<'a> Worker<'a> {
                 Ok(wait) => wait,
                 Err(e) => break Some(format!("timer: {e}")),
             };
-            // Whole milliseconds, rounded up: the timerfd handles finer deadlines.
-            let timeout = std::time::Duration::from_millis(wait.div_ceil(1_000_000));
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    break Some(format!("poll: {e}"));
-                }
+            let turn = match self.io {
+                Io::Epoll { .. } => self.epoll_turn(wait, &mut events),
+                Io::Uring(_) => self.uring_turn(wait),
+            };
+            if let Err(e) = turn {
+                break Some(e);
             }
-            self.dispatch(&events);
-            self.read_unread();
             let now = now_ns();
             self.reopen_due(now);
             if now >= next_tick {
@@ -253,6 +265,23 @@ impl<'a> Worker<'a> {
         }
         self.finish();
         (std::mem::take(&mut self.rec.stats), gave_up)
+    }
+
+    /// Waits up to `wait` ns for readiness and handles it.
+    fn epoll_turn(&mut self, wait: u64, events: &mut Events) -> Result<(), String> {
+        let Io::Epoll { poll, .. } = &mut self.io else {
+            unreachable!("an epoll turn on another engine")
+        };
+        // Whole milliseconds, rounded up: the timerfd handles finer deadlines.
+        let timeout = std::time::Duration::from_millis(wait.div_ceil(1_000_000));
+        if let Err(e) = poll.poll(events, Some(timeout)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(format!("poll: {e}"));
+            }
+        }
+        self.dispatch(events);
+        self.read_unread();
+        Ok(())
     }
 
     /// Opens every connection at the start: rr and stream connect now; closed-loop crr
@@ -272,7 +301,8 @@ impl<'a> Worker<'a> {
 
     /// How long the loop may sleep (ns): until the next tick, the end of the run, a reopen
     /// that falls due, or not at all when connections have bytes left unread. The next send
-    /// of the open-loop schedule arms the timerfd instead, to the nanosecond.
+    /// of the open-loop schedule arms the timerfd (epoll) or ends the ring's wait (uring),
+    /// to the nanosecond.
     fn wait_ns(&mut self, now: u64, next_tick: u64) -> io::Result<u64> {
         let mut wait = next_tick.saturating_sub(now);
         if let Some(end) = self.shared.end {
@@ -282,7 +312,10 @@ impl<'a> Worker<'a> {
         }
         if let Some(&Reverse((at, _))) = self.due.peek() {
             if !self.stopping {
-                self.timer.arm_by(at)?;
+                match &mut self.io {
+                    Io::Epoll { timer, .. } => timer.arm_by(at)?,
+                    Io::Uring(_) => wait = wait.min(at.saturating_sub(now)),
+                }
             }
         }
         if let Some(&Reverse((at, _))) = self.reopening.peek() {
@@ -299,7 +332,9 @@ impl<'a> Worker<'a> {
     fn dispatch(&mut self, events: &Events) {
         for ev in events.iter() {
             if ev.token() == TIMER {
-                self.timer.fired();
+                if let Io::Epoll { timer, .. } = &mut self.io {
+                    timer.fired();
+                }
                 continue;
             }
             let key = ev.token().0;

@@ -62,7 +62,7 @@ impl Worker<'_> {
         }
     }
 
-    fn on_eof(&mut self, key: usize, now: u64) {
+    pub(super) fn on_eof(&mut self, key: usize, now: u64) {
         let c = &mut self.conns[key];
         if c.write_reset {
             let e = io::Error::from(io::ErrorKind::ConnectionReset);
@@ -73,7 +73,7 @@ impl Worker<'_> {
     }
 
     /// Does what the session asked for after a read or the end of the stream.
-    fn carry_out(&mut self, key: usize, next: Next, now: u64) {
+    pub(super) fn carry_out(&mut self, key: usize, next: Next, now: u64) {
         match next {
             Next::Continue => {}
             Next::ServerClosed => self.server_closed(key, now),

@@ -8,7 +8,8 @@ use std::io::{self, Write};
 
 use mio::{Interest, Token};
 
-use super::{Mode, State, Worker};
+use super::conn::Conn;
+use super::{Io, Mode, State, Worker};
 use crate::client::Pending;
 use crate::source;
 use crate::stats::ErrorKind;
@@ -29,20 +30,12 @@ impl Worker<'_> {
         if std::mem::take(&mut c.reopen) {
             self.rec.stats.counters.reconnects += 1;
         }
-        match source::connect(c.source, c.addr) {
-            Ok(mut s) => {
-                if let Err(e) = self.poll.registry().register(
-                    &mut s,
-                    Token(key),
-                    Interest::READABLE | Interest::WRITABLE,
-                ) {
-                    self.fail(key, ErrorKind::ConnectFailed, &e, now);
-                    return;
-                }
-                let c = &mut self.conns[key];
-                c.stream = Some(s);
-                c.state = State::Connecting;
-            }
+        let opened = match &mut self.io {
+            Io::Epoll { poll, .. } => epoll_connect(poll, c, key),
+            Io::Uring(ring) => ring.connect(c, key),
+        };
+        match opened {
+            Ok(()) => self.conns[key].state = State::Connecting,
             Err(e) => {
                 let kind = connect_error_kind(&e);
                 self.fail(key, kind, &e, now);
@@ -109,6 +102,9 @@ impl Worker<'_> {
     /// Writes pending output until done or the socket is full. Echo bytes are written
     /// straight from the pattern table; HTTP and hello from the request buffer.
     pub(super) fn flush(&mut self, key: usize, now: u64) {
+        if let Io::Uring(ring) = &mut self.io {
+            return ring.send(&mut self.conns[key], key);
+        }
         let c = &mut self.conns[key];
         let Some(stream) = c.stream.as_mut() else {
             return;
@@ -166,20 +162,28 @@ impl Worker<'_> {
                 Err(e) => return self.fail(key, ErrorKind::ConnectFailed, &e, now),
             }
             let _ = stream.set_nodelay(true);
-            c.state = State::Open;
-            c.connect_failures = 0;
-            if self.plan.mode != Mode::Crr {
-                return self.fill(key, now);
-            }
-            if now >= self.shared.warmup_end {
-                let _ = self
-                    .rec
-                    .stats
-                    .connect
-                    .record(now.saturating_sub(c.connect_started).max(1));
-            }
-            c.session.connected(&self.spec);
+            return self.connected(key, now);
         }
+        self.flush(key, now);
+    }
+
+    /// Connection `key`'s connect completed: it sends (rr and stream: the pipeline; crr:
+    /// the transaction's request).
+    pub(super) fn connected(&mut self, key: usize, now: u64) {
+        let c = &mut self.conns[key];
+        c.state = State::Open;
+        c.connect_failures = 0;
+        if self.plan.mode != Mode::Crr {
+            return self.fill(key, now);
+        }
+        if now >= self.shared.warmup_end {
+            let _ = self
+                .rec
+                .stats
+                .connect
+                .record(now.saturating_sub(c.connect_started).max(1));
+        }
+        c.session.connected(&self.spec);
         self.flush(key, now);
     }
 
@@ -205,6 +209,9 @@ impl Worker<'_> {
         // Closing the socket takes it out of the epoll set (nothing else holds it), so no
         // epoll_ctl is spent on it: this is on every reconnect's path.
         drop(c.stream.take());
+        if let Io::Uring(ring) = &mut self.io {
+            ring.close(c, key);
+        }
         c.state = State::Closed;
         c.session.reset();
     }
@@ -285,6 +292,15 @@ impl Worker<'_> {
                 && !self.quota_reached()
                 && (self.interval_ns.is_none() || c.backlog.len > 0))
     }
+}
+
+/// Starts connecting `c` (connection `key`) and registers its socket with `poll`.
+fn epoll_connect(poll: &mut mio::Poll, c: &mut Conn, key: usize) -> io::Result<()> {
+    let mut s = source::connect(c.source, c.addr)?;
+    poll.registry()
+        .register(&mut s, Token(key), Interest::READABLE | Interest::WRITABLE)?;
+    c.stream = Some(s);
+    Ok(())
 }
 
 /// The wait before the next connect after `connect_failures` failed ones in a row: none

@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+use std::cell::Cell;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Output};
@@ -17,6 +18,43 @@ use loadgen::args::Args;
 use loadgen::run::{run, RunOptions, RunResult};
 use ringd::{EngineKind, ProtocolKind, ServerHandle};
 
+thread_local! {
+    /// The engine the test running on this thread asks loadgen for (`--engine`).
+    static ENGINE: Cell<Option<&'static str>> = const { Cell::new(None) };
+}
+
+/// Runs `test` with every loadgen it starts on `engine`. A kernel that refuses io_uring
+/// fails the uring runs (loadgen refuses `--engine uring` there); they are not skipped.
+pub fn on_engine(engine: &'static str, test: fn()) {
+    ENGINE.set(Some(engine));
+    test();
+}
+
+/// `--engine` and the engine of the test on this thread, or nothing outside [`on_engine`].
+pub fn engine_args() -> Vec<&'static str> {
+    ENGINE.get().map_or(Vec::new(), |e| vec!["--engine", e])
+}
+
+/// Declares each named test function (no `#[test]` of its own) once per loadgen engine:
+/// `uring::NAME` and `epoll::NAME`.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod uring {
+            $(#[test]
+            fn $name() {
+                $crate::common::on_engine("uring", super::$name)
+            })*
+        }
+        mod epoll {
+            $(#[test]
+            fn $name() {
+                $crate::common::on_engine("epoll", super::$name)
+            })*
+        }
+    };
+}
+
 /// ringd in-process, epoll engine, one worker.
 pub fn ringd(protocol: ProtocolKind) -> ServerHandle {
     let config = ringd::Config::new("127.0.0.1:0".parse().unwrap(), protocol, EngineKind::Epoll);
@@ -27,6 +65,7 @@ pub fn ringd(protocol: ProtocolKind) -> ServerHandle {
 pub fn load(target: &str, args: &[&str]) -> RunResult {
     let argv = ["loadgen", target, "--quiet"]
         .into_iter()
+        .chain(engine_args())
         .chain(args.iter().copied());
     let plan = Args::try_parse_from(argv).unwrap().into_plan().unwrap();
     run(plan, &RunOptions::default()).unwrap()
@@ -34,7 +73,12 @@ pub fn load(target: &str, args: &[&str]) -> RunResult {
 
 /// Runs the loadgen binary.
 pub fn loadgen_bin(args: &[&str]) -> Output {
+    let engine = match args.first() {
+        Some(&"merge") => Vec::new(),
+        _ => engine_args(),
+    };
     Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(engine)
         .args(args)
         .output()
         .unwrap()

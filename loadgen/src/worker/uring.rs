@@ -1,0 +1,340 @@
+//! The io_uring engine: one ring per thread ([`ringd_ring::Driver`]), a connect per
+//! socket, one multishot recv per socket into the thread's provided buffers, one send of
+//! owned bytes in flight per socket, and one submit-and-wait per turn of the event loop
+//! whose timeout is the next deadline (the open-loop schedule's included). A socket's
+//! operations carry its generation: a completion for a socket since closed is recognised,
+//! and only its buffer is given back.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use io_uring::types::Timespec;
+use ringd_ring::{
+    Completion, Descriptor, Driver, Event, Operation, Packed, SendBuf, Setup, SetupError, Sqe,
+    Target, Wait,
+};
+use socket2::SockAddr;
+
+use super::conn::{Conn, State};
+use super::send::connect_error_kind;
+use super::{Io, Mode, Worker};
+use crate::client::Next;
+use crate::clock::now_ns;
+use crate::source;
+use crate::stats::ErrorKind;
+
+/// The provided buffer group.
+const BGID: u16 = 0;
+/// Size of one provided buffer: one recv completion carries at most this much.
+const BUF_SIZE: usize = 16 * 1024;
+/// Most provided buffers per thread (a power of two): 16 MiB. They go back to the ring as
+/// soon as their completion is handled, so a burst, not the connection count, uses them.
+const MAX_BUFS: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Connect,
+    Recv,
+    Send,
+    Cancel,
+    Close,
+}
+
+const KINDS: [Kind; 5] = [
+    Kind::Connect,
+    Kind::Recv,
+    Kind::Send,
+    Kind::Cancel,
+    Kind::Close,
+];
+
+/// An operation of connection `key`'s socket of generation `gen`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Op {
+    kind: Kind,
+    key: usize,
+    gen: u32,
+}
+
+impl Operation for Op {
+    fn encode(self) -> u64 {
+        Packed {
+            kind: self.kind as u8,
+            slot: self.key as u32,
+            gen: self.gen,
+            sub: false,
+        }
+        .encode()
+    }
+
+    fn decode(user_data: u64) -> Option<Self> {
+        let p = Packed::decode(user_data);
+        Some(Op {
+            kind: *KINDS.get(usize::from(p.kind))?,
+            key: p.slot as usize,
+            gen: p.gen,
+        })
+    }
+}
+
+fn op(kind: Kind, key: usize, c: &Conn) -> Op {
+    Op {
+        kind,
+        key,
+        gen: c.gen,
+    }
+}
+
+/// A thread's ring and what its turns reuse.
+pub(super) struct Ring {
+    driver: Driver<Op>,
+    events: Vec<Event<Op>>,
+    /// Send buffers back from their completions.
+    spare: Vec<Vec<u8>>,
+}
+
+impl Ring {
+    /// A ring sized for `conns` connections, with its provided buffers.
+    pub fn new(conns: usize) -> io::Result<Self> {
+        let sq = (conns * 2).clamp(64, 4096).next_power_of_two() as u32;
+        let mut driver = Driver::new(Setup {
+            sq,
+            cq: sq * 4,
+            sqpoll: None,
+        })
+        .map_err(|e| match e {
+            SetupError::Os(e) => e,
+            SetupError::Missing(what) => io::Error::other(format!("io_uring lacks {what}")),
+        })?;
+        let bufs = (conns * 4).clamp(64, MAX_BUFS).next_power_of_two();
+        driver.register_buffers(BGID, bufs as u16, BUF_SIZE)?;
+        Ok(Ring {
+            driver,
+            events: Vec::new(),
+            spare: Vec::new(),
+        })
+    }
+
+    /// Opens a socket for `c` (connection `key`) and starts its connect.
+    pub fn connect(&mut self, c: &mut Conn, key: usize) -> io::Result<()> {
+        let sock = source::socket(c.source, c.addr)?;
+        sock.set_tcp_nodelay(true)?;
+        let fd: OwnedFd = sock.into();
+        let sqe = Sqe::connect(
+            fd.as_raw_fd(),
+            SockAddr::from(c.addr),
+            op(Kind::Connect, key, c),
+        );
+        self.driver.push(sqe);
+        c.fd = Some(fd);
+        Ok(())
+    }
+
+    fn arm_recv(&mut self, c: &Conn, key: usize) {
+        if let Some(fd) = &c.fd {
+            let target = Target::Fd(fd.as_raw_fd());
+            let sqe = Sqe::recv_multi(target, BGID, None, op(Kind::Recv, key, c));
+            self.driver.push(sqe);
+        }
+    }
+
+    /// Sends what `c`'s session has to send, unless a send is in flight already.
+    pub fn send(&mut self, c: &mut Conn, key: usize) {
+        let Some(fd) = &c.fd else { return };
+        if c.sending || c.state != State::Open {
+            return;
+        }
+        let Some(bytes) = c.session.transmit() else {
+            return;
+        };
+        let mut data = self.spare.pop().unwrap_or_default();
+        data.clear();
+        data.extend_from_slice(bytes);
+        let buf = SendBuf::Bytes { data, off: 0 };
+        let target = Target::Fd(fd.as_raw_fd());
+        let sqe = self
+            .driver
+            .send(target, buf, libc::MSG_NOSIGNAL, op(Kind::Send, key, c));
+        self.driver.push(sqe);
+        c.sending = true;
+    }
+
+    /// Cancels what is in flight on `c`'s socket and closes it; its late completions are
+    /// told apart by the generation, bumped here.
+    pub fn close(&mut self, c: &mut Conn, key: usize) {
+        if let Some(fd) = c.fd.take() {
+            let target = Target::Fd(fd.as_raw_fd());
+            self.driver
+                .push(Sqe::cancel_fd(target, op(Kind::Cancel, key, c)));
+            let close = op(Kind::Close, key, c);
+            self.driver.close(Descriptor::Os(fd), false, close, close);
+        }
+        c.gen = c.gen.wrapping_add(1) & Packed::GEN_MASK;
+        c.sending = false;
+    }
+}
+
+impl Worker<'_> {
+    /// Submits what the last turn pushed, waits up to `wait` ns for a completion, and
+    /// handles every completion there is.
+    pub(super) fn uring_turn(&mut self, wait: u64) -> Result<(), String> {
+        let Io::Uring(ring) = &mut self.io else {
+            unreachable!("a uring turn on another engine")
+        };
+        let ts = Timespec::from(Duration::from_nanos(wait));
+        (ring.driver.submit_and_wait(Wait::Timed(&ts))).map_err(|e| format!("io_uring: {e}"))?;
+        let mut events = std::mem::take(&mut ring.events);
+        ring.driver.complete(&mut events);
+        for event in events.drain(..) {
+            match event {
+                Event::Done(c) => self.on_completion(c),
+                Event::Unknown { user_data, result } => {
+                    return Err(format!(
+                        "io_uring: a completion of no operation ({user_data:#x}, {result})"
+                    ))
+                }
+            }
+        }
+        if let Io::Uring(ring) = &mut self.io {
+            ring.events = events;
+        }
+        Ok(())
+    }
+
+    fn ring(&mut self) -> &mut Ring {
+        match &mut self.io {
+            Io::Uring(ring) => ring,
+            Io::Epoll { .. } => unreachable!("a ring on the epoll engine"),
+        }
+    }
+
+    fn on_completion(&mut self, c: Completion<Op>) {
+        let now = now_ns();
+        let Op { kind, key, gen } = c.op;
+        let current = self
+            .conns
+            .get(key)
+            .is_some_and(|conn| conn.gen == gen && conn.fd.is_some());
+        match kind {
+            Kind::Connect if current => self.on_connect(key, c.result, now),
+            Kind::Recv => self.on_recv(key, current, &c, now),
+            Kind::Send => {
+                if let Some(SendBuf::Bytes { data, .. }) = c.buf {
+                    self.ring().spare.push(data);
+                }
+                if current {
+                    self.on_sent(key, c.result, now);
+                }
+            }
+            Kind::Connect | Kind::Cancel | Kind::Close => {}
+        }
+    }
+
+    fn on_connect(&mut self, key: usize, result: i32, now: u64) {
+        if result < 0 {
+            let e = io::Error::from_raw_os_error(-result);
+            return self.fail(key, connect_error_kind(&e), &e, now);
+        }
+        let Io::Uring(ring) = &mut self.io else {
+            unreachable!()
+        };
+        ring.arm_recv(&self.conns[key], key);
+        self.connected(key, now);
+    }
+
+    /// A recv completion: its bytes to the session (its buffer back to the ring whatever
+    /// the socket), the end of the stream, an error, or the multishot recv ending (armed
+    /// again while the socket is open).
+    fn on_recv(&mut self, key: usize, current: bool, c: &Completion<Op>, now: u64) {
+        let next = match c.buffer_id() {
+            Some(bid) => {
+                let Io::Uring(ring) = &mut self.io else {
+                    unreachable!()
+                };
+                let bufs = ring.driver.buffers();
+                bufs.taken(bid);
+                let next = (current && c.result > 0).then(|| {
+                    let data = bufs.bytes(bid, c.result as usize);
+                    let conn = &mut self.conns[key];
+                    conn.session.received(&self.spec, data, now, &mut self.rec)
+                });
+                bufs.give(bid);
+                next
+            }
+            None => None,
+        };
+        if !current {
+            return;
+        }
+        match (next, c.result) {
+            (Some(Next::Continue), _) => {
+                if self.plan.mode != Mode::Crr {
+                    self.fill(key, now);
+                }
+            }
+            (Some(next), _) => return self.carry_out(key, next, now),
+            (None, 0) => return self.on_eof(key, now),
+            (None, r) if r == -libc::ENOBUFS => {}
+            (None, r) if r == -libc::EPIPE => return self.on_eof(key, now),
+            (None, r) => {
+                let e = io::Error::from_raw_os_error(-r);
+                return self.fail(key, ErrorKind::Reset, &e, now);
+            }
+        }
+        let conn = &self.conns[key];
+        if !c.more() && conn.gen == c.op.gen && conn.state == State::Open {
+            let Io::Uring(ring) = &mut self.io else {
+                unreachable!()
+            };
+            ring.arm_recv(conn, key);
+        }
+    }
+
+    /// A send completed: the bytes it wrote go to the session and the rest follows. A
+    /// reset or a closed peer ends no connection here: its recv reports the end, after
+    /// the bytes that came before it, and no further send goes out on it.
+    fn on_sent(&mut self, key: usize, result: i32, now: u64) {
+        let c = &mut self.conns[key];
+        if result < 0 {
+            if result == -libc::ECONNRESET || result == -libc::EPIPE {
+                c.write_reset = result == -libc::ECONNRESET;
+                return;
+            }
+            let e = io::Error::from_raw_os_error(-result);
+            return self.fail(key, ErrorKind::Reset, &e, now);
+        }
+        c.sending = false;
+        if result == 0 {
+            let e = io::Error::from(io::ErrorKind::WriteZero);
+            return self.fail(key, ErrorKind::Reset, &e, now);
+        }
+        c.session.written(result as usize, now, &mut self.rec);
+        self.flush(key, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operations_round_trip_through_user_data_and_strangers_are_refused() {
+        for (i, &kind) in KINDS.iter().enumerate() {
+            let op = Op {
+                kind,
+                key: 1000 + i,
+                gen: Packed::GEN_MASK - i as u32,
+            };
+            let back = Op::decode(op.encode()).unwrap();
+            assert_eq!((back.kind, back.key, back.gen), (op.kind, op.key, op.gen));
+        }
+        let stranger = Packed {
+            kind: KINDS.len() as u8,
+            slot: 1,
+            gen: 0,
+            sub: false,
+        };
+        assert!(Op::decode(stranger.encode()).is_none());
+    }
+}
