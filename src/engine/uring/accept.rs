@@ -85,7 +85,8 @@ impl Worker {
 
     /// An accept completed with `res` (a descriptor, or a slot for a direct accept).
     pub(super) fn accepted(&mut self, res: i32) -> Descriptor {
-        let (sock, leave) = self.driver.accepted(res, self.acceptor.direct);
+        // SAFETY: called by `on_accept` alone, once per accept completion, with its result.
+        let (sock, leave) = unsafe { self.driver.accepted(res, self.acceptor.direct) };
         if leave {
             // The table is nearly full: the accept in flight is cancelled and re-armed for
             // ordinary descriptors, until half the table is free again.

@@ -189,7 +189,6 @@ impl UPair {
                 self.relay.on_error();
                 return self.step(env);
             };
-            env.pool.taken(bid);
             if self.relay.phase() == Phase::Closed {
                 env.pool.give(bid);
                 return self.step(env);
