@@ -28,8 +28,8 @@ pub struct BufRing {
     bufs: *mut u8,
     /// Our copy of the tail; published to the kernel by [`BufRing::publish`].
     tail: u16,
-    /// Buffers handed to the kernel and not yet completed, or completed and not yet returned.
-    /// Equals `entries` exactly when every buffer is back in the ring.
+    /// Buffers in the ring, which the kernel may fill: given back and not yet taken by a
+    /// completion. Equals `entries` exactly when every buffer is back in the ring.
     available: usize,
     /// Who has each buffer.
     state: Vec<Holder>,
@@ -159,11 +159,12 @@ impl BufRing {
 }
 
 impl BufRing {
-    /// A completion handed buffer `bid` to us: the kernel has one fewer to fill.
+    /// A completion handed buffer `bid` to us: the kernel has one fewer to fill. The driver
+    /// calls it for every completion that names a buffer.
     ///
     /// # Panics
     /// If the buffer was not in the ring.
-    pub fn taken(&mut self, bid: u16) {
+    pub(crate) fn taken(&mut self, bid: u16) {
         let s = &mut self.state[bid as usize];
         assert_eq!(*s, Holder::Ring, "buffer {bid} taken but not in the ring");
         *s = Holder::User;

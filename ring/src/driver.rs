@@ -7,9 +7,10 @@
 use std::io;
 use std::mem::ManuallyDrop;
 use std::os::fd::{FromRawFd, IntoRawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use io_uring::{cqueue, types, IoUring};
+use io_uring::{cqueue, squeue, types, IoUring};
 use slab::Slab;
 
 use crate::bufring::BufRing;
@@ -24,6 +25,12 @@ const TEARDOWN: u64 = u64::MAX;
 /// How long `Drop` waits for cancelled operations to complete before it gives up and leaks
 /// their memory rather than free what the kernel may still write.
 const REAP_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Failed submits in a row after which [`Driver::push_chain`] gives up making room.
+const ROOM_TRIES: u32 = 1000;
+
+/// The next driver's id (see [`Driver::send`]).
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
 /// A completion, decoded.
 #[derive(Debug)]
@@ -99,14 +106,21 @@ pub struct Driver<O: Operation> {
     features: Features,
     /// Everything in flight was reaped (or given up on) already.
     shut: bool,
+    /// Names this driver in the sends it builds, which only it may push.
+    id: u64,
+    /// Why SQEs pushed could not be queued: the next [`Driver::submit_and_wait`] fails with it.
+    failed: Option<io::Error>,
 }
 
 impl<O: Operation> Driver<O> {
     /// Sets up a ring and probes it.
     pub fn new(setup: Setup) -> Result<Self, SetupError> {
-        let mut ring = setup::build(setup)?;
+        Ok(Self::new_on(setup::build(setup)?))
+    }
+
+    fn new_on(mut ring: IoUring) -> Self {
         let features = Features::probe(&mut ring);
-        Ok(Driver {
+        Driver {
             ring,
             bufs: ManuallyDrop::new(None),
             held: ManuallyDrop::new(Slab::new()),
@@ -114,7 +128,9 @@ impl<O: Operation> Driver<O> {
             table: FileTable::default(),
             features,
             shut: false,
-        })
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            failed: None,
+        }
     }
 
     /// What the kernel offers.
@@ -163,13 +179,26 @@ impl<O: Operation> Driver<O> {
 
     /// The socket an accept completion with `result` ≥ 0 gave; `direct`: the accept was
     /// into the table. Returns it and whether accepting must leave the table now.
-    pub fn accepted(&mut self, result: i32, direct: bool) -> (Descriptor, bool) {
+    ///
+    /// # Safety
+    /// `result` is the result of an accept this driver completed, not passed here before:
+    /// an ordinary descriptor is closed when the returned [`Descriptor`] is, so it must be
+    /// one that nothing else owns. A call without that promise does not compile:
+    ///
+    /// ```compile_fail
+    /// # use ringd_ring::{Driver, Operation};
+    /// fn adopt<O: Operation>(d: &mut Driver<O>, fd: i32) {
+    ///     d.accepted(fd, false);
+    /// }
+    /// ```
+    pub unsafe fn accepted(&mut self, result: i32, direct: bool) -> (Descriptor, bool) {
         debug_assert!(result >= 0);
         if direct {
             let leave = self.table.took();
             (Descriptor::Fixed(result as u32), leave)
         } else {
-            // SAFETY: a fresh descriptor from accept(2) that nothing else owns.
+            // SAFETY: a fresh descriptor from accept(2) that nothing else owns (the caller's
+            // promise).
             (
                 Descriptor::Os(unsafe { FromRawFd::from_raw_fd(result) }),
                 false,
@@ -178,6 +207,7 @@ impl<O: Operation> Driver<O> {
     }
 
     /// A send of `buf` on `target` (`flags`: `MSG_*`); its completion hands `buf` back.
+    /// Only this driver may push it: a provided buffer is this driver's memory.
     pub fn send(&self, target: Target, buf: SendBuf, flags: i32, op: O) -> Sqe<O> {
         let bytes = match &buf {
             SendBuf::Bytes { data, off } => &data[*off..],
@@ -197,14 +227,17 @@ impl<O: Operation> Driver<O> {
         Sqe {
             entry,
             op,
-            held: Some(Held::Send(buf)),
+            held: Some(Held::Send {
+                buf,
+                driver: self.id,
+            }),
         }
     }
 
-    /// Closes `desc` (the slot is free once `close_op` completes); `reset`: with `SO_LINGER`
-    /// 0 first, so the close sends a reset and drops what is unsent. A table slot has no
-    /// descriptor for setsockopt(2), so the ring sets it (Linux 6.7), hard-linked so the
-    /// close runs whatever it says, and never first.
+    /// Closes `desc` (a slot is free once `close_op` completes successfully); `reset`: with
+    /// `SO_LINGER` 0 first, so the close sends a reset and drops what is unsent. A table
+    /// slot has no descriptor for setsockopt(2), so the ring sets it (Linux 6.7),
+    /// hard-linked so the close runs whatever it says, and never first.
     pub fn close(&mut self, desc: Descriptor, reset: bool, linger_op: O, close_op: O) {
         match desc {
             Descriptor::Os(fd) => {
@@ -214,8 +247,8 @@ impl<O: Operation> Driver<O> {
                 self.push(Sqe::close(Target::Fd(fd.into_raw_fd()), close_op));
             }
             Descriptor::Fixed(i) => {
-                self.table.used -= 1;
-                let close = Sqe::close(Target::Fixed(i), close_op);
+                let mut close = Sqe::close(Target::Fixed(i), close_op);
+                close.held = Some(Held::Slot);
                 match reset {
                     false => self.push(close),
                     true => self.push_chain([Sqe::linger_reset(i, linger_op).hardlink(), close]),
@@ -232,11 +265,24 @@ impl<O: Operation> Driver<O> {
     /// Pushes SQEs that must reach the kernel together (linked ones): room for all of them
     /// is made first (submitting what is queued), and the queue's tail is published once,
     /// after the last, so neither a submit nor an SQPOLL thread can see part of the chain.
+    /// If no room can be made (the submits keep failing), the chain is dropped and the next
+    /// [`Driver::submit_and_wait`] fails.
+    ///
+    /// # Panics
+    /// If a send in the chain was built by another driver.
     pub fn push_chain<const N: usize>(&mut self, chain: [Sqe<O>; N]) {
         assert!(
             N <= self.ring.params().sq_entries() as usize,
             "chain too long"
         );
+        for sqe in &chain {
+            if let Some(Held::Send { driver, .. }) = &sqe.held {
+                assert_eq!(
+                    *driver, self.id,
+                    "a send pushed into a driver that did not build it"
+                );
+            }
+        }
         let Driver {
             ring, bufs, held, ..
         } = self;
@@ -247,7 +293,13 @@ impl<O: Operation> Driver<O> {
             let user_data = match sqe.held {
                 None => sqe.op.encode(),
                 Some(h) => {
-                    if let (Held::Send(SendBuf::Provided { bid, .. }), Some(b)) = (&h, &mut **bufs)
+                    if let (
+                        Held::Send {
+                            buf: SendBuf::Provided { bid, .. },
+                            ..
+                        },
+                        Some(b),
+                    ) = (&h, &mut **bufs)
                     {
                         b.lend(*bid);
                     }
@@ -256,13 +308,19 @@ impl<O: Operation> Driver<O> {
             };
             sqe.entry.user_data(user_data)
         });
+        let mut failures = 0;
         loop {
             let mut sq = ring.submission();
             if sq.capacity() - sq.len() < N {
                 drop(sq);
                 // A failed submit (EBUSY: completions to reap first) leaves the entries
                 // queued; the next try may find room.
-                if ring.submit().is_err() {
+                if let Err(e) = ring.submit() {
+                    failures += 1;
+                    if !cut_short(&e) || failures >= ROOM_TRIES {
+                        self.drop_chain(&entries, e);
+                        return;
+                    }
                     std::thread::yield_now();
                 }
                 continue;
@@ -271,9 +329,10 @@ impl<O: Operation> Driver<O> {
                 // SAFETY: every `Sqe` is built in this crate from memory that outlives the
                 // operation: memory it owns (now in `held` until the last completion: a
                 // Vec's or a Box's heap block does not move when they do), provided buffers
-                // (freed only in `Drop`, and a lent one cannot be given back), or statics.
-                // `Drop` cancels and reaps whatever is in flight before freeing any of it,
-                // or leaks it. There is room (checked above), so the push cannot fail.
+                // of this driver (checked above; freed only in `Drop`, and a lent one cannot
+                // be given back), or statics. `Drop` cancels and reaps whatever is in flight
+                // before freeing any of it, or leaks it. There is room (checked above), so
+                // the push cannot fail.
                 let pushed = unsafe { sq.push(entry) };
                 debug_assert!(pushed.is_ok());
             }
@@ -282,6 +341,27 @@ impl<O: Operation> Driver<O> {
             self.outstanding += N;
             return;
         }
+    }
+
+    /// Releases what the `entries` that never reached the queue held, and remembers why.
+    fn drop_chain(&mut self, entries: &[squeue::Entry], error: io::Error) {
+        for entry in entries {
+            let u = entry.get_user_data();
+            if u & DRIVER_BIT != 0 {
+                let index = (u & !DRIVER_BIT) as usize;
+                // Never queued: a close did not run, its slot stays taken.
+                let never = -libc::ECANCELED;
+                held_completion(
+                    &mut self.held,
+                    &mut self.bufs,
+                    &mut self.table,
+                    index,
+                    never,
+                    false,
+                );
+            }
+        }
+        self.failed = Some(error);
     }
 
     /// SQEs pushed and not yet submitted.
@@ -297,6 +377,9 @@ impl<O: Operation> Driver<O> {
     /// Publishes the buffers given back, submits what was pushed and waits as `wait` says.
     /// A wait cut short (timeout, signal, completions to reap first) is no error.
     pub fn submit_and_wait(&mut self, wait: Wait) -> io::Result<()> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         if let Some(b) = self.bufs.as_ref() {
             b.publish();
         }
@@ -318,28 +401,22 @@ impl<O: Operation> Driver<O> {
             }
         };
         match waited {
-            Ok(_) => Ok(()),
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                ) =>
-            {
-                Ok(())
-            }
-            Err(e) => Err(e),
+            Err(e) if !cut_short(&e) => Err(e),
+            _ => Ok(()),
         }
     }
 
     /// Appends every ready completion to `out`. The memory of operations that ended is
-    /// released (a send's bytes go back in its completion) before any is handled, so the
-    /// driver knows what the kernel holds even if handling one panics.
+    /// released (a send's bytes go back in its completion, a provided buffer filled becomes
+    /// the user's) before any is handled, so the driver knows what the kernel holds even if
+    /// handling one panics.
     pub fn complete(&mut self, out: &mut Vec<Event<O>>) {
         let Driver {
             ring,
             bufs,
             held,
             outstanding,
+            table,
             ..
         } = self;
         for cqe in ring.completion() {
@@ -347,6 +424,9 @@ impl<O: Operation> Driver<O> {
             let more = cqueue::more(flags);
             if !more {
                 *outstanding -= 1;
+            }
+            if let (Some(bid), Some(b)) = (cqueue::buffer_select(flags), &mut **bufs) {
+                b.taken(bid);
             }
             let event = match user_data {
                 TEARDOWN => continue,
@@ -359,7 +439,14 @@ impl<O: Operation> Driver<O> {
                     }),
                     None => Event::Unknown { user_data, result },
                 },
-                u => match held_completion(held, bufs, (u & !DRIVER_BIT) as usize, more) {
+                u => match held_completion(
+                    held,
+                    bufs,
+                    table,
+                    (u & !DRIVER_BIT) as usize,
+                    result,
+                    more,
+                ) {
                     Some((op, buf)) => Event::Done(Completion {
                         op,
                         result,
@@ -429,12 +516,15 @@ impl<O: Operation> std::fmt::Debug for Driver<O> {
     }
 }
 
-/// The held operation at `index` completed: its op, and its bytes if it was a send and
-/// this was its last completion (then its memory is released).
+/// The held operation at `index` completed with `result`: its op, and its bytes if it was
+/// a send and this was its last completion (then its memory is released, and the slot a
+/// close emptied is free).
 fn held_completion<O: Operation>(
     held: &mut Slab<(O, Held)>,
     bufs: &mut Option<BufRing>,
+    table: &mut FileTable,
     index: usize,
+    result: i32,
     more: bool,
 ) -> Option<(O, Option<SendBuf>)> {
     let op = held.get(index)?.0;
@@ -442,19 +532,37 @@ fn held_completion<O: Operation>(
         return Some((op, None));
     }
     match held.remove(index).1 {
-        Held::Send(buf) => {
+        Held::Send { buf, .. } => {
             if let (SendBuf::Provided { bid, .. }, Some(b)) = (&buf, bufs) {
                 b.unlend(*bid);
             }
             Some((op, Some(buf)))
         }
+        Held::Slot => {
+            if result >= 0 {
+                table.closed();
+            }
+            Some((op, None))
+        }
         Held::Addr(_) | Held::Time(_) => Some((op, None)),
     }
 }
 
+/// An `io_uring_enter` error that only cuts a wait or a submit short (a timeout, a signal,
+/// completions to reap first, a shortage of kernel memory): the next turn tries again.
+fn cut_short(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ETIME | libc::EINTR | libc::EBUSY | libc::EAGAIN | libc::ENOMEM)
+    )
+}
+
 impl<O: Operation> Drop for Driver<O> {
     fn drop(&mut self) {
-        if self.shutdown() {
+        let reaped = self.shutdown();
+        #[cfg(test)]
+        tests::DROPPED.with(|d| d.set(Some(self.outstanding)));
+        if reaped {
             // SAFETY: nothing is in flight and the buffer group is unregistered: the kernel
             // holds no reference to this memory; each is dropped once, here.
             unsafe {

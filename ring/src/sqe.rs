@@ -81,8 +81,17 @@ impl SendBuf {
 /// last completion.
 #[derive(Debug)]
 pub(crate) enum Held {
-    /// A send's bytes.
-    Send(SendBuf),
+    /// A send's bytes, and the id of the driver that built it (the only one that may push
+    /// it: a provided buffer is that driver's memory).
+    Send {
+        /// The bytes.
+        buf: SendBuf,
+        /// The driver's id.
+        driver: u64,
+    },
+    /// A close of a file table slot: nothing to keep, but the slot is free only once it
+    /// succeeds.
+    Slot,
     /// A connect's address.
     Addr(#[allow(dead_code)] Box<SockAddr>),
     /// A timeout's duration.

@@ -55,6 +55,11 @@ impl FileTable {
         self.direct
     }
 
+    /// A close of a slot succeeded.
+    pub(crate) fn closed(&mut self) {
+        self.used -= 1;
+    }
+
     /// A direct accept took a slot; true when accepting must leave the table now.
     pub(crate) fn took(&mut self) -> bool {
         self.used += 1;

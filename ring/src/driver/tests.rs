@@ -1,11 +1,19 @@
 //! The driver on a real ring, against socket pairs.
 
+use std::cell::Cell;
 use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
 use super::*;
 use crate::op::Packed;
+
+thread_local! {
+    /// What was still in flight when this thread's last driver was dropped, past its
+    /// teardown.
+    pub(super) static DROPPED: Cell<Option<usize>> = const { Cell::new(None) };
+}
 
 /// A test operation: a kind and a number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,7 +152,11 @@ fn a_provided_buffer_cannot_be_recycled_while_a_send_reads_it() {
     b.write_all(b"ping").unwrap();
     let recv = done(events(&mut d, 1).pop().unwrap());
     let bid = recv.buffer_id().expect("a provided buffer");
-    d.buffers().taken(bid);
+    assert_eq!(
+        d.buffers().available(),
+        3,
+        "the completion handed the buffer over"
+    );
     let buf = SendBuf::Provided {
         bid,
         off: 0,
@@ -168,12 +180,31 @@ fn a_provided_buffer_cannot_be_recycled_while_a_send_reads_it() {
 }
 
 #[test]
-fn drop_cancels_and_reaps_what_is_in_flight() {
+fn shutdown_cancels_and_reaps_what_is_in_flight() {
+    let (mut d, _sockets) = stuck_driver();
+    assert_eq!(
+        d.held.len(),
+        2,
+        "the send's bytes and the timeout's duration"
+    );
+    assert!(
+        d.shutdown(),
+        "everything in flight was cancelled and reaped"
+    );
+    assert_eq!(d.outstanding(), 0);
+    assert!(
+        d.held.is_empty(),
+        "the held memory was released by its completions"
+    );
+}
+
+/// A driver with three operations in flight that would never end by themselves: a recv
+/// that waits for bytes that never come, a send that waits for room the peer never makes
+/// (its buffer is full), and a timeout an hour long.
+fn stuck_driver() -> (Driver<TestOp>, [UnixStream; 2]) {
     let mut d = driver(8);
     d.register_buffers(0, 4, 64).unwrap();
-    let (a, _b) = UnixStream::pair().unwrap();
-    // A recv that waits for bytes that never come, and a send that waits for room the
-    // peer never makes (its buffer is full).
+    let (a, b) = UnixStream::pair().unwrap();
     d.push(Sqe::recv_multi(Target::Fd(a.as_raw_fd()), 0, None, op(1)));
     let big = vec![7u8; 4 << 20];
     let sqe = d.send(
@@ -190,18 +221,97 @@ fn drop_cancels_and_reaps_what_is_in_flight() {
     d.complete(&mut early);
     assert!(early.is_empty(), "{early:?}");
     assert_eq!(d.outstanding(), 3);
+    (d, [a, b])
+}
+
+#[test]
+fn drop_cancels_and_reaps_what_is_in_flight() {
+    DROPPED.with(|d| d.set(None));
+    drop(stuck_driver());
     assert_eq!(
-        d.held.len(),
-        2,
-        "the send's bytes and the timeout's duration"
+        DROPPED.with(Cell::get),
+        Some(0),
+        "the drop left operations in flight"
     );
+}
+
+#[test]
+fn a_send_cannot_be_pushed_into_another_driver() {
+    let (a, mut b) = (driver(8), driver(8));
+    let (x, _y) = UnixStream::pair().unwrap();
+    let bytes = SendBuf::Bytes {
+        data: b"x".to_vec(),
+        off: 0,
+    };
+    let sqe = a.send(Target::Fd(x.as_raw_fd()), bytes, libc::MSG_NOSIGNAL, op(1));
+    let pushed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| b.push(sqe)));
     assert!(
-        d.shutdown(),
-        "everything in flight was cancelled and reaped"
+        pushed.is_err(),
+        "a send built by one driver was pushed into another"
     );
-    assert_eq!(d.outstanding(), 0);
+    assert_eq!((b.pending(), b.held.len()), (0, 0));
+}
+
+#[test]
+fn a_slot_is_free_once_its_close_succeeds() {
+    let mut d = driver(8);
+    d.register_files(8, 0).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    d.push(Sqe::accept(listener.as_raw_fd(), true, false, op(1)));
+    let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let accept = done(events(&mut d, 1).pop().unwrap());
+    assert!(accept.result >= 0, "{accept:?}");
+    // SAFETY: the result of the accept just completed.
+    let (slot, _) = unsafe { d.accepted(accept.result, true) };
+    assert_eq!(d.files().used, 1);
+    d.close(slot, true, op(2), op(3));
+    assert_eq!(
+        d.files().used,
+        1,
+        "the slot is taken until the close completes"
+    );
+    let ends: Vec<i32> = events(&mut d, 2)
+        .into_iter()
+        .map(|e| done(e).result)
+        .collect();
+    assert_eq!(ends, [0, 0]);
+    assert_eq!(d.files().used, 0);
+    // A slot that holds nothing: its close fails and frees nothing.
+    d.close(Descriptor::Fixed(5), false, op(4), op(5));
+    assert!(done(events(&mut d, 1).pop().unwrap()).result < 0);
+    assert_eq!(d.files().used, 0);
+}
+
+#[test]
+fn transient_enter_errors_cut_a_wait_short() {
+    for errno in [
+        libc::ETIME,
+        libc::EINTR,
+        libc::EBUSY,
+        libc::EAGAIN,
+        libc::ENOMEM,
+    ] {
+        assert!(cut_short(&io::Error::from_raw_os_error(errno)), "{errno}");
+    }
+    assert!(!cut_short(&io::Error::from_raw_os_error(libc::EBADF)));
+}
+
+#[test]
+fn a_chain_that_cannot_be_queued_fails_the_next_wait() {
+    // A ring the kernel refuses submissions on until it is enabled (EBADFD).
+    let ring = IoUring::builder().setup_r_disabled().build(2).unwrap();
+    let mut d: Driver<TestOp> = Driver::new_on(ring);
+    d.push(Sqe::nop(op(0)));
+    d.push(Sqe::nop(op(1)));
+    d.push(Sqe::timeout(Duration::from_secs(1), false, op(2)));
+    assert!(
+        d.failed.is_some(),
+        "the queue was full and could not be submitted"
+    );
     assert!(
         d.held.is_empty(),
-        "the held memory was released by its completions"
+        "the timeout's duration went with its SQE"
     );
+    let e = d.submit_and_wait(Wait::One).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EBADFD));
 }

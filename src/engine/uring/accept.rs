@@ -85,7 +85,8 @@ impl Worker {
 
     /// An accept completed with `res` (a descriptor, or a slot for a direct accept).
     pub(super) fn accepted(&mut self, res: i32) -> Descriptor {
-        let (sock, leave) = self.driver.accepted(res, self.acceptor.direct);
+        // SAFETY: called by `on_accept` alone, once per accept completion, with its result.
+        let (sock, leave) = unsafe { self.driver.accepted(res, self.acceptor.direct) };
         if leave {
             // The table is nearly full: the accept in flight is cancelled and re-armed for
             // ordinary descriptors, until half the table is free again.
@@ -131,7 +132,7 @@ impl Worker {
         // The loop's clock may be a turn old: a deadline counted from it would come early.
         let now = self.time.clock.advance();
         let (sock, spec) = match (sock, &self.serving.service) {
-            (Descriptor::Os(fd), Service::Proxy(_)) => return self.admit_pair(fd),
+            (Descriptor::Os(fd), Service::Proxy(_)) => return self.admit_pair(fd, now),
             (Descriptor::Fixed(_), Service::Proxy(_)) => {
                 unreachable!("proxy mode never registers the descriptor table (see `run`)")
             }
@@ -147,7 +148,7 @@ impl Worker {
         // The access log is written with ordinary descriptors only (see `run`): a direct
         // one has no address to read.
         let origin = match (&self.env.access_log, &sock) {
-            (Some(_), Descriptor::Os(fd)) => Origin::of(fd, now),
+            (Some(_), Descriptor::Os(fd)) => Some(Origin::of(fd, &self.acceptor.listener, now)),
             _ => None,
         };
         let t = self.sessions.insert_conn(ConnSession {

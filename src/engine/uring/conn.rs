@@ -96,7 +96,6 @@ impl UConn {
                 self.conn.handle_error();
                 return self.step(env);
             };
-            env.pool.taken(bid);
             WorkerStats::add(&env.stats.bytes_in, n as u64);
             match self
                 .conn

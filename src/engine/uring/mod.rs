@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use io_uring::types;
 use ringd_ring::{Driver, Event, Setup, Sqe, Wait};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{EngineKind, WorkerCtx, WorkerEnv};
 use crate::config::Service;
@@ -329,7 +329,12 @@ impl Worker {
                     self.arm_accept();
                 }
             }
-            Op::AcceptCancel | Op::Linger(_) => {}
+            Op::AcceptCancel => {}
+            Op::Linger(t) if res < 0 => {
+                // The close linked behind it runs anyway, without the reset.
+                debug!(?t, res, "setting SO_LINGER before a reset failed");
+            }
+            Op::Linger(_) => {}
             Op::Bell => self.on_bell(res, more),
             Op::Tick => self.on_tick(res, more),
             Op::Recv(t) => {

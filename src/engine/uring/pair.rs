@@ -195,7 +195,6 @@ impl UPair {
                 self.relay.on_error();
                 return self.step(env);
             };
-            env.pool.taken(bid);
             if self.relay.phase() == Phase::Closed {
                 env.pool.give(bid);
                 return self.step(env);

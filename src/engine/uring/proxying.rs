@@ -12,26 +12,24 @@ use super::pair::UPair;
 use super::session::{Origin, PairSession, SessionEvent};
 use super::sock::Submit;
 use super::Worker;
-use crate::connection::{CloseReason, WorkerStats};
-use crate::proxy::{header, Relay, Side, Upstreams};
+use crate::connection::{CloseReason, Millis, WorkerStats};
+use crate::proxy::{header, Relay, SendProxy, Side, Upstreams};
 
 impl Worker {
-    /// Starts proxying a connection just accepted (over `--max-connections`: closed at once).
-    pub(super) fn admit_pair(&mut self, fd: OwnedFd) {
+    /// Starts proxying a connection accepted at `now` (over `--max-connections`: closed at
+    /// once).
+    pub(super) fn admit_pair(&mut self, fd: OwnedFd, now: Millis) {
         let Some(proxy) = self.serving.service.proxy() else {
             return;
         };
-        let now = self.time.clock.now();
         let connect_ms = proxy.connect_timeout.as_millis() as u64;
         let mut relay = Relay::new(now, now + connect_ms);
         let header = match self.env.limit.try_admit() {
             true => {
                 WorkerStats::inc(&self.env.stats.accepted);
-                proxy.send_proxy.and_then(|v| {
-                    let s = socket2::SockRef::from(&fd);
-                    let peer = s.peer_addr().ok()?.as_socket()?;
-                    let local = s.local_addr().ok()?.as_socket()?;
-                    Some(header::encode(v, peer, local))
+                pair_header(proxy.send_proxy, &fd).unwrap_or_else(|reason| {
+                    relay.abort(reason);
+                    None
                 })
             }
             false => {
@@ -41,7 +39,7 @@ impl Worker {
             }
         };
         let origin = match self.env.access_log {
-            Some(_) => Origin::of(&fd, now),
+            Some(_) => Some(Origin::of(&fd, &self.acceptor.listener, now)),
             None => None,
         };
         let t = self.sessions.insert_pair(PairSession {
@@ -50,6 +48,25 @@ impl Worker {
             origin,
         });
         self.dispatch(t, SessionEvent::Start);
+    }
+}
+
+/// The PROXY header (of version `send_proxy`, if one is sent) for the client on socket
+/// `fd`. A client whose addresses cannot be read (it reset the connection before it was
+/// looked at) is never proxied without its header: its pair ends with an error.
+fn pair_header(
+    send_proxy: Option<SendProxy>,
+    fd: &OwnedFd,
+) -> Result<Option<Vec<u8>>, CloseReason> {
+    let Some(version) = send_proxy else {
+        return Ok(None);
+    };
+    let s = socket2::SockRef::from(fd);
+    let peer = s.peer_addr().ok().and_then(|a| a.as_socket());
+    let local = s.local_addr().ok().and_then(|a| a.as_socket());
+    match (peer, local) {
+        (Some(peer), Some(local)) => Ok(Some(header::encode(version, peer, local))),
+        _ => Err(CloseReason::Error),
     }
 }
 
@@ -90,4 +107,36 @@ fn upstream_socket(addr: SocketAddr) -> std::io::Result<OwnedFd> {
     )?;
     s.set_tcp_nodelay(true)?;
     Ok(s.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::uring::session::tests::accepted_after_reset;
+
+    #[test]
+    fn a_client_whose_address_is_gone_is_not_proxied_without_its_header() {
+        let (_listener, fd) = accepted_after_reset();
+        assert_eq!(pair_header(None, &fd), Ok(None), "no header asked for");
+        for v in [SendProxy::V1, SendProxy::V2] {
+            assert_eq!(pair_header(Some(v), &fd), Err(CloseReason::Error));
+        }
+    }
+
+    #[test]
+    fn a_client_still_there_gets_its_header() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (sock, _) = listener.accept().unwrap();
+        let header = pair_header(Some(SendProxy::V1), &sock.into())
+            .unwrap()
+            .unwrap();
+        let line = String::from_utf8(header).unwrap();
+        let port = client.local_addr().unwrap().port();
+        assert!(
+            line.starts_with("PROXY TCP4 127.0.0.1 127.0.0.1 "),
+            "{line}"
+        );
+        assert!(line.contains(&format!(" {port} ")), "{line}");
+    }
 }

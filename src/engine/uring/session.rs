@@ -5,7 +5,7 @@
 //! nowhere in the loop.
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::os::fd::OwnedFd;
 
 use ringd_ring::{BufRing, Descriptor, Sqe, Target};
@@ -45,14 +45,30 @@ pub(super) struct Origin {
 }
 
 impl Origin {
-    /// The addresses of the accepted socket `fd`, accepted at `now`.
-    pub fn of(fd: &OwnedFd, now: Millis) -> Option<Origin> {
+    /// The addresses of the socket `fd` accepted at `now` on `listener`. A client that reset
+    /// the connection before it was looked at has no address any more: it is logged as the
+    /// unspecified address, port 0 (and the listener's own address stands in for the local
+    /// one if that is gone too).
+    pub fn of(fd: &OwnedFd, listener: &TcpListener, now: Millis) -> Origin {
         let s = socket2::SockRef::from(fd);
-        Some(Origin {
-            client: s.peer_addr().ok()?.as_socket()?,
-            listener: s.local_addr().ok()?.as_socket()?,
+        let local = s.local_addr().ok().and_then(|a| a.as_socket());
+        let local = local
+            .or_else(|| listener.local_addr().ok())
+            .unwrap_or((Ipv4Addr::UNSPECIFIED, 0).into());
+        let client = s.peer_addr().ok().and_then(|a| a.as_socket());
+        Origin {
+            client: client.unwrap_or(SocketAddr::new(unspecified(local.ip()), 0)),
+            listener: local,
             opened: now,
-        })
+        }
+    }
+}
+
+/// The unspecified address of `ip`'s family.
+fn unspecified(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
     }
 }
 
@@ -496,5 +512,36 @@ impl Worker {
                 self.dispatch(t, SessionEvent::Buffers);
             }
         }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A socket accepted from a client that reset the connection before the accept.
+    pub(in crate::engine::uring) fn accepted_after_reset() -> (TcpListener, OwnedFd) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        socket2::SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(client);
+        let (sock, _) = listener.accept().unwrap();
+        (listener, sock.into())
+    }
+
+    #[test]
+    fn a_client_that_reset_before_the_accept_still_has_an_origin() {
+        let (listener, fd) = accepted_after_reset();
+        let peer = socket2::SockRef::from(&fd).peer_addr();
+        assert!(peer.is_err(), "the kernel still knows the client: {peer:?}");
+        let o = Origin::of(&fd, &listener, 7);
+        assert_eq!(o.client, SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)));
+        assert_eq!(o.listener, listener.local_addr().unwrap());
+        assert_eq!(o.opened, 7);
     }
 }

@@ -20,8 +20,6 @@ pub const LINK_FIN_MAX: usize = 8 * 1024;
 pub trait Pool {
     /// The first `len` bytes of buffer `bid`, as a completion filled them.
     fn bytes(&self, bid: u16, len: usize) -> &[u8];
-    /// A completion handed buffer `bid` to us.
-    fn taken(&mut self, bid: u16);
     /// Buffer `bid` goes back to the kernel.
     fn give(&mut self, bid: u16);
     /// Buffers the kernel can fill now.
@@ -33,9 +31,6 @@ pub trait Pool {
 impl Pool for ringd_ring::BufRing {
     fn bytes(&self, bid: u16, len: usize) -> &[u8] {
         ringd_ring::BufRing::bytes(self, bid, len)
-    }
-    fn taken(&mut self, bid: u16) {
-        ringd_ring::BufRing::taken(self, bid)
     }
     fn give(&mut self, bid: u16) {
         ringd_ring::BufRing::give(self, bid)
