@@ -252,8 +252,8 @@ impl Worker<'_> {
                 let Io::Uring(ring) = &mut self.io else {
                     unreachable!()
                 };
+                // The driver marked the buffer taken when it handed over the completion.
                 let bufs = ring.driver.buffers();
-                bufs.taken(bid);
                 let next = (current && c.result > 0).then(|| {
                     let data = bufs.bytes(bid, c.result as usize);
                     let conn = &mut self.conns[key];
