@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use ringd::protocol::ProtocolSpec;
 use ringd::{EngineKind, ProtocolKind, Service};
-use socket2::{Domain, Socket, Type};
 
 /// Sizes of the last response: a byte, less than a segment, just over the send buffer's
 /// worth several times, and a megabyte.
@@ -38,21 +37,10 @@ fn small_buffer_server(
     })
 }
 
-/// Connects with a 4 KiB receive buffer.
-fn small_client(addr: SocketAddr) -> TcpStream {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    s.set_recv_buffer_size(4096).unwrap();
-    s.connect_timeout(&addr.into(), Duration::from_secs(5))
-        .unwrap();
-    let s: TcpStream = s.into();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s
-}
-
 /// Sends `request` from another thread (then half-closes if asked) while reading slowly
 /// (small reads, a pause now and then) until EOF. A reset fails the test.
 fn slow_exchange(addr: SocketAddr, request: Vec<u8>, half_close: bool) -> Vec<u8> {
-    let mut s = small_client(addr);
+    let mut s = small_blocking_client(addr);
     let mut w = s.try_clone().unwrap();
     let writer = std::thread::spawn(move || {
         w.write_all(&request).unwrap();
@@ -214,7 +202,7 @@ fn http_late_byte_while_paused(engine: EngineKind) {
     let server = small_buffer_server(engine, ProtocolKind::Http, &body, |c| {
         c.max_pending_output = 1 << 20;
     });
-    let mut s = small_client(server.local_addr());
+    let mut s = small_blocking_client(server.local_addr());
     s.write_all(
         b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
@@ -236,7 +224,7 @@ fn http_late_byte_while_paused(engine: EngineKind) {
 fn hello_late_input(engine: EngineKind) {
     let greeting = payload(1 << 20);
     let server = small_buffer_server(engine, ProtocolKind::Hello, &greeting, |_| {});
-    let mut s = small_client(server.local_addr());
+    let mut s = small_blocking_client(server.local_addr());
     s.write_all(b"hel").unwrap();
     std::thread::sleep(Duration::from_millis(300));
     s.write_all(b"lo").unwrap();
@@ -269,7 +257,7 @@ fn slow_download_is_not_idle(engine: EngineKind) {
         c.idle_timeout = Duration::from_millis(300);
     });
     let addr = server.local_addr();
-    let mut s = small_client(addr);
+    let mut s = small_blocking_client(addr);
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     let start = Instant::now();
@@ -290,7 +278,7 @@ fn slow_download_is_not_idle(engine: EngineKind) {
         "the download was not slower than the idle timeout ({:?}): the test proves nothing",
         start.elapsed()
     );
-    let mut idle = small_client(addr);
+    let mut idle = small_blocking_client(addr);
     let mut one = [0u8; 1];
     assert_eq!(
         idle.read(&mut one).unwrap(),
@@ -310,7 +298,7 @@ fn header_timeout_behind_a_blocked_response(engine: EngineKind) {
         c.header_timeout = Duration::from_millis(200);
     });
     let addr = server.local_addr();
-    let mut s = small_client(addr);
+    let mut s = small_blocking_client(addr);
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET /never-fin")
         .unwrap();
     std::thread::sleep(Duration::from_millis(700));
@@ -331,7 +319,7 @@ fn no_header_timeout_while_not_reading(engine: EngineKind) {
     let server = small_buffer_server(engine, ProtocolKind::Http, &body, |c| {
         c.header_timeout = Duration::from_millis(300);
     });
-    let mut s = small_client(server.local_addr());
+    let mut s = small_blocking_client(server.local_addr());
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HT")
         .unwrap();
     std::thread::sleep(Duration::from_millis(50));
@@ -365,7 +353,7 @@ fn cut_reply_resets_with(engine: EngineKind, setup: impl FnOnce(&mut ringd::Conf
         c.idle_timeout = Duration::from_millis(400);
         setup(c);
     });
-    let mut s = small_client(server.local_addr());
+    let mut s = small_blocking_client(server.local_addr());
     s.write_all(b"hi").unwrap();
     std::thread::sleep(Duration::from_millis(1200));
     let mut got = Vec::new();
@@ -397,7 +385,7 @@ fn uring_linked_fin_under_sqpoll_follows_the_last_byte() {
         ringd::protocol::ErrorStatus::BadRequest,
     )));
     for round in 0..300 {
-        let mut s = small_client(server.local_addr());
+        let mut s = small_blocking_client(server.local_addr());
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\x00garbage\r\n\r\n")
             .unwrap();
         std::thread::sleep(Duration::from_millis(2));

@@ -24,7 +24,6 @@ use ringd::tls::{CertPair, ServerTls};
 use ringd::{EngineKind, ProtocolKind, Service};
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
-use socket2::{Domain, Socket, Type};
 
 /// A self-signed certificate for one name, its PEM files on disk.
 struct Cert {
@@ -104,17 +103,6 @@ fn client_config(roots: &[&Cert], alpn: &[&[u8]]) -> Arc<ClientConfig> {
     Arc::new(config)
 }
 
-/// Connects with a 4 KiB receive buffer.
-fn small_socket(addr: SocketAddr) -> TcpStream {
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    s.set_recv_buffer_size(4096).unwrap();
-    s.connect_timeout(&addr.into(), Duration::from_secs(5))
-        .unwrap();
-    let s: TcpStream = s.into();
-    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    s
-}
-
 /// How the server's stream ended.
 #[derive(Debug, PartialEq, Eq)]
 enum End {
@@ -136,7 +124,7 @@ impl Client {
         let name = ServerName::try_from(name.to_string()).expect("name");
         let mut c = Client {
             tls: ClientConnection::new(config, name).expect("client"),
-            sock: small_socket(addr),
+            sock: small_blocking_client(addr),
         };
         while c.tls.is_handshaking() {
             c.tls.complete_io(&mut c.sock)?;
@@ -339,7 +327,7 @@ every_engine! {
             c.header_timeout = Duration::ZERO
         });
         let addr = server.local_addr();
-        let mut s = small_socket(addr);
+        let mut s = small_blocking_client(addr);
         s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
         let mut reply = Vec::new();
         s.read_to_end(&mut reply).expect("closed after the alert");
@@ -365,7 +353,7 @@ every_engine! {
     fn a_stalled_handshake_is_closed_at_the_handshake_timeout() {
         let c = cert("slow.test");
         let server = tls_server(ENGINE, ProtocolKind::Echo, &[&c], Duration::from_millis(300), |_| {});
-        let mut s = small_socket(server.local_addr());
+        let mut s = small_blocking_client(server.local_addr());
         // The first bytes of a ClientHello record, and nothing more.
         s.write_all(&[0x16, 0x03, 0x01, 0x00, 0xc8, 0x01]).unwrap();
         let mut rest = Vec::new();

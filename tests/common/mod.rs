@@ -332,3 +332,15 @@ pub fn flood_without_reading(addr: SocketAddr, n: usize, secs: f64) -> Vec<socke
     }
     peers
 }
+
+/// A blocking client socket connected to `addr` with a 4 KiB receive buffer (the kernel
+/// rounds it up a little), so that a server's sends to it come up short.
+pub fn small_blocking_client(addr: SocketAddr) -> std::net::TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_recv_buffer_size(4096).unwrap();
+    s.connect_timeout(&addr.into(), Duration::from_secs(5))
+        .unwrap();
+    let s: std::net::TcpStream = s.into();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s
+}
