@@ -40,6 +40,15 @@ pub enum Target {
     File(PathBuf),
 }
 
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Stdout => f.write_str("-"),
+            Target::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
 impl Target {
     /// `-` is standard output, anything else a file.
     pub fn parse(s: &str) -> Target {

@@ -244,6 +244,26 @@ fn port_in_use_is_one_clear_line() {
 }
 
 #[test]
+fn an_access_log_that_cannot_be_written_is_one_clear_line() {
+    let out = ringd()
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--access-log",
+            "/nonexistent/dir/access.log",
+        ])
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--access-log /nonexistent/dir/access.log: No such file"),
+        "{err}"
+    );
+}
+
+#[test]
 fn hello_from_the_binary() {
     let mut p = RingdProcess::start(&["--protocol", "hello", "--threads", "2"], None);
     let addr = p.addr;

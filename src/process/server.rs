@@ -266,7 +266,7 @@ fn open_access_log(config: &Config) -> Result<Option<Arc<AccessLog>>, Error> {
         return Ok(None);
     };
     let log = AccessLog::open(spec.target.clone(), spec.format, spec.queue)
-        .map_err(|e| Error::Config(format!("--access-log {:?}: {e}", spec.target)))?;
+        .map_err(|e| Error::Config(format!("--access-log {}: {e}", spec.target)))?;
     Ok(Some(Arc::new(log)))
 }
 
