@@ -14,8 +14,11 @@ use super::{allowed_cpus, Config, EngineChoice, EngineKind, Service, TestFault, 
 use crate::access_log::{AccessLogSpec, Format, Target};
 use crate::config::ListenOptions;
 use crate::protocol::{ProtocolKind, ProtocolSpec, DEFAULT_BODY, DEFAULT_GREETING};
+use crate::proxy::sni::Fallback;
 use crate::proxy::upstream::{MAX_UPSTREAMS, MAX_WEIGHT};
-use crate::proxy::{Balance, HealthCheck, ProxyConfig, SendProxy, UpstreamSpec, Upstreams};
+use crate::proxy::{
+    Balance, HealthCheck, ProxyConfig, SendProxy, SniRoutes, UpstreamSpec, Upstreams,
+};
 use crate::tls::{CertPair, ServerTls};
 use ringd_common::units::{parse_bytes, parse_duration};
 
@@ -39,6 +42,8 @@ Examples:
   ringd --protocol hello --threads 1      # the origin server: greet and close
   ringd --protocol proxy --listen 127.0.0.1:8000 --upstream 127.0.0.1:9001,127.0.0.1:9002
   ringd --protocol proxy --upstream 127.0.0.1:9001,weight=3 --upstream 127.0.0.1:9002,backup
+  ringd --protocol proxy --route-sni a.example.com=127.0.0.1:9001,*.example.org=127.0.0.1:9002 \
+        --upstream 127.0.0.1:9003        # by TLS name (SNI), TLS untouched; others to 9003
   ringd --config /etc/ringd/ringd.toml    # every option from a file; flags override it
   ringd check-config ringd.toml           # OK (exit 0), or one line per problem (exit 2)
 
@@ -51,7 +56,7 @@ Signals:
                    the same arguments, on the same listening sockets; once it is ready, this
                    process stops accepting, drains and exits 0 (on failure it keeps serving)
 
-A host name (--listen, --metrics, --upstream) is resolved once, at start (and --upstream at
+A host name (--listen, --metrics, --upstream, --route-sni) is resolved once, at start (and --upstream at
 each reload), to its first IPv4 address, else to its first IPv6 one.
 
 Sockets passed by a service manager (systemd socket activation: LISTEN_FDS, LISTEN_PID) are
@@ -111,6 +116,19 @@ pub struct Args {
     /// max-conns=N (most open at once; beyond, the next upstream or a refusal).
     #[arg(long, value_delimiter = ',')]
     pub upstream: Vec<String>,
+
+    /// proxy: route TLS clients by the name their ClientHello asks for (SNI), without
+    /// terminating TLS: NAME=HOST:PORT[,NAME=HOST:PORT…]; NAME may be *.example.com (any
+    /// name under it; an exact name wins, then the longest). The ClientHello is read (up to
+    /// 16 KiB, within --header-timeout) and forwarded untouched. A name without a route
+    /// goes to --upstream (which may then be left out: such clients are closed).
+    #[arg(long, value_delimiter = ',', value_name = "NAME=HOST:PORT")]
+    pub route_sni: Vec<String>,
+
+    /// proxy with --route-sni: where a client goes whose first bytes are not a TLS
+    /// ClientHello, or whose ClientHello has no name.
+    #[arg(long, value_enum, default_value_t = Fallback::Default)]
+    pub route_sni_fallback: Fallback,
 
     /// proxy: how an upstream is chosen for each connection.
     #[arg(long, value_enum, default_value_t = Balance::RoundRobin)]
@@ -336,6 +354,9 @@ impl Args {
         if !proxy && !self.upstream.is_empty() {
             return Err("--upstream is for --protocol proxy".into());
         }
+        if !proxy && !self.route_sni.is_empty() {
+            return Err("--route-sni is for --protocol proxy".into());
+        }
         if self.upgrade_timeout.is_zero() {
             // No successor is ready at once: every SIGUSR2 would fail.
             return Err("--upgrade-timeout must be above 0".into());
@@ -447,7 +468,7 @@ impl Args {
     }
 
     fn proxy_config(&self) -> Result<ProxyConfig, String> {
-        if self.upstream.is_empty() {
+        if self.upstream.is_empty() && self.route_sni.is_empty() {
             return Err("--protocol proxy needs --upstream HOST:PORT[,HOST:PORT…]".into());
         }
         let specs = upstream_specs(&self.upstream)?;
@@ -457,15 +478,22 @@ impl Args {
         if self.connect_timeout.is_zero() {
             return Err("--connect-timeout must be above 0".into());
         }
+        let upstreams = Upstreams::with_specs(specs, self.balance, self.upstream_down_for);
+        let sni = match self.route_sni.is_empty() {
+            true => None,
+            false => Some(std::sync::Arc::new(SniRoutes::parse(
+                &self.route_sni,
+                self.route_sni_fallback,
+                &upstreams,
+                resolve,
+            )?)),
+        };
         Ok(ProxyConfig {
-            upstreams: std::sync::Arc::new(Upstreams::with_specs(
-                specs,
-                self.balance,
-                self.upstream_down_for,
-            )),
+            upstreams: std::sync::Arc::new(upstreams),
             connect_timeout: self.connect_timeout,
             send_proxy: self.send_proxy,
             check: self.health_check()?,
+            sni,
         })
     }
 
@@ -567,6 +595,21 @@ impl clap::ValueEnum for Balance {
             }
             Balance::LeastConn => PossibleValue::new("least-conn")
                 .help("The upstream with the fewest active connections (over all workers)"),
+        })
+    }
+}
+
+impl clap::ValueEnum for Fallback {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Fallback::Default, Fallback::Close]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            Fallback::Default => {
+                PossibleValue::new("default").help("To --upstream (closed if there is none)")
+            }
+            Fallback::Close => PossibleValue::new("close").help("Closed"),
         })
     }
 }

@@ -1,6 +1,7 @@
 //! The series of the configuration file and of the upstreams' choice: reloads by result,
 //! the loaded file's hash, each upstream's active health checks by result and whether it is
-//! a member of the configuration in force, and the clients no upstream could take.
+//! a member of the configuration in force, the clients no upstream could take, and the
+//! clients routed by SNI.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +9,7 @@ use std::sync::{Mutex, PoisonError};
 
 use super::Family;
 use crate::config::Config;
+use crate::proxy::sni::Routed;
 
 /// Reloads applied.
 static RELOADS_OK: AtomicU64 = AtomicU64::new(0);
@@ -66,6 +68,20 @@ pub fn counters(config: &Config) -> Vec<Family> {
         help: "Clients closed because no upstream could take them (down, full or tried).",
         samples: vec![(String::new(), ups.refused())],
     });
+    // Shown once routes exist or were used (a reload may have added or removed them).
+    let sni = ups.sni_counts().get();
+    if proxy.sni.is_some() || sni.iter().any(|&n| n > 0) {
+        families.push(Family {
+            name: "ringd_sni_routes_total",
+            help: "Clients routed by the name in their TLS ClientHello, by how the route was \
+                   chosen.",
+            samples: Routed::ALL
+                .iter()
+                .zip(sni)
+                .map(|(r, n)| (format!("result=\"{}\"", r.label()), n))
+                .collect(),
+        });
+    }
     families
 }
 

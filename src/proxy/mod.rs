@@ -8,6 +8,7 @@
 pub mod header;
 pub mod health;
 pub mod relay;
+pub mod sni;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use std::time::Duration;
 
 pub use health::HealthCheck;
 pub use relay::{Relay, Side};
+pub use sni::SniRoutes;
 pub use upstream::{Upstream, UpstreamSpec, UpstreamStats, Upstreams};
 
 /// How an upstream is chosen for a new connection.
@@ -48,6 +50,9 @@ pub struct ProxyConfig {
     pub send_proxy: Option<SendProxy>,
     /// Active health checks, if any.
     pub check: Option<HealthCheck>,
+    /// Routes by the name of the client's TLS ClientHello, if any (`upstreams` is then the
+    /// default route).
+    pub sni: Option<Arc<SniRoutes>>,
 }
 
 impl ProxyConfig {
@@ -64,6 +69,18 @@ impl ProxyConfig {
             connect_timeout,
             send_proxy,
             check: None,
+            sni: None,
         }
+    }
+
+    /// The same configuration over `previous`'s upstream table (a reload), so that the
+    /// upstreams listed in both keep their slots, counters and health.
+    pub fn succeed(&mut self, previous: &ProxyConfig) -> Result<(), String> {
+        let upstreams = self.upstreams.succeed(&previous.upstreams)?;
+        if let Some(sni) = &self.sni {
+            self.sni = Some(Arc::new(sni.succeed(&previous.upstreams)?));
+        }
+        self.upstreams = Arc::new(upstreams);
+        Ok(())
     }
 }

@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use tracing::debug;
 
@@ -17,7 +18,8 @@ use super::stream::{Listener, Stream};
 use crate::access_log::{Ended, UpstreamRecord};
 use crate::connection::{CloseReason, WorkerStats};
 use crate::proxy::relay::{Phase, Timeout};
-use crate::proxy::{header, ProxyConfig, Relay, Side};
+use crate::proxy::sni::{Choice, Hello, Sniffer, MAX_PEEK};
+use crate::proxy::{header, ProxyConfig, Relay, Side, Upstreams};
 
 /// Serves one proxied connection; returns why it ended.
 pub(super) async fn relay<L: Listener>(
@@ -31,8 +33,34 @@ pub(super) async fn relay<L: Listener>(
     };
     let (clock, limits) = (&shared.clock, &shared.limits);
     let connect_ms = proxy.connect_timeout.as_millis() as u64;
-    let relay = RefCell::new(Relay::new(clock.now(), clock.now() + connect_ms));
-    let (index, upstream) = match connect_upstream::<L>(proxy, &relay, shared).await {
+    let relay = RefCell::new(match proxy.sni {
+        Some(_) => Relay::routing(clock.now(), limits),
+        None => Relay::new(clock.now(), clock.now() + connect_ms),
+    });
+    // With SNI routes, the client's first bytes choose its upstreams; they are held and
+    // go to it first, as they came.
+    let mut held = Vec::new();
+    let routed = match &proxy.sni {
+        None => Ok(&*proxy.upstreams),
+        Some(routes) => match sniff(client, &relay, shared, &mut held).await {
+            Ok(hello) => match routes.choose(&hello, &proxy.upstreams) {
+                Choice::Route(ups) => Ok(&**ups),
+                Choice::Default => Ok(&*proxy.upstreams),
+                Choice::Close => {
+                    relay.borrow_mut().abort(CloseReason::Protocol);
+                    Err(CloseReason::Protocol)
+                }
+            },
+            Err(reason) => Err(reason),
+        },
+    };
+    let connected = match routed {
+        Ok(ups) => connect_upstream::<L>(ups, proxy, &relay, shared)
+            .await
+            .map(|(i, s)| (ups, i, s)),
+        Err(reason) => Err(reason),
+    };
+    let (ups, index, upstream) = match connected {
         Ok(connected) => connected,
         Err(reason) => {
             let (bytes_in, bytes_out) = relay.borrow().bytes(Side::Client);
@@ -44,7 +72,6 @@ pub(super) async fn relay<L: Listener>(
             };
         }
     };
-    let ups = &proxy.upstreams;
     ups.connected(index);
     relay.borrow_mut().on_connected(clock.now());
     let mut first = Vec::new();
@@ -56,6 +83,7 @@ pub(super) async fn relay<L: Listener>(
                 .on_header(clock.now(), Side::Client, first.len(), limits);
         }
     }
+    first.extend_from_slice(&held);
     let pair = Pair {
         relay: &relay,
         shared,
@@ -80,16 +108,72 @@ pub(super) async fn relay<L: Listener>(
     }
 }
 
-/// Connects to an upstream, failing over to the next one; the upstream's index and the
+/// Reads the client's first bytes into `held` until they say where it goes, by the
+/// relay's routing deadline; what they said, or why the client ends first.
+async fn sniff<S: Stream>(
+    client: &S,
+    relay: &RefCell<Relay>,
+    shared: &Shared,
+    held: &mut Vec<u8>,
+) -> Result<Hello, CloseReason> {
+    let (clock, limits) = (&shared.clock, &shared.limits);
+    let mut sniffer = Sniffer::new(limits.max_pending.min(MAX_PEEK));
+    let deadline = relay.borrow().poll_timeout(limits);
+    let mut buf = Vec::with_capacity(shared.buffer_size);
+    loop {
+        let read = client.read(buf);
+        let (res, b) = match deadline {
+            Some(d) => {
+                let left = Duration::from_millis(d.saturating_sub(clock.now()));
+                match tokio::time::timeout(left, read).await {
+                    Ok(done) => done,
+                    Err(_) => {
+                        debug!("no ClientHello in time");
+                        relay.borrow_mut().handle_timeout(d, limits);
+                        client.end_pending();
+                        return Err(relay.borrow().close_reason());
+                    }
+                }
+            }
+            None => read.await,
+        };
+        buf = b;
+        match res {
+            Ok(0) => {
+                relay.borrow_mut().on_eof(Side::Client);
+                return Ok(Hello::NotTls);
+            }
+            Ok(n) => {
+                relay
+                    .borrow_mut()
+                    .on_input(Side::Client, clock.now(), n, limits);
+                WorkerStats::add(&shared.stats.bytes_in, n as u64);
+                held.extend_from_slice(&buf[..n]);
+                match sniffer.feed(&buf[..n]) {
+                    Hello::NeedMore => {}
+                    hello => return Ok(hello),
+                }
+            }
+            Err(e) => {
+                debug!("client read failed: {e}");
+                relay.borrow_mut().on_error();
+                client.reset();
+                return Err(CloseReason::Error);
+            }
+        }
+    }
+}
+
+/// Connects to an upstream of `ups`, failing over to the next one; the upstream's index and the
 /// connected socket, or why the client ends without one.
 async fn connect_upstream<L: Listener>(
+    ups: &Upstreams,
     proxy: &ProxyConfig,
     relay: &RefCell<Relay>,
     shared: &Shared,
 ) -> Result<(usize, L::Stream), CloseReason> {
     let clock = &shared.clock;
     let connect_ms = proxy.connect_timeout.as_millis() as u64;
-    let ups = &proxy.upstreams;
     let mut tried = 0u64;
     loop {
         let mut cursor = shared.cursor.get();
@@ -156,7 +240,10 @@ async fn exchange<S: Stream>(
             let now = clock.now();
             let mut r = relay.borrow_mut();
             if r.poll_timeout(limits).is_some_and(|d| d <= now)
-                && r.handle_timeout(now, limits) == Timeout::Idle
+                && matches!(
+                    r.handle_timeout(now, limits),
+                    Timeout::Idle | Timeout::Routing
+                )
             {
                 return;
             }

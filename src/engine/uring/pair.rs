@@ -5,12 +5,15 @@
 //! `IORING_OP_CONNECT`, and like [`super::conn::UConn`] it never touches the ring: it
 //! appends the [`Submit`]s the worker must push.
 
+use std::sync::Arc;
+
 use super::conn::Env;
 use super::sendq::Out;
 use super::sock::{FinState, Pool, RecvState, SockOps, Submit};
 use crate::connection::{CloseReason, WorkerStats};
 use crate::proxy::relay::{Phase, Timeout};
-use crate::proxy::{Relay, Side, Upstreams};
+use crate::proxy::sni::{Choice, Hello, Sniffer, MAX_PEEK};
+use crate::proxy::{Relay, Side, SniRoutes, Upstreams};
 
 /// The connect to the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +43,10 @@ pub enum Teardown {
 /// position over them.
 #[derive(Debug)]
 pub struct Upstream<'a> {
-    /// The upstreams.
+    /// The upstreams (with SNI routes: the default ones).
     pub ups: &'a Upstreams,
+    /// The SNI routes, if any.
+    pub sni: Option<&'a SniRoutes>,
     /// The worker's round-robin position.
     pub cursor: &'a mut usize,
     /// Milliseconds a connect may take.
@@ -57,6 +62,10 @@ pub struct UPair {
     pub socks: [SockOps; 2],
     /// The upstream chosen (connecting or connected).
     pub upstream: Option<usize>,
+    /// While routing by SNI: what reads the client's first bytes.
+    sniff: Option<Box<Sniffer>>,
+    /// The upstreams of the client's SNI route (`None`: the default ones).
+    route: Option<Arc<Upstreams>>,
     /// Upstreams tried, a bit each.
     tried: u64,
     /// The connect.
@@ -80,12 +89,17 @@ pub struct UPair {
 }
 
 impl UPair {
-    /// A pair for a client just accepted, `header` to send first, if any.
-    pub fn new(relay: Relay, header: Option<Vec<u8>>) -> Self {
+    /// A pair for a client just accepted, `header` to send first, if any; one whose relay
+    /// is routing reads the client's first bytes, at most `max_peek`, before it connects.
+    pub fn new(relay: Relay, header: Option<Vec<u8>>, max_peek: usize) -> Self {
+        let sniff = (relay.phase() == Phase::Routing)
+            .then(|| Box::new(Sniffer::new(max_peek.min(MAX_PEEK))));
         UPair {
             relay,
             socks: [SockOps::default(), SockOps::default()],
             upstream: None,
+            sniff,
+            route: None,
             tried: 0,
             connect: ConnectState::Idle,
             connected: false,
@@ -110,15 +124,31 @@ impl UPair {
     }
 
     /// Starts: connect to the first upstream (or close the client if none is up), and read
-    /// the client meanwhile.
+    /// the client meanwhile; with SNI routes, read the client first.
     pub fn start<P: Pool>(&mut self, env: &mut Env<P>, up: &mut Upstream) {
-        self.connect_next(env, up);
+        if self.sniff.is_none() {
+            self.connect_next(env, up);
+        }
         self.step(env);
+    }
+
+    /// The client's first bytes said `hello`: its upstream is chosen and connected to, or
+    /// it is closed.
+    fn route<P: Pool>(&mut self, hello: &Hello, env: &mut Env<P>, up: &mut Upstream) {
+        self.sniff = None;
+        let choice = up.sni.map_or(Choice::Default, |r| r.choose(hello, up.ups));
+        match choice {
+            Choice::Route(ups) => self.route = Some(ups.clone()),
+            Choice::Default => {}
+            Choice::Close => return self.relay.abort(CloseReason::Protocol),
+        }
+        self.connect_next(env, up);
     }
 
     /// Picks the next upstream and connects to it; none left: the client is closed.
     fn connect_next<P: Pool>(&mut self, env: &mut Env<P>, up: &mut Upstream) {
-        match up.ups.pick(up.cursor, self.tried) {
+        let ups = self.route.as_deref().unwrap_or(up.ups);
+        match ups.pick(up.cursor, self.tried) {
             Some(i) => {
                 self.tried |= 1 << i;
                 self.upstream = Some(i);
@@ -183,7 +213,7 @@ impl UPair {
         more: bool,
         bid: Option<u16>,
         env: &mut Env<P>,
-        up: &Upstreams,
+        up: &mut Upstream,
     ) {
         if !more {
             self.sock(side).recv = RecvState::Off;
@@ -202,14 +232,24 @@ impl UPair {
             match (side, self.upstream) {
                 (Side::Client, _) => WorkerStats::add(&env.stats.bytes_in, n as u64),
                 (Side::Upstream, Some(i)) => {
-                    WorkerStats::add(&up.get(i).stats.bytes_received, n as u64)
+                    WorkerStats::add(&up.ups.get(i).stats.bytes_received, n as u64)
                 }
                 (Side::Upstream, None) => {}
             }
+            let hello = match &mut self.sniff {
+                Some(s) if side == Side::Client => s.feed(env.pool.bytes(bid, n)),
+                _ => Hello::NeedMore,
+            };
             self.relay.on_input(side, env.now, n, env.limits);
             self.sock(side.other()).push_received(bid, n, env.pool);
+            if hello != Hello::NeedMore {
+                self.route(&hello, env, up);
+            }
         } else if res == 0 {
             self.relay.on_eof(side);
+            if side == Side::Client && self.sniff.is_some() {
+                self.route(&Hello::NotTls, env, up);
+            }
         } else if res == -libc::ENOBUFS {
             WorkerStats::inc(&env.stats.recv_enobufs);
             self.sock(side).starved = true;
@@ -302,7 +342,7 @@ impl UPair {
                 self.cancels += 1;
             }
             Timeout::Connect | Timeout::None => {}
-            Timeout::Idle => self.step(env),
+            Timeout::Idle | Timeout::Routing => self.step(env),
         }
     }
 

@@ -23,7 +23,12 @@ impl Worker {
             return;
         };
         let connect_ms = proxy.connect_timeout.as_millis() as u64;
-        let mut relay = Relay::new(now, now + connect_ms);
+        let limits = &self.time.limits;
+        let mut relay = match proxy.sni {
+            Some(_) => Relay::routing(now, limits),
+            None => Relay::new(now, now + connect_ms),
+        };
+        let max_peek = limits.max_pending;
         let header = match self.env.limit.try_admit() {
             true => {
                 WorkerStats::inc(&self.env.stats.accepted);
@@ -44,7 +49,7 @@ impl Worker {
         };
         let t = self.sessions.insert_pair(PairSession {
             fds: [Some(Descriptor::Os(fd)), None],
-            up: UPair::new(relay, header),
+            up: UPair::new(relay, header, max_peek),
             origin,
         });
         self.dispatch(t, SessionEvent::Start);
