@@ -839,6 +839,40 @@ mod tests {
     }
 
     #[test]
+    fn sni_routes() {
+        let config = |args: &[&str]| {
+            Args::try_parse_from([&["ringd"], args].concat())
+                .map_err(|e| e.to_string())?
+                .into_config(crate::engine::auto::pick)
+        };
+        let c = config(&[
+            "--protocol",
+            "proxy",
+            "--route-sni",
+            "a.test=127.0.0.1:1,*.b.test=localhost:2",
+            "--route-sni",
+            "c.test=127.0.0.1:1",
+            "--route-sni-fallback",
+            "close",
+        ])
+        .unwrap();
+        let p = c.service.proxy().expect("proxy mode");
+        assert!(p.sni.is_some());
+        assert!(p.upstreams.is_empty(), "no --upstream: no default route");
+        assert_eq!(
+            p.upstreams.list().len(),
+            2,
+            "the routes' upstreams, once each"
+        );
+        let e = config(&["--route-sni", "a.test=127.0.0.1:1"]).unwrap_err();
+        assert!(e.contains("--route-sni is for --protocol proxy"), "{e}");
+        let e = config(&["--protocol", "proxy", "--route-sni", "a.test"]).unwrap_err();
+        assert!(e.contains("NAME=HOST:PORT"), "{e}");
+        let e = config(&["--protocol", "proxy", "--route-sni-fallback", "x"]).unwrap_err();
+        assert!(e.contains("default") && e.contains("close"), "{e}");
+    }
+
+    #[test]
     fn upstreams_are_checked() {
         let upstream = |list: &str| {
             Args::parse_from(["ringd", "--protocol", "proxy", "--upstream", list])

@@ -8,6 +8,7 @@ use crate::proxy::Balance;
 /// The first bytes a rustls client sends to `name` (a DNS name, or an IP address, which
 /// goes without SNI).
 fn client_hello(name: &str) -> Vec<u8> {
+    #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
