@@ -356,12 +356,12 @@ fn refused(args: &[&std::ffi::OsStr]) -> (i32, String) {
 }
 
 #[test]
-fn bad_tls_files_and_proxy_mode_are_refused_in_one_line() {
+fn bad_tls_files_are_refused_in_one_line() {
     let (a, b) = (cert("a.test"), cert("b.test"));
     let garbage = std::env::temp_dir().join(format!("ringd-tls-garbage-{}", std::process::id()));
     std::fs::write(&garbage, "not PEM\n").unwrap();
     let _remove = Removed(garbage.clone());
-    let cases: [(&[&std::ffi::OsStr], &str); 4] = [
+    let cases: [(&[&std::ffi::OsStr], &str); 3] = [
         (
             &[
                 "--tls-cert".as_ref(),
@@ -388,19 +388,6 @@ fn bad_tls_files_and_proxy_mode_are_refused_in_one_line() {
                 b.pair.key.as_ref(),
             ],
             "cannot serve",
-        ),
-        (
-            &[
-                "--protocol".as_ref(),
-                "proxy".as_ref(),
-                "--upstream".as_ref(),
-                "127.0.0.1:9".as_ref(),
-                "--tls-cert".as_ref(),
-                a.pair.cert.as_ref(),
-                "--tls-key".as_ref(),
-                a.pair.key.as_ref(),
-            ],
-            "TLS termination in proxy mode is not supported yet",
         ),
     ];
     for (args, says) in cases {

@@ -438,12 +438,6 @@ impl Args {
         if self.tls_cert.is_empty() && self.tls_key.is_empty() {
             return Ok(());
         }
-        let spec = match service {
-            Service::Protocol(spec) => spec,
-            Service::Proxy(_) => {
-                return Err("TLS termination in proxy mode is not supported yet".into())
-            }
-        };
         if self.tls_cert.len() != self.tls_key.len() {
             return Err(format!(
                 "{} --tls-cert but {} --tls-key: give them in pairs",
@@ -460,10 +454,14 @@ impl Args {
                 key: key.clone(),
             })
             .collect();
-        let http = spec.kind == ProtocolKind::Http;
+        // ALPN `http/1.1` for http only: a proxy does not know what its upstream speaks.
+        let http = matches!(service, Service::Protocol(s) if s.kind == ProtocolKind::Http);
         let tls =
             ServerTls::load(&pairs, http, self.tls_handshake_timeout).map_err(|e| e.to_string())?;
-        spec.tls = Some(tls);
+        match service {
+            Service::Protocol(spec) => spec.tls = Some(tls),
+            Service::Proxy(proxy) => proxy.tls = Some(tls),
+        }
         Ok(())
     }
 
@@ -494,6 +492,7 @@ impl Args {
             send_proxy: self.send_proxy,
             check: self.health_check()?,
             sni,
+            tls: None,
         })
     }
 

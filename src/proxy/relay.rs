@@ -4,7 +4,7 @@
 //!
 //! | phase | what happens | next |
 //! |---|---|---|
-//! | `Routing` | (with `--route-sni` only) the client's first bytes are read and held until they say which upstream it goes to | the engine chose → `Connecting`; past `--header-timeout` → `Closed` |
+//! | `Routing` | (with `--route-sni` or TLS termination only) the client's first bytes are read and held until they say which upstream it goes to, or until its TLS handshake is done | the engine chose → `Connecting`; past its deadline → `Closed` |
 //! | `Connecting` | the upstream connect is in flight; the client may already send (held, up to `--max-pending-output`) | connected → `Open`; refused or past `--connect-timeout`: the engine tries the next upstream, or gives up → `Closed` |
 //! | `Open` | each direction: read from one side, send to the other; a side whose output to the other is over the bound is not read (backpressure); a side's EOF becomes a FIN to the other side once everything it sent has been sent on (half-close) | both FINs sent → `Closed`; an error or reset on either side, or no bytes either way on either side for the idle timeout → `Closed` (the engine resets the other side) |
 //! | `Closed` | the engine closes both sockets | |
@@ -109,15 +109,16 @@ impl Relay {
         }
     }
 
-    /// A connection accepted at `now` whose upstream its first bytes choose, by
-    /// `--header-timeout` (else `--idle-timeout`; neither: no limit).
-    pub fn routing(now: Millis, limits: &Limits) -> Self {
-        let wait = [limits.header_ms, limits.idle_ms]
-            .into_iter()
-            .find(|&ms| ms > 0);
+    /// A connection accepted at `now` whose first bytes must choose its upstream (or
+    /// complete its TLS handshake) within `wait_ms` (0: no limit).
+    pub fn routing(now: Millis, wait_ms: Millis) -> Self {
         Relay {
             phase: Phase::Routing,
-            connect_deadline: wait.map_or(Millis::MAX, |ms| now + ms),
+            connect_deadline: if wait_ms > 0 {
+                now + wait_ms
+            } else {
+                Millis::MAX
+            },
             ..Relay::new(now, 0)
         }
     }
@@ -184,8 +185,21 @@ impl Relay {
 
     /// `n` bytes were read from `side` at `now`; they must be sent to the other side.
     pub fn on_input(&mut self, side: Side, now: Millis, n: usize, limits: &Limits) {
-        self.flows[side.index()].read += n as u64;
-        self.on_header(now, side, n, limits);
+        self.on_input_as(side, now, n, n, limits);
+    }
+
+    /// `read` bytes were read from `side` at `now` and became `out` bytes to send to the
+    /// other side (TLS: records in, plaintext out, or the reverse).
+    pub fn on_input_as(
+        &mut self,
+        side: Side,
+        now: Millis,
+        read: usize,
+        out: usize,
+        limits: &Limits,
+    ) {
+        self.flows[side.index()].read += read as u64;
+        self.on_header(now, side, out, limits);
     }
 
     /// `n` bytes of the server's own go to the other side ahead of what `side` sends (the
@@ -375,7 +389,7 @@ mod tests {
     #[test]
     fn routing_reads_the_client_and_times_out() {
         let l = Limits::for_tests(1000, 300, 100);
-        let mut r = Relay::routing(10, &l);
+        let mut r = Relay::routing(10, 300);
         assert!(r.reading(Side::Client) && !r.reading(Side::Upstream));
         assert_eq!(r.poll_timeout(&l), Some(310));
         r.on_input(Side::Client, 20, 50, &l);
@@ -383,12 +397,11 @@ mod tests {
         assert_eq!(r.handle_timeout(309, &l), Timeout::None);
         assert_eq!(r.handle_timeout(310, &l), Timeout::Routing);
         assert_eq!(r.close_reason(), CloseReason::HeaderTimeout);
-        let mut r = Relay::routing(10, &l);
+        let mut r = Relay::routing(10, 300);
         r.connecting(500);
         assert_eq!(r.phase(), Phase::Connecting);
         assert_eq!(r.poll_timeout(&l), Some(500));
-        let never = Limits::for_tests(0, 0, 100);
-        assert_eq!(Relay::routing(10, &never).poll_timeout(&never), None);
+        assert_eq!(Relay::routing(10, 0).poll_timeout(&l), None);
     }
 
     #[test]

@@ -11,8 +11,10 @@ use super::conn::Env;
 use super::sendq::Out;
 use super::sock::{FinState, Pool, RecvState, SockOps, Submit};
 use crate::connection::{CloseReason, WorkerStats};
+use crate::proxy::header::Announce;
 use crate::proxy::relay::{Phase, Timeout};
 use crate::proxy::sni::{Choice, Hello, Sniffer, MAX_PEEK};
+use crate::proxy::terminate::{ClientInput, Terminated};
 use crate::proxy::{Relay, Side, SniRoutes, Upstreams};
 
 /// The connect to the upstream.
@@ -78,7 +80,9 @@ pub struct UPair {
     /// An upstream socket exists (to be closed at the end).
     pub upstream_socket: bool,
     /// The PROXY header, sent first once connected.
-    header: Option<Vec<u8>>,
+    header: Option<Announce>,
+    /// TLS terminated here: the client's side (`None`: bytes pass as they are).
+    tls: Option<Box<Terminated>>,
     /// Cancel operations in flight.
     cancels: u8,
     /// The end.
@@ -90,9 +94,15 @@ pub struct UPair {
 
 impl UPair {
     /// A pair for a client just accepted, `header` to send first, if any; one whose relay
-    /// is routing reads the client's first bytes, at most `max_peek`, before it connects.
-    pub fn new(relay: Relay, header: Option<Vec<u8>>, max_peek: usize) -> Self {
-        let sniff = (relay.phase() == Phase::Routing)
+    /// is routing reads the client's first bytes (at most `max_peek` of a ClientHello, or
+    /// the whole handshake with `tls`) before it connects.
+    pub fn new(
+        relay: Relay,
+        header: Option<Announce>,
+        max_peek: usize,
+        tls: Option<Terminated>,
+    ) -> Self {
+        let sniff = (relay.phase() == Phase::Routing && tls.is_none())
             .then(|| Box::new(Sniffer::new(max_peek.min(MAX_PEEK))));
         UPair {
             relay,
@@ -106,6 +116,7 @@ impl UPair {
             holds_place: false,
             upstream_socket: false,
             header,
+            tls: tls.map(Box::new),
             cancels: 0,
             teardown: Teardown::No,
             reset: [false; 2],
@@ -126,7 +137,7 @@ impl UPair {
     /// Starts: connect to the first upstream (or close the client if none is up), and read
     /// the client meanwhile; with SNI routes, read the client first.
     pub fn start<P: Pool>(&mut self, env: &mut Env<P>, up: &mut Upstream) {
-        if self.sniff.is_none() {
+        if self.relay.phase() != Phase::Routing {
             self.connect_next(env, up);
         }
         self.step(env);
@@ -178,7 +189,8 @@ impl UPair {
             up.ups.connected(i);
             self.connected = true;
             self.relay.on_connected(env.now);
-            if let Some(h) = self.header.take() {
+            if let Some(a) = self.header.take() {
+                let h = a.encode(self.tls.as_ref().and_then(|t| t.version_name()));
                 self.relay
                     .on_header(env.now, Side::Client, h.len(), env.limits);
                 self.sock(Side::Upstream).push_front_owned(h);
@@ -236,6 +248,9 @@ impl UPair {
                 }
                 (Side::Upstream, None) => {}
             }
+            if self.tls.is_some() {
+                return self.on_tls_recv(side, bid, n, env, up);
+            }
             let hello = match &mut self.sniff {
                 Some(s) if side == Side::Client => s.feed(env.pool.bytes(bid, n)),
                 _ => Hello::NeedMore,
@@ -247,6 +262,7 @@ impl UPair {
             }
         } else if res == 0 {
             self.relay.on_eof(side);
+            self.on_tls_eof(side, env);
             if side == Side::Client && self.sniff.is_some() {
                 self.route(&Hello::NotTls, env, up);
             }
@@ -261,6 +277,95 @@ impl UPair {
             self.relay.on_error();
         }
         self.step(env);
+    }
+
+    /// `n` bytes in buffer `bid` from `side` of a pair whose client speaks TLS: the
+    /// client's records are opened for the upstream (the handshake's answers go back to
+    /// the client), the upstream's bytes sealed for the client. The first are copied out of
+    /// the buffer, which goes back to the ring at once.
+    fn on_tls_recv<P: Pool>(
+        &mut self,
+        side: Side,
+        bid: u16,
+        n: usize,
+        env: &mut Env<P>,
+        up: &mut Upstream,
+    ) {
+        let Some(tls) = self.tls.as_mut() else {
+            return;
+        };
+        let (now, limits) = (env.now, env.limits);
+        match side {
+            Side::Client => {
+                let got = tls.from_client(env.pool.bytes(bid, n));
+                env.pool.give(bid);
+                let done = tls.handshake_done();
+                self.relay
+                    .on_input_as(side, now, n, got.plain.len(), limits);
+                self.queue_for_client(got.records, env);
+                if !got.plain.is_empty() {
+                    self.sock(Side::Upstream).push_owned(got.plain);
+                }
+                match got.end {
+                    ClientInput::Open => {}
+                    ClientInput::Closed => self.relay.on_eof(Side::Client),
+                    ClientInput::Failed => self.relay.abort(CloseReason::Protocol),
+                }
+                if done && self.relay.phase() == Phase::Routing {
+                    let hello = self.tls.as_ref().map_or(Hello::NoName, |t| t.hello());
+                    self.route(&hello, env, up);
+                }
+            }
+            Side::Upstream => {
+                let mut records = Vec::new();
+                tls.to_client(env.pool.bytes(bid, n), &mut records);
+                env.pool.give(bid);
+                self.relay.on_input_as(side, now, n, records.len(), limits);
+                if !records.is_empty() {
+                    self.sock(Side::Client).push_owned(records);
+                }
+            }
+        }
+        self.step(env);
+    }
+
+    /// Records of the server's own for the client (the handshake's, a `close_notify`).
+    fn queue_for_client<P: Pool>(&mut self, records: Vec<u8>, env: &mut Env<P>) {
+        if !records.is_empty() {
+            self.relay
+                .on_header(env.now, Side::Upstream, records.len(), env.limits);
+            self.sock(Side::Client).push_owned(records);
+        }
+    }
+
+    /// `side`'s input ended, on a pair whose client speaks TLS: the upstream's end becomes
+    /// the client's `close_notify` (the FIN follows it); the client's FIN before its
+    /// handshake is done ends the pair.
+    fn on_tls_eof<P: Pool>(&mut self, side: Side, env: &mut Env<P>) {
+        let Some(tls) = self.tls.as_mut() else {
+            return;
+        };
+        match side {
+            Side::Upstream => {
+                let mut records = Vec::new();
+                tls.close(&mut records);
+                self.queue_for_client(records, env);
+            }
+            Side::Client => {
+                tls.on_eof();
+                if self.relay.phase() == Phase::Routing {
+                    self.relay.abort(CloseReason::Protocol);
+                }
+            }
+        }
+    }
+
+    /// Counts the TLS handshake and truncation of a pair that ended, if its client spoke
+    /// TLS.
+    pub fn count_tls(&self, stats: &WorkerStats) {
+        if let Some(tls) = &self.tls {
+            tls.count(stats);
+        }
     }
 
     /// A send completion on `side`, with the bytes it was given.
@@ -342,7 +447,13 @@ impl UPair {
                 self.cancels += 1;
             }
             Timeout::Connect | Timeout::None => {}
-            Timeout::Idle | Timeout::Routing => self.step(env),
+            Timeout::Routing => {
+                if let Some(tls) = &mut self.tls {
+                    tls.timed_out();
+                }
+                self.step(env);
+            }
+            Timeout::Idle => self.step(env),
         }
     }
 

@@ -456,6 +456,7 @@ impl Worker {
                 (reason, c.origin, ended)
             }
             Some(Ended::Pair(mut p)) => {
+                p.up.count_tls(&self.env.stats);
                 let ended = self.pair_ended(&p.up);
                 if let Some(proxy) = self.serving.service.proxy() {
                     p.up.release(&proxy.upstreams);

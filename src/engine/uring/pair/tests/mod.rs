@@ -59,8 +59,8 @@ fn run(seed: u64) -> (Sim, UPair) {
     let ups = Upstreams::new(addrs, Balance::RoundRobin, Duration::ZERO);
     let mut cursor = 0;
     let connect_ms = sim.rng.gen_range(200..=1000);
-    let header = (!sim.header.is_empty()).then(|| sim.header.clone());
-    let mut pair = UPair::new(Relay::new(sim.now, sim.now + connect_ms), header, 0);
+    let relay = Relay::new(sim.now, sim.now + connect_ms);
+    let mut pair = UPair::new(relay, sim.announce, 0, None);
     let mut up = Upstream {
         ups: &ups,
         sni: None,

@@ -1,0 +1,169 @@
+//! TLS terminated in proxy mode on every engine: a rustls client through the proxy to a
+//! plain echo backend gets every byte back, 1 B to 1 MiB, through a 4 KiB server send
+//! buffer and a client that reads slowly, then the proxy's `close_notify` and its FIN; a
+//! PROXY v2 header says the client used TLS and its version (`PP2_TYPE_SSL`), read back by
+//! the `ppp` parser at the backend; garbage instead of a ClientHello closes that connection
+//! alone, before any upstream is connected.
+
+#[macro_use]
+mod matrix;
+mod common;
+mod tls_client;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::*;
+use ringd::connection::WorkerStats;
+use ringd::proxy::{Balance, ProxyConfig, SendProxy};
+use ringd::tls::ServerTls;
+use ringd::{EngineKind, ProtocolKind, ServerHandle, Service};
+use tls_client::*;
+
+/// A one-worker proxy on `engine` to `upstream`, terminating TLS with `cert`, a 4 KiB
+/// send buffer, `send_proxy` header if any.
+fn tls_proxy(
+    engine: EngineKind,
+    upstream: SocketAddr,
+    cert: &Cert,
+    send_proxy: Option<SendProxy>,
+) -> ServerHandle {
+    let mut proxy = ProxyConfig::new(
+        vec![upstream],
+        Balance::RoundRobin,
+        Duration::from_secs(2),
+        Duration::from_secs(30),
+        send_proxy,
+    );
+    let pair = std::slice::from_ref(&cert.pair);
+    proxy.tls = Some(ServerTls::load(pair, false, Duration::from_secs(10)).expect("TLS"));
+    server_with(engine, ProtocolKind::Echo, 1, |c| {
+        c.listen_options.send_buffer = Some(4096);
+        c.service = Service::Proxy(proxy);
+    })
+}
+
+fn accepted(server: &ServerHandle) -> u64 {
+    server
+        .stats()
+        .iter()
+        .map(|s: &std::sync::Arc<WorkerStats>| s.accepted.load(Ordering::Relaxed))
+        .sum()
+}
+
+/// A TLV of a PROXY v2 header: its kind and value.
+type Tlv = (u8, Vec<u8>);
+
+/// A backend that reads a PROXY v2 header, sends its TLVs (kind, value) on the channel,
+/// then echoes until EOF; one connection.
+fn v2_backend() -> (SocketAddr, mpsc::Receiver<Vec<Tlv>>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut s, _) = l.accept().unwrap();
+        let mut head = [0u8; 16];
+        s.read_exact(&mut head).unwrap();
+        let len = u16::from_be_bytes([head[14], head[15]]) as usize;
+        let mut rest = vec![0u8; len];
+        s.read_exact(&mut rest).unwrap();
+        let whole = [&head[..], &rest].concat();
+        let header = ppp::v2::Header::try_from(&whole[..]).expect("a PROXY v2 header");
+        let tlvs = header
+            .tlvs()
+            .map(|t| t.map(|t| (t.kind, t.value.to_vec())))
+            .collect::<Result<Vec<_>, _>>()
+            .expect("TLVs");
+        tx.send(tlvs).unwrap();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+    });
+    (addr, rx)
+}
+
+every_engine! {
+    #[test]
+    fn every_byte_through_then_close_notify_then_fin_under_small_buffers() {
+        let c = cert("proxy.test");
+        let backend = server(EngineKind::Epoll, ProtocolKind::Echo, 1);
+        let proxy = tls_proxy(ENGINE, backend.local_addr(), &c, None);
+        let config = client_config(&[&c], &[]);
+        for size in [1, 1000, 65_537, 1 << 20] {
+            let data: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let mut client = Client::connect(proxy.local_addr(), config.clone(), "proxy.test")
+                .unwrap_or_else(|e| panic!("{size} bytes: {e}"));
+            let (got, end) = client.exchange(&data, true, true);
+            assert_eq!(got.len(), data.len(), "{size} bytes");
+            assert!(got == data, "{size} bytes came back changed");
+            assert_eq!(end, End::Clean, "{size} bytes: close_notify, then the FIN");
+        }
+        support_wait(|| {
+            let s = &proxy.stats()[0];
+            s.tls_handshakes[0].load(Ordering::Relaxed) == 4
+        });
+        shutdown_clean(proxy);
+        shutdown_clean(backend);
+    }
+
+    #[test]
+    fn proxy_v2_says_the_client_used_tls_and_its_version() {
+        let c = cert("proxy.test");
+        let (backend, tlvs) = v2_backend();
+        let proxy = tls_proxy(ENGINE, backend, &c, Some(SendProxy::V2));
+        let config = client_config(&[&c], &[]);
+        let mut client =
+            Client::connect(proxy.local_addr(), config, "proxy.test").expect("handshake");
+        let (got, end) = client.exchange(b"hello", true, false);
+        assert_eq!((got.as_slice(), end), (&b"hello"[..], End::Clean));
+        let tlvs = tlvs.recv_timeout(Duration::from_secs(10)).expect("the header");
+        let ssl = tlvs.iter().find(|(k, _)| *k == 0x20).expect("PP2_TYPE_SSL");
+        assert_eq!(ssl.1[0] & 0x01, 0x01, "PP2_CLIENT_SSL");
+        assert_eq!(&ssl.1[5..], b"\x21\x00\x07TLSv1.3", "PP2_SUBTYPE_SSL_VERSION");
+        shutdown_clean(proxy);
+    }
+
+    #[test]
+    fn garbage_instead_of_a_client_hello_closes_that_connection_only() {
+        let c = cert("proxy.test");
+        let backend = server(EngineKind::Epoll, ProtocolKind::Echo, 1);
+        let proxy = tls_proxy(ENGINE, backend.local_addr(), &c, None);
+        let mut s = TcpStream::connect(proxy.local_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: proxy.test\r\n\r\n").unwrap();
+        let mut got = Vec::new();
+        match s.read_to_end(&mut got) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(!got.starts_with(b"GET"), "nothing is echoed: {got:?}");
+        assert_eq!(accepted(&backend), 0, "no upstream was connected");
+        let config = client_config(&[&c], &[]);
+        let mut client = Client::connect(proxy.local_addr(), config, "proxy.test")
+            .expect("the next client is served");
+        let (got, _) = client.exchange(b"x", true, false);
+        assert_eq!(got, b"x");
+        support_wait(|| {
+            let s = &proxy.stats()[0];
+            s.tls_handshakes[1].load(Ordering::Relaxed) == 1
+        });
+        shutdown_clean(proxy);
+        shutdown_clean(backend);
+    }
+}
+
+/// Polls `cond` until it holds; fails after 10 s.
+fn support_wait(mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
