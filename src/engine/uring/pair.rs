@@ -3,7 +3,9 @@
 //! socket are sent from the very provided buffer they arrived in on the other (no copy; the
 //! buffer goes back to the ring when that send completes), the upstream is connected with
 //! `IORING_OP_CONNECT`, and like [`super::conn::UConn`] it never touches the ring: it
-//! appends the [`Submit`]s the worker must push.
+//! appends the [`Submit`]s the worker must push. With SNI routes or TLS terminated here,
+//! the client is read first and the upstream chosen after (its ClientHello, or its whole
+//! handshake: `secure` holds the TLS side).
 
 use std::sync::Arc;
 
@@ -14,7 +16,7 @@ use crate::connection::{CloseReason, WorkerStats};
 use crate::proxy::header::Announce;
 use crate::proxy::relay::{Phase, Timeout};
 use crate::proxy::sni::{Choice, Hello, Sniffer, MAX_PEEK};
-use crate::proxy::terminate::{ClientInput, Terminated};
+use crate::proxy::terminate::Terminated;
 use crate::proxy::{Relay, Side, SniRoutes, Upstreams};
 
 /// The connect to the upstream.
@@ -279,95 +281,6 @@ impl UPair {
         self.step(env);
     }
 
-    /// `n` bytes in buffer `bid` from `side` of a pair whose client speaks TLS: the
-    /// client's records are opened for the upstream (the handshake's answers go back to
-    /// the client), the upstream's bytes sealed for the client. The first are copied out of
-    /// the buffer, which goes back to the ring at once.
-    fn on_tls_recv<P: Pool>(
-        &mut self,
-        side: Side,
-        bid: u16,
-        n: usize,
-        env: &mut Env<P>,
-        up: &mut Upstream,
-    ) {
-        let Some(tls) = self.tls.as_mut() else {
-            return;
-        };
-        let (now, limits) = (env.now, env.limits);
-        match side {
-            Side::Client => {
-                let got = tls.from_client(env.pool.bytes(bid, n));
-                env.pool.give(bid);
-                let done = tls.handshake_done();
-                self.relay
-                    .on_input_as(side, now, n, got.plain.len(), limits);
-                self.queue_for_client(got.records, env);
-                if !got.plain.is_empty() {
-                    self.sock(Side::Upstream).push_owned(got.plain);
-                }
-                match got.end {
-                    ClientInput::Open => {}
-                    ClientInput::Closed => self.relay.on_eof(Side::Client),
-                    ClientInput::Failed => self.relay.abort(CloseReason::Protocol),
-                }
-                if done && self.relay.phase() == Phase::Routing {
-                    let hello = self.tls.as_ref().map_or(Hello::NoName, |t| t.hello());
-                    self.route(&hello, env, up);
-                }
-            }
-            Side::Upstream => {
-                let mut records = Vec::new();
-                tls.to_client(env.pool.bytes(bid, n), &mut records);
-                env.pool.give(bid);
-                self.relay.on_input_as(side, now, n, records.len(), limits);
-                if !records.is_empty() {
-                    self.sock(Side::Client).push_owned(records);
-                }
-            }
-        }
-        self.step(env);
-    }
-
-    /// Records of the server's own for the client (the handshake's, a `close_notify`).
-    fn queue_for_client<P: Pool>(&mut self, records: Vec<u8>, env: &mut Env<P>) {
-        if !records.is_empty() {
-            self.relay
-                .on_header(env.now, Side::Upstream, records.len(), env.limits);
-            self.sock(Side::Client).push_owned(records);
-        }
-    }
-
-    /// `side`'s input ended, on a pair whose client speaks TLS: the upstream's end becomes
-    /// the client's `close_notify` (the FIN follows it); the client's FIN before its
-    /// handshake is done ends the pair.
-    fn on_tls_eof<P: Pool>(&mut self, side: Side, env: &mut Env<P>) {
-        let Some(tls) = self.tls.as_mut() else {
-            return;
-        };
-        match side {
-            Side::Upstream => {
-                let mut records = Vec::new();
-                tls.close(&mut records);
-                self.queue_for_client(records, env);
-            }
-            Side::Client => {
-                tls.on_eof();
-                if self.relay.phase() == Phase::Routing {
-                    self.relay.abort(CloseReason::Protocol);
-                }
-            }
-        }
-    }
-
-    /// Counts the TLS handshake and truncation of a pair that ended, if its client spoke
-    /// TLS.
-    pub fn count_tls(&self, stats: &WorkerStats) {
-        if let Some(tls) = &self.tls {
-            tls.count(stats);
-        }
-    }
-
     /// A send completion on `side`, with the bytes it was given.
     pub fn on_send<P: Pool>(
         &mut self,
@@ -544,5 +457,6 @@ impl UPair {
     }
 }
 
+mod secure;
 #[cfg(test)]
 mod tests;
