@@ -3,11 +3,13 @@
 //! buffer and a client that reads slowly, then the proxy's `close_notify` and its FIN; a
 //! PROXY v2 header says the client used TLS and its version (`PP2_TYPE_SSL`), read back by
 //! the `ppp` parser at the backend; garbage instead of a ClientHello closes that connection
-//! alone, before any upstream is connected.
+//! alone, before any upstream is connected, and so does a handshake that stalls; SNI
+//! routes follow the name of the terminated handshake.
 
 #[macro_use]
 mod matrix;
 mod common;
+mod support;
 mod tls_client;
 
 use std::io::{Read, Write};
@@ -18,6 +20,7 @@ use std::time::Duration;
 
 use common::*;
 use ringd::connection::WorkerStats;
+use ringd::proxy::sni::{Fallback, SniRoutes};
 use ringd::proxy::{Balance, ProxyConfig, SendProxy};
 use ringd::tls::ServerTls;
 use ringd::{EngineKind, ProtocolKind, ServerHandle, Service};
@@ -31,15 +34,30 @@ fn tls_proxy(
     cert: &Cert,
     send_proxy: Option<SendProxy>,
 ) -> ServerHandle {
+    tls_proxy_with(engine, &[upstream], &[cert], Duration::from_secs(10), |p| {
+        p.send_proxy = send_proxy
+    })
+}
+
+/// A one-worker proxy on `engine` to `upstreams`, terminating TLS with `certs` (the first
+/// the default) and handshakes due within `handshake`, a 4 KiB send buffer, then `setup`.
+fn tls_proxy_with(
+    engine: EngineKind,
+    upstreams: &[SocketAddr],
+    certs: &[&Cert],
+    handshake: Duration,
+    setup: impl FnOnce(&mut ProxyConfig),
+) -> ServerHandle {
     let mut proxy = ProxyConfig::new(
-        vec![upstream],
+        upstreams.to_vec(),
         Balance::RoundRobin,
         Duration::from_secs(2),
         Duration::from_secs(30),
-        send_proxy,
+        None,
     );
-    let pair = std::slice::from_ref(&cert.pair);
-    proxy.tls = Some(ServerTls::load(pair, false, Duration::from_secs(10)).expect("TLS"));
+    let pairs: Vec<_> = certs.iter().map(|c| c.pair.clone()).collect();
+    proxy.tls = Some(ServerTls::load(&pairs, false, handshake).expect("TLS"));
+    setup(&mut proxy);
     server_with(engine, ProtocolKind::Echo, 1, |c| {
         c.listen_options.send_buffer = Some(4096);
         c.service = Service::Proxy(proxy);
@@ -156,6 +174,49 @@ every_engine! {
         });
         shutdown_clean(proxy);
         shutdown_clean(backend);
+    }
+    #[test]
+    fn a_handshake_that_stalls_is_closed_at_its_timeout() {
+        let c = cert("proxy.test");
+        let backend = server(EngineKind::Epoll, ProtocolKind::Echo, 1);
+        let addr = backend.local_addr();
+        let proxy = tls_proxy_with(ENGINE, &[addr], &[&c], Duration::from_millis(300), |_| {});
+        let mut s = TcpStream::connect(proxy.local_addr()).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&[0x16, 3, 1]).unwrap();
+        let mut got = Vec::new();
+        match s.read_to_end(&mut got) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("{e}"),
+        }
+        support_wait(|| {
+            let s = &proxy.stats()[0];
+            s.tls_handshakes[2].load(Ordering::Relaxed) == 1
+        });
+        assert_eq!(accepted(&backend), 0, "no upstream was connected");
+        shutdown_clean(proxy);
+        shutdown_clean(backend);
+    }
+
+    #[test]
+    fn sni_routes_follow_the_terminated_name() {
+        let (one, two) = (cert("one.test"), cert("two.test"));
+        let (a, b) = (support::Tagged::start(b'A'), support::Tagged::start(b'B'));
+        let proxy = tls_proxy_with(ENGINE, &[a.addr], &[&one, &two], Duration::from_secs(10), |p| {
+            let routes = [format!("two.test={}", b.addr)];
+            let sni = SniRoutes::parse(&routes, Fallback::Default, &p.upstreams, |s| {
+                s.parse().map_err(|e: std::net::AddrParseError| e.to_string())
+            });
+            p.sni = Some(std::sync::Arc::new(sni.expect("routes")));
+        });
+        for (c, name, tag) in [(&two, "two.test", b'B'), (&one, "one.test", b'A')] {
+            let config = client_config(&[c], &[]);
+            let mut client = Client::connect(proxy.local_addr(), config, name).expect(name);
+            let (got, _) = client.exchange(b"x", true, false);
+            assert_eq!(got, [tag, b'x'], "{name}");
+        }
+        shutdown_clean(proxy);
     }
 }
 
