@@ -44,6 +44,8 @@ Examples:
   ringd --protocol proxy --upstream 127.0.0.1:9001,weight=3 --upstream 127.0.0.1:9002,backup
   ringd --protocol proxy --route-sni a.example.com=127.0.0.1:9001,*.example.org=127.0.0.1:9002 \
         --upstream 127.0.0.1:9003        # by TLS name (SNI), TLS untouched; others to 9003
+  ringd --protocol proxy --upstream 127.0.0.1:9001 --tls-cert site.pem --tls-key site.key
+                                         # TLS from clients, plaintext to the upstream
   ringd --config /etc/ringd/ringd.toml    # every option from a file; flags override it
   ringd check-config ringd.toml           # OK (exit 0), or one line per problem (exit 2)
 
@@ -243,9 +245,10 @@ pub struct Args {
     #[arg(long, default_value = "64KiB", value_parser = parse_bytes)]
     pub max_pending_output: usize,
 
-    /// Terminate TLS with this PEM certificate chain (echo, hello, http). Repeat with one
-    /// --tls-key each: the certificate valid for the name a client asks for (SNI) serves
-    /// it; the first one serves clients without SNI or with another name.
+    /// Terminate TLS with this PEM certificate chain (echo, hello, http; proxy: TLS from
+    /// clients, plaintext to upstreams). Repeat with one --tls-key each: the certificate
+    /// valid for the name a client asks for (SNI) serves it; the first one serves clients
+    /// without SNI or with another name.
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Vec<std::path::PathBuf>,
 
