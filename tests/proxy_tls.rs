@@ -72,6 +72,14 @@ fn accepted(server: &ServerHandle) -> u64 {
         .sum()
 }
 
+/// Waits until `proxy` counted `n` handshakes of outcome `result` (an index of
+/// `ringd_tls_handshakes_total`: 0 ok, 1 failed, 2 timeout).
+fn wait_handshakes(proxy: &ServerHandle, result: usize, n: u64) {
+    support::wait_until(&format!("{n} handshakes of outcome {result}"), || {
+        proxy.stats()[0].tls_handshakes[result].load(Ordering::Relaxed) == n
+    });
+}
+
 /// A TLV of a PROXY v2 header: its kind and value.
 type Tlv = (u8, Vec<u8>);
 
@@ -122,10 +130,7 @@ every_engine! {
             assert!(got == data, "{size} bytes came back changed");
             assert_eq!(end, End::Clean, "{size} bytes: close_notify, then the FIN");
         }
-        support_wait(|| {
-            let s = &proxy.stats()[0];
-            s.tls_handshakes[0].load(Ordering::Relaxed) == 4
-        });
+        wait_handshakes(&proxy, 0, 4);
         shutdown_clean(proxy);
         shutdown_clean(backend);
     }
@@ -153,14 +158,8 @@ every_engine! {
         let backend = server(EngineKind::Epoll, ProtocolKind::Echo, 1);
         let proxy = tls_proxy(ENGINE, backend.local_addr(), &c, None);
         let mut s = TcpStream::connect(proxy.local_addr()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nHost: proxy.test\r\n\r\n").unwrap();
-        let mut got = Vec::new();
-        match s.read_to_end(&mut got) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("{e}"),
-        }
+        let got = read_until_closed(&mut s);
         assert!(!got.starts_with(b"GET"), "nothing is echoed: {got:?}");
         assert_eq!(accepted(&backend), 0, "no upstream was connected");
         let config = client_config(&[&c], &[]);
@@ -168,10 +167,7 @@ every_engine! {
             .expect("the next client is served");
         let (got, _) = client.exchange(b"x", true, false);
         assert_eq!(got, b"x");
-        support_wait(|| {
-            let s = &proxy.stats()[0];
-            s.tls_handshakes[1].load(Ordering::Relaxed) == 1
-        });
+        wait_handshakes(&proxy, 1, 1);
         shutdown_clean(proxy);
         shutdown_clean(backend);
     }
@@ -182,18 +178,9 @@ every_engine! {
         let addr = backend.local_addr();
         let proxy = tls_proxy_with(ENGINE, &[addr], &[&c], Duration::from_millis(300), |_| {});
         let mut s = TcpStream::connect(proxy.local_addr()).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(&[0x16, 3, 1]).unwrap();
-        let mut got = Vec::new();
-        match s.read_to_end(&mut got) {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-            Err(e) => panic!("{e}"),
-        }
-        support_wait(|| {
-            let s = &proxy.stats()[0];
-            s.tls_handshakes[2].load(Ordering::Relaxed) == 1
-        });
+        read_until_closed(&mut s);
+        wait_handshakes(&proxy, 2, 1);
         assert_eq!(accepted(&backend), 0, "no upstream was connected");
         shutdown_clean(proxy);
         shutdown_clean(backend);
@@ -217,14 +204,5 @@ every_engine! {
             assert_eq!(got, [tag, b'x'], "{name}");
         }
         shutdown_clean(proxy);
-    }
-}
-
-/// Polls `cond` until it holds; fails after 10 s.
-fn support_wait(mut cond: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !cond() {
-        assert!(std::time::Instant::now() < deadline, "timed out");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }

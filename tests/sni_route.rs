@@ -12,7 +12,7 @@ mod common;
 mod support;
 mod tls_client;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,12 +96,7 @@ fn through(addr: SocketAddr, first: &[u8], piece: usize, more: &[u8]) -> Option<
     }
     let _ = s.write_all(more);
     let _ = s.shutdown(Shutdown::Write);
-    let mut got = Vec::new();
-    match s.read_to_end(&mut got) {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-        Err(e) => panic!("read: {e}"),
-    }
+    let got = read_until_closed(&mut s);
     let (&tag, back) = got.split_first()?;
     Some((tag, back.to_vec()))
 }
@@ -225,12 +220,7 @@ every_engine! {
         for sent in [&hello[..0], &hello[..1], &hello[..hello.len() - 1]] {
             let mut s = open(addr);
             s.write_all(sent).unwrap();
-            let mut got = Vec::new();
-            match s.read_to_end(&mut got) {
-                Ok(0) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-                other => panic!("after {} bytes: {other:?} {got:?}", sent.len()),
-            }
+            assert_eq!(read_until_closed(&mut s), b"", "after {} bytes", sent.len());
         }
         assert_eq!((a.accepted(), d.accepted()), (0, 0));
         support::wait_until("3 closes at the header timeout", || {

@@ -183,3 +183,16 @@ impl Client {
         closed
     }
 }
+
+/// Reads until the server closes `s` (a reset counts as closed; fails after 10 s): what
+/// came before.
+pub fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = Vec::new();
+    match s.read_to_end(&mut got) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => {}
+        Err(e) => panic!("after {} bytes: {e}", got.len()),
+    }
+    got
+}
