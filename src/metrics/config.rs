@@ -97,3 +97,47 @@ pub fn render_info(out: &mut String) {
         let _ = writeln!(out, "{name}{{sha256=\"{sha}\"}} 1");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{EngineKind, Service};
+    use crate::proxy::sni::{Fallback, Hello, SniRoutes};
+    use crate::proxy::{Balance, ProxyConfig};
+
+    #[test]
+    fn sni_routes_are_counted_in_the_series_a_successor_is_handed() {
+        let mut c = Config::new(
+            "127.0.0.1:0".parse().unwrap(),
+            crate::protocol::ProtocolKind::Echo,
+            EngineKind::Epoll,
+        );
+        let up = "127.0.0.1:1".parse().unwrap();
+        let mut p = ProxyConfig::new(
+            vec![up],
+            Balance::RoundRobin,
+            Duration::ZERO,
+            Duration::ZERO,
+            None,
+        );
+        let items = ["a.test=127.0.0.1:2".to_string()];
+        let sni = SniRoutes::parse(&items, Fallback::Default, &p.upstreams, |s| {
+            s.parse()
+                .map_err(|e: std::net::AddrParseError| e.to_string())
+        })
+        .unwrap();
+        for hello in [Hello::Name("a.test".into()), Hello::NotTls, Hello::NotTls] {
+            sni.choose(&hello, &p.upstreams);
+        }
+        p.sni = Some(Arc::new(sni));
+        c.service = Service::Proxy(p);
+        let totals = super::super::carried::totals(&[], &c, &[]);
+        let value = |key: &str| totals.named.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
+        assert_eq!(value("ringd_sni_routes_total{result=\"routed\"}"), Some(1));
+        assert_eq!(value("ringd_sni_routes_total{result=\"not_tls\"}"), Some(2));
+        assert_eq!(value("ringd_sni_routes_total{result=\"no_sni\"}"), Some(0));
+    }
+}
