@@ -51,9 +51,9 @@ Examples:
 
 Signals:
   SIGTERM, SIGINT  drain: stop accepting, finish the connections, exit 0 (--shutdown-timeout)
-  SIGHUP           reload --config: upstreams, balancing, health checks, timeouts and limits
-                   apply to new connections; what needs new sockets or threads is refused
-                   (SIGUSR2 applies it)
+  SIGHUP           reload --config: upstreams, SNI routes, balancing, health checks, timeouts
+                   and limits apply to new connections; what needs new sockets or threads is
+                   refused (SIGUSR2 applies it)
   SIGUSR2          live upgrade: start the executable at the path ringd was started from, with
                    the same arguments, on the same listening sockets; once it is ready, this
                    process stops accepting, drains and exits 0 (on failure it keeps serving)
