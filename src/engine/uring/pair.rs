@@ -149,6 +149,10 @@ impl UPair {
     /// it is closed.
     fn route<P: Pool>(&mut self, hello: &Hello, env: &mut Env<P>, up: &mut Upstream) {
         self.sniff = None;
+        if self.relay.phase() != Phase::Routing {
+            // Ended meanwhile (its deadline passed, an error): nothing to connect.
+            return;
+        }
         let choice = up.sni.map_or(Choice::Default, |r| r.choose(hello, up.ups));
         match choice {
             Choice::Route(ups) => self.route = Some(ups.clone()),
