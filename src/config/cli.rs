@@ -14,8 +14,11 @@ use super::{allowed_cpus, Config, EngineChoice, EngineKind, Service, TestFault, 
 use crate::access_log::{AccessLogSpec, Format, Target};
 use crate::config::ListenOptions;
 use crate::protocol::{ProtocolKind, ProtocolSpec, DEFAULT_BODY, DEFAULT_GREETING};
+use crate::proxy::sni::Fallback;
 use crate::proxy::upstream::{MAX_UPSTREAMS, MAX_WEIGHT};
-use crate::proxy::{Balance, HealthCheck, ProxyConfig, SendProxy, UpstreamSpec, Upstreams};
+use crate::proxy::{
+    Balance, HealthCheck, ProxyConfig, SendProxy, SniRoutes, UpstreamSpec, Upstreams,
+};
 use crate::tls::{CertPair, ServerTls};
 use ringd_common::units::{parse_bytes, parse_duration};
 
@@ -39,19 +42,23 @@ Examples:
   ringd --protocol hello --threads 1      # the origin server: greet and close
   ringd --protocol proxy --listen 127.0.0.1:8000 --upstream 127.0.0.1:9001,127.0.0.1:9002
   ringd --protocol proxy --upstream 127.0.0.1:9001,weight=3 --upstream 127.0.0.1:9002,backup
+  ringd --protocol proxy --route-sni a.example.com=127.0.0.1:9001,*.example.org=127.0.0.1:9002 \
+        --upstream 127.0.0.1:9003        # by TLS name (SNI), TLS untouched; others to 9003
+  ringd --protocol proxy --upstream 127.0.0.1:9001 --tls-cert site.pem --tls-key site.key
+                                         # TLS from clients, plaintext to the upstream
   ringd --config /etc/ringd/ringd.toml    # every option from a file; flags override it
   ringd check-config ringd.toml           # OK (exit 0), or one line per problem (exit 2)
 
 Signals:
   SIGTERM, SIGINT  drain: stop accepting, finish the connections, exit 0 (--shutdown-timeout)
-  SIGHUP           reload --config: upstreams, balancing, health checks, timeouts and limits
-                   apply to new connections; what needs new sockets or threads is refused
-                   (SIGUSR2 applies it)
+  SIGHUP           reload --config: upstreams, SNI routes, balancing, health checks, timeouts
+                   and limits apply to new connections; what needs new sockets or threads is
+                   refused (SIGUSR2 applies it)
   SIGUSR2          live upgrade: start the executable at the path ringd was started from, with
                    the same arguments, on the same listening sockets; once it is ready, this
                    process stops accepting, drains and exits 0 (on failure it keeps serving)
 
-A host name (--listen, --metrics, --upstream) is resolved once, at start (and --upstream at
+A host name (--listen, --metrics, --upstream, --route-sni) is resolved once, at start (and --upstream at
 each reload), to its first IPv4 address, else to its first IPv6 one.
 
 Sockets passed by a service manager (systemd socket activation: LISTEN_FDS, LISTEN_PID) are
@@ -111,6 +118,19 @@ pub struct Args {
     /// max-conns=N (most open at once; beyond, the next upstream or a refusal).
     #[arg(long, value_delimiter = ',')]
     pub upstream: Vec<String>,
+
+    /// proxy: route TLS clients by the name their ClientHello asks for (SNI), without
+    /// terminating TLS: NAME=HOST:PORT[,NAME=HOST:PORT…]; NAME may be *.example.com (any
+    /// name under it; an exact name wins, then the longest). The ClientHello is read (up to
+    /// 16 KiB, within --header-timeout) and forwarded untouched. A name without a route
+    /// goes to --upstream (which may then be left out: such clients are closed).
+    #[arg(long, value_delimiter = ',', value_name = "NAME=HOST:PORT")]
+    pub route_sni: Vec<String>,
+
+    /// proxy with --route-sni: where a client goes whose first bytes are not a TLS
+    /// ClientHello, or whose ClientHello has no name.
+    #[arg(long, value_enum, default_value_t = Fallback::Default)]
+    pub route_sni_fallback: Fallback,
 
     /// proxy: how an upstream is chosen for each connection.
     #[arg(long, value_enum, default_value_t = Balance::RoundRobin)]
@@ -225,9 +245,10 @@ pub struct Args {
     #[arg(long, default_value = "64KiB", value_parser = parse_bytes)]
     pub max_pending_output: usize,
 
-    /// Terminate TLS with this PEM certificate chain (echo, hello, http). Repeat with one
-    /// --tls-key each: the certificate valid for the name a client asks for (SNI) serves
-    /// it; the first one serves clients without SNI or with another name.
+    /// Terminate TLS with this PEM certificate chain (echo, hello, http; proxy: TLS from
+    /// clients, plaintext to upstreams). Repeat with one --tls-key each: the certificate
+    /// valid for the name a client asks for (SNI) serves it; the first one serves clients
+    /// without SNI or with another name.
     #[arg(long, value_name = "FILE")]
     pub tls_cert: Vec<std::path::PathBuf>,
 
@@ -336,6 +357,9 @@ impl Args {
         if !proxy && !self.upstream.is_empty() {
             return Err("--upstream is for --protocol proxy".into());
         }
+        if !proxy && !self.route_sni.is_empty() {
+            return Err("--route-sni is for --protocol proxy".into());
+        }
         if self.upgrade_timeout.is_zero() {
             // No successor is ready at once: every SIGUSR2 would fail.
             return Err("--upgrade-timeout must be above 0".into());
@@ -417,12 +441,6 @@ impl Args {
         if self.tls_cert.is_empty() && self.tls_key.is_empty() {
             return Ok(());
         }
-        let spec = match service {
-            Service::Protocol(spec) => spec,
-            Service::Proxy(_) => {
-                return Err("TLS termination in proxy mode is not supported yet".into())
-            }
-        };
         if self.tls_cert.len() != self.tls_key.len() {
             return Err(format!(
                 "{} --tls-cert but {} --tls-key: give them in pairs",
@@ -439,15 +457,19 @@ impl Args {
                 key: key.clone(),
             })
             .collect();
-        let http = spec.kind == ProtocolKind::Http;
+        // ALPN `http/1.1` for http only: a proxy does not know what its upstream speaks.
+        let http = matches!(service, Service::Protocol(s) if s.kind == ProtocolKind::Http);
         let tls =
             ServerTls::load(&pairs, http, self.tls_handshake_timeout).map_err(|e| e.to_string())?;
-        spec.tls = Some(tls);
+        match service {
+            Service::Protocol(spec) => spec.tls = Some(tls),
+            Service::Proxy(proxy) => proxy.tls = Some(tls),
+        }
         Ok(())
     }
 
     fn proxy_config(&self) -> Result<ProxyConfig, String> {
-        if self.upstream.is_empty() {
+        if self.upstream.is_empty() && self.route_sni.is_empty() {
             return Err("--protocol proxy needs --upstream HOST:PORT[,HOST:PORT…]".into());
         }
         let specs = upstream_specs(&self.upstream)?;
@@ -457,15 +479,23 @@ impl Args {
         if self.connect_timeout.is_zero() {
             return Err("--connect-timeout must be above 0".into());
         }
+        let upstreams = Upstreams::with_specs(specs, self.balance, self.upstream_down_for);
+        let sni = match self.route_sni.is_empty() {
+            true => None,
+            false => Some(std::sync::Arc::new(SniRoutes::parse(
+                &self.route_sni,
+                self.route_sni_fallback,
+                &upstreams,
+                resolve,
+            )?)),
+        };
         Ok(ProxyConfig {
-            upstreams: std::sync::Arc::new(Upstreams::with_specs(
-                specs,
-                self.balance,
-                self.upstream_down_for,
-            )),
+            upstreams: std::sync::Arc::new(upstreams),
             connect_timeout: self.connect_timeout,
             send_proxy: self.send_proxy,
             check: self.health_check()?,
+            sni,
+            tls: None,
         })
     }
 
@@ -567,6 +597,21 @@ impl clap::ValueEnum for Balance {
             }
             Balance::LeastConn => PossibleValue::new("least-conn")
                 .help("The upstream with the fewest active connections (over all workers)"),
+        })
+    }
+}
+
+impl clap::ValueEnum for Fallback {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Fallback::Default, Fallback::Close]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            Fallback::Default => {
+                PossibleValue::new("default").help("To --upstream (closed if there is none)")
+            }
+            Fallback::Close => PossibleValue::new("close").help("Closed"),
         })
     }
 }
@@ -793,6 +838,40 @@ mod tests {
         let p = c.service.proxy().expect("proxy mode");
         assert_eq!(p.upstreams.list().len(), 2);
         assert_eq!(p.upstreams.get(1).addr.port(), 2);
+    }
+
+    #[test]
+    fn sni_routes() {
+        let config = |args: &[&str]| {
+            Args::try_parse_from([&["ringd"], args].concat())
+                .map_err(|e| e.to_string())?
+                .into_config(crate::engine::auto::pick)
+        };
+        let c = config(&[
+            "--protocol",
+            "proxy",
+            "--route-sni",
+            "a.test=127.0.0.1:1,*.b.test=localhost:2",
+            "--route-sni",
+            "c.test=127.0.0.1:1",
+            "--route-sni-fallback",
+            "close",
+        ])
+        .unwrap();
+        let p = c.service.proxy().expect("proxy mode");
+        assert!(p.sni.is_some());
+        assert!(p.upstreams.is_empty(), "no --upstream: no default route");
+        assert_eq!(
+            p.upstreams.list().len(),
+            2,
+            "the routes' upstreams, once each"
+        );
+        let e = config(&["--route-sni", "a.test=127.0.0.1:1"]).unwrap_err();
+        assert!(e.contains("--route-sni is for --protocol proxy"), "{e}");
+        let e = config(&["--protocol", "proxy", "--route-sni", "a.test"]).unwrap_err();
+        assert!(e.contains("NAME=HOST:PORT"), "{e}");
+        let e = config(&["--protocol", "proxy", "--route-sni-fallback", "x"]).unwrap_err();
+        assert!(e.contains("default") && e.contains("close"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The series of the configuration file and of the upstreams' choice: reloads by result,
 //! the loaded file's hash, each upstream's active health checks by result and whether it is
-//! a member of the configuration in force, and the clients no upstream could take.
+//! a member of the configuration in force, the clients no upstream could take, and the
+//! clients routed by SNI.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +9,7 @@ use std::sync::{Mutex, PoisonError};
 
 use super::Family;
 use crate::config::Config;
+use crate::proxy::sni::Routed;
 
 /// Reloads applied.
 static RELOADS_OK: AtomicU64 = AtomicU64::new(0);
@@ -66,6 +68,20 @@ pub fn counters(config: &Config) -> Vec<Family> {
         help: "Clients closed because no upstream could take them (down, full or tried).",
         samples: vec![(String::new(), ups.refused())],
     });
+    // Shown once routes exist or were used (a reload may have added or removed them).
+    let sni = ups.sni_counts().get();
+    if proxy.sni.is_some() || sni.iter().any(|&n| n > 0) {
+        families.push(Family {
+            name: "ringd_sni_routes_total",
+            help: "Clients routed by the name in their TLS ClientHello, by how the route was \
+                   chosen.",
+            samples: Routed::ALL
+                .iter()
+                .zip(sni)
+                .map(|(r, n)| (format!("result=\"{}\"", r.label()), n))
+                .collect(),
+        });
+    }
     families
 }
 
@@ -79,5 +95,49 @@ pub fn render_info(out: &mut String) {
         );
         let _ = writeln!(out, "# TYPE {name} gauge");
         let _ = writeln!(out, "{name}{{sha256=\"{sha}\"}} 1");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::{EngineKind, Service};
+    use crate::proxy::sni::{Fallback, Hello, SniRoutes};
+    use crate::proxy::{Balance, ProxyConfig};
+
+    #[test]
+    fn sni_routes_are_counted_in_the_series_a_successor_is_handed() {
+        let mut c = Config::new(
+            "127.0.0.1:0".parse().unwrap(),
+            crate::protocol::ProtocolKind::Echo,
+            EngineKind::Epoll,
+        );
+        let up = "127.0.0.1:1".parse().unwrap();
+        let mut p = ProxyConfig::new(
+            vec![up],
+            Balance::RoundRobin,
+            Duration::ZERO,
+            Duration::ZERO,
+            None,
+        );
+        let items = ["a.test=127.0.0.1:2".to_string()];
+        let sni = SniRoutes::parse(&items, Fallback::Default, &p.upstreams, |s| {
+            s.parse()
+                .map_err(|e: std::net::AddrParseError| e.to_string())
+        })
+        .unwrap();
+        for hello in [Hello::Name("a.test".into()), Hello::NotTls, Hello::NotTls] {
+            sni.choose(&hello, &p.upstreams);
+        }
+        p.sni = Some(Arc::new(sni));
+        c.service = Service::Proxy(p);
+        let totals = super::super::carried::totals(&[], &c, &[]);
+        let value = |key: &str| totals.named.iter().find(|(k, _)| k == key).map(|(_, v)| *v);
+        assert_eq!(value("ringd_sni_routes_total{result=\"routed\"}"), Some(1));
+        assert_eq!(value("ringd_sni_routes_total{result=\"not_tls\"}"), Some(2));
+        assert_eq!(value("ringd_sni_routes_total{result=\"no_sni\"}"), Some(0));
     }
 }

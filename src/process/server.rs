@@ -335,7 +335,7 @@ impl Reloader {
             ));
         }
         if let (Some(old), Service::Proxy(p)) = (running.service.proxy(), &mut next.service) {
-            p.upstreams = Arc::new(p.upstreams.succeed(&old.upstreams)?);
+            p.succeed(old)?;
         }
         next.engine_refusal = None;
         next.test_fault = running.test_fault;

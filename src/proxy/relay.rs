@@ -4,6 +4,7 @@
 //!
 //! | phase | what happens | next |
 //! |---|---|---|
+//! | `Routing` | (with `--route-sni` or TLS termination only) the client's first bytes are read and held until they say which upstream it goes to, or until its TLS handshake is done | the engine chose → `Connecting`; past its deadline → `Closed` |
 //! | `Connecting` | the upstream connect is in flight; the client may already send (held, up to `--max-pending-output`) | connected → `Open`; refused or past `--connect-timeout`: the engine tries the next upstream, or gives up → `Closed` |
 //! | `Open` | each direction: read from one side, send to the other; a side whose output to the other is over the bound is not read (backpressure); a side's EOF becomes a FIN to the other side once everything it sent has been sent on (half-close) | both FINs sent → `Closed`; an error or reset on either side, or no bytes either way on either side for the idle timeout → `Closed` (the engine resets the other side) |
 //! | `Closed` | the engine closes both sockets | |
@@ -39,6 +40,8 @@ impl Side {
 /// Where a proxied connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
+    /// Reading the client's first bytes to choose its upstream (SNI routing).
+    Routing,
     /// Connecting to an upstream.
     Connecting,
     /// Relaying.
@@ -73,6 +76,9 @@ pub enum Timeout {
     Connect,
     /// No bytes either way for the idle timeout: closed.
     Idle,
+    /// The client's first bytes did not choose its upstream within the header timeout:
+    /// closed.
+    Routing,
 }
 
 /// A proxied connection.
@@ -86,7 +92,7 @@ pub struct Relay {
     reason: Option<CloseReason>,
     /// Last time bytes moved on either socket.
     last_active: Millis,
-    /// When the connect in flight times out.
+    /// When the connect in flight times out (while routing: when the routing does).
     connect_deadline: Millis,
 }
 
@@ -103,6 +109,20 @@ impl Relay {
         }
     }
 
+    /// A connection accepted at `now` whose first bytes must choose its upstream (or
+    /// complete its TLS handshake) within `wait_ms` (0: no limit).
+    pub fn routing(now: Millis, wait_ms: Millis) -> Self {
+        Relay {
+            phase: Phase::Routing,
+            connect_deadline: if wait_ms > 0 {
+                now + wait_ms
+            } else {
+                Millis::MAX
+            },
+            ..Relay::new(now, 0)
+        }
+    }
+
     /// Where it is.
     #[inline]
     pub fn phase(&self) -> Phase {
@@ -116,7 +136,8 @@ impl Relay {
 
     /// A new connect began (the next upstream), due by `deadline`.
     pub fn connecting(&mut self, deadline: Millis) {
-        if self.phase == Phase::Connecting {
+        if matches!(self.phase, Phase::Routing | Phase::Connecting) {
+            self.phase = Phase::Connecting;
             self.connect_deadline = deadline;
         }
     }
@@ -140,8 +161,9 @@ impl Relay {
         let f = &self.flows[side.index()];
         let open = match self.phase {
             Phase::Open => true,
-            // The client's first bytes are read while connecting, to go out at once after.
-            Phase::Connecting => side == Side::Client,
+            // The client's first bytes are read while routing and connecting, to go out at
+            // once after.
+            Phase::Routing | Phase::Connecting => side == Side::Client,
             Phase::Closed => false,
         };
         open && !f.eof && !f.paused
@@ -163,8 +185,21 @@ impl Relay {
 
     /// `n` bytes were read from `side` at `now`; they must be sent to the other side.
     pub fn on_input(&mut self, side: Side, now: Millis, n: usize, limits: &Limits) {
-        self.flows[side.index()].read += n as u64;
-        self.on_header(now, side, n, limits);
+        self.on_input_as(side, now, n, n, limits);
+    }
+
+    /// `read` bytes were read from `side` at `now` and became `out` bytes to send to the
+    /// other side (TLS: records in, plaintext out, or the reverse).
+    pub fn on_input_as(
+        &mut self,
+        side: Side,
+        now: Millis,
+        read: usize,
+        out: usize,
+        limits: &Limits,
+    ) {
+        self.flows[side.index()].read += read as u64;
+        self.on_header(now, side, out, limits);
     }
 
     /// `n` bytes of the server's own go to the other side ahead of what `side` sends (the
@@ -233,6 +268,9 @@ impl Relay {
     pub fn poll_timeout(&self, limits: &Limits) -> Option<Millis> {
         let idle = (limits.idle_ms > 0).then(|| self.last_active + limits.idle_ms);
         match self.phase {
+            Phase::Routing => {
+                (self.connect_deadline < Millis::MAX).then_some(self.connect_deadline)
+            }
             Phase::Connecting => Some(self.connect_deadline),
             Phase::Open => idle,
             Phase::Closed => None,
@@ -242,6 +280,10 @@ impl Relay {
     /// Acts on the deadline that passed by `now`.
     pub fn handle_timeout(&mut self, now: Millis, limits: &Limits) -> Timeout {
         match self.phase {
+            Phase::Routing if now >= self.connect_deadline => {
+                self.abort(CloseReason::HeaderTimeout);
+                Timeout::Routing
+            }
             Phase::Connecting if now >= self.connect_deadline => Timeout::Connect,
             Phase::Open if limits.idle_ms > 0 && now >= self.last_active + limits.idle_ms => {
                 self.abort(CloseReason::Idle);
@@ -342,6 +384,24 @@ mod tests {
         assert_eq!(r.handle_timeout(2500, &l), Timeout::Idle);
         assert_eq!(r.phase(), Phase::Closed);
         assert_eq!(r.close_reason(), CloseReason::Idle);
+    }
+
+    #[test]
+    fn routing_reads_the_client_and_times_out() {
+        let l = Limits::for_tests(1000, 300, 100);
+        let mut r = Relay::routing(10, 300);
+        assert!(r.reading(Side::Client) && !r.reading(Side::Upstream));
+        assert_eq!(r.poll_timeout(&l), Some(310));
+        r.on_input(Side::Client, 20, 50, &l);
+        assert!(!r.wants_fin(Side::Upstream));
+        assert_eq!(r.handle_timeout(309, &l), Timeout::None);
+        assert_eq!(r.handle_timeout(310, &l), Timeout::Routing);
+        assert_eq!(r.close_reason(), CloseReason::HeaderTimeout);
+        let mut r = Relay::routing(10, 300);
+        r.connecting(500);
+        assert_eq!(r.phase(), Phase::Connecting);
+        assert_eq!(r.poll_timeout(&l), Some(500));
+        assert_eq!(Relay::routing(10, 0).poll_timeout(&l), None);
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::sni::SniCounts;
 use super::Balance;
 
 /// Most upstreams over the life of the process (a connection remembers the ones it tried in
@@ -98,6 +99,8 @@ struct Table {
     epoch: Instant,
     /// Clients turned away because no upstream could take them.
     refused: AtomicU64,
+    /// Routes chosen by SNI, by how.
+    sni: SniCounts,
 }
 
 impl Table {
@@ -108,6 +111,7 @@ impl Table {
             grow: Mutex::new(()),
             epoch: Instant::now(),
             refused: AtomicU64::new(0),
+            sni: SniCounts::default(),
         }
     }
 
@@ -206,6 +210,23 @@ impl Upstreams {
                  life of the process: a live upgrade (SIGUSR2) starts afresh"
             )
         })
+    }
+
+    /// Other upstreams over this one's table (an SNI route's), balanced alike; an error
+    /// when the table has no room left for the new addresses.
+    pub fn sibling(&self, specs: Vec<UpstreamSpec>) -> Result<Upstreams, String> {
+        Self::build(self.table.clone(), &specs, self.balance, self.down_for)
+            .ok_or_else(|| format!("at most {MAX_UPSTREAMS} upstreams in all"))
+    }
+
+    /// True when it has no members (proxy mode with SNI routes only).
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty()
+    }
+
+    /// Routes chosen by SNI, by how, over the life of the table.
+    pub fn sni_counts(&self) -> &SniCounts {
+        &self.table.sni
     }
 
     fn build(

@@ -105,6 +105,21 @@ impl Tls {
         self.handshake
     }
 
+    /// The TLS version agreed, as OpenSSL names it (`TLSv1.3`), once the handshake chose
+    /// one.
+    pub fn version_name(&self) -> Option<&'static str> {
+        match self.conn.protocol_version()? {
+            rustls::ProtocolVersion::TLSv1_3 => Some("TLSv1.3"),
+            rustls::ProtocolVersion::TLSv1_2 => Some("TLSv1.2"),
+            _ => None,
+        }
+    }
+
+    /// The name the client asked for (SNI), once its ClientHello is read.
+    pub fn server_name(&self) -> Option<&str> {
+        self.conn.server_name()
+    }
+
     /// True when the peer's input ended without its `close_notify`.
     pub fn truncated(&self) -> bool {
         self.truncated

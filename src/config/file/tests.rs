@@ -19,6 +19,8 @@ fn sample(long: &str) -> Option<&'static str> {
         "balance" => "\"least-conn\"",
         "engine" => "\"epoll\"",
         "send-proxy" => "\"v1\"",
+        "route-sni" => "[\"a.test=127.0.0.1:9\"]",
+        "route-sni-fallback" => "\"close\"",
         "threads" | "backlog" | "buffers" | "check-rise" | "check-fall" | "uring-wait-batch" => "2",
         "max-connections" => "7",
         "send-buffer" | "recv-buffer" | "buffer-size" | "max-pending-output" => "\"8KiB\"",

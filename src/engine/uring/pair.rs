@@ -3,14 +3,21 @@
 //! socket are sent from the very provided buffer they arrived in on the other (no copy; the
 //! buffer goes back to the ring when that send completes), the upstream is connected with
 //! `IORING_OP_CONNECT`, and like [`super::conn::UConn`] it never touches the ring: it
-//! appends the [`Submit`]s the worker must push.
+//! appends the [`Submit`]s the worker must push. With SNI routes or TLS terminated here,
+//! the client is read first and the upstream chosen after (its ClientHello, or its whole
+//! handshake: `secure` holds the TLS side).
+
+use std::sync::Arc;
 
 use super::conn::Env;
 use super::sendq::Out;
 use super::sock::{FinState, Pool, RecvState, SockOps, Submit};
 use crate::connection::{CloseReason, WorkerStats};
+use crate::proxy::header::Announce;
 use crate::proxy::relay::{Phase, Timeout};
-use crate::proxy::{Relay, Side, Upstreams};
+use crate::proxy::sni::{Choice, Hello, Sniffer, MAX_PEEK};
+use crate::proxy::terminate::Terminated;
+use crate::proxy::{Relay, Side, SniRoutes, Upstreams};
 
 /// The connect to the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,8 +47,10 @@ pub enum Teardown {
 /// position over them.
 #[derive(Debug)]
 pub struct Upstream<'a> {
-    /// The upstreams.
+    /// The upstreams (with SNI routes: the default ones).
     pub ups: &'a Upstreams,
+    /// The SNI routes, if any.
+    pub sni: Option<&'a SniRoutes>,
     /// The worker's round-robin position.
     pub cursor: &'a mut usize,
     /// Milliseconds a connect may take.
@@ -57,6 +66,10 @@ pub struct UPair {
     pub socks: [SockOps; 2],
     /// The upstream chosen (connecting or connected).
     pub upstream: Option<usize>,
+    /// While routing by SNI: what reads the client's first bytes.
+    sniff: Option<Box<Sniffer>>,
+    /// The upstreams of the client's SNI route (`None`: the default ones).
+    route: Option<Arc<Upstreams>>,
     /// Upstreams tried, a bit each.
     tried: u64,
     /// The connect.
@@ -69,7 +82,9 @@ pub struct UPair {
     /// An upstream socket exists (to be closed at the end).
     pub upstream_socket: bool,
     /// The PROXY header, sent first once connected.
-    header: Option<Vec<u8>>,
+    header: Option<Announce>,
+    /// TLS terminated here: the client's side (`None`: bytes pass as they are).
+    tls: Option<Box<Terminated>>,
     /// Cancel operations in flight.
     cancels: u8,
     /// The end.
@@ -80,18 +95,30 @@ pub struct UPair {
 }
 
 impl UPair {
-    /// A pair for a client just accepted, `header` to send first, if any.
-    pub fn new(relay: Relay, header: Option<Vec<u8>>) -> Self {
+    /// A pair for a client just accepted, `header` to send first, if any; one whose relay
+    /// is routing reads the client's first bytes (at most `max_peek` of a ClientHello, or
+    /// the whole handshake with `tls`) before it connects.
+    pub fn new(
+        relay: Relay,
+        header: Option<Announce>,
+        max_peek: usize,
+        tls: Option<Terminated>,
+    ) -> Self {
+        let sniff = (relay.phase() == Phase::Routing && tls.is_none())
+            .then(|| Box::new(Sniffer::new(max_peek.min(MAX_PEEK))));
         UPair {
             relay,
             socks: [SockOps::default(), SockOps::default()],
             upstream: None,
+            sniff,
+            route: None,
             tried: 0,
             connect: ConnectState::Idle,
             connected: false,
             holds_place: false,
             upstream_socket: false,
             header,
+            tls: tls.map(Box::new),
             cancels: 0,
             teardown: Teardown::No,
             reset: [false; 2],
@@ -110,15 +137,35 @@ impl UPair {
     }
 
     /// Starts: connect to the first upstream (or close the client if none is up), and read
-    /// the client meanwhile.
+    /// the client meanwhile; with SNI routes, read the client first.
     pub fn start<P: Pool>(&mut self, env: &mut Env<P>, up: &mut Upstream) {
-        self.connect_next(env, up);
+        if self.relay.phase() != Phase::Routing {
+            self.connect_next(env, up);
+        }
         self.step(env);
+    }
+
+    /// The client's first bytes said `hello`: its upstream is chosen and connected to, or
+    /// it is closed.
+    fn route<P: Pool>(&mut self, hello: &Hello, env: &mut Env<P>, up: &mut Upstream) {
+        self.sniff = None;
+        if self.relay.phase() != Phase::Routing {
+            // Ended meanwhile (its deadline passed, an error): nothing to connect.
+            return;
+        }
+        let choice = up.sni.map_or(Choice::Default, |r| r.choose(hello, up.ups));
+        match choice {
+            Choice::Route(ups) => self.route = Some(ups.clone()),
+            Choice::Default => {}
+            Choice::Close => return self.relay.abort(CloseReason::Protocol),
+        }
+        self.connect_next(env, up);
     }
 
     /// Picks the next upstream and connects to it; none left: the client is closed.
     fn connect_next<P: Pool>(&mut self, env: &mut Env<P>, up: &mut Upstream) {
-        match up.ups.pick(up.cursor, self.tried) {
+        let ups = self.route.as_deref().unwrap_or(up.ups);
+        match ups.pick(up.cursor, self.tried) {
             Some(i) => {
                 self.tried |= 1 << i;
                 self.upstream = Some(i);
@@ -148,7 +195,8 @@ impl UPair {
             up.ups.connected(i);
             self.connected = true;
             self.relay.on_connected(env.now);
-            if let Some(h) = self.header.take() {
+            if let Some(a) = self.header.take() {
+                let h = a.encode(self.tls.as_ref().and_then(|t| t.version_name()));
                 self.relay
                     .on_header(env.now, Side::Client, h.len(), env.limits);
                 self.sock(Side::Upstream).push_front_owned(h);
@@ -183,7 +231,7 @@ impl UPair {
         more: bool,
         bid: Option<u16>,
         env: &mut Env<P>,
-        up: &Upstreams,
+        up: &mut Upstream,
     ) {
         if !more {
             self.sock(side).recv = RecvState::Off;
@@ -202,14 +250,28 @@ impl UPair {
             match (side, self.upstream) {
                 (Side::Client, _) => WorkerStats::add(&env.stats.bytes_in, n as u64),
                 (Side::Upstream, Some(i)) => {
-                    WorkerStats::add(&up.get(i).stats.bytes_received, n as u64)
+                    WorkerStats::add(&up.ups.get(i).stats.bytes_received, n as u64)
                 }
                 (Side::Upstream, None) => {}
             }
+            if self.tls.is_some() {
+                return self.on_tls_recv(side, bid, n, env, up);
+            }
+            let hello = match &mut self.sniff {
+                Some(s) if side == Side::Client => s.feed(env.pool.bytes(bid, n)),
+                _ => Hello::NeedMore,
+            };
             self.relay.on_input(side, env.now, n, env.limits);
             self.sock(side.other()).push_received(bid, n, env.pool);
+            if hello != Hello::NeedMore {
+                self.route(&hello, env, up);
+            }
         } else if res == 0 {
             self.relay.on_eof(side);
+            self.on_tls_eof(side, env);
+            if side == Side::Client && self.sniff.is_some() {
+                self.route(&Hello::NotTls, env, up);
+            }
         } else if res == -libc::ENOBUFS {
             WorkerStats::inc(&env.stats.recv_enobufs);
             self.sock(side).starved = true;
@@ -302,6 +364,12 @@ impl UPair {
                 self.cancels += 1;
             }
             Timeout::Connect | Timeout::None => {}
+            Timeout::Routing => {
+                if let Some(tls) = &mut self.tls {
+                    tls.timed_out();
+                }
+                self.step(env);
+            }
             Timeout::Idle => self.step(env),
         }
     }
@@ -393,5 +461,6 @@ impl UPair {
     }
 }
 
+mod secure;
 #[cfg(test)]
 mod tests;

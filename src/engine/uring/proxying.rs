@@ -13,7 +13,9 @@ use super::session::{Origin, PairSession, SessionEvent};
 use super::sock::Submit;
 use super::Worker;
 use crate::connection::{CloseReason, Millis, WorkerStats};
-use crate::proxy::{header, Relay, SendProxy, Side, Upstreams};
+use crate::proxy::header::Announce;
+use crate::proxy::terminate::Terminated;
+use crate::proxy::{Relay, SendProxy, Side, Upstreams};
 
 impl Worker {
     /// Starts proxying a connection accepted at `now` (over `--max-connections`: closed at
@@ -23,7 +25,12 @@ impl Worker {
             return;
         };
         let connect_ms = proxy.connect_timeout.as_millis() as u64;
-        let mut relay = Relay::new(now, now + connect_ms);
+        let limits = &self.time.limits;
+        let mut relay = match proxy.routes_first() {
+            true => Relay::routing(now, proxy.routing_ms(limits)),
+            false => Relay::new(now, now + connect_ms),
+        };
+        let max_peek = limits.max_pending;
         let header = match self.env.limit.try_admit() {
             true => {
                 WorkerStats::inc(&self.env.stats.accepted);
@@ -44,7 +51,12 @@ impl Worker {
         };
         let t = self.sessions.insert_pair(PairSession {
             fds: [Some(Descriptor::Os(fd)), None],
-            up: UPair::new(relay, header),
+            up: UPair::new(
+                relay,
+                header,
+                max_peek,
+                proxy.tls.as_ref().map(Terminated::new),
+            ),
             origin,
         });
         self.dispatch(t, SessionEvent::Start);
@@ -57,7 +69,7 @@ impl Worker {
 fn pair_header(
     send_proxy: Option<SendProxy>,
     fd: &OwnedFd,
-) -> Result<Option<Vec<u8>>, CloseReason> {
+) -> Result<Option<Announce>, CloseReason> {
     let Some(version) = send_proxy else {
         return Ok(None);
     };
@@ -65,7 +77,11 @@ fn pair_header(
     let peer = s.peer_addr().ok().and_then(|a| a.as_socket());
     let local = s.local_addr().ok().and_then(|a| a.as_socket());
     match (peer, local) {
-        (Some(peer), Some(local)) => Ok(Some(header::encode(version, peer, local))),
+        (Some(client), Some(local)) => Ok(Some(Announce {
+            version,
+            client,
+            local,
+        })),
         _ => Err(CloseReason::Error),
     }
 }
@@ -131,7 +147,7 @@ mod tests {
         let header = pair_header(Some(SendProxy::V1), &sock.into())
             .unwrap()
             .unwrap();
-        let line = String::from_utf8(header).unwrap();
+        let line = String::from_utf8(header.encode(None)).unwrap();
         let port = client.local_addr().unwrap().port();
         assert!(
             line.starts_with("PROXY TCP4 127.0.0.1 127.0.0.1 "),

@@ -354,7 +354,7 @@ fn pair_event(
     match ev {
         SessionEvent::Start if p.relay.phase() == crate::proxy::relay::Phase::Closed => p.step(env),
         SessionEvent::Start => p.start(env, up),
-        SessionEvent::Recv { res, more, bid } => p.on_recv(side, res, more, bid, env, up.ups),
+        SessionEvent::Recv { res, more, bid } => p.on_recv(side, res, more, bid, env, up),
         SessionEvent::Send(res, buf) => p.on_send(side, res, buf, env, up.ups),
         SessionEvent::Fin(res) => p.on_fin(side, res, env),
         SessionEvent::Cancel => p.on_cancel(env),
@@ -383,6 +383,7 @@ impl Worker {
         let cursor = &mut self.serving.cursor;
         let mut up = self.serving.service.proxy().map(|p| Upstream {
             ups: &p.upstreams,
+            sni: p.sni.as_deref(),
             cursor,
             connect_ms: p.connect_timeout.as_millis() as u64,
         });
@@ -455,6 +456,7 @@ impl Worker {
                 (reason, c.origin, ended)
             }
             Some(Ended::Pair(mut p)) => {
+                p.up.count_tls(&self.env.stats);
                 let ended = self.pair_ended(&p.up);
                 if let Some(proxy) = self.serving.service.proxy() {
                     p.up.release(&proxy.upstreams);

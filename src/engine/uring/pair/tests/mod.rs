@@ -59,10 +59,11 @@ fn run(seed: u64) -> (Sim, UPair) {
     let ups = Upstreams::new(addrs, Balance::RoundRobin, Duration::ZERO);
     let mut cursor = 0;
     let connect_ms = sim.rng.gen_range(200..=1000);
-    let header = (!sim.header.is_empty()).then(|| sim.header.clone());
-    let mut pair = UPair::new(Relay::new(sim.now, sim.now + connect_ms), header);
+    let relay = Relay::new(sim.now, sim.now + connect_ms);
+    let mut pair = UPair::new(relay, sim.announce, 0, None);
     let mut up = Upstream {
         ups: &ups,
+        sni: None,
         cursor: &mut cursor,
         connect_ms,
     };
@@ -131,7 +132,7 @@ fn deliver(
             if !more {
                 sim.peer(side).recv_out = false;
             }
-            pair.on_recv(side, res, more, bid, &mut env(sim, subs), ups);
+            pair.on_recv(side, res, more, bid, &mut env(sim, subs), up);
         }
         Cqe::Send(side, res) => {
             failed(sim, side, res);

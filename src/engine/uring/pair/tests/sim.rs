@@ -2,6 +2,7 @@
 //! and what the client and the upstream send, read and see.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -10,6 +11,7 @@ use super::super::*;
 use crate::connection::{Limits, Millis};
 use crate::engine::uring::fake_pool::FakePool;
 use crate::engine::uring::sendq::Out;
+use crate::proxy::SendProxy;
 
 /// A completion the simulated kernel will post.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +152,8 @@ pub(super) struct Sim {
     /// `peers[side]`.
     pub(super) peers: [Peer; 2],
     pub(super) header: Vec<u8>,
+    /// What `header` says.
+    pub(super) announce: Option<Announce>,
     /// Each connect attempt's end, in the order of the attempts.
     pub(super) outcomes: Vec<Outcome>,
     /// Upstream sockets made (connects submitted to the kernel).
@@ -172,10 +176,16 @@ impl Sim {
         let pool = FakePool::new(rng.gen_range(1..=6), rng.gen_range(8..=64));
         let max_pending = rng.gen_range(64..=512);
         let idle = rng.gen_range(1500..=4000);
-        let header = match rng.gen_bool(0.3) {
-            true => (0..rng.gen_range(8..=60)).map(|_| rng.gen()).collect(),
-            false => Vec::new(),
-        };
+        let announce = rng.gen_bool(0.3).then(|| Announce {
+            version: if rng.gen() {
+                SendProxy::V1
+            } else {
+                SendProxy::V2
+            },
+            client: SocketAddr::from((rng.gen::<[u8; 4]>(), rng.gen::<u16>())),
+            local: SocketAddr::from((rng.gen::<[u8; 4]>(), rng.gen::<u16>())),
+        });
+        let header = announce.map(|a| a.encode(None)).unwrap_or_default();
         let outcomes = (0..rng.gen_range(1..=3))
             .map(|_| match rng.gen_range(0..100) {
                 0..=69 => Outcome::Accepted,
@@ -191,6 +201,7 @@ impl Sim {
             now: 1,
             peers,
             header,
+            announce,
             outcomes,
             attempts: 0,
             connect_live: None,
