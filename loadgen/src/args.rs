@@ -223,7 +223,7 @@ pub struct Args {
 
     /// TLS: accept any certificate for any name, unchecked (handshake signatures are still
     /// verified). For self-signed test servers only: nothing proves who answers.
-    #[arg(long, conflicts_with = "cacert", help_heading = "TLS")]
+    #[arg(long, help_heading = "TLS")]
     pub insecure: bool,
 
     /// TLS: the server name sent (SNI) and that the certificate must hold [default: the

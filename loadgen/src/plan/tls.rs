@@ -57,7 +57,10 @@ impl Args {
             };
         }
         let trust = match (&self.cacert, self.insecure) {
-            (Some(path), _) => Trust::CaFile(path.clone()),
+            (Some(_), true) => {
+                return Err("--cacert checks certificates and --insecure does not: give one".into())
+            }
+            (Some(path), false) => Trust::CaFile(path.clone()),
             (None, true) => Trust::Insecure,
             (None, false) => {
                 return Err("TLS needs --cacert FILE (the CA that signed the server's certificate) or --insecure (no check)".into())
