@@ -63,7 +63,7 @@ impl Args {
             (Some(path), false) => Trust::CaFile(path.clone()),
             (None, true) => Trust::Insecure,
             (None, false) => {
-                return Err("TLS needs --cacert FILE (the CA that signed the server's certificate) or --insecure (no check)".into())
+                return Err("TLS (https:// or --tls) needs --cacert FILE (the CA that signed the server's certificate) or --insecure (no check)".into())
             }
         };
         let sni: Vec<String> = targets
