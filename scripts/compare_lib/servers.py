@@ -1,6 +1,7 @@
 """Starting and stopping what `scripts/compare` measures: ringd (an engine under test, or a
 proxy's backend), and the reference servers when installed: nginx (HTTP), nginx `stream` and
-HAProxy (`mode tcp`) as L4 proxies. The references get their configs written into the run's
+HAProxy (`mode tcp`) as L4 proxies, and nginx and HAProxy terminating TLS (HTTPS, see
+`tls.py`). The references get their configs written into the run's
 temporary directory, run in the foreground with 1 worker / 1 thread, and are pinned like ringd.
 
 Every process started here is registered, so that `stop_all` can end exactly those (by their
@@ -16,6 +17,8 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+
+from . import tls as tlsmod
 
 STARTED = []
 
@@ -168,18 +171,22 @@ def reference_available(kind):
     raise ValueError(kind)
 
 
-def start_reference(kind, net_cmd, host, cpus, tmp, upstream=None):
-    """nginx (HTTP), nginx-stream or haproxy on host:PORT, pinned to `cpus`; returns a Server
-    whose measure_pid is the process that serves (nginx's worker, haproxy itself)."""
+def start_reference(kind, net_cmd, host, cpus, tmp, upstream=None, tls=None):
+    """nginx (HTTP), nginx-stream or haproxy on host:PORT, pinned to `cpus`; with `tls` (a
+    tls.Material), nginx and haproxy serve HTTPS instead. Returns a Server whose measure_pid is
+    the process that serves (nginx's worker, haproxy itself)."""
     port = free_port()
     d = Path(tmp, f"{kind}-{port}")
     d.mkdir(parents=True, exist_ok=True)
     if kind == "haproxy":
         conf = d / "haproxy.cfg"
-        conf.write_text(HAPROXY_CONF.format(dir=d, host=host, port=port, upstream=upstream))
+        conf.write_text(tlsmod.haproxy_conf(tls, d, host, port) if tls else
+                        HAPROXY_CONF.format(dir=d, host=host, port=port, upstream=upstream))
         cmd = ["haproxy", "-db", "-f", str(conf)]
     else:
-        if kind == "nginx":
+        if kind == "nginx" and tls:
+            text = tlsmod.nginx_conf(tls, d, host, port)
+        elif kind == "nginx":
             text = NGINX_HTTP_CONF.format(dir=d, host=host, port=port)
         else:
             load_module, why = nginx_stream_module()
