@@ -89,7 +89,7 @@ fn ringd_tls(protocol: ProtocolKind, cert: &Cert) -> ringd::ServerHandle {
         ringd::Config::new("127.0.0.1:0".parse().unwrap(), protocol, EngineKind::Epoll);
     let mut spec = ProtocolSpec::with_defaults(protocol);
     let http = protocol == ProtocolKind::Http;
-    let tls = ServerTls::load(&[cert.pair.clone()], http, Duration::from_secs(10));
+    let tls = ServerTls::load(std::slice::from_ref(&cert.pair), http, Duration::from_secs(10));
     spec.tls = Some(tls.expect("TLS config"));
     config.service = Service::Protocol(spec);
     ringd::start(config).expect("ringd starts")
