@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use common::*;
 use loadgen::report::{Report, EXIT_FAILED};
+use loadgen::run::RunResult;
 use loadgen::stats::ErrorKind;
 use ringd::protocol::ProtocolSpec;
 use ringd::tls::{CertPair, ServerTls};
@@ -89,7 +90,11 @@ fn ringd_tls(protocol: ProtocolKind, cert: &Cert) -> ringd::ServerHandle {
         ringd::Config::new("127.0.0.1:0".parse().unwrap(), protocol, EngineKind::Epoll);
     let mut spec = ProtocolSpec::with_defaults(protocol);
     let http = protocol == ProtocolKind::Http;
-    let tls = ServerTls::load(std::slice::from_ref(&cert.pair), http, Duration::from_secs(10));
+    let tls = ServerTls::load(
+        std::slice::from_ref(&cert.pair),
+        http,
+        Duration::from_secs(10),
+    );
     spec.tls = Some(tls.expect("TLS config"));
     config.service = Service::Protocol(spec);
     ringd::start(config).expect("ringd starts")
@@ -99,41 +104,38 @@ fn https(addr: SocketAddr, path: &str) -> String {
     format!("https://{addr}{path}")
 }
 
+/// Runs loadgen in-process against `target` with `args`, split at spaces.
+fn run(target: &str, args: &str) -> RunResult {
+    load(target, &args.split_whitespace().collect::<Vec<_>>())
+}
+
 /// Every request ended once, no error of any kind, and every handshake counted.
-fn assert_clean(r: &loadgen::run::RunResult, completed: u64) {
+fn assert_clean(r: &RunResult, completed: u64) {
     assert_counts_add_up(r);
     let c = &r.stats.counters;
-    assert_eq!(
-        (c.completed, c.failed, c.errors_total()),
-        (completed, 0, 0),
-        "{c:?}"
-    );
+    let outcome = (c.completed, c.failed, c.errors_total());
+    assert_eq!(outcome, (completed, 0, 0), "{c:?}");
     assert_eq!(c.tls_handshakes, c.connects, "{c:?}");
+}
+
+/// No request completed, and every error was of `kind`.
+fn assert_only_errors_of(r: &RunResult, kind: ErrorKind) {
+    assert_counts_add_up(r);
+    let c = &r.stats.counters;
+    assert_eq!(c.completed, 0, "{c:?}");
+    assert!(c.errors_of(kind) > 0, "{c:?}");
+    assert_eq!(c.errors_total(), c.errors_of(kind), "{c:?}");
 }
 
 fn https_keep_alive_verifies_over_ringd() {
     let cert = Cert::new(&["127.0.0.1"]);
     let server = ringd_tls(ProtocolKind::Http, &cert);
     let target = https(server.local_addr(), "/");
-    for pipeline in ["1", "4"] {
-        let r = load(
-            &target,
-            &[
-                "--cacert",
-                cert.path(),
-                "-c",
-                "2",
-                "-t",
-                "1",
-                "-n",
-                "300",
-                "--warmup",
-                "0s",
-                "--verify",
-                "--pipeline",
-                pipeline,
-            ],
-        );
+    for pipeline in [1, 4] {
+        let ca = cert.path();
+        let args =
+            format!("--cacert {ca} -c 2 -t 1 -n 300 --warmup 0s --verify --pipeline {pipeline}");
+        let r = run(&target, &args);
         assert_clean(&r, 300);
         let c = &r.stats.counters;
         assert_eq!(
@@ -147,10 +149,15 @@ fn https_keep_alive_verifies_over_ringd() {
         assert_eq!(json["tls"]["handshakes"], 2);
         assert_eq!(json["handshake_latency_ns"]["count"], 2);
         assert_eq!(json["errors"]["tls"], 0);
-        assert_eq!(json["config"]["tls"]["sni"][0], "127.0.0.1");
-        assert_eq!(json["config"]["tls"]["alpn"][0], "http/1.1");
-        assert_eq!(json["config"]["tls"]["resume"], false);
-        assert_eq!(json["config"]["tls"]["trust"]["cafile"], cert.path());
+        let config = &json["config"]["tls"];
+        assert_eq!(
+            (&config["sni"][0], &config["alpn"][0]),
+            (&"127.0.0.1".into(), &"http/1.1".into())
+        );
+        assert_eq!(
+            (&config["resume"], &config["trust"]["cafile"]),
+            (&false.into(), &ca.into())
+        );
     }
 }
 
@@ -158,35 +165,20 @@ fn echo_and_hello_verify_over_tls() {
     let cert = Cert::new(&["localhost"]);
     let echo = ringd_tls(ProtocolKind::Echo, &cert);
     let target = format!("localhost:{}", echo.local_addr().port());
-    let tls = [
-        "--tls",
-        "--cacert",
-        cert.path(),
-        "--warmup",
-        "0s",
-        "--verify",
-    ];
-    // Requests larger than a record, and a stream of them.
-    for mode in [
-        &["--size", "40000", "-c", "2", "-n", "200"][..],
-        &[
-            "--mode", "stream", "--size", "16KiB", "-c", "1", "-n", "500",
-        ],
+    let tls = format!("--tls --cacert {} --warmup 0s --verify", cert.path());
+    // Requests larger than a record, a stream of them, and one per connection.
+    for (args, completed) in [
+        ("--size 40000 -c 2 -n 200", 200),
+        ("--mode stream --size 16KiB -c 1 -n 500", 500),
+        ("--mode crr -c 2 -n 50", 50),
     ] {
-        let r = load(&target, &[&tls[..], mode].concat());
-        assert_clean(&r, if mode.contains(&"stream") { 500 } else { 200 });
+        let r = run(&target, &format!("{tls} {args}"));
+        assert_clean(&r, completed);
         assert_eq!(r.stats.counters.mismatched_bytes, 0);
     }
-    let r = load(
-        &target,
-        &[&tls[..], &["--mode", "crr", "-c", "2", "-n", "50"]].concat(),
-    );
-    assert_clean(&r, 50);
-
     let hello = ringd_tls(ProtocolKind::Hello, &cert);
     let target = format!("localhost:{}", hello.local_addr().port());
-    let hello_args = ["--protocol", "hello", "-c", "2", "-n", "50"];
-    let r = load(&target, &[&tls[..], &hello_args].concat());
+    let r = run(&target, &format!("{tls} --protocol hello -c 2 -n 50"));
     assert_clean(&r, 50);
     assert_eq!(r.stats.counters.tls_handshakes, 50);
 }
@@ -194,22 +186,11 @@ fn echo_and_hello_verify_over_tls() {
 fn crr_does_a_full_handshake_per_transaction() {
     let cert = Cert::new(&["127.0.0.1"]);
     let server = ringd_tls(ProtocolKind::Http, &cert);
-    let r = load(
-        &https(server.local_addr(), "/"),
-        &[
-            "--cacert",
-            cert.path(),
-            "--mode",
-            "crr",
-            "-c",
-            "2",
-            "-n",
-            "100",
-            "--warmup",
-            "0s",
-            "--verify",
-        ],
+    let args = format!(
+        "--cacert {} --mode crr -c 2 -n 100 --warmup 0s --verify",
+        cert.path()
     );
+    let r = run(&https(server.local_addr(), "/"), &args);
     assert_clean(&r, 100);
     let c = &r.stats.counters;
     assert_eq!((c.connects, c.tls_handshakes, c.tls_resumed), (100, 100, 0));
@@ -222,23 +203,9 @@ fn crr_does_a_full_handshake_per_transaction() {
 fn tls_resume_resumes_sessions() {
     let cert = Cert::new(&["127.0.0.1"]);
     let server = ringd_tls(ProtocolKind::Http, &cert);
-    let r = load(
-        &https(server.local_addr(), "/"),
-        &[
-            "--cacert",
-            cert.path(),
-            "--tls-resume",
-            "--mode",
-            "crr",
-            "-c",
-            "1",
-            "-n",
-            "50",
-            "--warmup",
-            "0s",
-            "--verify",
-        ],
-    );
+    let ca = cert.path();
+    let args = format!("--cacert {ca} --tls-resume --mode crr -c 1 -n 50 --warmup 0s --verify");
+    let r = run(&https(server.local_addr(), "/"), &args);
     assert_clean(&r, 50);
     // The first handshake is full; each later one resumes with a ticket from before.
     let c = &r.stats.counters;
@@ -253,28 +220,13 @@ fn a_certificate_from_another_ca_is_a_tls_error_not_a_crash() {
     let other = Cert::new(&["127.0.0.1"]);
     let server = ringd_tls(ProtocolKind::Http, &cert);
     for mode in ["rr", "crr"] {
-        let r = load(
-            &https(server.local_addr(), "/"),
-            &[
-                "--cacert",
-                other.path(),
-                "--mode",
-                mode,
-                "-c",
-                "2",
-                "-d",
-                "500ms",
-                "--warmup",
-                "0s",
-                "--timeout",
-                "1s",
-            ],
+        let args = format!(
+            "--cacert {} --mode {mode} -c 2 -d 500ms --warmup 0s --timeout 1s",
+            other.path()
         );
-        assert_counts_add_up(&r);
-        let c = &r.stats.counters;
-        assert_eq!((c.completed, c.tls_handshakes), (0, 0), "{c:?}");
-        assert!(c.errors_of(ErrorKind::Tls) > 0, "{c:?}");
-        assert_eq!(c.errors_total(), c.errors_of(ErrorKind::Tls), "{c:?}");
+        let r = run(&https(server.local_addr(), "/"), &args);
+        assert_only_errors_of(&r, ErrorKind::Tls);
+        assert_eq!(r.stats.counters.tls_handshakes, 0);
         assert_eq!(Report::new(&r).exit_code, EXIT_FAILED);
     }
 }
@@ -285,46 +237,16 @@ fn insecure_takes_a_certificate_that_does_not_check() {
     let cert = Cert::new(&["elsewhere.example"]);
     let server = ringd_tls(ProtocolKind::Http, &cert);
     let target = https(server.local_addr(), "/");
-    let base = [
-        "-c",
-        "1",
-        "-n",
-        "20",
-        "--warmup",
-        "0s",
-        "--verify",
-        "--timeout",
-        "1s",
-    ];
-    let r = load(&target, &[&base[..], &["--insecure"]].concat());
-    assert_clean(&r, 20);
-    let r = load(
+    let ca = cert.path();
+    let base = "-c 1 -n 20 --warmup 0s --verify --timeout 1s";
+    assert_clean(&run(&target, &format!("{base} --insecure")), 20);
+    let sni = format!("{base} --cacert {ca} --tls-sni elsewhere.example");
+    assert_clean(&run(&target, &sni), 20);
+    let r = run(
         &target,
-        &[
-            &base[..],
-            &["--cacert", cert.path(), "--tls-sni", "elsewhere.example"],
-        ]
-        .concat(),
+        &format!("--cacert {ca} -c 1 -d 300ms --warmup 0s --timeout 1s"),
     );
-    assert_clean(&r, 20);
-    let r = load(
-        &target,
-        &[&[
-            "--cacert",
-            cert.path(),
-            "-c",
-            "1",
-            "-d",
-            "300ms",
-            "--warmup",
-            "0s",
-            "--timeout",
-            "1s",
-        ][..]]
-        .concat(),
-    );
-    assert_eq!(r.stats.counters.completed, 0);
-    assert!(r.stats.counters.errors_of(ErrorKind::Tls) > 0);
+    assert_only_errors_of(&r, ErrorKind::Tls);
 }
 
 /// A TCP server that answers whatever comes with `reply` and closes.
@@ -345,38 +267,13 @@ fn not_tls_server(reply: &'static [u8]) -> SocketAddr {
 }
 
 fn garbage_instead_of_a_server_hello_is_a_tls_error() {
-    for reply in [
-        &b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"[..],
-        b"",
-        &[0x16; 64],
-    ] {
+    let bad_request = &b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"[..];
+    for reply in [bad_request, b"", &[0x16; 64]] {
         let addr = not_tls_server(reply);
         for mode in ["rr", "crr"] {
-            let r = load(
-                &https(addr, "/"),
-                &[
-                    "--insecure",
-                    "--mode",
-                    mode,
-                    "-c",
-                    "2",
-                    "-d",
-                    "300ms",
-                    "--warmup",
-                    "0s",
-                    "--timeout",
-                    "1s",
-                ],
-            );
-            assert_counts_add_up(&r);
-            let c = &r.stats.counters;
-            assert_eq!(c.completed, 0);
-            assert!(c.errors_of(ErrorKind::Tls) > 0, "{reply:?}: {c:?}");
-            assert_eq!(
-                c.errors_total(),
-                c.errors_of(ErrorKind::Tls),
-                "{reply:?}: {c:?}"
-            );
+            let args = format!("--insecure --mode {mode} -c 2 -d 300ms --warmup 0s --timeout 1s");
+            let r = run(&https(addr, "/"), &args);
+            assert_only_errors_of(&r, ErrorKind::Tls);
         }
     }
 }
@@ -452,86 +349,28 @@ fn serve_tls(
 
 fn a_reply_delimited_by_the_close_needs_close_notify() {
     let cert = Cert::new(&["127.0.0.1"]);
-    let args = [
-        "--cacert",
-        cert.path(),
-        "-c",
-        "1",
-        "-n",
-        "20",
-        "--warmup",
-        "0s",
-        "--timeout",
-        "1s",
-    ];
+    let ca = format!("--cacert {} --warmup 0s --timeout 1s -c 1", cert.path());
     let (addr, _) = rustls_server(&cert, End::CloseNotify);
-    let r = load(&https(addr, "/"), &args);
+    let r = run(&https(addr, "/"), &format!("{ca} -n 20"));
     assert_clean(&r, 20);
     assert_eq!(r.stats.counters.reconnects, 19);
 
     let (addr, _) = rustls_server(&cert, End::FinOnly);
-    let r = load(
-        &https(addr, "/"),
-        &[
-            "--cacert",
-            cert.path(),
-            "-c",
-            "1",
-            "-d",
-            "300ms",
-            "--warmup",
-            "0s",
-            "--timeout",
-            "1s",
-        ],
-    );
-    assert_counts_add_up(&r);
-    let c = &r.stats.counters;
-    assert_eq!(c.completed, 0, "{c:?}");
-    assert!(c.errors_of(ErrorKind::ShortResponse) > 0, "{c:?}");
-    assert_eq!(
-        c.errors_total(),
-        c.errors_of(ErrorKind::ShortResponse),
-        "{c:?}"
-    );
+    let r = run(&https(addr, "/"), &format!("{ca} -d 300ms"));
+    assert_only_errors_of(&r, ErrorKind::ShortResponse);
 }
 
 fn loadgen_ends_its_connections_with_close_notify() {
     let cert = Cert::new(&["127.0.0.1"]);
     let (addr, notified) = rustls_server(&cert, End::KeepAlive);
+    let ca = format!("--cacert {} --warmup 0s -n 30", cert.path());
     // crr: every transaction closes cleanly.
-    let r = load(
-        &https(addr, "/"),
-        &[
-            "--cacert",
-            cert.path(),
-            "--mode",
-            "crr",
-            "-c",
-            "1",
-            "-n",
-            "30",
-            "--warmup",
-            "0s",
-        ],
-    );
+    let r = run(&https(addr, "/"), &format!("{ca} --mode crr -c 1"));
     assert_clean(&r, 30);
     wait_for(|| notified.load(Ordering::SeqCst) >= 30);
     // rr: the end of the run closes every connection cleanly.
     notified.store(0, Ordering::SeqCst);
-    let r = load(
-        &https(addr, "/"),
-        &[
-            "--cacert",
-            cert.path(),
-            "-c",
-            "3",
-            "-n",
-            "30",
-            "--warmup",
-            "0s",
-        ],
-    );
+    let r = run(&https(addr, "/"), &format!("{ca} -c 3"));
     assert_clean(&r, 30);
     wait_for(|| notified.load(Ordering::SeqCst) >= 3);
     assert_eq!(notified.load(Ordering::SeqCst), 3);

@@ -40,11 +40,17 @@ http {{
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
     server {{
-        listen {host}:{port} reuseport;
+        listen {host}:{port}{ssl} reuseport;{tls}
         location / {{ return 200 'Hello, World!'; }}
     }}
 }}
 """
+
+# What NGINX_HTTP_CONF's server gets to serve HTTPS (TLS 1.3 only), for `--scenarios tls`.
+NGINX_TLS = """
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.3;"""
 
 NGINX_STREAM_CONF = """{load_module}worker_processes 1;
 daemon off;
@@ -171,6 +177,13 @@ def reference_available(kind):
     raise ValueError(kind)
 
 
+def nginx_http_conf(directory, host, port, tls=None):
+    """nginx answering every GET as ringd's http protocol does; with `tls` (a tls.Material)
+    over TLS 1.3."""
+    extra = NGINX_TLS.format(cert=tls.cert, key=tls.key) if tls else ""
+    return NGINX_HTTP_CONF.format(dir=directory, host=host, port=port, ssl=" ssl" if tls else "", tls=extra)
+
+
 def start_reference(kind, net_cmd, host, cpus, tmp, upstream=None, tls=None):
     """nginx (HTTP), nginx-stream or haproxy on host:PORT, pinned to `cpus`; with `tls` (a
     tls.Material), nginx and haproxy serve HTTPS instead. Returns a Server whose measure_pid is
@@ -184,10 +197,8 @@ def start_reference(kind, net_cmd, host, cpus, tmp, upstream=None, tls=None):
                         HAPROXY_CONF.format(dir=d, host=host, port=port, upstream=upstream))
         cmd = ["haproxy", "-db", "-f", str(conf)]
     else:
-        if kind == "nginx" and tls:
-            text = tlsmod.nginx_conf(tls, d, host, port)
-        elif kind == "nginx":
-            text = NGINX_HTTP_CONF.format(dir=d, host=host, port=port)
+        if kind == "nginx":
+            text = nginx_http_conf(d, host, port, tls)
         else:
             load_module, why = nginx_stream_module()
             if load_module is None:

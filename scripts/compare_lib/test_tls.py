@@ -9,18 +9,21 @@ import unittest
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from compare_lib import tls  # noqa: E402
+from compare_lib import servers, tls  # noqa: E402
 
 MATERIAL = tls.Material(cert="/t/cert.pem", key="/t/key.pem", combined="/t/both.pem")
 
 
 class Settings(unittest.TestCase):
     def test_every_row_is_held_to_tls_1_3_with_the_same_certificate(self):
-        nginx = tls.nginx_conf(MATERIAL, "/t/nginx", "127.0.0.1", 8443)
+        nginx = servers.nginx_http_conf("/t/nginx", "127.0.0.1", 8443, MATERIAL)
         self.assertIn("listen 127.0.0.1:8443 ssl reuseport;", nginx)
         self.assertIn("ssl_certificate /t/cert.pem;", nginx)
         self.assertIn("ssl_certificate_key /t/key.pem;", nginx)
         self.assertIn("ssl_protocols TLSv1.3;", nginx)
+        plain = servers.nginx_http_conf("/t/nginx", "127.0.0.1", 8080)
+        self.assertIn("listen 127.0.0.1:8080 reuseport;", plain)
+        self.assertNotIn("ssl", plain)
         haproxy = tls.haproxy_conf(MATERIAL, "/t/haproxy", "127.0.0.1", 8444)
         self.assertIn("bind 127.0.0.1:8444 ssl crt /t/both.pem ssl-min-ver TLSv1.3 alpn http/1.1", haproxy)
         self.assertIn("nbthread 1", haproxy)

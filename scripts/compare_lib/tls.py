@@ -1,6 +1,6 @@
 """TLS for `scripts/compare`'s HTTPS scenarios: one certificate per run (ECDSA P-256, made with
-`openssl req`), and how every row gets it: ringd `--tls-cert/--tls-key`, nginx `ssl`, HAProxy
-`bind … ssl crt`, each held to TLS 1.3, and loadgen checking it with `--cacert` against an
+`openssl req`), and how every row gets it: ringd `--tls-cert/--tls-key`, nginx `ssl`
+(`servers.nginx_http_conf`), HAProxy `bind … ssl crt`, each held to TLS 1.3, and loadgen checking it with `--cacert` against an
 `https://` target. The same certificate, version and client for every row."""
 
 import subprocess
@@ -58,30 +58,6 @@ def loadgen_args(m):
     return ["--cacert", m.cert]
 
 
-NGINX_HTTPS_CONF = """worker_processes 1;
-daemon off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 8192; }}
-http {{
-    access_log off;
-    keepalive_requests 100000000;
-    default_type text/plain;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    server {{
-        listen {host}:{port} ssl reuseport;
-        ssl_certificate {cert};
-        ssl_certificate_key {key};
-        ssl_protocols TLSv1.3;
-        location / {{ return 200 'Hello, World!'; }}
-    }}
-}}
-"""
-
 HAPROXY_HTTPS_CONF = """global
     nbthread 1
     maxconn 8000
@@ -96,11 +72,6 @@ frontend https
     bind {host}:{port} ssl crt {combined} ssl-min-ver TLSv1.3 alpn http/1.1
     http-request return status 200 content-type text/plain string "Hello, World!"
 """
-
-
-def nginx_conf(m, directory, host, port):
-    """nginx terminating TLS 1.3 and answering every GET as ringd's http protocol does."""
-    return NGINX_HTTPS_CONF.format(dir=directory, host=host, port=port, cert=m.cert, key=m.key)
 
 
 def haproxy_conf(m, directory, host, port):
