@@ -268,7 +268,9 @@ fn not_tls_server(reply: &'static [u8]) -> SocketAddr {
 
 fn garbage_instead_of_a_server_hello_is_a_tls_error() {
     let bad_request = &b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"[..];
-    for reply in [bad_request, b"", &[0x16; 64]] {
+    // A close_notify alert where the ServerHello should be ends the handshake, too.
+    let close_notify = &[0x15, 0x03, 0x03, 0x00, 0x02, 0x01, 0x00][..];
+    for reply in [bad_request, b"", &[0x16; 64], close_notify] {
         let addr = not_tls_server(reply);
         for mode in ["rr", "crr"] {
             let args = format!("--insecure --mode {mode} -c 2 -d 300ms --warmup 0s --timeout 1s");

@@ -356,6 +356,8 @@ impl Session {
             }
             next = match (next, incoming) {
                 (Next::Continue, Incoming::Failed(why)) => Next::Failed(ErrorKind::Tls, why),
+                // rustls takes a close_notify for one only once application data may
+                // flow; before, it is an alert that fails the handshake.
                 (Next::Continue, Incoming::CloseNotify) => {
                     self.tls = Some(tls);
                     return self.end_of_stream(spec, now, rec, true);
@@ -485,10 +487,7 @@ impl Session {
     pub fn eof(&mut self, spec: &Spec, now: u64, rec: &mut Recorder) -> Next {
         match &self.tls {
             None => self.end_of_stream(spec, now, rec, true),
-            Some(tls) if !tls.handshake_done() => Next::Failed(
-                ErrorKind::Tls,
-                "TLS: the server closed the connection during the handshake",
-            ),
+            Some(tls) if !tls.handshake_done() => Next::Failed(ErrorKind::Tls, CLOSED_IN_HANDSHAKE),
             Some(_) => self.end_of_stream(spec, now, rec, false),
         }
     }
@@ -559,6 +558,9 @@ impl Session {
         }
     }
 }
+
+/// Why a connection whose server went before the TLS handshake was done failed.
+const CLOSED_IN_HANDSHAKE: &str = "TLS: the server closed the connection during the handshake";
 
 fn failed(kind: ErrorKind) -> Next {
     Next::Failed(kind, kind.name())
