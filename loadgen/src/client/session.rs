@@ -13,10 +13,12 @@ use std::collections::VecDeque;
 
 use ringd_common::ProtocolKind;
 
-use super::tls::{Incoming, Tls, TlsClient};
+use super::tls::{Tls, TlsClient};
 use super::{pattern_mismatches, pattern_window, Response, ResponseReader};
 use crate::args::StatusSet;
 use crate::stats::{ErrorKind, Recorder};
+
+mod secure;
 
 /// A request sent and not yet answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,38 +224,6 @@ impl Session {
         self.seal();
     }
 
-    /// TLS: seals queued plaintext into records while few are waiting to be written.
-    fn seal(&mut self) {
-        let Some(tls) = self.tls.as_mut() else { return };
-        while tls.has_room() {
-            let n = if self.out_pos < self.out.len() {
-                let n = tls.seal(&self.out[self.out_pos..]);
-                self.out_pos += n;
-                if self.out_pos >= self.out.len() {
-                    self.out.clear();
-                    self.out_pos = 0;
-                }
-                n
-            } else if self.tx_written < self.tx_queued {
-                let left = self.tx_queued - self.tx_written;
-                let n = tls.seal(pattern_window(self.id, self.tx_written, left));
-                self.tx_written += n as u64;
-                n
-            } else {
-                0
-            };
-            if n == 0 {
-                break;
-            }
-        }
-    }
-
-    /// TLS: queues a `close_notify` behind what was sealed, if the handshake is done; true
-    /// if there is one to write. Without TLS, false.
-    pub fn close_notify(&mut self) -> bool {
-        self.tls.as_mut().is_some_and(|tls| tls.close())
-    }
-
     /// The oldest request to send again, if any.
     pub fn take_retry(&mut self) -> Option<Pending> {
         self.retry.pop_front()
@@ -330,51 +300,14 @@ impl Session {
         self.plaintext(spec, data, now, rec)
     }
 
-    /// TLS: records read from the socket, decrypted; the plaintext they carry goes to the
-    /// framing, piece by piece, as plain bytes would.
-    fn records(&mut self, spec: &Spec, mut data: &[u8], now: u64, rec: &mut Recorder) -> Next {
-        let Some(mut tls) = self.tls.take() else {
-            return Next::Continue;
-        };
-        let mut next = Next::Continue;
-        while !data.is_empty() && next == Next::Continue {
-            let (incoming, handshake) = tls.read(&mut data, now);
-            if let Some((took, resumed)) = handshake {
-                rec.handshake(took, resumed, now);
-            }
-            loop {
-                let piece = tls.plaintext();
-                if piece.is_empty() {
-                    break;
-                }
-                let n = piece.len();
-                next = self.plaintext(spec, piece, now, rec);
-                tls.consume(n);
-                if next != Next::Continue {
-                    break;
-                }
-            }
-            next = match (next, incoming) {
-                (Next::Continue, Incoming::Failed(why)) => Next::Failed(ErrorKind::Tls, why),
-                // rustls takes a close_notify for one only once application data may
-                // flow; before, it is an alert that fails the handshake.
-                (Next::Continue, Incoming::CloseNotify) => {
-                    self.tls = Some(tls);
-                    return self.end_of_stream(spec, now, rec, true);
-                }
-                (next, _) => next,
-            };
-        }
-        self.tls = Some(tls);
-        if next == Next::Continue {
-            // The handshake may have let plaintext through, or made room for more.
-            self.seal();
-        }
-        next
-    }
-
     /// Plaintext from the server: frames, checks and records the responses it completes.
-    fn plaintext(&mut self, spec: &Spec, data: &[u8], now: u64, rec: &mut Recorder) -> Next {
+    pub(super) fn plaintext(
+        &mut self,
+        spec: &Spec,
+        data: &[u8],
+        now: u64,
+        rec: &mut Recorder,
+    ) -> Next {
         match spec.protocol {
             ProtocolKind::Echo => self.echo_bytes(spec, data, now, rec),
             ProtocolKind::Http => self.http_bytes(spec, data, now, rec),
@@ -494,7 +427,13 @@ impl Session {
 
     /// The end of the server's stream; `delimits` when it may end a response delimited by
     /// the close (a plain FIN, a TLS `close_notify`).
-    fn end_of_stream(&mut self, spec: &Spec, now: u64, rec: &mut Recorder, delimits: bool) -> Next {
+    pub(super) fn end_of_stream(
+        &mut self,
+        spec: &Spec,
+        now: u64,
+        rec: &mut Recorder,
+        delimits: bool,
+    ) -> Next {
         const TRUNCATED: Next = Next::Failed(
             ErrorKind::ShortResponse,
             "unexpected end of file (no TLS close_notify)",
