@@ -72,11 +72,11 @@ impl Engine {
     name = "loadgen",
     // The package version and the git commit built (`unknown` without git; see build.rs).
     version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("RINGD_COMMIT"), ")"),
-    after_help = "Examples:\n  loadgen 127.0.0.1:8080 --connections 100 --duration 10s          # echo rr, closed loop\n  loadgen http://127.0.0.1:8080/ -c 10 --json r.json                 # HTTP GET\n  loadgen http://127.0.0.1:8080/api -X POST --body '{}' -H 'Content-Type: application/json'\n  loadgen 127.0.0.1:8080 --rate 50000 --hgrm out.hgrm --plot out.svg  # open loop\n  loadgen 127.0.0.1:8080 --protocol hello                            # crr (the default for hello)\n  loadgen 127.0.0.1:8080 -c 50000 --source 127.0.0.2-127.0.0.4       # past one source's ports\n  loadgen merge --json all.json host1.json host2.json                # one report from several hosts\n\nExit status: 0 the run measured requests within --max-error-rate; 1 it could not run,\nmeasured nothing, a thread gave up or a file could not be written; 2 bad arguments;\n3 failed requests above --max-error-rate; 4 loadgen was the limit (--require-headroom)."
+    after_help = "Examples:\n  loadgen 127.0.0.1:8080 --connections 100 --duration 10s          # echo rr, closed loop\n  loadgen http://127.0.0.1:8080/ -c 10 --json r.json                 # HTTP GET\n  loadgen http://127.0.0.1:8080/api -X POST --body '{}' -H 'Content-Type: application/json'\n  loadgen 127.0.0.1:8080 --rate 50000 --hgrm out.hgrm --plot out.svg  # open loop\n  loadgen 127.0.0.1:8080 --protocol hello                            # crr (the default for hello)\n  loadgen https://127.0.0.1:8443/ --cacert ca.pem --mode crr        # a full TLS handshake each\n  loadgen 127.0.0.1:8080 -c 50000 --source 127.0.0.2-127.0.0.4       # past one source's ports\n  loadgen merge --json all.json host1.json host2.json                # one report from several hosts\n\nExit status: 0 the run measured requests within --max-error-rate; 1 it could not run,\nmeasured nothing, a thread gave up or a file could not be written; 2 bad arguments;\n3 failed requests above --max-error-rate; 4 loadgen was the limit (--require-headroom)."
 )]
 pub struct Args {
-    /// Targets, HOST:PORT or http://HOST[:PORT]/PATH; connections are spread over them
-    /// round-robin.
+    /// Targets, HOST:PORT or http[s]://HOST[:PORT]/PATH; connections are spread over them
+    /// round-robin. `https://` speaks TLS (see --tls).
     #[arg(default_value = "127.0.0.1:8080")]
     pub targets: Vec<String>,
 
@@ -209,6 +209,32 @@ pub struct Args {
     /// left unsent).
     #[arg(long)]
     pub require_headroom: bool,
+
+    /// TLS on every connection, for HOST:PORT targets of any protocol (echo, hello, and
+    /// http); `https://` URLs need no --tls. The certificate is checked against --cacert,
+    /// or not at all with --insecure: one of the two is required.
+    #[arg(long, help_heading = "TLS")]
+    pub tls: bool,
+
+    /// TLS: trust only the CA certificates in this PEM file (loadgen carries no system or
+    /// bundled roots).
+    #[arg(long, value_name = "FILE", help_heading = "TLS")]
+    pub cacert: Option<PathBuf>,
+
+    /// TLS: accept any certificate for any name, unchecked (handshake signatures are still
+    /// verified). For self-signed test servers only: nothing proves who answers.
+    #[arg(long, help_heading = "TLS")]
+    pub insecure: bool,
+
+    /// TLS: the server name sent (SNI) and that the certificate must hold [default: the
+    /// target's host].
+    #[arg(long, value_name = "NAME", help_heading = "TLS")]
+    pub tls_sni: Option<String>,
+
+    /// TLS: resume sessions with tickets from earlier handshakes. Off by default, so that
+    /// every connection (crr: every transaction) measures a full handshake.
+    #[arg(long, help_heading = "TLS")]
+    pub tls_resume: bool,
 
     /// Event loop: io_uring, or epoll [default: uring where the kernel allows it, else epoll
     /// with a line saying why].

@@ -3,18 +3,22 @@
 //! request set that would not fit in memory is one line that says what to change.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use ringd_common::ProtocolKind;
 
 use crate::args::{parse_status_set, Args, Engine, Mode, StatusSet};
 use crate::client::http::{build_request, is_token, parse_header, RequestSpec};
-use crate::client::Spec;
+use crate::client::{Spec, TlsClient};
 use crate::source;
 use crate::target::{parse_target, without_fragment, Target};
 
 mod json;
 pub mod start;
+mod tls;
+
+pub use tls::TlsPlan;
 
 /// Longest measured duration.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
@@ -106,6 +110,12 @@ pub struct Plan {
     /// The event loop that ran.
     #[serde(default)]
     pub engine: Engine,
+    /// TLS on every connection (`https://` targets or `--tls`); null: plain TCP.
+    #[serde(default)]
+    pub tls: Option<TlsPlan>,
+    /// What every TLS socket's handshake is made from, built from `tls`.
+    #[serde(skip)]
+    pub tls_client: Option<Arc<TlsClient>>,
 }
 
 impl Plan {
@@ -119,6 +129,7 @@ impl Plan {
             payloads: &self.payloads,
             greeting: &self.greeting,
             expect_status: self.expect_status.as_ref(),
+            tls: self.tls_client.as_deref(),
         }
     }
 
@@ -190,6 +201,7 @@ impl Args {
         // until written (echo bytes come from a shared table).
         let per_request = requests.payloads.iter().map(Vec::len).max().unwrap_or(0) as u64 + 64;
         check_memory(per_request * pipeline as u64 * self.connections as u64)?;
+        let (tls, tls_client) = self.checked_tls(&targets, protocol)?.unzip();
         let engine = checked_engine(self.engine)?;
         let start_at_unix_s = self
             .start_at
@@ -223,6 +235,8 @@ impl Args {
             start_at_unix_s,
             require_headroom: self.require_headroom,
             engine,
+            tls,
+            tls_client,
         })
     }
 

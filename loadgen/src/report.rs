@@ -203,6 +203,9 @@ pub struct Histograms {
     pub latency_uncorrected_ns: Option<String>,
     /// Connect latency (crr; else null).
     pub connect_latency_ns: Option<String>,
+    /// TLS handshake latency (TLS runs; else null).
+    #[serde(default)]
+    pub handshake_latency_ns: Option<String>,
 }
 
 impl Histograms {
@@ -211,14 +214,25 @@ impl Histograms {
         latency: &Histogram<u64>,
         uncorrected: Option<&Histogram<u64>>,
         connect: Option<&Histogram<u64>>,
+        handshake: Option<&Histogram<u64>>,
     ) -> Option<Self> {
         Some(Histograms {
             encoding: HISTOGRAM_ENCODING.into(),
             latency_ns: hdr::encode(latency).ok()?,
             latency_uncorrected_ns: uncorrected.map(hdr::encode).transpose().ok()?,
             connect_latency_ns: connect.map(hdr::encode).transpose().ok()?,
+            handshake_latency_ns: handshake.map(hdr::encode).transpose().ok()?,
         })
     }
+}
+
+/// TLS handshakes of a run.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TlsCounts {
+    /// Handshakes done, warm-up included (without `--tls-resume`, every one full).
+    pub handshakes: u64,
+    /// Of those, the ones that resumed a session.
+    pub resumed: u64,
 }
 
 /// One run in a merged report.
@@ -305,6 +319,13 @@ pub struct Report {
     pub latency_uncorrected_ns: Latency,
     /// crr: from starting a connect to the socket being connected; null otherwise.
     pub connect_latency_ns: Option<Latency>,
+    /// TLS: from the socket being connected to the handshake done (measured window, every
+    /// mode); null without TLS.
+    #[serde(default)]
+    pub handshake_latency_ns: Option<Latency>,
+    /// TLS: handshakes done and resumed; null without TLS.
+    #[serde(default)]
+    pub tls: Option<TlsCounts>,
     /// Error events by kind.
     pub errors: serde_json::Map<String, serde_json::Value>,
     /// Bytes that did not match (echo --verify).
@@ -373,6 +394,7 @@ impl Report {
         let throughput = per_s(c.completed as f64);
         let http = r.plan.protocol == ringd_common::ProtocolKind::Http;
         let crr = r.plan.mode == Mode::Crr;
+        let tls = r.plan.tls.is_some();
         let started_unix_s = r.started.duration_since(std::time::UNIX_EPOCH);
         let mut report = Report {
             schema: SCHEMA.into(),
@@ -405,6 +427,11 @@ impl Report {
             latency_ns: Latency::of(&r.stats.latency),
             latency_uncorrected_ns: Latency::of(&r.stats.service),
             connect_latency_ns: crr.then(|| Latency::of(&r.stats.connect)),
+            handshake_latency_ns: tls.then(|| Latency::of(&r.stats.handshake)),
+            tls: tls.then_some(TlsCounts {
+                handshakes: c.tls_handshakes,
+                resumed: c.tls_resumed,
+            }),
             errors: error_counts(c),
             mismatched_bytes: c.mismatched_bytes,
             rate: (r.plan.rate).map(|t| RateReport::judge(t, throughput, c.sent, c.unsent)),
@@ -424,6 +451,7 @@ impl Report {
                 &r.stats.latency,
                 Some(&r.stats.service),
                 crr.then_some(&r.stats.connect),
+                tls.then_some(&r.stats.handshake),
             ),
             merged: None,
         };

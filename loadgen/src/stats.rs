@@ -15,7 +15,7 @@ pub fn histogram() -> Histogram<u64> {
 }
 
 /// How many kinds of error there are.
-pub const ERROR_KINDS: usize = 8;
+pub const ERROR_KINDS: usize = 9;
 
 /// Kinds of errors, counted per event; none of them stops the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,9 @@ pub enum ErrorKind {
     UnexpectedStatus,
     /// Echoed bytes, body length or greeting differed.
     VerifyMismatch,
+    /// A TLS handshake failed (a certificate refused, an alert, bytes that are not TLS,
+    /// the server gone before it was done), or a record was broken.
+    Tls,
 }
 
 impl ErrorKind {
@@ -49,6 +52,7 @@ impl ErrorKind {
         ErrorKind::UnexpectedResponse,
         ErrorKind::UnexpectedStatus,
         ErrorKind::VerifyMismatch,
+        ErrorKind::Tls,
     ];
 
     /// Name in reports and JSON.
@@ -62,6 +66,7 @@ impl ErrorKind {
             ErrorKind::UnexpectedResponse => "unexpected_response",
             ErrorKind::UnexpectedStatus => "unexpected_status",
             ErrorKind::VerifyMismatch => "verify_mismatch",
+            ErrorKind::Tls => "tls",
         }
     }
 }
@@ -102,6 +107,10 @@ pub struct Counters {
     pub errors: [u64; ERROR_KINDS],
     /// Bytes that differed from what was sent (echo with --verify).
     pub mismatched_bytes: u64,
+    /// TLS handshakes completed, warm-up included.
+    pub tls_handshakes: u64,
+    /// Of those, the ones that resumed a session (`--tls-resume`).
+    pub tls_resumed: u64,
     /// Measured HTTP responses by status class: index 1 to 5 for 1xx to 5xx, 0 for others.
     pub status_classes: [u64; 6],
     /// Measured HTTP responses by status code (index = code; empty until the first).
@@ -150,6 +159,8 @@ impl Counters {
         self.reconnects += o.reconnects;
         self.retried += o.retried;
         self.mismatched_bytes += o.mismatched_bytes;
+        self.tls_handshakes += o.tls_handshakes;
+        self.tls_resumed += o.tls_resumed;
         for (a, b) in self.errors.iter_mut().zip(o.errors) {
             *a += b;
         }
@@ -174,6 +185,8 @@ pub struct ThreadStats {
     pub service: Histogram<u64>,
     /// crr: from starting a connect to the socket being connected (measured window only).
     pub connect: Histogram<u64>,
+    /// TLS: from the socket being connected to the handshake done (measured window only).
+    pub handshake: Histogram<u64>,
     pub counters: Counters,
     /// When this thread stopped sending new requests (ns; 0: never started).
     pub stopped_ns: u64,
@@ -198,6 +211,7 @@ impl ThreadStats {
             latency: histogram(),
             service: histogram(),
             connect: histogram(),
+            handshake: histogram(),
             counters: Counters::default(),
             stopped_ns: 0,
             last_completion_ns: 0,
@@ -214,6 +228,7 @@ impl ThreadStats {
         let _ = self.latency.add(&o.latency);
         let _ = self.service.add(&o.service);
         let _ = self.connect.add(&o.connect);
+        let _ = self.handshake.add(&o.handshake);
         self.counters.merge(&o.counters);
         self.stopped_ns = self.stopped_ns.max(o.stopped_ns);
         self.last_completion_ns = self.last_completion_ns.max(o.last_completion_ns);
@@ -293,6 +308,16 @@ impl Recorder {
     pub fn bytes_received(&mut self, n: u64, now: u64) {
         if now >= self.warmup_end {
             self.stats.counters.bytes_received += n;
+        }
+    }
+
+    /// A TLS handshake done at `now` after `took` ns; `resumed` a session.
+    pub fn handshake(&mut self, took: u64, resumed: bool, now: u64) {
+        let c = &mut self.stats.counters;
+        c.tls_handshakes += 1;
+        c.tls_resumed += u64::from(resumed);
+        if now >= self.warmup_end {
+            self.stats.handshake.saturating_record(took);
         }
     }
 

@@ -1,6 +1,6 @@
-//! Targets as people type them: `HOST:PORT`, or a URL `http://HOST[:PORT][/PATH]` as wrk
-//! and oha take it (the URL also gives the HTTP `Host` header and the request path; a
-//! `#fragment` stays with the client, as browsers keep it).
+//! Targets as people type them: `HOST:PORT`, or a URL `http[s]://HOST[:PORT][/PATH]` as wrk
+//! and oha take it (the URL also gives the HTTP `Host` header, the request path and, for
+//! `https`, TLS; a `#fragment` stays with the client, as browsers keep it).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
@@ -15,12 +15,24 @@ pub struct Target {
     pub host: String,
     /// The path a URL gave, without its fragment (`None` for `HOST:PORT`).
     pub path: Option<String>,
+    /// An `https://` URL.
+    pub https: bool,
 }
 
 impl Target {
     /// True when given as a URL.
     pub fn is_url(&self) -> bool {
         self.path.is_some()
+    }
+
+    /// The host part without its port (and an IPv6 address without its brackets): the TLS
+    /// server name.
+    pub fn host_name(&self) -> &str {
+        let h = &self.host;
+        match h.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(v6),
+            None => h.rsplit_once(':').map_or(h.as_str(), |(name, _)| name),
+        }
     }
 }
 
@@ -32,13 +44,12 @@ pub fn without_fragment(s: &str) -> &str {
 /// Parses and resolves one target.
 pub fn parse_target(s: &str) -> Result<Target, String> {
     let lower = s.to_ascii_lowercase();
-    if lower.starts_with("https://") {
-        return Err(format!(
-            "{s}: https is not supported (loadgen speaks plain HTTP/1.1; use http://)"
-        ));
-    }
-    let (authority, path) = if lower.starts_with("http://") {
-        let rest = without_fragment(&s["http://".len()..]);
+    let scheme = ["http://", "https://"]
+        .into_iter()
+        .find(|p| lower.starts_with(p));
+    let https = scheme == Some("https://");
+    let (authority, path) = if let Some(scheme) = scheme {
+        let rest = without_fragment(&s[scheme.len()..]);
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, path) = rest.split_at(split);
         let path = match path {
@@ -51,7 +62,9 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
         }
         (authority, Some(path))
     } else if s.contains("://") {
-        return Err(format!("bad target {s:?}: only http:// URLs or HOST:PORT"));
+        return Err(format!(
+            "bad target {s:?}: only http:// or https:// URLs or HOST:PORT"
+        ));
     } else {
         (s, None)
     };
@@ -60,14 +73,15 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
             "bad target {s:?}: expected HOST:PORT or http://HOST[:PORT]/PATH"
         ));
     }
-    // A port is needed for HOST:PORT; a URL defaults to 80. `[v6]` addresses keep brackets.
+    // A port is needed for HOST:PORT; a URL defaults to 80 (https: 443). `[v6]` addresses
+    // keep brackets.
     let has_port = match authority.rfind(']') {
         Some(close) => authority[close..].contains(':'),
         None => authority.contains(':'),
     };
     let with_port = match (has_port, path.is_some()) {
         (true, _) => authority.to_string(),
-        (false, true) => format!("{authority}:80"),
+        (false, true) => format!("{authority}:{}", if https { 443 } else { 80 }),
         (false, false) => {
             return Err(format!(
                 "bad target {s:?}: expected HOST:PORT or http://HOST[:PORT]/PATH"
@@ -88,6 +102,7 @@ pub fn parse_target(s: &str) -> Result<Target, String> {
         addr,
         host: authority.to_string(),
         path,
+        https,
     })
 }
 
@@ -112,6 +127,24 @@ mod tests {
         assert_eq!(t.addr, "[::1]:81".parse().unwrap());
         assert_eq!(t.path.as_deref(), Some("/?x"));
         assert!(parse_target("http://localhost:8080/").is_ok());
+        assert!(!t.https);
+    }
+
+    #[test]
+    fn https_urls_default_to_443_and_name_their_host() {
+        let t = parse_target("https://localhost/x").unwrap();
+        assert!(t.https);
+        assert_eq!((t.addr.port(), t.host_name()), (443, "localhost"));
+        assert_eq!(t.path.as_deref(), Some("/x"));
+        let t = parse_target("HTTPS://127.0.0.1:8443").unwrap();
+        assert_eq!((t.addr.port(), t.host_name()), (8443, "127.0.0.1"));
+        let t = parse_target("https://[::1]:9/").unwrap();
+        assert_eq!(t.host_name(), "::1");
+        assert_eq!(parse_target("[::1]:9").unwrap().host_name(), "::1");
+        assert_eq!(
+            parse_target("localhost:9").unwrap().host_name(),
+            "localhost"
+        );
     }
 
     #[test]
@@ -137,7 +170,6 @@ mod tests {
     #[test]
     fn bad_targets_say_what_is_expected() {
         for (t, needle) in [
-            ("https://127.0.0.1/", "https"),
             ("ftp://127.0.0.1/", "http://"),
             ("127.0.0.1", "HOST:PORT"),
             ("http:///x", "HOST:PORT"),

@@ -9,7 +9,7 @@ from . import stats
 FIELDS = ["throughput_rps", "throughput_in_mib_s", "server_us_per_request", "backend_us_per_request",
           "loadgen_us_per_request", "p50_us", "p99_us", "p999_us", "uncorrected_p99_us", "rss_kb",
           "rss_growth_kb", "rss_per_connection_b", "syscalls_per_request", "context_switches_per_request",
-          "errors"]
+          "handshake_p99_us", "tls_handshakes", "errors"]
 
 # The metrics compared between rows, per kind of scenario (throughput and CPU everywhere).
 COMPARED = ["throughput_rps", "server_us_per_request"]
@@ -177,6 +177,8 @@ def scenario_md(sc, subject, perf):
         cols.append(("backend µs/req", lambda m, lo, hi: opt(m, "backend_us_per_request", "{:.2f}")))
     cols += [("p50 µs", lambda m, lo, hi: f"{m['p50_us']:.1f}"), ("p99 µs", lambda m, lo, hi: f"{m['p99_us']:.1f}"),
              ("p99.9 µs", lambda m, lo, hi: f"{m['p999_us']:.1f}")]
+    if any("handshake_p99_us" in r["median"] for r in sc["results"].values()):
+        cols.append(("handshake p99 µs", lambda m, lo, hi: opt(m, "handshake_p99_us", "{:.1f}")))
     if perf:
         cols.append(("syscalls/req", lambda m, lo, hi: opt(m, "syscalls_per_request", "{:.3f}")))
     cols.append(("proxy RSS KiB" if kind == "proxy" else "RSS KiB", lambda m, lo, hi: f"{m['rss_kb']:,.0f}"))

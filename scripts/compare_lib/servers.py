@@ -1,6 +1,7 @@
 """Starting and stopping what `scripts/compare` measures: ringd (an engine under test, or a
 proxy's backend), and the reference servers when installed: nginx (HTTP), nginx `stream` and
-HAProxy (`mode tcp`) as L4 proxies. The references get their configs written into the run's
+HAProxy (`mode tcp`) as L4 proxies, and nginx and HAProxy terminating TLS (HTTPS, see
+`tls.py`). The references get their configs written into the run's
 temporary directory, run in the foreground with 1 worker / 1 thread, and are pinned like ringd.
 
 Every process started here is registered, so that `stop_all` can end exactly those (by their
@@ -16,6 +17,8 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+
+from . import tls as tlsmod
 
 STARTED = []
 
@@ -37,11 +40,17 @@ http {{
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
     server {{
-        listen {host}:{port} reuseport;
+        listen {host}:{port}{ssl} reuseport;{tls}
         location / {{ return 200 'Hello, World!'; }}
     }}
 }}
 """
+
+# What NGINX_HTTP_CONF's server gets to serve HTTPS (TLS 1.3 only), for `--scenarios tls`.
+NGINX_TLS = """
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols TLSv1.3;"""
 
 NGINX_STREAM_CONF = """{load_module}worker_processes 1;
 daemon off;
@@ -168,19 +177,28 @@ def reference_available(kind):
     raise ValueError(kind)
 
 
-def start_reference(kind, net_cmd, host, cpus, tmp, upstream=None):
-    """nginx (HTTP), nginx-stream or haproxy on host:PORT, pinned to `cpus`; returns a Server
-    whose measure_pid is the process that serves (nginx's worker, haproxy itself)."""
+def nginx_http_conf(directory, host, port, tls=None):
+    """nginx answering every GET as ringd's http protocol does; with `tls` (a tls.Material)
+    over TLS 1.3."""
+    extra = NGINX_TLS.format(cert=tls.cert, key=tls.key) if tls else ""
+    return NGINX_HTTP_CONF.format(dir=directory, host=host, port=port, ssl=" ssl" if tls else "", tls=extra)
+
+
+def start_reference(kind, net_cmd, host, cpus, tmp, upstream=None, tls=None):
+    """nginx (HTTP), nginx-stream or haproxy on host:PORT, pinned to `cpus`; with `tls` (a
+    tls.Material), nginx and haproxy serve HTTPS instead. Returns a Server whose measure_pid is
+    the process that serves (nginx's worker, haproxy itself)."""
     port = free_port()
     d = Path(tmp, f"{kind}-{port}")
     d.mkdir(parents=True, exist_ok=True)
     if kind == "haproxy":
         conf = d / "haproxy.cfg"
-        conf.write_text(HAPROXY_CONF.format(dir=d, host=host, port=port, upstream=upstream))
+        conf.write_text(tlsmod.haproxy_conf(tls, d, host, port) if tls else
+                        HAPROXY_CONF.format(dir=d, host=host, port=port, upstream=upstream))
         cmd = ["haproxy", "-db", "-f", str(conf)]
     else:
         if kind == "nginx":
-            text = NGINX_HTTP_CONF.format(dir=d, host=host, port=port)
+            text = nginx_http_conf(d, host, port, tls)
         else:
             load_module, why = nginx_stream_module()
             if load_module is None:

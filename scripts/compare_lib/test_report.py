@@ -47,5 +47,19 @@ class ClientBound(unittest.TestCase):
         self.assertNotIn("client_bound_rows", sc["comparisons"][0])
 
 
+class Handshakes(unittest.TestCase):
+    def test_a_tls_scenario_shows_its_handshake_p99_and_a_plain_one_does_not(self):
+        plain = [run(100_000) for _ in range(3)]
+        md = "\n".join(report.scenario_md(summary(plain, plain)["scenarios"][0], "uring", perf=False))
+        self.assertNotIn("handshake", md)
+        tls = [dict(run(1_000), handshake_p99_us=h, tls_handshakes=2_000) for h in (700.0, 900.0, 800.0)]
+        sc = summary(tls, tls)["scenarios"][0]
+        self.assertEqual(sc["results"]["uring"]["median"]["handshake_p99_us"], 800.0)
+        md = "\n".join(report.scenario_md(sc, "uring", perf=False))
+        head = next(line for line in md.splitlines() if line.startswith("| row |"))
+        self.assertIn("handshake p99 µs", head)
+        self.assertIn("| 800.0 |", next(line for line in md.splitlines() if line.startswith("| uring |")))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -4,14 +4,21 @@
 //! `--expect-status`) and recorded with their latency from the intended send time, and what
 //! the end of a connection means. The event loop that owns the socket and the clock (the
 //! mio worker, or any other engine) drives it.
+//!
+//! With TLS, a [`Tls`] sits between the socket bytes and all of that: what the engine
+//! writes and reads are records, and the framing sees plaintext. Without it, the bytes go
+//! straight through, as they always did (no copy, one `Option` check per call).
 
 use std::collections::VecDeque;
 
 use ringd_common::ProtocolKind;
 
+use super::tls::{Tls, TlsClient};
 use super::{pattern_mismatches, pattern_window, Response, ResponseReader};
 use crate::args::StatusSet;
 use crate::stats::{ErrorKind, Recorder};
+
+mod secure;
 
 /// A request sent and not yet answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +63,8 @@ pub struct Spec<'a> {
     pub greeting: &'a [u8],
     /// HTTP: statuses that count as success; `None` takes any.
     pub expect_status: Option<&'a StatusSet>,
+    /// TLS on every socket; `None`: plain TCP.
+    pub tls: Option<&'a TlsClient>,
 }
 
 /// What the driver does next with the socket.
@@ -79,9 +88,10 @@ pub enum Next {
 /// Call order, for each socket:
 /// 1. [`Session::reset`] before it connects, and when it closes (the requests in flight or
 ///    to retry stay; resetting twice does nothing more).
-/// 2. crr: [`Session::begin_transaction`] before the connect, [`Session::connected`] once
-///    it completes. rr and stream: once connected, [`Session::queue`] up to the pipeline
-///    depth, [`Session::take_retry`] first.
+/// 2. crr: [`Session::begin_transaction`] before the connect. [`Session::connected`] once
+///    it completes (TLS: the handshake starts; crr: the request is queued). rr and
+///    stream: then [`Session::queue`] up to the pipeline depth, [`Session::take_retry`]
+///    first.
 /// 3. While [`Session::transmit`] has bytes, write them and report each write to
 ///    [`Session::written`].
 /// 4. Every read to [`Session::received`], the end of the stream to [`Session::eof`]; act
@@ -89,6 +99,9 @@ pub enum Next {
 /// 5. A socket error or a timeout: [`Session::fail`]. A server close in rr or stream:
 ///    [`Session::requeue`], then a new socket if [`Session::has_retries`] or there are new
 ///    requests to send.
+/// 6. Closing a socket cleanly (a crr transaction done, the end of the run): first
+///    [`Session::close_notify`], and what [`Session::transmit`] then has is written if the
+///    socket takes it.
 ///
 /// Times are nanoseconds on the driver's clock; every figure goes to the [`Recorder`]
 /// passed in.
@@ -123,6 +136,9 @@ pub struct Session {
     reader: ResponseReader,
     /// HTTP --verify: the body length the first response had (kept across sockets).
     body_len: Option<u64>,
+    /// TLS: the socket's, from its connect to its close. While it is there, `out_pos` and
+    /// `tx_written` count plaintext sealed into records, and what is written is records.
+    tls: Option<Box<Tls>>,
 }
 
 impl Session {
@@ -144,6 +160,7 @@ impl Session {
             rbuf: Vec::new(),
             reader: ResponseReader::new(head),
             body_len: None,
+            tls: None,
         }
     }
 
@@ -166,6 +183,7 @@ impl Session {
         self.rx_done = 0;
         self.rbuf.clear();
         self.reader = ResponseReader::new(self.head);
+        self.tls = None;
     }
 
     /// rr and stream: queues request `p` and its bytes on the open socket.
@@ -178,6 +196,7 @@ impl Session {
             _ => self.out.extend_from_slice(&spec.payloads[self.target]),
         }
         self.inflight.push_back(p);
+        self.seal();
     }
 
     /// crr: the transaction's request, in flight from the start of its connect.
@@ -189,12 +208,20 @@ impl Session {
         });
     }
 
-    /// crr: the connect completed; the request's bytes go out.
-    pub fn connected(&mut self, spec: &Spec) {
+    /// The socket connected at `now`: TLS starts its handshake (its ClientHello is the
+    /// first thing to write); crr queues the transaction's request.
+    pub fn connected(&mut self, spec: &Spec, now: u64) {
+        if let Some(client) = spec.tls {
+            self.tls = Some(Tls::new(client, self.target, now));
+        }
+        if !spec.crr {
+            return;
+        }
         match spec.protocol {
             ProtocolKind::Echo => self.tx_queued = spec.size,
             _ => self.out.extend_from_slice(&spec.payloads[self.target]),
         }
+        self.seal();
     }
 
     /// The oldest request to send again, if any.
@@ -232,8 +259,11 @@ impl Session {
     }
 
     /// The bytes to write next: the request buffer, or the echo pattern straight from its
-    /// table; `None` when everything queued is written.
+    /// table (TLS: the records sealed); `None` when everything queued is written.
     pub fn transmit(&self) -> Option<&[u8]> {
+        if let Some(tls) = &self.tls {
+            return tls.pending();
+        }
         if self.out_pos < self.out.len() {
             Some(&self.out[self.out_pos..])
         } else if self.tx_written < self.tx_queued {
@@ -246,7 +276,10 @@ impl Session {
 
     /// `n` bytes of [`Session::transmit`] were written.
     pub fn written(&mut self, n: usize, now: u64, rec: &mut Recorder) {
-        if self.out_pos < self.out.len() {
+        if let Some(tls) = self.tls.as_mut() {
+            tls.written(n);
+            self.seal();
+        } else if self.out_pos < self.out.len() {
             self.out_pos += n;
             if self.out_pos >= self.out.len() {
                 self.out.clear();
@@ -261,6 +294,20 @@ impl Session {
     /// Bytes read from the socket: frames, checks and records the responses they complete.
     pub fn received(&mut self, spec: &Spec, data: &[u8], now: u64, rec: &mut Recorder) -> Next {
         rec.bytes_received(data.len() as u64, now);
+        if self.tls.is_some() {
+            return self.records(spec, data, now, rec);
+        }
+        self.plaintext(spec, data, now, rec)
+    }
+
+    /// Plaintext from the server: frames, checks and records the responses it completes.
+    pub(super) fn plaintext(
+        &mut self,
+        spec: &Spec,
+        data: &[u8],
+        now: u64,
+        rec: &mut Recorder,
+    ) -> Next {
         match spec.protocol {
             ProtocolKind::Echo => self.echo_bytes(spec, data, now, rec),
             ProtocolKind::Http => self.http_bytes(spec, data, now, rec),
@@ -367,9 +414,32 @@ impl Session {
     }
 
     /// The server closed its side: what that completes (a hello reply, a close-delimited
-    /// body), and whether it was the server being done or a response cut short.
+    /// body), and whether it was the server being done or a response cut short. TLS: an
+    /// end before the handshake is done fails it; one without the server's `close_notify`
+    /// completes nothing (a truncation would pass for a whole reply).
     pub fn eof(&mut self, spec: &Spec, now: u64, rec: &mut Recorder) -> Next {
+        match &self.tls {
+            None => self.end_of_stream(spec, now, rec, true),
+            Some(tls) if !tls.handshake_done() => Next::Failed(ErrorKind::Tls, CLOSED_IN_HANDSHAKE),
+            Some(_) => self.end_of_stream(spec, now, rec, false),
+        }
+    }
+
+    /// The end of the server's stream; `delimits` when it may end a response delimited by
+    /// the close (a plain FIN, a TLS `close_notify`).
+    pub(super) fn end_of_stream(
+        &mut self,
+        spec: &Spec,
+        now: u64,
+        rec: &mut Recorder,
+        delimits: bool,
+    ) -> Next {
+        const TRUNCATED: Next = Next::Failed(
+            ErrorKind::ShortResponse,
+            "unexpected end of file (no TLS close_notify)",
+        );
         match spec.protocol {
+            ProtocolKind::Hello if !delimits && !self.inflight.is_empty() => return TRUNCATED,
             ProtocolKind::Hello => {
                 if let Some(p) = self.inflight.pop_front() {
                     if self.rbuf.is_empty() {
@@ -388,6 +458,9 @@ impl Session {
             ProtocolKind::Http => {
                 // A response whose body lasts until the close is complete now.
                 if let Some(r) = self.reader.eof() {
+                    if !delimits {
+                        return TRUNCATED;
+                    }
                     return match self.http_response(spec, r, now, rec) {
                         Ok(()) => Next::ServerClosed,
                         Err(kind) => failed(kind),
@@ -425,6 +498,9 @@ impl Session {
     }
 }
 
+/// Why a connection whose server went before the TLS handshake was done failed.
+const CLOSED_IN_HANDSHAKE: &str = "TLS: the server closed the connection during the handshake";
+
 fn failed(kind: ErrorKind) -> Next {
     Next::Failed(kind, kind.name())
 }
@@ -446,6 +522,7 @@ mod tests {
             payloads,
             greeting: b"Hello",
             expect_status: None,
+            tls: None,
         }
     }
 
@@ -615,7 +692,7 @@ mod tests {
             None,
             "nothing is sent before the connect completes"
         );
-        s.connected(&spec);
+        s.connected(&spec, 0);
         assert_eq!(s.transmit(), Some(&b"hello"[..]));
         s.written(5, 6, &mut rec);
         assert_eq!(s.received(&spec, b"Hello", 7, &mut rec), Next::Continue);
@@ -624,13 +701,13 @@ mod tests {
         // The wrong greeting fails the check; no reply at all fails the connection.
         s.reset();
         s.begin_transaction(&spec, 10, 10);
-        s.connected(&spec);
+        s.connected(&spec, 0);
         assert_eq!(s.received(&spec, b"Bye", 11, &mut rec), Next::Continue);
         assert_eq!(s.eof(&spec, 12, &mut rec), Next::TransactionDone);
         assert_eq!(rec.stats.counters.errors_of(ErrorKind::VerifyMismatch), 1);
         s.reset();
         s.begin_transaction(&spec, 20, 20);
-        s.connected(&spec);
+        s.connected(&spec, 0);
         let next = s.eof(&spec, 21, &mut rec);
         assert_eq!(
             next,
@@ -647,7 +724,7 @@ mod tests {
         };
         let (mut s, mut rec) = (Session::new(3, 0, false), Recorder::new(0, 0));
         s.begin_transaction(&spec, 0, 0);
-        s.connected(&spec);
+        s.connected(&spec, 0);
         assert_eq!(s.transmit(), Some(&pattern(3, 0, 4)[..]));
         s.written(4, 1, &mut rec);
         let echo = pattern(3, 0, 4);

@@ -23,6 +23,8 @@ pub struct Input {
     pub uncorrected: Option<Histogram<u64>>,
     /// Connect latency (crr JSON only).
     pub connect: Option<Histogram<u64>>,
+    /// TLS handshake latency (TLS JSON only).
+    pub handshake: Option<Histogram<u64>>,
     /// The run's report (JSON inputs).
     pub report: Option<Box<Report>>,
     /// Its interval histograms (interval-log inputs).
@@ -78,6 +80,7 @@ fn from_json(file: &str, bytes: &[u8]) -> Result<Input, String> {
     let latency = hdr::decode(&h.latency_ns)?;
     let uncorrected = h.latency_uncorrected_ns.as_deref().map(hdr::decode);
     let connect = h.connect_latency_ns.as_deref().map(hdr::decode);
+    let handshake = h.handshake_latency_ns.as_deref().map(hdr::decode);
     if !report.duration_s.is_finite() || report.duration_s < 0.0 || !start.is_finite() {
         return Err(format!(
             "bad measured window (start {start}, {} s)",
@@ -109,6 +112,7 @@ fn from_json(file: &str, bytes: &[u8]) -> Result<Input, String> {
         latency,
         uncorrected: uncorrected.transpose()?,
         connect: connect.transpose()?,
+        handshake: handshake.transpose()?,
         report: Some(Box::new(report)),
         intervals: Vec::new(),
     })
@@ -153,6 +157,7 @@ fn from_log(file: &str, bytes: &[u8]) -> Result<Input, String> {
         latency,
         uncorrected: None,
         connect: None,
+        handshake: None,
         report: None,
         intervals: log.intervals,
     })

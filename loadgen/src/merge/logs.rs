@@ -89,7 +89,7 @@ pub fn merge(inputs: &[Input], (w0, w1): (f64, f64)) -> Result<LogReport, String
         throughput_rps: completed / (w1 - w0),
         latency_ns: Latency::of(&latency),
         timeseries,
-        histograms: Histograms::encode(&latency, None, None),
+        histograms: Histograms::encode(&latency, None, None, None),
         merged: merge_info(inputs, (w0, w1), t0),
         intervals,
         latency,

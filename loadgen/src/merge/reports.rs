@@ -13,7 +13,7 @@ use crate::headroom::ClientBound;
 use crate::plan::Plan;
 use crate::report::{
     error_rate, Cpu, EndOfRun, Histograms, Latency, MergeInfo, MergedRun, RateReport, Report,
-    Second, StatusClasses, SCHEMA,
+    Second, StatusClasses, TlsCounts, SCHEMA,
 };
 
 /// Merges the reports of `inputs` (all JSON) over the common window `(w0, w1)`.
@@ -59,6 +59,14 @@ pub fn merge(inputs: &[Input], (w0, w1): (f64, f64)) -> Result<Report, String> {
         latency_ns: Latency::of(&hists.latency),
         latency_uncorrected_ns: Latency::of(hists.uncorrected.as_ref().unwrap_or(&hists.latency)),
         connect_latency_ns: hists.connect.as_ref().filter(|_| crr).map(Latency::of),
+        handshake_latency_ns: hists.handshake.as_ref().map(Latency::of),
+        tls: reports
+            .iter()
+            .filter_map(|r| r.tls)
+            .reduce(|a, b| TlsCounts {
+                handshakes: a.handshakes + b.handshakes,
+                resumed: a.resumed + b.resumed,
+            }),
         errors: sum_maps(reports.iter().map(|r| Some(&r.errors))).unwrap_or_default(),
         mismatched_bytes: sum(|r| r.mismatched_bytes),
         rate: (config.rate).map(|t| RateReport::judge(t, throughput, sent, unsent)),
@@ -86,6 +94,8 @@ struct Summed {
     uncorrected: Option<Histogram<u64>>,
     /// Connect latency, when any input carries it.
     connect: Option<Histogram<u64>>,
+    /// TLS handshake latency, when any input carries it.
+    handshake: Option<Histogram<u64>>,
 }
 
 impl Summed {
@@ -96,6 +106,7 @@ impl Summed {
             latency,
             uncorrected: sum_histograms(inputs.iter().map(|i| i.uncorrected.as_ref()))?,
             connect: sum_histograms(inputs.iter().map(|i| i.connect.as_ref()))?,
+            handshake: sum_histograms(inputs.iter().map(|i| i.handshake.as_ref()))?,
         })
     }
 
@@ -104,6 +115,7 @@ impl Summed {
             &self.latency,
             self.uncorrected.as_ref(),
             self.connect.as_ref(),
+            self.handshake.as_ref(),
         )
     }
 }

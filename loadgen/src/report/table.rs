@@ -124,6 +124,13 @@ impl Report {
                 self.connects, self.reconnects, self.retried
             );
         }
+        if let Some(t) = &self.tls {
+            let _ = writeln!(
+                s,
+                "  TLS         {} handshakes, {} resumed a session",
+                t.handshakes, t.resumed
+            );
+        }
         let _ = writeln!(
             s,
             "  Bytes/s     out {:.2} MiB/s, in {:.2} MiB/s",
@@ -169,8 +176,8 @@ impl Report {
         }
     }
 
-    /// Corrected and uncorrected latency in open loop, request latency in closed loop, and
-    /// connect latency in crr.
+    /// Corrected and uncorrected latency in open loop, request latency in closed loop,
+    /// connect latency in crr, and TLS handshake latency.
     fn latency_rows(&self, s: &mut String) {
         let _ = writeln!(s, "{}", Latency::header());
         if self.config.rate.is_some() {
@@ -181,6 +188,9 @@ impl Report {
         }
         if let Some(c) = &self.connect_latency_ns {
             let _ = writeln!(s, "{}", c.row("connect"));
+        }
+        if let Some(h) = &self.handshake_latency_ns {
+            let _ = writeln!(s, "{}", h.row("handshake"));
         }
     }
 

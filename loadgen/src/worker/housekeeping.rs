@@ -101,6 +101,7 @@ impl Worker<'_> {
                 let start = if len > 0 { first } else { c.next_due };
                 (start, iv, len + later)
             });
+            self.close_notify(k);
             self.close(k);
             for intended in unanswered {
                 let stats = &mut self.rec.stats;

@@ -38,6 +38,9 @@ impl Worker<'_> {
             }
             if self.plan.mode != Mode::Crr {
                 self.fill(key, now);
+            } else {
+                // TLS: the handshake's next flight, or the request it held back.
+                self.flush(key, now);
             }
             // A short read emptied the receive queue; a new edge comes with new data. If the
             // peer already closed, read on to see the EOF.

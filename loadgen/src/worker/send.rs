@@ -173,6 +173,7 @@ impl Worker<'_> {
         let c = &mut self.conns[key];
         c.state = State::Open;
         c.connect_failures = 0;
+        c.session.connected(&self.spec, now);
         if self.plan.mode != Mode::Crr {
             return self.fill(key, now);
         }
@@ -183,12 +184,12 @@ impl Worker<'_> {
                 .connect
                 .record(now.saturating_sub(c.connect_started).max(1));
         }
-        c.session.connected(&self.spec);
         self.flush(key, now);
     }
 
     /// crr: closes the finished transaction and starts the next one.
     pub(super) fn end_transaction(&mut self, key: usize, now: u64) {
+        self.close_notify(key);
         self.close(key);
         if self.stopping || self.quota_reached() {
             // What is left in the backlog is reported as unsent at the end.
@@ -201,6 +202,20 @@ impl Worker<'_> {
             }
         } else {
             self.start_transaction(key, now, None);
+        }
+    }
+
+    /// TLS, before a clean close: the session's `close_notify`, written if the socket takes
+    /// it now; the close follows whatever happens.
+    pub(super) fn close_notify(&mut self, key: usize) {
+        let c = &mut self.conns[key];
+        if c.state != State::Open || !c.session.close_notify() {
+            return;
+        }
+        match (&mut self.io, c.stream.as_mut(), c.session.transmit()) {
+            (Io::Epoll { .. }, Some(stream), Some(bytes)) => drop(stream.write(bytes)),
+            (Io::Uring(ring), ..) => ring.send(c, key),
+            _ => {}
         }
     }
 

@@ -271,6 +271,9 @@ impl Worker<'_> {
             (Some(Next::Continue), _) => {
                 if self.plan.mode != Mode::Crr {
                     self.fill(key, now);
+                } else {
+                    // TLS: the handshake's next flight, or the request it held back.
+                    self.flush(key, now);
                 }
             }
             (Some(next), _) => return self.carry_out(key, next, now),
