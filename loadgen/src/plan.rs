@@ -106,6 +106,13 @@ pub struct Plan {
     /// The event loop that ran.
     #[serde(default)]
     pub engine: Engine,
+    /// Open loop on io_uring: the event loop wakes at most once per this window.
+    #[serde(
+        default,
+        serialize_with = "json::ser_secs",
+        deserialize_with = "json::de_secs"
+    )]
+    pub batch_window: Duration,
 }
 
 impl Plan {
@@ -223,6 +230,7 @@ impl Args {
             start_at_unix_s,
             require_headroom: self.require_headroom,
             engine,
+            batch_window: self.batch_window,
         })
     }
 

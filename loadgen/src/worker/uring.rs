@@ -92,6 +92,8 @@ pub(super) struct Ring {
     events: Vec<Event<Op>>,
     /// Send buffers back from their completions.
     spare: Vec<Vec<u8>>,
+    /// Completion queue entries.
+    cq: u32,
 }
 
 impl Ring {
@@ -113,6 +115,7 @@ impl Ring {
             driver,
             events: Vec::new(),
             spare: Vec::new(),
+            cq: sq * 4,
         })
     }
 
@@ -183,7 +186,17 @@ impl Worker<'_> {
             unreachable!("a uring turn on another engine")
         };
         let ts = Timespec::from(Duration::from_nanos(wait));
-        (ring.driver.submit_and_wait(Wait::Timed(&ts))).map_err(|e| format!("io_uring: {e}"))?;
+        // A batch window: completions that come within it are handled together when it
+        // ends (or once a whole queue of them is there), not each as it comes.
+        let wait = match self.window_ns {
+            w if w >= 1000 && ring.driver.features().min_timeout => Wait::Batch {
+                want: ring.cq as usize,
+                min_wait_us: (w / 1000).min(u64::from(u32::MAX)) as u32,
+                timeout: &ts,
+            },
+            _ => Wait::Timed(&ts),
+        };
+        (ring.driver.submit_and_wait(wait)).map_err(|e| format!("io_uring: {e}"))?;
         let mut events = std::mem::take(&mut ring.events);
         ring.driver.complete(&mut events);
         for event in events.drain(..) {
