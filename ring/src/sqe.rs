@@ -140,6 +140,15 @@ impl<O: Operation> Sqe<O> {
         Self::plain(sqe, op)
     }
 
+    /// One recv into a buffer of provided buffer group `bgid` (the whole buffer).
+    pub fn recv_one(target: Target, bgid: u16, op: O) -> Self {
+        let sqe = on!(target, |f| opcode::Recv::new(f, std::ptr::null_mut(), 0)
+            .buf_group(bgid)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT));
+        Self::plain(sqe, op)
+    }
+
     /// `shutdown(2)` of `target` (`how`: `libc::SHUT_*`).
     pub fn shutdown(target: Target, how: i32, op: O) -> Self {
         Self::plain(on!(target, |f| opcode::Shutdown::new(f, how).build()), op)

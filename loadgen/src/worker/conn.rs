@@ -64,6 +64,8 @@ pub(super) struct Conn {
     pub gen: u32,
     /// io_uring: a send is in flight; its bytes are the first [`Session::transmit`] has.
     pub sending: bool,
+    /// io_uring crr: the transaction's send and first recv go out linked to its connect.
+    pub linked: bool,
     pub state: State,
     pub connect_started: u64,
     /// When a closed connection may open again: now after a failure on an open one, later
@@ -94,6 +96,7 @@ impl Conn {
             fd: None,
             gen: 0,
             sending: false,
+            linked: false,
             state: State::Closed,
             connect_started: 0,
             retry_at: now,

@@ -32,7 +32,7 @@ impl Worker<'_> {
         }
         let opened = match &mut self.io {
             Io::Epoll { poll, .. } => epoll_connect(poll, c, key),
-            Io::Uring(ring) => ring.connect(c, key),
+            Io::Uring(ring) => ring.connect(c, key, self.plan.mode == Mode::Crr),
         };
         match opened {
             Ok(()) => self.conns[key].state = State::Connecting,
@@ -55,9 +55,11 @@ impl Worker<'_> {
         let intended = intended.unwrap_or(now);
         self.count_sent(intended);
         let spec = self.spec;
-        self.conns[key]
-            .session
-            .begin_transaction(&spec, intended, now);
+        let c = &mut self.conns[key];
+        c.session.begin_transaction(&spec, intended, now);
+        if let Io::Uring(ring) = &mut self.io {
+            ring.link_transaction(c, key, &spec);
+        }
     }
 
     /// Queues as many requests as the pipeline allows (rr, stream) and writes them:
@@ -182,6 +184,10 @@ impl Worker<'_> {
                 .stats
                 .connect
                 .record(now.saturating_sub(c.connect_started).max(1));
+        }
+        if c.linked {
+            // Its request went out linked to the connect.
+            return;
         }
         c.session.connected(&self.spec);
         self.flush(key, now);

@@ -6,7 +6,7 @@
 //! and only its buffer is given back.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use io_uring::types::Timespec;
@@ -19,7 +19,7 @@ use socket2::SockAddr;
 use super::conn::{Conn, State};
 use super::send::connect_error_kind;
 use super::{Io, Mode, Worker};
-use crate::client::Next;
+use crate::client::{Next, Spec};
 use crate::clock::now_ns;
 use crate::source;
 use crate::stats::ErrorKind;
@@ -119,19 +119,52 @@ impl Ring {
         })
     }
 
-    /// Opens a socket for `c` (connection `key`) and starts its connect.
-    pub fn connect(&mut self, c: &mut Conn, key: usize) -> io::Result<()> {
+    /// Opens a socket for `c` (connection `key`) and starts its connect; `linked` (crr):
+    /// the connect waits for [`Ring::link_transaction`].
+    pub fn connect(&mut self, c: &mut Conn, key: usize, linked: bool) -> io::Result<()> {
         let sock = source::socket(c.source, c.addr)?;
         sock.set_tcp_nodelay(true)?;
-        let fd: OwnedFd = sock.into();
-        let sqe = Sqe::connect(
-            fd.as_raw_fd(),
-            SockAddr::from(c.addr),
-            op(Kind::Connect, key, c),
-        );
-        self.driver.push(sqe);
-        c.fd = Some(fd);
+        c.fd = Some(sock.into());
+        c.linked = linked;
+        if !linked {
+            self.driver.push(self.connect_sqe(c, key));
+        }
         Ok(())
+    }
+
+    fn connect_sqe(&self, c: &Conn, key: usize) -> Sqe<Op> {
+        let fd = c.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd());
+        Sqe::connect(fd, SockAddr::from(c.addr), op(Kind::Connect, key, c))
+    }
+
+    /// crr: one chain for the whole transaction, connect → send → recv, so that it costs
+    /// one submission. The session is told the connect completed when the chain is built:
+    /// that is what queues the request's bytes, which the send must have now. A connect
+    /// that fails cancels the rest of the chain, whose completions are then a closed
+    /// socket's (the failure closed it). The recv runs whatever the send did (hard link),
+    /// so a send that finds the connection reset or closed is judged by what the recv
+    /// sees, as on a connection of its own. A response longer than one recv gets the usual
+    /// multishot recv once the first completes.
+    pub fn link_transaction(&mut self, c: &mut Conn, key: usize, spec: &Spec) {
+        let Some(fd) = c.fd.as_ref().map(|fd| fd.as_raw_fd()) else {
+            return;
+        };
+        c.session.connected(spec);
+        let target = Target::Fd(fd);
+        let connect = self.connect_sqe(c, key).link();
+        let recv = Sqe::recv_one(target, BGID, op(Kind::Recv, key, c));
+        let Some(bytes) = c.session.transmit() else {
+            return self.driver.push_chain([connect, recv]);
+        };
+        let mut data = self.spare.pop().unwrap_or_default();
+        data.clear();
+        data.extend_from_slice(bytes);
+        let buf = SendBuf::Bytes { data, off: 0 };
+        let send = (self.driver)
+            .send(target, buf, libc::MSG_NOSIGNAL, op(Kind::Send, key, c))
+            .hardlink();
+        self.driver.push_chain([connect, send, recv]);
+        c.sending = true;
     }
 
     fn arm_recv(&mut self, c: &Conn, key: usize) {
@@ -252,7 +285,9 @@ impl Worker<'_> {
         let Io::Uring(ring) = &mut self.io else {
             unreachable!()
         };
-        ring.arm_recv(&self.conns[key], key);
+        if !self.conns[key].linked {
+            ring.arm_recv(&self.conns[key], key);
+        }
         self.connected(key, now);
     }
 
