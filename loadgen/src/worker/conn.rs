@@ -2,8 +2,8 @@
 //! backoff and open-loop schedule, around the [`Session`] that is its client side (the
 //! requests, the bytes, the responses).
 
+use ringd_ring::Descriptor;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::OwnedFd;
 
 use mio::net::TcpStream;
 
@@ -60,7 +60,7 @@ pub(super) struct Conn {
     pub stream: Option<TcpStream>,
     /// io_uring: the socket, and the generation its operations carry (bumped when it
     /// closes, so that a late completion for a closed socket is known as such).
-    pub fd: Option<OwnedFd>,
+    pub fd: Option<Descriptor>,
     pub gen: u32,
     /// io_uring: a send is in flight; its bytes are the first [`Session::transmit`] has.
     pub sending: bool,

@@ -6,7 +6,6 @@
 //! and only its buffer is given back.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use io_uring::types::Timespec;
@@ -34,6 +33,8 @@ const MAX_BUFS: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    Socket,
+    Nodelay,
     Connect,
     Recv,
     Send,
@@ -41,7 +42,9 @@ enum Kind {
     Close,
 }
 
-const KINDS: [Kind; 5] = [
+const KINDS: [Kind; 7] = [
+    Kind::Socket,
+    Kind::Nodelay,
     Kind::Connect,
     Kind::Recv,
     Kind::Send,
@@ -94,6 +97,9 @@ pub(super) struct Ring {
     spare: Vec<Vec<u8>>,
     /// Completion queue entries.
     cq: u32,
+    /// Sockets are created straight into the ring's file table, connection `key` in slot
+    /// `key` (Linux 6.7: the ring also sets their options); else they are descriptors.
+    direct: bool,
 }
 
 impl Ring {
@@ -111,30 +117,64 @@ impl Ring {
         })?;
         let bufs = (conns * 4).clamp(64, MAX_BUFS).next_power_of_two();
         driver.register_buffers(BGID, bufs as u16, BUF_SIZE)?;
+        let direct = ringd_ring::setup::kernel_version() >= (6, 7)
+            && u32::try_from(conns).is_ok_and(|n| driver.register_files(n.max(1), 0).is_ok());
         Ok(Ring {
             driver,
             events: Vec::new(),
             spare: Vec::new(),
             cq: sq * 4,
+            direct,
         })
     }
 
     /// Opens a socket for `c` (connection `key`) and starts its connect; `linked` (crr):
-    /// the connect waits for [`Ring::link_transaction`].
+    /// the connect waits for [`Ring::link_transaction`]. Without a source address to bind,
+    /// the socket is created by the ring into table slot `key` (free: the close of the
+    /// socket before it was pushed first), linked to its connect.
     pub fn connect(&mut self, c: &mut Conn, key: usize, linked: bool) -> io::Result<()> {
-        let sock = source::socket(c.source, c.addr)?;
-        sock.set_tcp_nodelay(true)?;
-        c.fd = Some(sock.into());
+        match self.direct && c.source.is_none() {
+            true => c.fd = Some(Descriptor::Fixed(key as u32)),
+            false => {
+                let sock = source::socket(c.source, c.addr)?;
+                sock.set_tcp_nodelay(true)?;
+                c.fd = Some(Descriptor::Os(sock.into()));
+            }
+        }
         c.linked = linked;
         if !linked {
-            self.driver.push(self.connect_sqe(c, key));
+            self.push_connect(c, key, None);
         }
         Ok(())
     }
 
-    fn connect_sqe(&self, c: &Conn, key: usize) -> Sqe<Op> {
-        let fd = c.fd.as_ref().map_or(-1, |fd| fd.as_raw_fd());
-        Sqe::connect(fd, SockAddr::from(c.addr), op(Kind::Connect, key, c))
+    /// Pushes `c`'s connect, after the creation of its socket in the table (if it is
+    /// there) and before `then` (crr: the transaction's send and recv), all one chain.
+    fn push_connect(&mut self, c: &Conn, key: usize, then: Option<[Sqe<Op>; 2]>) {
+        let Some(fd) = &c.fd else { return };
+        let target = fd.target();
+        let connect = Sqe::connect_to(target, SockAddr::from(c.addr), op(Kind::Connect, key, c));
+        let open = match target {
+            Target::Fixed(slot) => {
+                let domain = match c.addr {
+                    std::net::SocketAddr::V4(_) => libc::AF_INET,
+                    std::net::SocketAddr::V6(_) => libc::AF_INET6,
+                };
+                let socket = Sqe::socket_direct(domain, slot, op(Kind::Socket, key, c));
+                // The connect runs whether or not the option could be set.
+                let nodelay = Sqe::nodelay(target, op(Kind::Nodelay, key, c));
+                Some([socket.link(), nodelay.hardlink()])
+            }
+            Target::Fd(_) => None,
+        };
+        match (open, then) {
+            (None, None) => self.driver.push(connect),
+            (None, Some([send, recv])) => self.driver.push_chain([connect.link(), send, recv]),
+            (Some([socket, nodelay]), None) => self.driver.push_chain([socket, nodelay, connect]),
+            (Some([socket, nodelay]), Some([send, recv])) => {
+                (self.driver).push_chain([socket, nodelay, connect.link(), send, recv])
+            }
+        }
     }
 
     /// crr: one chain for the whole transaction, connect → send → recv, so that it costs
@@ -146,15 +186,15 @@ impl Ring {
     /// sees, as on a connection of its own. A response longer than one recv gets the usual
     /// multishot recv once the first completes.
     pub fn link_transaction(&mut self, c: &mut Conn, key: usize, spec: &Spec) {
-        let Some(fd) = c.fd.as_ref().map(|fd| fd.as_raw_fd()) else {
+        let Some(target) = c.fd.as_ref().map(Descriptor::target) else {
             return;
         };
         c.session.connected(spec);
-        let target = Target::Fd(fd);
-        let connect = self.connect_sqe(c, key).link();
-        let recv = Sqe::recv_one(target, BGID, op(Kind::Recv, key, c));
         let Some(bytes) = c.session.transmit() else {
-            return self.driver.push_chain([connect, recv]);
+            // Nothing to send (so telling the session again at the connect adds nothing):
+            // the connect alone, the recv armed once it completes.
+            c.linked = false;
+            return self.push_connect(c, key, None);
         };
         let mut data = self.spare.pop().unwrap_or_default();
         data.clear();
@@ -163,13 +203,14 @@ impl Ring {
         let send = (self.driver)
             .send(target, buf, libc::MSG_NOSIGNAL, op(Kind::Send, key, c))
             .hardlink();
-        self.driver.push_chain([connect, send, recv]);
+        let recv = Sqe::recv_one(target, BGID, op(Kind::Recv, key, c));
+        self.push_connect(c, key, Some([send, recv]));
         c.sending = true;
     }
 
     fn arm_recv(&mut self, c: &Conn, key: usize) {
         if let Some(fd) = &c.fd {
-            let target = Target::Fd(fd.as_raw_fd());
+            let target = fd.target();
             let sqe = Sqe::recv_multi(target, BGID, None, op(Kind::Recv, key, c));
             self.driver.push(sqe);
         }
@@ -188,7 +229,7 @@ impl Ring {
         data.clear();
         data.extend_from_slice(bytes);
         let buf = SendBuf::Bytes { data, off: 0 };
-        let target = Target::Fd(fd.as_raw_fd());
+        let target = fd.target();
         let sqe = self
             .driver
             .send(target, buf, libc::MSG_NOSIGNAL, op(Kind::Send, key, c));
@@ -200,11 +241,10 @@ impl Ring {
     /// told apart by the generation, bumped here.
     pub fn close(&mut self, c: &mut Conn, key: usize) {
         if let Some(fd) = c.fd.take() {
-            let target = Target::Fd(fd.as_raw_fd());
             self.driver
-                .push(Sqe::cancel_fd(target, op(Kind::Cancel, key, c)));
+                .push(Sqe::cancel_fd(fd.target(), op(Kind::Cancel, key, c)));
             let close = op(Kind::Close, key, c);
-            self.driver.close(Descriptor::Os(fd), false, close, close);
+            self.driver.close(fd, false, close, close);
         }
         c.gen = c.gen.wrapping_add(1) & Packed::GEN_MASK;
         c.sending = false;
@@ -263,6 +303,10 @@ impl Worker<'_> {
             .get(key)
             .is_some_and(|conn| conn.gen == gen && conn.fd.is_some());
         match kind {
+            Kind::Socket if current && c.result < 0 => {
+                let e = io::Error::from_raw_os_error(-c.result);
+                self.fail(key, ErrorKind::ConnectFailed, &e, now)
+            }
             Kind::Connect if current => self.on_connect(key, c.result, now),
             Kind::Recv => self.on_recv(key, current, &c, now),
             Kind::Send => {
@@ -273,7 +317,7 @@ impl Worker<'_> {
                     self.on_sent(key, c.result, now);
                 }
             }
-            Kind::Connect | Kind::Cancel | Kind::Close => {}
+            Kind::Socket | Kind::Nodelay | Kind::Connect | Kind::Cancel | Kind::Close => {}
         }
     }
 
@@ -384,5 +428,12 @@ mod tests {
             sub: false,
         };
         assert!(Op::decode(stranger.encode()).is_none());
+    }
+
+    #[test]
+    fn sockets_are_direct_descriptors_where_the_kernel_allows() {
+        let ring = Ring::new(4).expect("io_uring must be usable on the test hosts");
+        let version = ringd_ring::setup::kernel_version();
+        assert_eq!(ring.direct, version >= (6, 7), "Linux {version:?}");
     }
 }
