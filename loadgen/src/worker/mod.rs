@@ -130,6 +130,9 @@ struct Worker<'a> {
     interval_ns: Option<u64>,
     /// Open loop on io_uring: the loop wakes at most once per this many ns (0: for every
     /// send and response). Sends fall due on a grid of this step from the run's start.
+    /// At most a quarter of a connection's interval: a send up to a window late and its
+    /// response seen up to a window late still leave half the interval for the round
+    /// trip, so one request in flight per connection keeps the schedule.
     window_ns: u64,
     /// The engine: what the sockets are driven with.
     io: Io,
@@ -195,7 +198,7 @@ impl<'a> Worker<'a> {
             }
         }
         let window_ns = match (&io, tp.interval_ns) {
-            (Io::Uring(_), Some(_)) => plan.batch_window.as_nanos() as u64,
+            (Io::Uring(_), Some(iv)) => (plan.batch_window.as_nanos() as u64).min(iv / 4),
             _ => 0,
         };
         Ok(Worker {
