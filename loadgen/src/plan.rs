@@ -116,6 +116,13 @@ pub struct Plan {
     /// What every TLS socket's handshake is made from, built from `tls`.
     #[serde(skip)]
     pub tls_client: Option<Arc<TlsClient>>,
+    /// Open loop on io_uring: the event loop wakes at most once per this window.
+    #[serde(
+        default,
+        serialize_with = "json::ser_secs",
+        deserialize_with = "json::de_secs"
+    )]
+    pub batch_window: Duration,
 }
 
 impl Plan {
@@ -237,6 +244,7 @@ impl Args {
             engine,
             tls,
             tls_client,
+            batch_window: self.batch_window,
         })
     }
 

@@ -544,6 +544,12 @@ fn held_completion<O: Operation>(
             }
             Some((op, None))
         }
+        Held::NewSlot => {
+            if result >= 0 {
+                table.opened();
+            }
+            Some((op, None))
+        }
         Held::Addr(_) | Held::Time(_) => Some((op, None)),
     }
 }

@@ -92,6 +92,8 @@ pub(crate) enum Held {
     /// A close of a file table slot: nothing to keep, but the slot is free only once it
     /// succeeds.
     Slot,
+    /// A socket created into a file table slot: the slot is taken once it succeeds.
+    NewSlot,
     /// A connect's address.
     Addr(#[allow(dead_code)] Box<SockAddr>),
     /// A timeout's duration.
@@ -104,6 +106,9 @@ pub(crate) static LINGER_RESET: libc::linger = libc::linger {
     l_onoff: 1,
     l_linger: 0,
 };
+
+/// An int option's "on". Static: the kernel reads it while the operation runs.
+static ONE: libc::c_int = 1;
 
 /// A submission and what it needs to stay alive until it completes.
 #[derive(Debug)]
@@ -140,6 +145,45 @@ impl<O: Operation> Sqe<O> {
         Self::plain(sqe, op)
     }
 
+    /// One recv into a buffer of provided buffer group `bgid` (the whole buffer).
+    pub fn recv_one(target: Target, bgid: u16, op: O) -> Self {
+        let sqe = on!(target, |f| opcode::Recv::new(f, std::ptr::null_mut(), 0)
+            .buf_group(bgid)
+            .build()
+            .flags(squeue::Flags::BUFFER_SELECT));
+        Self::plain(sqe, op)
+    }
+
+    /// A TCP socket of `domain` (`libc::AF_INET*`) created straight into file table slot
+    /// `slot` (Linux 5.19), which must be free; no descriptor is installed. The slot counts
+    /// as taken once it succeeds, and is closed with [`crate::Driver::close`].
+    pub fn socket_direct(domain: i32, slot: u32, op: O) -> Self {
+        let slot = types::DestinationSlot::try_from_slot_target(slot).ok();
+        let sqe = opcode::Socket::new(domain, libc::SOCK_STREAM, libc::IPPROTO_TCP)
+            .file_index(slot)
+            .build();
+        Sqe {
+            entry: sqe,
+            op,
+            held: Some(Held::NewSlot),
+        }
+    }
+
+    /// `TCP_NODELAY` on `target`, set by the ring (Linux 6.7): a table slot has no
+    /// descriptor for setsockopt(2).
+    pub fn nodelay(target: Target, op: O) -> Self {
+        let one: *const libc::c_int = &ONE;
+        let sqe = on!(target, |f| opcode::SetSockOpt::new(
+            f,
+            libc::IPPROTO_TCP as u32,
+            libc::TCP_NODELAY as u32,
+            one.cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+        .build());
+        Self::plain(sqe, op)
+    }
+
     /// `shutdown(2)` of `target` (`how`: `libc::SHUT_*`).
     pub fn shutdown(target: Target, how: i32, op: O) -> Self {
         Self::plain(on!(target, |f| opcode::Shutdown::new(f, how).build()), op)
@@ -160,8 +204,18 @@ impl<O: Operation> Sqe<O> {
 
     /// Connects socket `fd` to `addr`.
     pub fn connect(fd: RawFd, addr: SockAddr, op: O) -> Self {
+        Self::connect_to(Target::Fd(fd), addr, op)
+    }
+
+    /// Connects `target` to `addr`.
+    pub fn connect_to(target: Target, addr: SockAddr, op: O) -> Self {
         let addr = Box::new(addr);
-        let sqe = opcode::Connect::new(types::Fd(fd), addr.as_ptr().cast(), addr.len()).build();
+        let sqe = on!(target, |f| opcode::Connect::new(
+            f,
+            addr.as_ptr().cast(),
+            addr.len()
+        )
+        .build());
         Sqe {
             entry: sqe,
             op,

@@ -55,6 +55,11 @@ impl FileTable {
         self.direct
     }
 
+    /// A socket was created into a slot.
+    pub(crate) fn opened(&mut self) {
+        self.used += 1;
+    }
+
     /// A close of a slot succeeded.
     pub(crate) fn closed(&mut self) {
         self.used -= 1;

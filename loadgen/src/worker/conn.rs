@@ -2,8 +2,8 @@
 //! backoff and open-loop schedule, around the [`Session`] that is its client side (the
 //! requests, the bytes, the responses).
 
+use ringd_ring::Descriptor;
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::OwnedFd;
 
 use mio::net::TcpStream;
 
@@ -60,10 +60,12 @@ pub(super) struct Conn {
     pub stream: Option<TcpStream>,
     /// io_uring: the socket, and the generation its operations carry (bumped when it
     /// closes, so that a late completion for a closed socket is known as such).
-    pub fd: Option<OwnedFd>,
+    pub fd: Option<Descriptor>,
     pub gen: u32,
     /// io_uring: a send is in flight; its bytes are the first [`Session::transmit`] has.
     pub sending: bool,
+    /// io_uring crr: the transaction's send and first recv go out linked to its connect.
+    pub linked: bool,
     pub state: State,
     pub connect_started: u64,
     /// When a closed connection may open again: now after a failure on an open one, later
@@ -94,6 +96,7 @@ impl Conn {
             fd: None,
             gen: 0,
             sending: false,
+            linked: false,
             state: State::Closed,
             connect_started: 0,
             retry_at: now,

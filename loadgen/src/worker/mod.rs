@@ -128,6 +128,12 @@ struct Worker<'a> {
     index: usize,
     quota: Option<u64>,
     interval_ns: Option<u64>,
+    /// Open loop on io_uring: the loop wakes at most once per this many ns (0: for every
+    /// send and response). Sends fall due on a grid of this step from the run's start.
+    /// At most a quarter of a connection's interval: a send up to a window late and its
+    /// response seen up to a window late still leave half the interval for the round
+    /// trip, so one request in flight per connection keeps the schedule.
+    window_ns: u64,
     /// The engine: what the sockets are driven with.
     io: Io,
     conns: Slab<Conn>,
@@ -191,6 +197,10 @@ impl<'a> Worker<'a> {
                 due.push(Reverse((next_due, key)));
             }
         }
+        let window_ns = match (&io, tp.interval_ns) {
+            (Io::Uring(_), Some(iv)) => (plan.batch_window.as_nanos() as u64).min(iv / 4),
+            _ => 0,
+        };
         Ok(Worker {
             shared,
             plan,
@@ -198,6 +208,7 @@ impl<'a> Worker<'a> {
             index: tp.index,
             quota: tp.quota,
             interval_ns: tp.interval_ns,
+            window_ns,
             io,
             conns,
             due,
@@ -314,7 +325,7 @@ impl<'a> Worker<'a> {
             if !self.stopping {
                 match &mut self.io {
                     Io::Epoll { timer, .. } => timer.arm_by(at)?,
-                    Io::Uring(_) => wait = wait.min(at.saturating_sub(now)),
+                    Io::Uring(_) => wait = wait.min(self.batched(at).saturating_sub(now)),
                 }
             }
         }
@@ -325,6 +336,15 @@ impl<'a> Worker<'a> {
             wait = 0;
         }
         Ok(wait)
+    }
+
+    /// When the loop wakes for a send due at `at`: at once, or with a batch window at the
+    /// end of the window `at` falls in, together with everything else due in it.
+    fn batched(&self, at: u64) -> u64 {
+        match self.window_ns {
+            0 => at,
+            w => at + (w - at.saturating_sub(self.shared.start) % w) % w,
+        }
     }
 
     /// Hands each readiness event to its connection (an error wakes both directions, so

@@ -32,7 +32,12 @@ impl Worker<'_> {
         }
         let opened = match &mut self.io {
             Io::Epoll { poll, .. } => epoll_connect(poll, c, key),
-            Io::Uring(ring) => ring.connect(c, key),
+            // Over TLS the first flight is the handshake's, and its time starts at the
+            // connect's completion: not linked.
+            Io::Uring(ring) => {
+                let linked = self.plan.mode == Mode::Crr && self.plan.tls.is_none();
+                ring.connect(c, key, linked)
+            }
         };
         match opened {
             Ok(()) => self.conns[key].state = State::Connecting,
@@ -55,9 +60,11 @@ impl Worker<'_> {
         let intended = intended.unwrap_or(now);
         self.count_sent(intended);
         let spec = self.spec;
-        self.conns[key]
-            .session
-            .begin_transaction(&spec, intended, now);
+        let c = &mut self.conns[key];
+        c.session.begin_transaction(&spec, intended, now);
+        if let (Io::Uring(ring), true) = (&mut self.io, c.linked) {
+            ring.link_transaction(c, key, &spec, now);
+        }
     }
 
     /// Queues as many requests as the pipeline allows (rr, stream) and writes them:
@@ -173,7 +180,9 @@ impl Worker<'_> {
         let c = &mut self.conns[key];
         c.state = State::Open;
         c.connect_failures = 0;
-        c.session.connected(&self.spec, now);
+        if !c.linked {
+            c.session.connected(&self.spec, now);
+        }
         if self.plan.mode != Mode::Crr {
             return self.fill(key, now);
         }
@@ -183,6 +192,10 @@ impl Worker<'_> {
                 .stats
                 .connect
                 .record(now.saturating_sub(c.connect_started).max(1));
+        }
+        if c.linked {
+            // Its request went out linked to the connect.
+            return;
         }
         self.flush(key, now);
     }

@@ -6,7 +6,6 @@
 //! and only its buffer is given back.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
 use io_uring::types::Timespec;
@@ -19,7 +18,7 @@ use socket2::SockAddr;
 use super::conn::{Conn, State};
 use super::send::connect_error_kind;
 use super::{Io, Mode, Worker};
-use crate::client::Next;
+use crate::client::{Next, Spec};
 use crate::clock::now_ns;
 use crate::source;
 use crate::stats::ErrorKind;
@@ -34,6 +33,8 @@ const MAX_BUFS: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
+    Socket,
+    Nodelay,
     Connect,
     Recv,
     Send,
@@ -41,7 +42,9 @@ enum Kind {
     Close,
 }
 
-const KINDS: [Kind; 5] = [
+const KINDS: [Kind; 7] = [
+    Kind::Socket,
+    Kind::Nodelay,
     Kind::Connect,
     Kind::Recv,
     Kind::Send,
@@ -92,6 +95,11 @@ pub(super) struct Ring {
     events: Vec<Event<Op>>,
     /// Send buffers back from their completions.
     spare: Vec<Vec<u8>>,
+    /// Completion queue entries.
+    cq: u32,
+    /// Sockets are created straight into the ring's file table, connection `key` in slot
+    /// `key` (Linux 6.7: the ring also sets their options); else they are descriptors.
+    direct: bool,
 }
 
 impl Ring {
@@ -109,31 +117,100 @@ impl Ring {
         })?;
         let bufs = (conns * 4).clamp(64, MAX_BUFS).next_power_of_two();
         driver.register_buffers(BGID, bufs as u16, BUF_SIZE)?;
+        let direct = ringd_ring::setup::kernel_version() >= (6, 7)
+            && u32::try_from(conns).is_ok_and(|n| driver.register_files(n.max(1), 0).is_ok());
         Ok(Ring {
             driver,
             events: Vec::new(),
             spare: Vec::new(),
+            cq: sq * 4,
+            direct,
         })
     }
 
-    /// Opens a socket for `c` (connection `key`) and starts its connect.
-    pub fn connect(&mut self, c: &mut Conn, key: usize) -> io::Result<()> {
-        let sock = source::socket(c.source, c.addr)?;
-        sock.set_tcp_nodelay(true)?;
-        let fd: OwnedFd = sock.into();
-        let sqe = Sqe::connect(
-            fd.as_raw_fd(),
-            SockAddr::from(c.addr),
-            op(Kind::Connect, key, c),
-        );
-        self.driver.push(sqe);
-        c.fd = Some(fd);
+    /// Opens a socket for `c` (connection `key`) and starts its connect; `linked` (crr):
+    /// the connect waits for [`Ring::link_transaction`]. Without a source address to bind,
+    /// the socket is created by the ring into table slot `key` (free: the close of the
+    /// socket before it was pushed first), linked to its connect.
+    pub fn connect(&mut self, c: &mut Conn, key: usize, linked: bool) -> io::Result<()> {
+        match self.direct && c.source.is_none() {
+            true => c.fd = Some(Descriptor::Fixed(key as u32)),
+            false => {
+                let sock = source::socket(c.source, c.addr)?;
+                sock.set_tcp_nodelay(true)?;
+                c.fd = Some(Descriptor::Os(sock.into()));
+            }
+        }
+        c.linked = linked;
+        if !linked {
+            self.push_connect(c, key, None);
+        }
         Ok(())
+    }
+
+    /// Pushes `c`'s connect, after the creation of its socket in the table (if it is
+    /// there) and before `then` (crr: the transaction's send and recv), all one chain.
+    fn push_connect(&mut self, c: &Conn, key: usize, then: Option<[Sqe<Op>; 2]>) {
+        let Some(fd) = &c.fd else { return };
+        let target = fd.target();
+        let connect = Sqe::connect_to(target, SockAddr::from(c.addr), op(Kind::Connect, key, c));
+        let open = match target {
+            Target::Fixed(slot) => {
+                let domain = match c.addr {
+                    std::net::SocketAddr::V4(_) => libc::AF_INET,
+                    std::net::SocketAddr::V6(_) => libc::AF_INET6,
+                };
+                let socket = Sqe::socket_direct(domain, slot, op(Kind::Socket, key, c));
+                // The connect runs whether or not the option could be set.
+                let nodelay = Sqe::nodelay(target, op(Kind::Nodelay, key, c));
+                Some([socket.link(), nodelay.hardlink()])
+            }
+            Target::Fd(_) => None,
+        };
+        match (open, then) {
+            (None, None) => self.driver.push(connect),
+            (None, Some([send, recv])) => self.driver.push_chain([connect.link(), send, recv]),
+            (Some([socket, nodelay]), None) => self.driver.push_chain([socket, nodelay, connect]),
+            (Some([socket, nodelay]), Some([send, recv])) => {
+                (self.driver).push_chain([socket, nodelay, connect.link(), send, recv])
+            }
+        }
+    }
+
+    /// crr: one chain for the whole transaction, connect → send → recv, so that it costs
+    /// one submission. The session is told the connect completed when the chain is built:
+    /// that is what queues the request's bytes, which the send must have now. A connect
+    /// that fails cancels the rest of the chain, whose completions are then a closed
+    /// socket's (the failure closed it). The recv runs whatever the send did (hard link),
+    /// so a send that finds the connection reset or closed is judged by what the recv
+    /// sees, as on a connection of its own. A response longer than one recv gets the usual
+    /// multishot recv once the first completes.
+    pub fn link_transaction(&mut self, c: &mut Conn, key: usize, spec: &Spec, now: u64) {
+        let Some(target) = c.fd.as_ref().map(Descriptor::target) else {
+            return;
+        };
+        c.session.connected(spec, now);
+        let Some(bytes) = c.session.transmit() else {
+            // Nothing to send (so telling the session again at the connect adds nothing):
+            // the connect alone, the recv armed once it completes.
+            c.linked = false;
+            return self.push_connect(c, key, None);
+        };
+        let mut data = self.spare.pop().unwrap_or_default();
+        data.clear();
+        data.extend_from_slice(bytes);
+        let buf = SendBuf::Bytes { data, off: 0 };
+        let send = (self.driver)
+            .send(target, buf, libc::MSG_NOSIGNAL, op(Kind::Send, key, c))
+            .hardlink();
+        let recv = Sqe::recv_one(target, BGID, op(Kind::Recv, key, c));
+        self.push_connect(c, key, Some([send, recv]));
+        c.sending = true;
     }
 
     fn arm_recv(&mut self, c: &Conn, key: usize) {
         if let Some(fd) = &c.fd {
-            let target = Target::Fd(fd.as_raw_fd());
+            let target = fd.target();
             let sqe = Sqe::recv_multi(target, BGID, None, op(Kind::Recv, key, c));
             self.driver.push(sqe);
         }
@@ -152,7 +229,7 @@ impl Ring {
         data.clear();
         data.extend_from_slice(bytes);
         let buf = SendBuf::Bytes { data, off: 0 };
-        let target = Target::Fd(fd.as_raw_fd());
+        let target = fd.target();
         let sqe = self
             .driver
             .send(target, buf, libc::MSG_NOSIGNAL, op(Kind::Send, key, c));
@@ -164,11 +241,10 @@ impl Ring {
     /// told apart by the generation, bumped here.
     pub fn close(&mut self, c: &mut Conn, key: usize) {
         if let Some(fd) = c.fd.take() {
-            let target = Target::Fd(fd.as_raw_fd());
             self.driver
-                .push(Sqe::cancel_fd(target, op(Kind::Cancel, key, c)));
+                .push(Sqe::cancel_fd(fd.target(), op(Kind::Cancel, key, c)));
             let close = op(Kind::Close, key, c);
-            self.driver.close(Descriptor::Os(fd), false, close, close);
+            self.driver.close(fd, false, close, close);
         }
         c.gen = c.gen.wrapping_add(1) & Packed::GEN_MASK;
         c.sending = false;
@@ -183,7 +259,17 @@ impl Worker<'_> {
             unreachable!("a uring turn on another engine")
         };
         let ts = Timespec::from(Duration::from_nanos(wait));
-        (ring.driver.submit_and_wait(Wait::Timed(&ts))).map_err(|e| format!("io_uring: {e}"))?;
+        // A batch window: completions that come within it are handled together when it
+        // ends (or once a whole queue of them is there), not each as it comes.
+        let wait = match self.window_ns {
+            w if w >= 1000 && ring.driver.features().min_timeout => Wait::Batch {
+                want: ring.cq as usize,
+                min_wait_us: (w / 1000).min(u64::from(u32::MAX)) as u32,
+                timeout: &ts,
+            },
+            _ => Wait::Timed(&ts),
+        };
+        (ring.driver.submit_and_wait(wait)).map_err(|e| format!("io_uring: {e}"))?;
         let mut events = std::mem::take(&mut ring.events);
         ring.driver.complete(&mut events);
         for event in events.drain(..) {
@@ -217,6 +303,10 @@ impl Worker<'_> {
             .get(key)
             .is_some_and(|conn| conn.gen == gen && conn.fd.is_some());
         match kind {
+            Kind::Socket if current && c.result < 0 => {
+                let e = io::Error::from_raw_os_error(-c.result);
+                self.fail(key, ErrorKind::ConnectFailed, &e, now)
+            }
             Kind::Connect if current => self.on_connect(key, c.result, now),
             Kind::Recv => self.on_recv(key, current, &c, now),
             Kind::Send => {
@@ -227,7 +317,7 @@ impl Worker<'_> {
                     self.on_sent(key, c.result, now);
                 }
             }
-            Kind::Connect | Kind::Cancel | Kind::Close => {}
+            Kind::Socket | Kind::Nodelay | Kind::Connect | Kind::Cancel | Kind::Close => {}
         }
     }
 
@@ -239,7 +329,9 @@ impl Worker<'_> {
         let Io::Uring(ring) = &mut self.io else {
             unreachable!()
         };
-        ring.arm_recv(&self.conns[key], key);
+        if !self.conns[key].linked {
+            ring.arm_recv(&self.conns[key], key);
+        }
         self.connected(key, now);
     }
 
@@ -339,5 +431,12 @@ mod tests {
             sub: false,
         };
         assert!(Op::decode(stranger.encode()).is_none());
+    }
+
+    #[test]
+    fn sockets_are_direct_descriptors_where_the_kernel_allows() {
+        let ring = Ring::new(4).expect("io_uring must be usable on the test hosts");
+        let version = ringd_ring::setup::kernel_version();
+        assert_eq!(ring.direct, version >= (6, 7), "Linux {version:?}");
     }
 }
