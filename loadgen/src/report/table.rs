@@ -24,6 +24,12 @@ impl Latency {
     /// One latency row.
     pub(crate) fn row(&self, label: &str) -> String {
         let mut s = format!("  {label:<12}");
+        if self.count == 0 {
+            // Zeros would read as measured: a keep-alive run's handshakes, say, all end in
+            // the warm-up.
+            s.push_str("none in the measured window");
+            return s;
+        }
         for v in [
             self.min,
             self.mean as u64,
@@ -333,5 +339,23 @@ mod tests {
             // Every column keeps a space before it.
             assert!(r[14..].split_whitespace().count() == 8, "{r:?}");
         }
+    }
+
+    #[test]
+    fn a_row_with_nothing_measured_says_so_instead_of_zeros() {
+        let r = Latency {
+            count: 0,
+            min: 0,
+            mean: 0.0,
+            stdev: 0.0,
+            p50: 0,
+            p90: 0,
+            p99: 0,
+            p99_9: 0,
+            p99_99: 0,
+            max: 0,
+        }
+        .row("handshake");
+        assert_eq!(r, "  handshake   none in the measured window");
     }
 }
