@@ -232,6 +232,12 @@ fn inputs_that_cannot_be_merged_are_one_line_and_exit_2() {
         v["config"]["protocol"] = "http".into();
         v["started_unix_s"] = (v["started_unix_s"].as_f64().unwrap() + 0.001).into();
     });
+    let tls = variant("tls.json", &|v| {
+        v["config"]["tls"] = serde_json::json!({
+            "sni": ["127.0.0.1"], "trust": "insecure", "resume": false, "alpn": []
+        });
+        v["started_unix_s"] = (v["started_unix_s"].as_f64().unwrap() + 0.003).into();
+    });
     let late = variant("late.json", &|v| {
         v["started_unix_s"] = (v["started_unix_s"].as_f64().unwrap() + 100.0).into();
     });
@@ -250,6 +256,7 @@ fn inputs_that_cannot_be_merged_are_one_line_and_exit_2() {
     for (args, needle) in [
         (vec![a, &http], "different plans (protocol echo vs http)"),
         (vec![a, &late], "never all measured at the same time"),
+        (vec![a, &tls], "different plans (tls off vs on"),
         (vec![a, &old], "no histograms"),
         (vec![a, &empty], "no measured window"),
         (vec![a, a_log], "interval log and"),

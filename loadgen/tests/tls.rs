@@ -378,6 +378,37 @@ fn loadgen_ends_its_connections_with_close_notify() {
     assert_eq!(notified.load(Ordering::SeqCst), 3);
 }
 
+/// A server that starts each handshake `delay` after the connect: request latency starts
+/// once the handshake is done, and only the handshake's own figure carries the delay.
+fn a_slow_handshake_stays_out_of_request_latency() {
+    let cert = Cert::new(&["127.0.0.1"]);
+    let config = cert.server_config();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let delay = Duration::from_millis(600);
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { return };
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let notified = AtomicU64::new(0);
+                serve_tls(rustls::StreamOwned::new(conn, s), End::KeepAlive, &notified)
+            });
+        }
+    });
+    let ca = format!("--cacert {} --warmup 0s -c 2 -n 40", cert.path());
+    let r = run(&https(addr, "/"), &ca);
+    assert_clean(&r, 40);
+    let s = &r.stats;
+    // 90%: the histogram keeps two or three significant digits.
+    let bound = delay.as_nanos() as u64 * 9 / 10;
+    assert!(s.handshake.min() >= bound, "{}", s.handshake.min());
+    // Each request is timed from when it could be sent: far below the handshake's delay
+    // (the machine may be slow, but not 540 ms per request on loopback).
+    assert!(s.latency.max() < bound, "{}", s.latency.max());
+}
+
 /// Waits (up to 10 s) for `done`.
 fn wait_for(done: impl Fn() -> bool) {
     for _ in 0..1000 {
@@ -439,5 +470,6 @@ on_both_engines!(
     garbage_instead_of_a_server_hello_is_a_tls_error,
     a_reply_delimited_by_the_close_needs_close_notify,
     loadgen_ends_its_connections_with_close_notify,
+    a_slow_handshake_stays_out_of_request_latency,
     tls_options_are_checked_in_one_line_and_exit_2,
 );

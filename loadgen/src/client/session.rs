@@ -233,6 +233,12 @@ impl Session {
         !self.retry.is_empty()
     }
 
+    /// New requests may be queued: no TLS handshake is under way (a request queued during
+    /// one would carry the handshake in its latency).
+    pub fn ready(&self) -> bool {
+        self.tls.as_ref().is_none_or(|t| t.handshake_done())
+    }
+
     /// Requests sent on this socket and not answered.
     pub fn in_flight(&self) -> usize {
         self.inflight.len()

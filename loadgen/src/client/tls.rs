@@ -222,7 +222,18 @@ impl Tls {
         if self.wire_pos >= self.wire.len() {
             self.wire.clear();
             self.wire_pos = 0;
+        } else if self.wire_pos >= self.wire.len() - self.wire_pos {
+            // Partial writes while more is sealed behind them: drop the written front once
+            // it is at least as long as what is left, so the buffer stays near its bound.
+            self.wire.drain(..self.wire_pos);
+            self.wire_pos = 0;
         }
+    }
+
+    /// The record buffer's size in memory.
+    #[cfg(test)]
+    pub fn wire_capacity(&self) -> usize {
+        self.wire.capacity()
     }
 
     /// True while more plaintext may be sealed: the records waiting are few.

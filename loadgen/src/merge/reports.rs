@@ -191,6 +191,12 @@ fn same_plan(inputs: &[Input]) -> Result<(), String> {
             ("path", format!("{:?}", p.path)),
             ("verify", p.verify.to_string()),
             (
+                "tls",
+                p.tls.as_ref().map_or("off".into(), |t| {
+                    format!("on (resume {}, alpn {:?})", t.resume, t.alpn)
+                }),
+            ),
+            (
                 "expect_status",
                 p.expect_status
                     .as_ref()
@@ -230,16 +236,22 @@ fn merged_plan(reports: &[&Report]) -> Plan {
         .rate
         .map(|_| reports.iter().filter_map(|r| r.config.rate).sum());
     let mut targets: Vec<(SocketAddr, String)> = Vec::new();
+    let mut sni: Option<Vec<String>> = plan.tls.as_ref().map(|_| Vec::new());
     for r in reports {
         let c = &r.config;
-        for pair in c
+        for (i, pair) in c
             .targets
             .iter()
             .copied()
             .zip(c.target_names.iter().cloned())
+            .enumerate()
         {
             if !targets.contains(&pair) {
                 targets.push(pair);
+                // TLS is on in every run or none (`same_plan`): the name sent to each target.
+                if let (Some(t), Some(ct)) = (sni.as_mut(), c.tls.as_ref()) {
+                    t.extend(ct.sni.get(i).cloned());
+                }
             }
         }
         for s in &c.sources {
@@ -247,12 +259,16 @@ fn merged_plan(reports: &[&Report]) -> Plan {
                 plan.sources.push(*s);
             }
         }
+
         plan.duration = plan.duration.max(c.duration);
         plan.warmup = plan.warmup.max(c.warmup);
         plan.timeout = plan.timeout.max(c.timeout);
         plan.max_error_rate = plan.max_error_rate.min(c.max_error_rate);
     }
     (plan.targets, plan.target_names) = targets.into_iter().unzip();
+    if let (Some(t), Some(sni)) = (plan.tls.as_mut(), sni) {
+        t.sni = sni;
+    }
     plan
 }
 

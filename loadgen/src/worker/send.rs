@@ -80,6 +80,10 @@ impl Worker<'_> {
             }
             _ => return,
         }
+        if !self.conns[key].session.ready() {
+            // The handshake's flights only; requests once it is done (a read calls again).
+            return self.flush(key, now);
+        }
         while self.conns[key].session.in_flight() < plan.pipeline {
             let no_new = self.stopping || self.quota_reached();
             let retried = self.conns[key].session.take_retry();

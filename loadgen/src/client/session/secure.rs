@@ -263,4 +263,27 @@ mod tests {
         let next = s.received(&spec, b"HTTP/1.1 200 OK\r\n\r\n", 1, &mut rec);
         assert!(matches!(next, Next::Failed(ErrorKind::Tls, _)), "{next:?}");
     }
+
+    #[test]
+    fn partial_writes_keep_the_record_buffer_bounded() {
+        let tls = client(false);
+        let payloads = [vec![7u8; 100]];
+        let spec = spec(ProtocolKind::Echo, &payloads, &tls);
+        let (mut s, mut rec) = (Session::new(0, 0, false), Recorder::new(0, 0));
+        let mut server = server();
+        s.connected(&spec, 0);
+        exchange(&mut s, &spec, &mut server, &mut rec, |_| Vec::new());
+        let t = s.tls.as_mut().unwrap();
+        assert!(t.handshake_done());
+        // A socket that always leaves the last 1,000 bytes for later, while more is sealed.
+        let chunk = vec![7u8; 16 * 1024];
+        for _ in 0..200 {
+            while t.has_room() {
+                t.seal(&chunk);
+            }
+            let n = t.pending().unwrap().len();
+            t.written(n - 1000);
+        }
+        assert!(t.wire_capacity() < 1 << 20, "{}", t.wire_capacity());
+    }
 }
