@@ -172,6 +172,66 @@ every_engine! {
         shutdown_clean(backend);
     }
     #[test]
+    fn a_close_notify_read_with_the_handshakes_end_ends_the_upstream_too() {
+        let c = cert("proxy.test");
+        let backend = server(EngineKind::Epoll, ProtocolKind::Echo, 1);
+        let proxy = tls_proxy(ENGINE, backend.local_addr(), &c, None);
+        let name = rustls::pki_types::ServerName::try_from("proxy.test").unwrap();
+        let tls = rustls::ClientConnection::new(client_config(&[&c], &[]), name).unwrap();
+        let mut client = Client { tls, sock: small_blocking_client(proxy.local_addr()) };
+        client.tls.write_tls(&mut client.sock).unwrap();
+        while client.tls.is_handshaking() {
+            match client.tls.read_tls(&mut client.sock) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                read => assert!(read.unwrap() > 0, "EOF in the handshake"),
+            }
+            client.tls.process_new_packets().unwrap();
+        }
+        // The client's Finished, its data and its close_notify, in one write.
+        client.tls.writer().write_all(b"REQUEST").unwrap();
+        client.tls.send_close_notify();
+        let mut flight = Vec::new();
+        while client.tls.wants_write() {
+            client.tls.write_tls(&mut flight).unwrap();
+        }
+        client.sock.write_all(&flight).unwrap();
+        // The upstream gets the FIN and ends; the client gets the echo, then its end
+        // (the read times out, failing the test, if the FIN never reaches the upstream).
+        client.sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let (mut got, mut notified, mut buf) = (Vec::new(), false, [0u8; 4096]);
+        loop {
+            match client.sock.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => notified |= client.take(&buf[..n], &mut got),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("no end after {got:?}: {e}"),
+            }
+        }
+        assert_eq!((got.as_slice(), notified), (&b"REQUEST"[..], true));
+        shutdown_clean(proxy);
+        shutdown_clean(backend);
+    }
+
+    #[test]
+    fn a_client_that_never_reads_the_handshake_is_closed_at_its_timeout() {
+        // A server flight far larger than the socket buffers: its write stalls.
+        let names = (0..400).map(|i| format!("n{i}.a-long-label-for-a-large-certificate.proxy.test"));
+        let c = cert_for(std::iter::once("proxy.test".to_string()).chain(names).collect());
+        let backend = server(EngineKind::Epoll, ProtocolKind::Echo, 1);
+        let addr = backend.local_addr();
+        let proxy = tls_proxy_with(ENGINE, &[addr], &[&c], Duration::from_millis(300), |_| {});
+        let name = rustls::pki_types::ServerName::try_from("proxy.test").unwrap();
+        let mut tls = rustls::ClientConnection::new(client_config(&[&c], &[]), name).unwrap();
+        let mut s = small_blocking_client(proxy.local_addr());
+        tls.write_tls(&mut s).unwrap();
+        wait_handshakes(&proxy, 2, 1);
+        assert_eq!(accepted(&backend), 0, "no upstream was connected");
+        drop(s);
+        shutdown_clean(proxy);
+        shutdown_clean(backend);
+    }
+
+    #[test]
     fn a_handshake_that_stalls_is_closed_at_its_timeout() {
         let c = cert("proxy.test");
         let backend = server(EngineKind::Epoll, ProtocolKind::Echo, 1);

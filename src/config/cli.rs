@@ -122,7 +122,8 @@ pub struct Args {
     /// proxy: route TLS clients by the name their ClientHello asks for (SNI), without
     /// terminating TLS: NAME=HOST:PORT[,NAME=HOST:PORT…]; NAME may be *.example.com (any
     /// name under it; an exact name wins, then the longest). The ClientHello is read (up to
-    /// 16 KiB, within --header-timeout) and forwarded untouched. A name without a route
+    /// 16 KiB, or --max-pending-output if smaller, within --header-timeout) and forwarded
+    /// untouched. A name without a route
     /// goes to --upstream (which may then be left out: such clients are closed).
     #[arg(long, value_delimiter = ',', value_name = "NAME=HOST:PORT")]
     pub route_sni: Vec<String>,

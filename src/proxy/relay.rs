@@ -234,6 +234,11 @@ impl Relay {
         self.flows[side.index()].eof = true;
     }
 
+    /// `side` sent its FIN (or its close_notify, over TLS): nothing more comes from it.
+    pub fn input_over(&self, side: Side) -> bool {
+        self.flows[side.index()].eof
+    }
+
     /// True when the engine should send a FIN to `to`: the other side sent its own and
     /// everything it sent before has been sent on.
     #[inline]

@@ -15,6 +15,9 @@ use super::upstream::Upstreams;
 /// this (or still incomplete) is taken as not TLS.
 pub const MAX_PEEK: usize = 16 * 1024;
 
+/// Bytes handed to the parser between two questions (a TLS record's most plaintext).
+const PIECE: usize = 16 * 1024;
+
 /// What the first bytes of a client said.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hello {
@@ -64,19 +67,28 @@ impl Sniffer {
             return Hello::NotTls;
         }
         self.seen += bytes.len();
+        // A piece at a time, asking after each: what follows a whole ClientHello in the same
+        // read (early data, say) must not fill the parser's buffer before it is asked.
         while !bytes.is_empty() {
-            match self.acceptor.read_tls(&mut bytes) {
-                Ok(n) if n > 0 => {}
+            let mut piece = &bytes[..bytes.len().min(PIECE)];
+            match self.acceptor.read_tls(&mut piece) {
+                Ok(n) if n > 0 => bytes = &bytes[n..],
                 _ => return Hello::NotTls,
             }
+            match self.acceptor.accept() {
+                Ok(Some(accepted)) => {
+                    return match accepted.client_hello().server_name() {
+                        Some(name) => Hello::Name(name.to_ascii_lowercase()),
+                        None => Hello::NoName,
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => return Hello::NotTls,
+            }
         }
-        match self.acceptor.accept() {
-            Ok(Some(accepted)) => match accepted.client_hello().server_name() {
-                Some(name) => Hello::Name(name.to_ascii_lowercase()),
-                None => Hello::NoName,
-            },
-            Ok(None) if self.seen < self.max => Hello::NeedMore,
-            Ok(None) | Err(_) => Hello::NotTls,
+        match self.seen < self.max {
+            true => Hello::NeedMore,
+            false => Hello::NotTls,
         }
     }
 }
@@ -104,7 +116,8 @@ enum Pattern {
 
 impl Pattern {
     fn parse(name: &str) -> Result<Pattern, String> {
-        let name = name.trim().to_ascii_lowercase();
+        // A name's trailing dot is dropped, as it is from a client's.
+        let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
         let host = name.strip_prefix("*.").unwrap_or(&name);
         let valid = rustls::pki_types::DnsName::try_from(host).is_ok() && !host.contains('*');
         if !valid {
@@ -242,7 +255,14 @@ impl SniRoutes {
             if addr.port() == 0 || addr.ip().is_unspecified() {
                 return Err(bad(format!("{addr} cannot be connected to")));
             }
-            let spec = super::UpstreamSpec::plain(addr);
+            // An address that is also an `--upstream` keeps its limit: its connections
+            // count alike by either way in.
+            let spec = (default.specs().into_iter())
+                .find(|s| s.addr == addr)
+                .map_or(super::UpstreamSpec::plain(addr), |s| super::UpstreamSpec {
+                    max_connections: s.max_connections,
+                    ..super::UpstreamSpec::plain(addr)
+                });
             let upstreams = default.sibling(vec![spec]).map_err(bad)?;
             routes.push(Route {
                 pattern,

@@ -31,9 +31,14 @@ impl Drop for Cert {
 
 /// A certificate for `name` (and its key), written under the system's temporary folder.
 pub fn cert(name: &str) -> Cert {
+    cert_for(vec![name.to_string()])
+}
+
+/// A certificate for every name of `names` (the more names, the larger it is).
+pub fn cert_for(names: Vec<String>) -> Cert {
     static N: AtomicUsize = AtomicUsize::new(0);
     let key = rcgen::KeyPair::generate().expect("key");
-    let c = rcgen::CertificateParams::new(vec![name.to_string()])
+    let c = rcgen::CertificateParams::new(names)
         .expect("params")
         .self_signed(&key)
         .expect("certificate");

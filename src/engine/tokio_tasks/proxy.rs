@@ -305,8 +305,9 @@ async fn pump<S: Stream>(src: &S, dst: &S, from: Side, first: Vec<u8>, pair: &Pa
     // With TLS the bytes written are not the bytes read: the read buffer waits here.
     let mut spare: Option<Vec<u8>> = None;
     // The source's input is over (its FIN, or its close_notify): a FIN follows what is
-    // written before it.
-    let mut over = false;
+    // written before it. It may be over already: a close_notify that came with the end
+    // of the client's handshake.
+    let mut over = relay.borrow().input_over(from);
     loop {
         if pending > 0 {
             let mut pos = 0;

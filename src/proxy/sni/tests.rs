@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::proxy::Balance;
+use crate::proxy::{Balance, UpstreamSpec};
 
 /// The first bytes a rustls client sends to `name` (a DNS name, or an IP address, which
 /// goes without SNI).
@@ -203,4 +203,41 @@ fn bad_routes_are_refused() {
     })
     .unwrap_err();
     assert!(e.contains("already routed"), "{e}");
+}
+
+#[test]
+fn a_hello_with_much_more_behind_it_in_one_read_is_still_read() {
+    let mut read = client_hello("a.test");
+    read.extend(std::iter::repeat_n(0x17, 30_000));
+    assert_eq!(
+        Sniffer::new(MAX_PEEK).feed(&read),
+        Hello::Name("a.test".into())
+    );
+}
+
+#[test]
+fn a_route_with_a_trailing_dot_matches_and_shares_its_upstream_limit() {
+    let limited = UpstreamSpec {
+        max_connections: 1,
+        ..UpstreamSpec::plain("127.0.0.1:1".parse().unwrap())
+    };
+    let default = Upstreams::with_specs(vec![limited], Balance::RoundRobin, Duration::from_secs(1));
+    let r = routes(
+        &["a.test.=127.0.0.1:1", "b.test=127.0.0.1:2"],
+        Fallback::Close,
+        &default,
+    );
+    for name in ["a.test", "a.test."] {
+        let c = r.choose(&Hello::Name(name.into()), &default);
+        assert_eq!(addr_of(c, &default), Some(1), "{name}");
+    }
+    let Choice::Route(a) = r.choose(&Hello::Name("a.test".into()), &default) else {
+        panic!("a.test has a route");
+    };
+    // The same address as the limited `--upstream`: one connection, by either way in.
+    assert!(a.specs().iter().all(|s| s.max_connections == 1));
+    let Choice::Route(b) = r.choose(&Hello::Name("b.test".into()), &default) else {
+        panic!("b.test has a route");
+    };
+    assert!(b.specs().iter().all(|s| s.max_connections == 0));
 }

@@ -77,7 +77,13 @@ pub(super) async fn handshake<S: Stream>(
         relay
             .borrow_mut()
             .on_header(clock.now(), Side::Upstream, got.records.len(), limits);
-        let sent = write_all(client, got.records, relay, shared).await;
+        let sent = write_all(client, got.records, relay, shared)
+            .await
+            .inspect_err(|&r| {
+                if r == CloseReason::HeaderTimeout {
+                    tls.borrow_mut().timed_out();
+                }
+            });
         match got.end {
             ClientInput::Failed => {
                 debug!("TLS handshake failed");
@@ -94,7 +100,8 @@ pub(super) async fn handshake<S: Stream>(
     }
 }
 
-/// Writes all of `data` to the client (the server's own records).
+/// Writes all of `data` to the client (the server's own records) by the relay's deadline:
+/// a client that does not read its handshake ends there too.
 async fn write_all<S: Stream>(
     client: &S,
     mut data: Vec<u8>,
@@ -104,7 +111,7 @@ async fn write_all<S: Stream>(
     let mut pos = 0;
     while pos < data.len() {
         let end = data.len();
-        let (res, b) = client.write(data, pos..end).await;
+        let (res, b) = in_time(client, relay, shared, client.write(data, pos..end)).await?;
         data = b;
         match res {
             Ok(n) if n > 0 => {
@@ -132,24 +139,7 @@ async fn read_in_time<S: Stream>(
     shared: &Shared,
     buf: Vec<u8>,
 ) -> Result<(usize, Vec<u8>), CloseReason> {
-    let (clock, limits) = (&shared.clock, &shared.limits);
-    let deadline = relay.borrow().poll_timeout(limits);
-    let read = client.read(buf);
-    let (res, buf) = match deadline {
-        Some(d) => {
-            let left = Duration::from_millis(d.saturating_sub(clock.now()));
-            match tokio::time::timeout(left, read).await {
-                Ok(done) => done,
-                Err(_) => {
-                    debug!("the client's opening took too long");
-                    relay.borrow_mut().handle_timeout(d, limits);
-                    client.end_pending();
-                    return Err(relay.borrow().close_reason());
-                }
-            }
-        }
-        None => read.await,
-    };
+    let (res, buf) = in_time(client, relay, shared, client.read(buf)).await?;
     match res {
         Ok(n) => {
             WorkerStats::add(&shared.stats.bytes_in, n as u64);
@@ -160,6 +150,30 @@ async fn read_in_time<S: Stream>(
             relay.borrow_mut().on_error();
             client.reset();
             Err(CloseReason::Error)
+        }
+    }
+}
+
+/// `op`, an operation on the client, by the relay's deadline; past it, the relay is told,
+/// the client's operations end, and why the client ends is returned.
+async fn in_time<S: Stream, T>(
+    client: &S,
+    relay: &RefCell<Relay>,
+    shared: &Shared,
+    op: impl std::future::Future<Output = T>,
+) -> Result<T, CloseReason> {
+    let (clock, limits) = (&shared.clock, &shared.limits);
+    let Some(d) = relay.borrow().poll_timeout(limits) else {
+        return Ok(op.await);
+    };
+    let left = Duration::from_millis(d.saturating_sub(clock.now()));
+    match tokio::time::timeout(left, op).await {
+        Ok(done) => Ok(done),
+        Err(_) => {
+            debug!("the client's opening took too long");
+            relay.borrow_mut().handle_timeout(d, limits);
+            client.end_pending();
+            Err(relay.borrow().close_reason())
         }
     }
 }
