@@ -8,6 +8,8 @@ use clap::Parser;
 use ringd_common::units::{parse_bytes, parse_duration};
 use ringd_common::{ProtocolKind, DEFAULT_GREETING};
 
+use crate::client::tls::TlsVersion;
+
 /// How requests are issued.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
@@ -236,6 +238,10 @@ pub struct Args {
     #[arg(long, help_heading = "TLS")]
     pub tls_resume: bool,
 
+    /// TLS: offer this protocol version alone (1.2 or 1.3) [default: both, 1.3 preferred].
+    #[arg(long, value_name = "VERSION", value_parser = parse_tls_version, help_heading = "TLS")]
+    pub tls_version: Option<TlsVersion>,
+
     /// Event loop: io_uring, or epoll [default: uring where the kernel allows it, else epoll
     /// with a line saying why].
     #[arg(long, value_enum)]
@@ -359,6 +365,14 @@ pub fn parse_status_set(s: &str) -> Result<StatusSet, String> {
         ranges,
         text: s.trim().to_string(),
     })
+}
+
+fn parse_tls_version(s: &str) -> Result<TlsVersion, String> {
+    match s {
+        "1.2" => Ok(TlsVersion::V1_2),
+        "1.3" => Ok(TlsVersion::V1_3),
+        _ => Err("1.2 or 1.3".into()),
+    }
 }
 
 #[cfg(test)]

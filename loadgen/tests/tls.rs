@@ -61,6 +61,14 @@ impl Cert {
 
     /// A rustls server configuration serving this certificate.
     fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        self.server_config_of(rustls::DEFAULT_VERSIONS)
+    }
+
+    /// The same, speaking `versions` only.
+    fn server_config_of(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> Arc<rustls::ServerConfig> {
         let chain = CertificateDer::pem_file_iter(&self.pair.cert)
             .expect("certificate file")
             .collect::<Result<Vec<_>, _>>()
@@ -69,7 +77,7 @@ impl Cert {
         #[allow(deprecated)]
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .expect("versions")
             .with_no_client_auth()
             .with_single_cert(chain, key)
@@ -378,6 +386,34 @@ fn loadgen_ends_its_connections_with_close_notify() {
     assert_eq!(notified.load(Ordering::SeqCst), 3);
 }
 
+/// `--tls-version` offers that version alone: a server of the other one refuses it.
+fn tls_version_offers_one_version_alone() {
+    let cert = Cert::new(&["127.0.0.1"]);
+    let tls12 = cert.server_config_of(&[&rustls::version::TLS12]);
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(s) = s else { return };
+            let conn = rustls::ServerConnection::new(tls12.clone()).unwrap();
+            std::thread::spawn(move || {
+                let notified = AtomicU64::new(0);
+                serve_tls(rustls::StreamOwned::new(conn, s), End::KeepAlive, &notified)
+            });
+        }
+    });
+    let ca = format!("--cacert {} --warmup 0s -c 1", cert.path());
+    let r = run(&https(addr, "/"), &format!("{ca} -n 10 --tls-version 1.2"));
+    assert_clean(&r, 10);
+    let version = r.plan.tls.as_ref().and_then(|t| t.version);
+    assert_eq!(version, Some(loadgen::client::tls::TlsVersion::V1_2));
+    let r = run(
+        &https(addr, "/"),
+        &format!("{ca} -d 300ms --tls-version 1.3"),
+    );
+    assert_only_errors_of(&r, ErrorKind::Tls);
+}
+
 /// A server that starts each handshake `delay` after the connect: request latency starts
 /// once the handshake is done, and only the handshake's own figure carries the delay.
 fn a_slow_handshake_stays_out_of_request_latency() {
@@ -471,5 +507,6 @@ on_both_engines!(
     a_reply_delimited_by_the_close_needs_close_notify,
     loadgen_ends_its_connections_with_close_notify,
     a_slow_handshake_stays_out_of_request_latency,
+    tls_version_offers_one_version_alone,
     tls_options_are_checked_in_one_line_and_exit_2,
 );

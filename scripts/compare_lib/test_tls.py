@@ -33,7 +33,7 @@ class Settings(unittest.TestCase):
     def test_loadgen_checks_the_certificate_over_https_without_resuming(self):
         self.assertEqual(tls.loadgen_target("127.0.0.1:8443"), "https://127.0.0.1:8443/")
         args = tls.loadgen_args(MATERIAL)
-        self.assertEqual(args, ["--cacert", "/t/cert.pem"])
+        self.assertEqual(args, ["--cacert", "/t/cert.pem", "--tls-version", "1.3"])
         self.assertNotIn("--insecure", args)
         self.assertNotIn("--tls-resume", args)
 

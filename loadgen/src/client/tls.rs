@@ -17,7 +17,7 @@ use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvi
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, HandshakeKind};
-use rustls::{RootCertStore, SignatureScheme};
+use rustls::{RootCertStore, SignatureScheme, SupportedProtocolVersion};
 
 /// ALPN name offered when the run speaks HTTP.
 pub const ALPN_HTTP1: &[u8] = b"http/1.1";
@@ -37,6 +37,15 @@ pub enum Trust {
     Insecure,
 }
 
+/// A TLS protocol version (`--tls-version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum TlsVersion {
+    #[serde(rename = "1.2")]
+    V1_2,
+    #[serde(rename = "1.3")]
+    V1_3,
+}
+
 /// What every TLS socket of a run uses: rustls' client configuration and the server name
 /// each target is asked for (SNI) and checked against.
 #[derive(Debug)]
@@ -48,15 +57,27 @@ pub struct TlsClient {
 
 impl TlsClient {
     /// A client for targets named `names` (SNI, and the name the certificate must hold),
-    /// offering ALPN `http/1.1` when `http`, resuming sessions only when `resume`. Reads
-    /// and checks the CA file now, so that a bad one is an error before anything starts.
-    pub fn new(names: &[String], trust: &Trust, http: bool, resume: bool) -> Result<Self, String> {
+    /// offering ALPN `http/1.1` when `http`, resuming sessions only when `resume`, and
+    /// protocol version `only` alone if given (else 1.3 and 1.2). Reads and checks the CA
+    /// file now, so that a bad one is an error before anything starts.
+    pub fn new(
+        names: &[String],
+        trust: &Trust,
+        http: bool,
+        resume: bool,
+        only: Option<TlsVersion>,
+    ) -> Result<Self, String> {
         // `ring` has no post-quantum key exchange, which is why its provider is deprecated;
         // it needs no cmake and no system library, which is why it is used.
         #[allow(deprecated)]
         let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let versions: &[&SupportedProtocolVersion] = match only {
+            Some(TlsVersion::V1_2) => &[&rustls::version::TLS12],
+            Some(TlsVersion::V1_3) => &[&rustls::version::TLS13],
+            None => rustls::DEFAULT_VERSIONS,
+        };
         let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .map_err(|e| format!("TLS: {e}"))?;
         let mut config = match trust {
             Trust::CaFile(path) => builder

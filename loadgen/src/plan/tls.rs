@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ringd_common::ProtocolKind;
 
 use crate::args::Args;
-use crate::client::tls::ALPN_HTTP1;
+use crate::client::tls::{TlsVersion, ALPN_HTTP1};
 use crate::client::{TlsClient, Trust};
 use crate::target::Target;
 
@@ -22,6 +22,9 @@ pub struct TlsPlan {
     pub resume: bool,
     /// ALPN names offered (`http/1.1` for http; none otherwise).
     pub alpn: Vec<String>,
+    /// `--tls-version`: the one protocol version offered; null: 1.3 and 1.2.
+    #[serde(default)]
+    pub version: Option<TlsVersion>,
 }
 
 impl Args {
@@ -48,6 +51,7 @@ impl Args {
                 ("--insecure", self.insecure),
                 ("--tls-sni", self.tls_sni.is_some()),
                 ("--tls-resume", self.tls_resume),
+                ("--tls-version", self.tls_version.is_some()),
             ];
             return match tls_only.iter().find(|(_, given)| *given) {
                 Some((name, _)) => Err(format!(
@@ -71,7 +75,7 @@ impl Args {
             .map(|t| (self.tls_sni.clone()).unwrap_or_else(|| t.host_name().to_string()))
             .collect();
         let http = protocol == ProtocolKind::Http;
-        let client = TlsClient::new(&sni, &trust, http, self.tls_resume)?;
+        let client = TlsClient::new(&sni, &trust, http, self.tls_resume, self.tls_version)?;
         let alpn = match http {
             true => vec![String::from_utf8_lossy(ALPN_HTTP1).into_owned()],
             false => Vec::new(),
@@ -81,6 +85,7 @@ impl Args {
             trust,
             resume: self.tls_resume,
             alpn,
+            version: self.tls_version,
         };
         Ok(Some((plan, Arc::new(client))))
     }

@@ -124,7 +124,7 @@ mod tests {
     }
 
     fn client(http: bool) -> TlsClient {
-        TlsClient::new(&["localhost".into()], &Trust::Insecure, http, false).unwrap()
+        TlsClient::new(&["localhost".into()], &Trust::Insecure, http, false, None).unwrap()
     }
 
     fn spec<'a>(protocol: ProtocolKind, payloads: &'a [Vec<u8>], tls: &'a TlsClient) -> Spec<'a> {
