@@ -193,7 +193,8 @@ fn same_plan(inputs: &[Input]) -> Result<(), String> {
             (
                 "tls",
                 p.tls.as_ref().map_or("off".into(), |t| {
-                    format!("on (resume {}, alpn {:?})", t.resume, t.alpn)
+                    let v = t.version;
+                    format!("on (resume {}, alpn {:?}, version {v:?})", t.resume, t.alpn)
                 }),
             ),
             (
