@@ -129,9 +129,9 @@ pub struct Args {
     pub route_sni: Vec<String>,
 
     /// proxy with --route-sni: where a client goes whose first bytes are not a TLS
-    /// ClientHello, or whose ClientHello has no name.
-    #[arg(long, value_enum, default_value_t = Fallback::Default)]
-    pub route_sni_fallback: Fallback,
+    /// ClientHello, or whose ClientHello has no name [default: default].
+    #[arg(long, value_enum)]
+    pub route_sni_fallback: Option<Fallback>,
 
     /// proxy: how an upstream is chosen for each connection.
     #[arg(long, value_enum, default_value_t = Balance::RoundRobin)]
@@ -482,10 +482,14 @@ impl Args {
         }
         let upstreams = Upstreams::with_specs(specs, self.balance, self.upstream_down_for);
         let sni = match self.route_sni.is_empty() {
+            // The default said again is harmless; `close` would be a promise not kept.
+            true if self.route_sni_fallback == Some(Fallback::Close) => {
+                return Err("--route-sni-fallback close applies with --route-sni only".into())
+            }
             true => None,
             false => Some(std::sync::Arc::new(SniRoutes::parse(
                 &self.route_sni,
-                self.route_sni_fallback,
+                self.route_sni_fallback.unwrap_or_default(),
                 &upstreams,
                 resolve,
             )?)),
@@ -873,6 +877,9 @@ mod tests {
         assert!(e.contains("NAME=HOST:PORT"), "{e}");
         let e = config(&["--protocol", "proxy", "--route-sni-fallback", "x"]).unwrap_err();
         assert!(e.contains("default") && e.contains("close"), "{e}");
+        let alone = ["--protocol", "proxy", "--upstream", "127.0.0.1:1"];
+        let e = config(&[&alone[..], &["--route-sni-fallback", "close"]].concat()).unwrap_err();
+        assert!(e.contains("close applies with --route-sni only"), "{e}");
     }
 
     #[test]
