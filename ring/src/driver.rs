@@ -550,7 +550,7 @@ fn held_completion<O: Operation>(
             }
             Some((op, None))
         }
-        Held::Addr(_) | Held::Time(_) => Some((op, None)),
+        Held::Addr(_) | Held::Time(_) | Held::Msg(_) => Some((op, None)),
     }
 }
 

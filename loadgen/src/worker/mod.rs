@@ -166,6 +166,10 @@ impl<'a> Worker<'a> {
         intervals: mpsc::Sender<Interval>,
     ) -> io::Result<Self> {
         let plan = &*shared.plan;
+        let window_ns = match (plan.engine, tp.interval_ns) {
+            (Engine::Uring, Some(iv)) => (plan.batch_window.as_nanos() as u64).min(iv / 4),
+            _ => 0,
+        };
         let io = match plan.engine {
             Engine::Epoll => {
                 let poll = Poll::new()?;
@@ -175,7 +179,10 @@ impl<'a> Worker<'a> {
                     .register(&mut SourceFd(&timer_fd), TIMER, Interest::READABLE)?;
                 Io::Epoll { poll, timer }
             }
-            Engine::Uring => Io::Uring(Box::new(uring::Ring::new(tp.conn_ids.len())?)),
+            Engine::Uring => Io::Uring(Box::new(uring::Ring::new(
+                tp.conn_ids.len(),
+                window_ns > 0,
+            )?)),
         };
         let now = now_ns();
         let mut conns = Slab::with_capacity(tp.conn_ids.len());
@@ -197,10 +204,6 @@ impl<'a> Worker<'a> {
                 due.push(Reverse((next_due, key)));
             }
         }
-        let window_ns = match (&io, tp.interval_ns) {
-            (Io::Uring(_), Some(iv)) => (plan.batch_window.as_nanos() as u64).min(iv / 4),
-            _ => 0,
-        };
         Ok(Worker {
             shared,
             plan,
