@@ -263,6 +263,19 @@ impl<O: Operation> Sqe<O> {
         }
     }
 
+    /// Completes at `at_ns` on CLOCK_MONOTONIC with `-ETIME` that counts as a success: an
+    /// SQE linked after it ([`Sqe::link`]) runs then, while the loop that pushed it sleeps.
+    pub fn wait_until(at_ns: u64, op: O) -> Self {
+        let ts = Box::new(types::Timespec::from(Duration::from_nanos(at_ns)));
+        let flags = types::TimeoutFlags::ABS | types::TimeoutFlags::ETIME_SUCCESS;
+        let t = opcode::Timeout::new(&*ts).flags(flags);
+        Sqe {
+            entry: t.build(),
+            op,
+            held: Some(Held::Time(ts)),
+        }
+    }
+
     /// A multishot poll for `POLLIN` on `fd`.
     pub fn poll_in_multi(fd: RawFd, op: O) -> Self {
         let sqe = opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32)

@@ -48,18 +48,21 @@ enum Kind {
     Recv,
     /// crr: the one plain recv linked after the transaction's send.
     RecvFirst,
+    /// The kernel's wait before a send pushed ahead of its due time.
+    SendAt,
     Send,
     Cancel,
     Close,
 }
 
-const KINDS: [Kind; 9] = [
+const KINDS: [Kind; 10] = [
     Kind::Socket,
     Kind::Nodelay,
     Kind::Stamps,
     Kind::Connect,
     Kind::Recv,
     Kind::RecvFirst,
+    Kind::SendAt,
     Kind::Send,
     Kind::Cancel,
     Kind::Close,
@@ -271,7 +274,13 @@ impl Ring {
         let sqe = self
             .driver
             .send(target, buf, libc::MSG_NOSIGNAL, op(Kind::Send, key, c));
-        self.driver.push(sqe);
+        match c.send_at > now_ns() {
+            true => {
+                let wait = Sqe::wait_until(c.send_at, op(Kind::SendAt, key, c));
+                self.driver.push_chain([wait.link(), sqe]);
+            }
+            false => self.driver.push(sqe),
+        }
         c.sending = true;
     }
 
@@ -279,6 +288,13 @@ impl Ring {
     /// told apart by the generation, bumped here.
     pub fn close(&mut self, c: &mut Conn, key: usize) {
         if let Some(fd) = c.fd.take() {
+            if self.stamped && c.sending {
+                // A send perhaps still held back: its socket's descriptor or slot may name
+                // another socket by the time it would leave.
+                let gen = c.gen;
+                let held = |o: &Op| o.kind == Kind::SendAt && o.key == key && o.gen == gen;
+                self.driver.cancel_held(held, op(Kind::Cancel, key, c));
+            }
             self.driver
                 .push(Sqe::cancel_fd(fd.target(), op(Kind::Cancel, key, c)));
             let close = op(Kind::Close, key, c);
@@ -407,6 +423,7 @@ impl Worker<'_> {
             Kind::Socket
             | Kind::Nodelay
             | Kind::Stamps
+            | Kind::SendAt
             | Kind::Connect
             | Kind::Cancel
             | Kind::Close => {}
