@@ -167,7 +167,7 @@ impl Ring {
                 let sock = source::socket(c.source, c.addr)?;
                 sock.set_tcp_nodelay(true)?;
                 if self.stamped {
-                    set_rx_timestamps(&sock)?;
+                    source::set_option_on(&sock, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)?;
                 }
                 c.fd = Some(Descriptor::Os(sock.into()));
             }
@@ -329,26 +329,6 @@ fn received_at(stamp_ns: Option<u64>, offset: i128, from: u64, now: u64) -> (u64
     let mono = i128::from(stamp) - offset;
     let kept = mono.clamp(i128::from(from.min(now)), i128::from(now));
     (kept as u64, kept != mono)
-}
-
-/// `SO_TIMESTAMPNS` on a socket with a descriptor.
-fn set_rx_timestamps(sock: &socket2::Socket) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let one: libc::c_int = 1;
-    // SAFETY: `one` is a valid int for the option's length, the descriptor is the socket's.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_TIMESTAMPNS,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    match rc {
-        0 => Ok(()),
-        _ => Err(io::Error::last_os_error()),
-    }
 }
 
 impl Worker<'_> {
