@@ -41,7 +41,7 @@ const MAX_BUFS: usize = 1024;
 enum Kind {
     Socket,
     Nodelay,
-    /// `SO_TIMESTAMPNS` set by the ring, or a no-op in its place.
+    /// `SO_TIMESTAMPNS` set by the ring.
     Stamps,
     Connect,
     /// The multishot recv (a recvmsg when stamped).
@@ -194,22 +194,21 @@ impl Ring {
                 let socket = Sqe::socket_direct(domain, slot, op(Kind::Socket, key, c));
                 // The connect runs whether or not the options could be set.
                 let nodelay = Sqe::nodelay(target, op(Kind::Nodelay, key, c));
-                let stamps = match self.stamped {
-                    true => Sqe::rx_timestamps(target, op(Kind::Stamps, key, c)),
-                    false => Sqe::nop(op(Kind::Stamps, key, c)),
-                };
-                Some([socket.link(), nodelay.hardlink(), stamps.hardlink()])
+                Some([socket.link(), nodelay.hardlink()])
             }
             Target::Fd(_) => None,
         };
         match (open, then) {
             (None, None) => self.driver.push(connect),
             (None, Some([send, recv])) => self.driver.push_chain([connect.link(), send, recv]),
-            (Some([socket, nodelay, stamps]), None) => {
+            (Some([socket, nodelay]), None) if self.stamped => {
+                let stamps = Sqe::rx_timestamps(target, op(Kind::Stamps, key, c)).hardlink();
                 (self.driver).push_chain([socket, nodelay, stamps, connect])
             }
-            (Some([socket, nodelay, stamps]), Some([send, recv])) => {
-                (self.driver).push_chain([socket, nodelay, stamps, connect.link(), send, recv])
+            (Some([socket, nodelay]), None) => self.driver.push_chain([socket, nodelay, connect]),
+            // crr, which has no batch window and so no stamps.
+            (Some([socket, nodelay]), Some([send, recv])) => {
+                (self.driver).push_chain([socket, nodelay, connect.link(), send, recv])
             }
         }
     }
