@@ -247,11 +247,11 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub engine: Option<Engine>,
 
-    /// Open loop on io_uring: wake at most once per window, sending what fell due in it
-    /// together and handling the responses that came in it together. Latency then reads up
-    /// to two windows high (a send up to one window late, a response seen up to one window
-    /// late) for less of loadgen's CPU per request; 0 wakes for every send and response.
-    #[arg(long, default_value = "0", value_parser = parse_duration)]
+    /// Open loop on io_uring (rr, stream): wake at most once per window (at most a quarter
+    /// of a connection's interval), handing the kernel the sends due in the next window,
+    /// which it sends when due, and handling the responses that came in it together, each
+    /// timed by its kernel receive stamp; 0 wakes for every send and response.
+    #[arg(long, default_value = "1ms", value_parser = parse_duration)]
     pub batch_window: Duration,
 
     /// No live progress line, even on a terminal.

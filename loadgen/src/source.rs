@@ -164,6 +164,26 @@ fn family(v4: bool) -> &'static str {
     }
 }
 
+/// Turns int option `name` of `level` on (one socket2 has no setter for).
+pub fn set_option_on(socket: &Socket, level: libc::c_int, name: libc::c_int) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the descriptor is open for the whole call; the option value is a valid
+    // c_int that outlives it, and its size is given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
+}
+
 /// A TCP socket bound to `src` with no port yet (`IP_BIND_ADDRESS_NO_PORT`): `connect`
 /// picks the port for its 4-tuple.
 fn bound_socket(src: IpAddr) -> io::Result<Socket> {
@@ -173,21 +193,7 @@ fn bound_socket(src: IpAddr) -> io::Result<Socket> {
         Domain::IPV6
     };
     let socket = Socket::new(domain, Type::STREAM.cloexec(), Some(Protocol::TCP))?;
-    let on: libc::c_int = 1;
-    // SAFETY: the descriptor is open for the whole call; the option value is a valid
-    // c_int that outlives it, and its size is given.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_BIND_ADDRESS_NO_PORT,
-            (&on as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    set_option_on(&socket, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT)?;
     socket.bind(&SockAddr::from(SocketAddr::new(src, 0)))?;
     Ok(socket)
 }

@@ -206,6 +206,23 @@ impl<O: Operation> Driver<O> {
         }
     }
 
+    /// Cancels every operation in flight that holds memory (which [`Sqe::cancel`] cannot
+    /// name) and whose op `which` picks; `op` is the cancels' own.
+    pub fn cancel_held(&mut self, mut which: impl FnMut(&O) -> bool, op: O) {
+        let picked: Vec<u64> = (self.held.iter())
+            .filter(|(_, (o, _))| which(o))
+            .map(|(i, _)| DRIVER_BIT | i as u64)
+            .collect();
+        for user_data in picked {
+            let entry = io_uring::opcode::AsyncCancel::new(user_data).build();
+            self.push(Sqe {
+                entry,
+                op,
+                held: None,
+            });
+        }
+    }
+
     /// A send of `buf` on `target` (`flags`: `MSG_*`); its completion hands `buf` back.
     /// Only this driver may push it: a provided buffer is this driver's memory.
     pub fn send(&self, target: Target, buf: SendBuf, flags: i32, op: O) -> Sqe<O> {
@@ -550,7 +567,7 @@ fn held_completion<O: Operation>(
             }
             Some((op, None))
         }
-        Held::Addr(_) | Held::Time(_) => Some((op, None)),
+        Held::Addr(_) | Held::Time(_) | Held::Msg(_) => Some((op, None)),
     }
 }
 

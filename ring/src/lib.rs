@@ -15,6 +15,7 @@
 
 mod bufring;
 mod driver;
+pub mod msg;
 pub mod op;
 pub mod setup;
 pub mod sqe;

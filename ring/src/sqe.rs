@@ -98,6 +98,8 @@ pub(crate) enum Held {
     Addr(#[allow(dead_code)] Box<SockAddr>),
     /// A timeout's duration.
     Time(#[allow(dead_code)] Box<types::Timespec>),
+    /// A recvmsg's header.
+    Msg(#[allow(dead_code)] Box<crate::msg::Header>),
 }
 
 /// `SO_LINGER` on, 0 seconds: a close resets the connection. Static: the kernel reads it
@@ -172,16 +174,40 @@ impl<O: Operation> Sqe<O> {
     /// `TCP_NODELAY` on `target`, set by the ring (Linux 6.7): a table slot has no
     /// descriptor for setsockopt(2).
     pub fn nodelay(target: Target, op: O) -> Self {
+        Self::option_on(target, libc::IPPROTO_TCP, libc::TCP_NODELAY, op)
+    }
+
+    /// `SO_TIMESTAMPNS` on `target`, set by the ring (Linux 6.7): its reads carry the
+    /// kernel's receive time ([`crate::msg`]).
+    pub fn rx_timestamps(target: Target, op: O) -> Self {
+        Self::option_on(target, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS, op)
+    }
+
+    /// Turns int option `name` of `level` on.
+    fn option_on(target: Target, level: i32, name: i32, op: O) -> Self {
         let one: *const libc::c_int = &ONE;
         let sqe = on!(target, |f| opcode::SetSockOpt::new(
             f,
-            libc::IPPROTO_TCP as u32,
-            libc::TCP_NODELAY as u32,
+            level as u32,
+            name as u32,
             one.cast(),
             std::mem::size_of::<libc::c_int>() as u32,
         )
         .build());
         Self::plain(sqe, op)
+    }
+
+    /// A multishot recvmsg into buffer group `bgid`, `control` bytes of each buffer set
+    /// aside for control data: each completion's buffer is read with [`crate::msg::parse`].
+    pub fn recvmsg_multi(target: Target, bgid: u16, control: u32, op: O) -> Self {
+        let header = Box::new(crate::msg::Header::new(control));
+        let sqe = on!(target, |f| opcode::RecvMsgMulti::new(f, &header.0, bgid)
+            .build());
+        Sqe {
+            entry: sqe,
+            op,
+            held: Some(Held::Msg(header)),
+        }
     }
 
     /// `shutdown(2)` of `target` (`how`: `libc::SHUT_*`).
@@ -230,6 +256,19 @@ impl<O: Operation> Sqe<O> {
         if multishot {
             t = t.flags(types::TimeoutFlags::MULTISHOT);
         }
+        Sqe {
+            entry: t.build(),
+            op,
+            held: Some(Held::Time(ts)),
+        }
+    }
+
+    /// Completes at `at_ns` on CLOCK_MONOTONIC with `-ETIME` that counts as a success: an
+    /// SQE linked after it ([`Sqe::link`]) runs then, while the loop that pushed it sleeps.
+    pub fn wait_until(at_ns: u64, op: O) -> Self {
+        let ts = Box::new(types::Timespec::from(Duration::from_nanos(at_ns)));
+        let flags = types::TimeoutFlags::ABS | types::TimeoutFlags::ETIME_SUCCESS;
+        let t = opcode::Timeout::new(&*ts).flags(flags);
         Sqe {
             entry: t.build(),
             op,

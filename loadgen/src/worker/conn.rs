@@ -79,6 +79,9 @@ pub(super) struct Conn {
     pub backlog: Backlog,
     /// Open loop: the next due time not yet moved into the backlog.
     pub next_due: u64,
+    /// Open loop on io_uring with a batch window: the intended time of the newest request
+    /// queued; a send pushed before it waits in the kernel until then.
+    pub send_at: u64,
     /// A write found the connection reset (no FIN seen): once what already arrived is
     /// read, the connection has failed.
     pub write_reset: bool,
@@ -104,6 +107,7 @@ impl Conn {
             reopen: false,
             backlog: Backlog::default(),
             next_due: 0,
+            send_at: 0,
             write_reset: false,
             unread: false,
         }

@@ -128,11 +128,11 @@ struct Worker<'a> {
     index: usize,
     quota: Option<u64>,
     interval_ns: Option<u64>,
-    /// Open loop on io_uring: the loop wakes at most once per this many ns (0: for every
-    /// send and response). Sends fall due on a grid of this step from the run's start.
-    /// At most a quarter of a connection's interval: a send up to a window late and its
-    /// response seen up to a window late still leave half the interval for the round
-    /// trip, so one request in flight per connection keeps the schedule.
+    /// Open loop on io_uring (rr, stream): the loop wakes at most once per this many ns (0:
+    /// for every send and response), on a grid of this step from the run's start, and
+    /// hands the kernel the sends due before the next wake. At most a quarter of a
+    /// connection's interval, so one request in flight per connection keeps the schedule
+    /// even when the loop sees its response a window after it came.
     window_ns: u64,
     /// The engine: what the sockets are driven with.
     io: Io,
@@ -166,6 +166,12 @@ impl<'a> Worker<'a> {
         intervals: mpsc::Sender<Interval>,
     ) -> io::Result<Self> {
         let plan = &*shared.plan;
+        let window_ns = match (plan.engine, tp.interval_ns, plan.mode) {
+            // crr sends when its socket has connected, and its first recv has no stamp.
+            (_, _, Mode::Crr) => 0,
+            (Engine::Uring, Some(iv), _) => (plan.batch_window.as_nanos() as u64).min(iv / 4),
+            _ => 0,
+        };
         let io = match plan.engine {
             Engine::Epoll => {
                 let poll = Poll::new()?;
@@ -175,7 +181,10 @@ impl<'a> Worker<'a> {
                     .register(&mut SourceFd(&timer_fd), TIMER, Interest::READABLE)?;
                 Io::Epoll { poll, timer }
             }
-            Engine::Uring => Io::Uring(Box::new(uring::Ring::new(tp.conn_ids.len())?)),
+            Engine::Uring => Io::Uring(Box::new(uring::Ring::new(
+                tp.conn_ids.len(),
+                window_ns > 0,
+            )?)),
         };
         let now = now_ns();
         let mut conns = Slab::with_capacity(tp.conn_ids.len());
@@ -197,10 +206,6 @@ impl<'a> Worker<'a> {
                 due.push(Reverse((next_due, key)));
             }
         }
-        let window_ns = match (&io, tp.interval_ns) {
-            (Io::Uring(_), Some(iv)) => (plan.batch_window.as_nanos() as u64).min(iv / 4),
-            _ => 0,
-        };
         Ok(Worker {
             shared,
             plan,
@@ -339,11 +344,11 @@ impl<'a> Worker<'a> {
     }
 
     /// When the loop wakes for a send due at `at`: at once, or with a batch window at the
-    /// end of the window `at` falls in, together with everything else due in it.
+    /// start of the window `at` falls in, to hand the kernel everything due in it.
     fn batched(&self, at: u64) -> u64 {
         match self.window_ns {
             0 => at,
-            w => at + (w - at.saturating_sub(self.shared.start) % w) % w,
+            w => at - at.saturating_sub(self.shared.start) % w,
         }
     }
 
@@ -416,7 +421,8 @@ impl<'a> Worker<'a> {
     fn release_due(&mut self, now: u64) {
         let Some(iv) = self.interval_ns else { return };
         while let Some(&Reverse((at, key))) = self.due.peek() {
-            if at > now || self.shared.end.is_some_and(|end| at >= end) {
+            // A batch window: what falls due before the next wake goes to the kernel now.
+            if at > now + self.window_ns || self.shared.end.is_some_and(|end| at >= end) {
                 break;
             }
             self.due.pop();

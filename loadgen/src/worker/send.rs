@@ -101,7 +101,9 @@ impl Worker<'_> {
                         None => now,
                     };
                     self.count_sent(intended);
-                    Pending::new(intended, now)
+                    // Released ahead of time (a batch window), it leaves when it is due.
+                    self.conns[key].send_at = intended;
+                    Pending::new(intended, now.max(intended))
                 }
             };
             let spec = self.spec;

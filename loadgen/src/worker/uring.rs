@@ -4,13 +4,19 @@
 //! whose timeout is the next deadline (the open-loop schedule's included). A socket's
 //! operations carry its generation: a completion for a socket since closed is recognised,
 //! and only its buffer is given back.
+//!
+//! With a batch window the loop handles a response up to a window after it came, so its
+//! time is not when the loop sees it but the kernel's: sockets have `SO_TIMESTAMPNS` and the
+//! multishot recv is a recvmsg whose completions carry the receive time of the last segment
+//! they read (CLOCK_REALTIME, moved onto CLOCK_MONOTONIC with an offset read once per turn,
+//! and kept between the oldest request's send and the moment the loop sees it).
 
 use std::io;
 use std::time::Duration;
 
 use io_uring::types::Timespec;
 use ringd_ring::{
-    Completion, Descriptor, Driver, Event, Operation, Packed, SendBuf, Setup, SetupError, Sqe,
+    msg, Completion, Descriptor, Driver, Event, Operation, Packed, SendBuf, Setup, SetupError, Sqe,
     Target, Wait,
 };
 use socket2::SockAddr;
@@ -19,7 +25,7 @@ use super::conn::{Conn, State};
 use super::send::connect_error_kind;
 use super::{Io, Mode, Worker};
 use crate::client::{Next, Spec};
-use crate::clock::now_ns;
+use crate::clock::{now_ns, realtime_ns};
 use crate::source;
 use crate::stats::ErrorKind;
 
@@ -35,18 +41,28 @@ const MAX_BUFS: usize = 1024;
 enum Kind {
     Socket,
     Nodelay,
+    /// `SO_TIMESTAMPNS` set by the ring.
+    Stamps,
     Connect,
+    /// The multishot recv (a recvmsg when stamped).
     Recv,
+    /// crr: the one plain recv linked after the transaction's send.
+    RecvFirst,
+    /// The kernel's wait before a send pushed ahead of its due time.
+    SendAt,
     Send,
     Cancel,
     Close,
 }
 
-const KINDS: [Kind; 7] = [
+const KINDS: [Kind; 10] = [
     Kind::Socket,
     Kind::Nodelay,
+    Kind::Stamps,
     Kind::Connect,
     Kind::Recv,
+    Kind::RecvFirst,
+    Kind::SendAt,
     Kind::Send,
     Kind::Cancel,
     Kind::Close,
@@ -100,11 +116,20 @@ pub(super) struct Ring {
     /// Sockets are created straight into the ring's file table, connection `key` in slot
     /// `key` (Linux 6.7: the ring also sets their options); else they are descriptors.
     direct: bool,
+    /// Responses are timed by the kernel's receive stamps (a batch window is on).
+    stamped: bool,
+    /// CLOCK_REALTIME minus CLOCK_MONOTONIC (ns), read after each wait: turns a receive
+    /// stamp into loadgen's clock.
+    real_offset: i128,
+    /// Receive stamps outside [oldest request's send, moment seen], clamped into it (a
+    /// clock step, or a socket without stamps).
+    clamped: u64,
 }
 
 impl Ring {
-    /// A ring sized for `conns` connections, with its provided buffers.
-    pub fn new(conns: usize) -> io::Result<Self> {
+    /// A ring sized for `conns` connections, with its provided buffers; `stamped`: its
+    /// sockets' reads carry the kernel's receive time.
+    pub fn new(conns: usize, stamped: bool) -> io::Result<Self> {
         let sq = (conns * 2).clamp(64, 4096).next_power_of_two() as u32;
         let mut driver = Driver::new(Setup {
             sq,
@@ -125,6 +150,9 @@ impl Ring {
             spare: Vec::new(),
             cq: sq * 4,
             direct,
+            stamped,
+            real_offset: 0,
+            clamped: 0,
         })
     }
 
@@ -138,6 +166,9 @@ impl Ring {
             false => {
                 let sock = source::socket(c.source, c.addr)?;
                 sock.set_tcp_nodelay(true)?;
+                if self.stamped {
+                    source::set_option_on(&sock, libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)?;
+                }
                 c.fd = Some(Descriptor::Os(sock.into()));
             }
         }
@@ -161,7 +192,7 @@ impl Ring {
                     std::net::SocketAddr::V6(_) => libc::AF_INET6,
                 };
                 let socket = Sqe::socket_direct(domain, slot, op(Kind::Socket, key, c));
-                // The connect runs whether or not the option could be set.
+                // The connect runs whether or not the options could be set.
                 let nodelay = Sqe::nodelay(target, op(Kind::Nodelay, key, c));
                 Some([socket.link(), nodelay.hardlink()])
             }
@@ -170,7 +201,12 @@ impl Ring {
         match (open, then) {
             (None, None) => self.driver.push(connect),
             (None, Some([send, recv])) => self.driver.push_chain([connect.link(), send, recv]),
+            (Some([socket, nodelay]), None) if self.stamped => {
+                let stamps = Sqe::rx_timestamps(target, op(Kind::Stamps, key, c)).hardlink();
+                (self.driver).push_chain([socket, nodelay, stamps, connect])
+            }
             (Some([socket, nodelay]), None) => self.driver.push_chain([socket, nodelay, connect]),
+            // crr, which has no batch window and so no stamps.
             (Some([socket, nodelay]), Some([send, recv])) => {
                 (self.driver).push_chain([socket, nodelay, connect.link(), send, recv])
             }
@@ -203,7 +239,7 @@ impl Ring {
         let send = (self.driver)
             .send(target, buf, libc::MSG_NOSIGNAL, op(Kind::Send, key, c))
             .hardlink();
-        let recv = Sqe::recv_one(target, BGID, op(Kind::Recv, key, c));
+        let recv = Sqe::recv_one(target, BGID, op(Kind::RecvFirst, key, c));
         self.push_connect(c, key, Some([send, recv]));
         c.sending = true;
     }
@@ -211,7 +247,11 @@ impl Ring {
     fn arm_recv(&mut self, c: &Conn, key: usize) {
         if let Some(fd) = &c.fd {
             let target = fd.target();
-            let sqe = Sqe::recv_multi(target, BGID, None, op(Kind::Recv, key, c));
+            let recv = op(Kind::Recv, key, c);
+            let sqe = match self.stamped {
+                true => Sqe::recvmsg_multi(target, BGID, msg::STAMP_CONTROL, recv),
+                false => Sqe::recv_multi(target, BGID, None, recv),
+            };
             self.driver.push(sqe);
         }
     }
@@ -233,7 +273,13 @@ impl Ring {
         let sqe = self
             .driver
             .send(target, buf, libc::MSG_NOSIGNAL, op(Kind::Send, key, c));
-        self.driver.push(sqe);
+        match c.send_at > now_ns() {
+            true => {
+                let wait = Sqe::wait_until(c.send_at, op(Kind::SendAt, key, c));
+                self.driver.push_chain([wait.link(), sqe]);
+            }
+            false => self.driver.push(sqe),
+        }
         c.sending = true;
     }
 
@@ -241,6 +287,13 @@ impl Ring {
     /// told apart by the generation, bumped here.
     pub fn close(&mut self, c: &mut Conn, key: usize) {
         if let Some(fd) = c.fd.take() {
+            if self.stamped && c.sending {
+                // A send perhaps still held back: its socket's descriptor or slot may name
+                // another socket by the time it would leave.
+                let gen = c.gen;
+                let held = |o: &Op| o.kind == Kind::SendAt && o.key == key && o.gen == gen;
+                self.driver.cancel_held(held, op(Kind::Cancel, key, c));
+            }
             self.driver
                 .push(Sqe::cancel_fd(fd.target(), op(Kind::Cancel, key, c)));
             let close = op(Kind::Close, key, c);
@@ -249,6 +302,32 @@ impl Ring {
         c.gen = c.gen.wrapping_add(1) & Packed::GEN_MASK;
         c.sending = false;
     }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        if self.clamped > 0 {
+            eprintln!(
+                "loadgen: {} receive times outside [send, seen] were clamped",
+                self.clamped
+            );
+        }
+    }
+}
+
+/// When a read's bytes arrived on loadgen's clock: the kernel's stamp (`stamp_ns`,
+/// CLOCK_REALTIME; `offset` is CLOCK_REALTIME − CLOCK_MONOTONIC) kept within [`from`, `now`]
+/// (the oldest request's send, or 0 with none in flight; the moment the loop sees the
+/// bytes), or `now` without a stamp;
+/// and whether it had to be clamped. A read that holds several responses carries the time of
+/// its last segment: the earlier responses read late, by less than the time between them.
+fn received_at(stamp_ns: Option<u64>, offset: i128, from: u64, now: u64) -> (u64, bool) {
+    let Some(stamp) = stamp_ns else {
+        return (now, true);
+    };
+    let mono = i128::from(stamp) - offset;
+    let kept = mono.clamp(i128::from(from.min(now)), i128::from(now));
+    (kept as u64, kept != mono)
 }
 
 impl Worker<'_> {
@@ -270,6 +349,9 @@ impl Worker<'_> {
             _ => Wait::Timed(&ts),
         };
         (ring.driver.submit_and_wait(wait)).map_err(|e| format!("io_uring: {e}"))?;
+        if ring.stamped {
+            ring.real_offset = i128::from(realtime_ns()) - i128::from(now_ns());
+        }
         let mut events = std::mem::take(&mut ring.events);
         ring.driver.complete(&mut events);
         for event in events.drain(..) {
@@ -308,7 +390,7 @@ impl Worker<'_> {
                 self.fail(key, ErrorKind::ConnectFailed, &e, now)
             }
             Kind::Connect if current => self.on_connect(key, c.result, now),
-            Kind::Recv => self.on_recv(key, current, &c, now),
+            Kind::Recv | Kind::RecvFirst => self.on_recv(key, current, &c, now),
             Kind::Send => {
                 if let Some(SendBuf::Bytes { data, .. }) = c.buf {
                     self.ring().spare.push(data);
@@ -317,7 +399,13 @@ impl Worker<'_> {
                     self.on_sent(key, c.result, now);
                 }
             }
-            Kind::Socket | Kind::Nodelay | Kind::Connect | Kind::Cancel | Kind::Close => {}
+            Kind::Socket
+            | Kind::Nodelay
+            | Kind::Stamps
+            | Kind::SendAt
+            | Kind::Connect
+            | Kind::Cancel
+            | Kind::Close => {}
         }
     }
 
@@ -339,27 +427,47 @@ impl Worker<'_> {
     /// the socket), the end of the stream, an error, or the multishot recv ending (armed
     /// again while the socket is open).
     fn on_recv(&mut self, key: usize, current: bool, c: &Completion<Op>, now: u64) {
+        // A recvmsg's end of stream is a buffer with no bytes in it.
+        let mut result = c.result;
         let next = match c.buffer_id() {
             Some(bid) => {
                 let Io::Uring(ring) = &mut self.io else {
                     unreachable!()
                 };
+                let stamped = ring.stamped && c.op.kind == Kind::Recv;
+                let (offset, mut clamped) = (ring.real_offset, 0);
                 // The driver marked the buffer taken when it handed over the completion.
                 let bufs = ring.driver.buffers();
                 let next = (current && c.result > 0).then(|| {
-                    let data = bufs.bytes(bid, c.result as usize);
+                    let buf = bufs.bytes(bid, c.result as usize);
                     let conn = &mut self.conns[key];
-                    conn.session.received(&self.spec, data, now, &mut self.rec)
+                    let (data, at) = match stamped {
+                        false => (buf, now),
+                        true => {
+                            let Some(r) = msg::parse(buf, msg::STAMP_CONTROL) else {
+                                result = -libc::EBADMSG;
+                                return None;
+                            };
+                            let from = conn.session.oldest_sent().unwrap_or(0);
+                            let (at, off) = received_at(r.stamp_ns, offset, from, now);
+                            clamped += u64::from(off);
+                            result = r.payload.len() as i32;
+                            (r.payload, at)
+                        }
+                    };
+                    (!data.is_empty())
+                        .then(|| conn.session.received(&self.spec, data, at, &mut self.rec))
                 });
                 bufs.give(bid);
-                next
+                ring.clamped += clamped;
+                next.flatten()
             }
             None => None,
         };
         if !current {
             return;
         }
-        match (next, c.result) {
+        match (next, result) {
             (Some(Next::Continue), _) => {
                 if self.plan.mode != Mode::Crr {
                     self.fill(key, now);
@@ -434,8 +542,22 @@ mod tests {
     }
 
     #[test]
+    fn receive_stamps_move_onto_the_monotonic_clock_and_stay_between_send_and_seen() {
+        // CLOCK_REALTIME runs 1,000 ns ahead of CLOCK_MONOTONIC; sent at 100, seen at 200.
+        let at = |stamp| received_at(stamp, 1_000, 100, 200);
+        assert_eq!(at(Some(1_150)), (150, false));
+        assert_eq!(at(Some(1_100)), (100, false));
+        assert_eq!(at(Some(1_050)), (100, true));
+        assert_eq!(at(Some(5)), (100, true));
+        assert_eq!(at(Some(1_250)), (200, true));
+        assert_eq!(at(None), (200, true));
+        // A read with no request in flight (a handshake's bytes) is bounded by `now` alone.
+        assert_eq!(received_at(Some(1_150), 1_000, 0, 200), (150, false));
+    }
+
+    #[test]
     fn sockets_are_direct_descriptors_where_the_kernel_allows() {
-        let ring = Ring::new(4).expect("io_uring must be usable on the test hosts");
+        let ring = Ring::new(4, false).expect("io_uring must be usable on the test hosts");
         let version = ringd_ring::setup::kernel_version();
         assert_eq!(ring.direct, version >= (6, 7), "Linux {version:?}");
     }

@@ -315,3 +315,48 @@ fn a_chain_that_cannot_be_queued_fails_the_next_wait() {
     let e = d.submit_and_wait(Wait::One).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EBADFD));
 }
+
+/// CLOCK_MONOTONIC in ns, the clock of [`Sqe::wait_until`].
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[test]
+fn what_is_linked_after_a_wait_runs_once_it_is_over_and_not_before() {
+    let mut d = driver(8);
+    let at = monotonic_ns() + 20_000_000;
+    d.push_chain([Sqe::wait_until(at, op(1)).link(), Sqe::nop(op(2))]);
+    let got = events(&mut d, 2);
+    let seen = monotonic_ns();
+    let got: Vec<_> = got
+        .into_iter()
+        .map(done)
+        .map(|c| (c.op.n, c.result))
+        .collect();
+    // The timer's expiry counts as a success: the nop ran (0), not cancelled.
+    assert_eq!(got, [(1, -libc::ETIME), (2, 0)]);
+    assert!(seen >= at, "seen at {seen}, due at {at}");
+}
+
+#[test]
+fn a_held_operation_is_cancelled_by_its_op_and_takes_its_chain_with_it() {
+    let mut d = driver(8);
+    let at = monotonic_ns() + 3_600_000_000_000;
+    d.push_chain([Sqe::wait_until(at, op(1)).link(), Sqe::nop(op(2))]);
+    d.push(Sqe::timeout(Duration::from_secs(3600), false, op(3)));
+    d.cancel_held(|o| o.n == 1, op(4));
+    let mut got: Vec<_> = events(&mut d, 3)
+        .into_iter()
+        .map(done)
+        .map(|c| (c.op.n, c.result))
+        .collect();
+    got.sort();
+    assert_eq!(got, [(1, -libc::ECANCELED), (2, -libc::ECANCELED), (4, 0)]);
+    assert_eq!(d.outstanding(), 1, "the other timeout is still there");
+}
