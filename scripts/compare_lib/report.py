@@ -183,7 +183,7 @@ def limit_md(limit, scenarios):
             "measured window (min..max over runs)." if shares else "")
     return (f"**Server CPU limit.** Every row's server (not a proxy's backend, not loadgen) ran in a cgroup "
             f"{limit['cgroup']} allowed {limit['quota_us']:,} µs of CPU per {limit['period_us']:,} µs period "
-            f"({limit['fraction']:g} of the server CPUs), so the server, not loadgen, is the bottleneck. "
+            f"({limit['fraction']:g} of the server CPUs), so that the server, not loadgen, is the bottleneck. "
             "Throughput is that of the limited server; CPU per request is measured as without a limit. "
             "Latency percentiles include the stalls of a throttled server (up to a period), so latency "
             f"here is comparable only with runs under the same limit.{seen}")
