@@ -139,6 +139,15 @@ def report_md(s):
         "scenarios: the proxy's) CPU time (user+system, /proc) over the measured window divided by requests."
         + ("" if perf else " `perf` was not usable here, so system calls per request are not reported."),
         "",
+    ]
+    limit = limit_md(cfg.get("server_cpu_limit"), s["scenarios"])
+    if limit:
+        lines += [limit, ""]
+    if env.get("loadavg_start"):
+        lines += [f"Load average (1, 5, 15 min) at the start {', '.join(map(str, env['loadavg_start']))}"
+                  + (f", at the end {', '.join(map(str, env['loadavg_end']))}" if env.get("loadavg_end") else "")
+                  + ".", ""]
+    lines += [
         f"**Noise.** {s['method']}" + (
             f" **Only {cfg['rounds']} rounds:** the intervals assume the per-round log ratios are roughly "
             "normal, which so few rounds cannot check; quote figures from 5 rounds or more (the issues' "
@@ -162,6 +171,22 @@ def report_md(s):
     lines += ["## Raw data", "", "`summary.json` has every run (and every per-round ratio); `runs/` has "
               "loadgen's JSON and .hgrm of each.", ""]
     return "\n".join(lines)
+
+
+def limit_md(limit, scenarios):
+    """The report's paragraph on `--server-cpu-limit` (config `server_cpu_limit`), or None."""
+    if not limit:
+        return None
+    shares = [r["throttled_share"] for sc in scenarios for res in sc["results"].values() for r in res["runs"]
+              if r.get("throttled_share") is not None]
+    seen = (f" The server waited for its next period during {min(shares):.0%}..{max(shares):.0%} of the "
+            "measured window (min..max over runs)." if shares else "")
+    return (f"**Server CPU limit.** Every row's server (not a proxy's backend, not loadgen) ran in a cgroup "
+            f"{limit['cgroup']} allowed {limit['quota_us']:,} µs of CPU per {limit['period_us']:,} µs period "
+            f"({limit['fraction']:g} of the server CPUs), so that the server, not loadgen, is the bottleneck. "
+            "Throughput is that of the limited server; CPU per request is measured as without a limit. "
+            "Latency percentiles include the stalls of a throttled server (up to a period), so latency "
+            f"here is comparable only with runs under the same limit.{seen}")
 
 
 def scenario_md(sc, subject, perf):

@@ -61,5 +61,17 @@ class Handshakes(unittest.TestCase):
         self.assertIn("| 800.0 |", next(line for line in md.splitlines() if line.startswith("| uring |")))
 
 
+class CpuLimit(unittest.TestCase):
+    def test_the_limit_and_the_throttling_seen_are_stated_only_under_a_limit(self):
+        plain = [run(100_000) for _ in range(3)]
+        self.assertIsNone(report.limit_md(None, summary(plain, plain)["scenarios"]))
+        limited = [dict(run(50_000), throttled_share=t) for t in (0.3, 0.45, 0.4)]
+        text = report.limit_md(dict(fraction=0.5, quota_us=5000, period_us=10000, cgroup="v1"),
+                               summary(limited, plain)["scenarios"])
+        self.assertIn("5,000 µs of CPU per 10,000 µs period (0.5 of the server CPUs)", text)
+        self.assertIn("stalls of a throttled server", text)
+        self.assertIn("during 30%..45% of the measured window", text)
+
+
 if __name__ == "__main__":
     unittest.main()
