@@ -28,6 +28,11 @@ impl Backlog {
         self.len += 1;
     }
 
+    /// The oldest due time, left in place.
+    pub fn first(&self) -> Option<u64> {
+        (self.len > 0).then_some(self.first)
+    }
+
     /// Takes the oldest due time.
     pub fn pop(&mut self, interval: u64) -> Option<u64> {
         if self.len == 0 {

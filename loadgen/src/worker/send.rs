@@ -18,10 +18,22 @@ use crate::stats::ErrorKind;
 const FIRST_BACKOFF_MS: u64 = 10;
 /// Longest backoff between two connects.
 const MAX_BACKOFF_MS: u64 = 1000;
+/// How soon a connection waiting for its old socket's held send tries again.
+const HELD_RETRY_NS: u64 = 200_000;
 
 impl Worker<'_> {
     /// Opens connection `key` (rr and stream).
     pub(super) fn connect(&mut self, key: usize, now: u64) {
+        if let Io::Uring(ring) = &self.io {
+            if ring.holds(key) {
+                // The old socket's held send has yet to complete: its slot or number stays
+                // unused until then. Not a failure; tried again shortly.
+                let c = &mut self.conns[key];
+                c.retry_at = now + HELD_RETRY_NS;
+                self.reopening.push(Reverse((c.retry_at, key)));
+                return;
+            }
+        }
         let c = &mut self.conns[key];
         c.connect_started = now;
         c.session.reset();
@@ -88,16 +100,26 @@ impl Worker<'_> {
             let no_new = self.stopping || self.quota_reached();
             let retried = self.conns[key].session.take_retry();
             let p = match retried {
-                Some(p) => p,
+                Some(p) => {
+                    // Overdue: it goes at once, whatever was held before.
+                    self.conns[key].send_at = 0;
+                    p
+                }
                 None => {
                     if no_new {
                         break;
                     }
                     let intended = match self.interval_ns {
-                        Some(iv) => match self.conns[key].backlog.pop(iv) {
-                            Some(t) => t,
-                            None => break,
-                        },
+                        Some(iv) => {
+                            let c = &mut self.conns[key];
+                            match c.backlog.first() {
+                                // Due later than bytes waiting to go now, it would hold
+                                // them back: it waits for a later fill.
+                                Some(t) if t > now && c.session.transmit().is_some() => break,
+                                Some(_) => c.backlog.pop(iv).expect("a due time"),
+                                None => break,
+                            }
+                        }
                         None => now,
                     };
                     self.count_sent(intended);

@@ -51,11 +51,13 @@ enum Kind {
     /// The kernel's wait before a send pushed ahead of its due time.
     SendAt,
     Send,
+    /// A send behind a [`Kind::SendAt`] wait.
+    SendHeld,
     Cancel,
     Close,
 }
 
-const KINDS: [Kind; 10] = [
+const KINDS: [Kind; 11] = [
     Kind::Socket,
     Kind::Nodelay,
     Kind::Stamps,
@@ -64,6 +66,7 @@ const KINDS: [Kind; 10] = [
     Kind::RecvFirst,
     Kind::SendAt,
     Kind::Send,
+    Kind::SendHeld,
     Kind::Cancel,
     Kind::Close,
 ];
@@ -124,6 +127,11 @@ pub(super) struct Ring {
     /// Receive stamps outside [oldest request's send, moment seen], clamped into it (a
     /// clock step, or a socket without stamps).
     clamped: u64,
+    /// Per connection: sends held back by the kernel and not completed, of any generation.
+    /// Until they are none, the connection's slot or descriptor number is not used again: a
+    /// held send whose wait already fired cannot be cancelled, and would go out on whatever
+    /// socket its slot or number names when it runs.
+    held: Vec<u32>,
 }
 
 impl Ring {
@@ -153,6 +161,7 @@ impl Ring {
             stamped,
             real_offset: 0,
             clamped: 0,
+            held: vec![0; conns],
         })
     }
 
@@ -270,17 +279,26 @@ impl Ring {
         data.extend_from_slice(bytes);
         let buf = SendBuf::Bytes { data, off: 0 };
         let target = fd.target();
-        let sqe = self
-            .driver
-            .send(target, buf, libc::MSG_NOSIGNAL, op(Kind::Send, key, c));
+        let flags = libc::MSG_NOSIGNAL;
         match c.send_at > now_ns() {
             true => {
+                let sqe = (self.driver).send(target, buf, flags, op(Kind::SendHeld, key, c));
                 let wait = Sqe::wait_until(c.send_at, op(Kind::SendAt, key, c));
                 self.driver.push_chain([wait.link(), sqe]);
+                self.held[key] += 1;
             }
-            false => self.driver.push(sqe),
+            false => {
+                let sqe = (self.driver).send(target, buf, flags, op(Kind::Send, key, c));
+                self.driver.push(sqe)
+            }
         }
         c.sending = true;
+    }
+
+    /// Connection `key` has a send held back by the kernel and not completed: its slot or
+    /// descriptor number must wait (see `held`).
+    pub fn holds(&self, key: usize) -> bool {
+        self.held[key] > 0
     }
 
     /// Cancels what is in flight on `c`'s socket and closes it; its late completions are
@@ -391,7 +409,10 @@ impl Worker<'_> {
             }
             Kind::Connect if current => self.on_connect(key, c.result, now),
             Kind::Recv | Kind::RecvFirst => self.on_recv(key, current, &c, now),
-            Kind::Send => {
+            Kind::Send | Kind::SendHeld => {
+                if kind == Kind::SendHeld {
+                    self.ring().held[key] -= 1;
+                }
                 if let Some(SendBuf::Bytes { data, .. }) = c.buf {
                     self.ring().spare.push(data);
                 }
@@ -450,7 +471,8 @@ impl Worker<'_> {
                             };
                             let from = conn.session.oldest_sent().unwrap_or(0);
                             let (at, off) = received_at(r.stamp_ns, offset, from, now);
-                            clamped += u64::from(off);
+                            // An end of stream carries no stamp: not a clamp.
+                            clamped += u64::from(off && !r.payload.is_empty());
                             result = r.payload.len() as i32;
                             (r.payload, at)
                         }
